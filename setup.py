@@ -1,0 +1,31 @@
+"""Build the Cython/C backend with OpenMP and -O3.
+
+By default the kernels are compiled for the build machine (-march=native, like GGML_NATIVE).
+Set TINYGGML_PORTABLE=1 for a portable build (baseline x86-64, scalar kernels), and
+TINYGGML_NO_OPENMP=1 for a compiler without OpenMP.
+"""
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+KERNELS = "tinyggml/backend/kernels"
+
+cflags = ["-O3", "-std=c11", "-Wno-unused-function"]
+ldflags = []
+if os.environ.get("TINYGGML_PORTABLE", "") in ("", "0"):
+    cflags.append("-march=native")
+if os.environ.get("TINYGGML_NO_OPENMP", "") in ("", "0"):
+    cflags.append("-fopenmp")
+    ldflags.append("-fopenmp")
+
+ext = Extension(
+    "tinyggml.backend._backend",
+    sources=["tinyggml/backend/_backend.pyx", f"{KERNELS}/ops.c", f"{KERNELS}/compute.c"],
+    include_dirs=[KERNELS],
+    extra_compile_args=cflags,
+    extra_link_args=ldflags,
+    depends=[f"{KERNELS}/tg.h", f"{KERNELS}/simd.h"],
+)
+
+setup(ext_modules=cythonize([ext], language_level=3))

@@ -1,0 +1,1 @@
+"""Independent float64 numpy reference models, used as the spec in the tests."""

@@ -1,0 +1,262 @@
+"""Every kernel against its numpy float64 reference (ops.py), over random shapes.
+
+One helper, `check_op`, records a small graph, runs it through the C backend and through the
+reference executor, and compares by NMSE (ggml test-backend-ops) and allclose. Shapes include
+sizes that are not multiples of 8 (SIMD tails), non-contiguous views, 1-3 threads, and both the
+SIMD and the forced scalar path.
+"""
+import numpy as np
+import pytest
+
+from tinyggml import ops
+from tinyggml.backend import Plan, set_simd, simd_compiled
+from tinyggml.graph import Graph
+from tinyggml.ops import OPS, Op
+from tinyggml.tensor import F16, F32, I32, INPUT, STATE, leaf
+
+THREADS = [1, 2, 3]
+SIMD = [True, False] if simd_compiled() else [False]
+
+
+@pytest.fixture(params=SIMD, ids=lambda s: "simd" if s else "scalar")
+def simd(request):
+    set_simd(request.param)
+    yield request.param
+    set_simd(True)
+
+
+def rnd(rng, *shape, dtype=np.float32, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+def mk(name, arr, type=F32, flags=INPUT):
+    """A leaf over `arr` (numpy shape = reversed ggml ne)."""
+    return leaf(type, tuple(reversed(arr.shape)), name, flags, data=arr)
+
+
+def nmse(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    den = np.mean(b * b)
+    return np.mean((a - b) ** 2) / den if den > 0 else np.mean((a - b) ** 2)
+
+
+def check_op(out, n_threads, atol=1e-5, rtol=1e-4, max_nmse=1e-9, states=()):
+    g = Graph()
+    g.output(out)
+    ref = g.compute_numpy()                    # float64, on copies of the leaf data
+    plan = Plan(g, max_threads=3)
+    plan.run(n_threads)
+    got = plan.numpy(out)
+    want = ref[id(out)].reshape(got.shape)
+    assert nmse(got, want) <= max_nmse, f"{OPS[out.op].name}: nmse {nmse(got, want):.3g}"
+    np.testing.assert_allclose(got, want, atol=atol, rtol=rtol)
+    for s in states:                           # in-place state updates
+        np.testing.assert_allclose(s.data, ref[id(s)].reshape(s.data.shape), atol=atol, rtol=rtol)
+    return got
+
+
+# ---- element-wise ---------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(1,), (7,), (33, 5), (65, 3, 2), (8, 4, 3, 2)])
+@pytest.mark.parametrize("nt", THREADS)
+def test_unary(simd, shape, nt):
+    rng = np.random.default_rng(len(shape) * 10 + nt)
+    a = mk("a", rnd(rng, *reversed(shape), scale=4))
+    b = mk("b", rnd(rng, *reversed(shape), scale=4))
+    check_op(ops.silu(a), nt)
+    check_op(ops.scale(a, -0.37), nt)
+    check_op(ops.gate_silu(a, b), nt)
+
+
+@pytest.mark.parametrize("sa,sb", [((7,), (7,)), ((33, 5), (33, 1)), ((33, 5), (33, 5)),
+                                   ((65, 3, 2), (65, 3, 1)), ((9, 4, 3), (1, 4, 1)),
+                                   ((16, 6), (16, 3))])
+@pytest.mark.parametrize("nt", THREADS)
+def test_add_mul_broadcast(simd, sa, sb, nt):
+    rng = np.random.default_rng(nt)
+    a = mk("a", rnd(rng, *reversed(sa)))
+    b = mk("b", rnd(rng, *reversed(sb)))
+    check_op(ops.add(a, b), nt)
+    check_op(ops.mul(a, b), nt)
+
+
+@pytest.mark.parametrize("nt", THREADS)
+def test_unary_binary_noncontiguous(simd, nt):
+    rng = np.random.default_rng(7)
+    big = mk("big", rnd(rng, 6, 41))                       # {41, 6}
+    v = ops.view(big, (13, 6), (4, 41 * 4), 8 * 4)         # columns 8..20: strided rows
+    t = ops.transpose(ops.view(big, (11, 6), (4, 41 * 4), 0))   # {6, 11}, nb0 != 4
+    w = mk("w", rnd(rng, 11, 6))
+    check_op(ops.silu(v), nt)
+    check_op(ops.gate_silu(v, ops.view(big, (13, 6), (4, 41 * 4), 20 * 4)), nt)
+    check_op(ops.add(t, w), nt)
+    check_op(ops.mul(w, t), nt)
+    check_op(ops.cont(t), nt)
+    check_op(ops.silu(t), nt)
+
+
+# ---- rms_norm -------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (64, 5), (129, 2, 3)])
+@pytest.mark.parametrize("nt", THREADS)
+def test_rms_norm(simd, shape, nt):
+    rng = np.random.default_rng(3)
+    a = mk("a", rnd(rng, *reversed(shape), scale=3))
+    check_op(ops.rms_norm(a, 1e-5), nt)
+    # grouped, through a reshape: {n/2, 2, rows}
+    if shape[0] % 2 == 0:
+        check_op(ops.rms_norm(ops.reshape(a, shape[0] // 2, 2, *shape[1:]), 1e-6), nt)
+
+
+def test_rms_norm_strided_rows(simd):
+    rng = np.random.default_rng(4)
+    big = mk("big", rnd(rng, 5, 40))
+    check_op(ops.rms_norm(ops.view(big, (17, 5), (4, 160), 12), 1e-5), 2)
+
+
+# ---- cpy / concat / views -------------------------------------------------------------------
+@pytest.mark.parametrize("nt", THREADS)
+def test_cpy_into_view_and_permute(simd, nt):
+    rng = np.random.default_rng(5)
+    a = mk("a", rnd(rng, 2, 3, 5, 7))                       # {7, 5, 3, 2}
+    p = ops.permute(a, 2, 0, 3, 1)                           # {5, 2, 7, 3}: non-contiguous
+    check_op(ops.cont(p), nt)
+    dst = mk("dst", np.zeros((4, 9, 13), np.float32), flags=STATE)
+    target = ops.view(dst, (5, 7), (4, 13 * 4), 4 * (13 * 2 + 3))
+    src = mk("src", rnd(rng, 7, 5))
+    out = ops.cpy(src, target)
+    check_op(out, nt, states=[dst])
+    assert np.array_equal(dst.data[0, 2:9, 3:8], src.data)
+
+
+@pytest.mark.parametrize("dim", [0, 1, 2])
+@pytest.mark.parametrize("nt", THREADS)
+def test_concat(simd, dim, nt):
+    rng = np.random.default_rng(dim)
+    sa, sb = [5, 3, 2], [5, 3, 2]
+    sb[dim] = 4
+    a = mk("a", rnd(rng, *reversed(sa)))
+    b = mk("b", rnd(rng, *reversed(sb)))
+    check_op(ops.concat(a, b, dim), nt)
+    # a transposed (non-contiguous) source, as conv states meet transposed inputs
+    x = mk("x", rnd(rng, 6, 9))                                  # {9, 6}
+    st = mk("st", rnd(rng, 9, 3))                                # {3, 9}
+    check_op(ops.concat(st, ops.transpose(x), 0), nt)
+
+
+# ---- get_rows -------------------------------------------------------------------------------
+@pytest.mark.parametrize("wtype", [F32, F16])
+@pytest.mark.parametrize("ne0", [1, 7, 64, 71])
+@pytest.mark.parametrize("nt", THREADS)
+def test_get_rows(simd, wtype, ne0, nt):
+    rng = np.random.default_rng(ne0)
+    dt = np.float16 if wtype == F16 else np.float32
+    w = mk("w", rnd(rng, 37, ne0, dtype=dt), type=wtype)
+    ids = mk("ids", rng.integers(0, 37, size=11).astype(np.int32), type=I32)
+    check_op(ops.get_rows(w, ids), nt, atol=0, rtol=0)
+
+
+# ---- mul_mat --------------------------------------------------------------------------------
+MM_SHAPES = [(1, 1, 1), (7, 3, 1), (16, 8, 1), (33, 13, 5), (64, 65, 7), (127, 9, 33),
+             (256, 31, 2)]
+
+
+@pytest.mark.parametrize("K,M,N", MM_SHAPES)
+@pytest.mark.parametrize("wtype", [F32, F16])
+@pytest.mark.parametrize("nt", THREADS)
+def test_mul_mat(simd, K, M, N, wtype, nt):
+    rng = np.random.default_rng(K * 1000 + M + N)
+    dt = np.float16 if wtype == F16 else np.float32
+    a = mk("a", rnd(rng, M, K, dtype=dt), type=wtype)
+    b = mk("b", rnd(rng, N, K))
+    check_op(ops.mul_mat(a, b), nt, atol=1e-4)
+
+
+@pytest.mark.parametrize("nt", [1, 2])
+def test_mul_mat_broadcast_and_strided(simd, nt):
+    rng = np.random.default_rng(11)
+    a = mk("a", rnd(rng, 1, 2, 9, 19))                        # {19, 9, 2, 1}
+    b = mk("b", rnd(rng, 3, 4, 5, 19))                        # {19, 5, 4, 3}
+    check_op(ops.mul_mat(a, b), nt, atol=1e-4)
+    big = mk("big", rnd(rng, 6, 50))                          # activations with strided rows
+    bv = ops.view(big, (19, 6), (4, 200), 3 * 4)
+    w = mk("w", rnd(rng, 10, 19))
+    check_op(ops.mul_mat(w, bv), nt, atol=1e-4)
+
+
+# ---- ssm_conv -------------------------------------------------------------------------------
+def _seq_info(rng, lens, n_slots):
+    slots = rng.permutation(n_slots)[:len(lens)]
+    starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    return np.stack([slots, starts, lens], axis=1).astype(np.int32)
+
+
+@pytest.mark.parametrize("ch", [1, 7, 8, 37, 64])
+@pytest.mark.parametrize("lens", [[1], [5], [3, 1, 6], [1, 1]])
+@pytest.mark.parametrize("nt", THREADS)
+def test_ssm_conv(simd, ch, lens, nt):
+    rng = np.random.default_rng(ch + sum(lens))
+    dc, n_slots = 4, 5
+    n_t = sum(lens)
+    big = mk("xz", rnd(rng, n_t, 2 * ch + 3))                 # x is a strided view, like xz
+    x = ops.view(big, (ch, n_t), (4, (2 * ch + 3) * 4), 0)
+    state = mk("state", rnd(rng, n_slots, ch, dc - 1), flags=STATE)
+    w = mk("w", rnd(rng, ch, dc))
+    b = mk("b", rnd(rng, ch, scale=0.2))
+    info = mk("info", _seq_info(rng, lens, n_slots), type=I32)
+    check_op(ops.ssm_conv(x, state, w, b, info, apply_silu=True), nt, states=[state])
+    check_op(ops.ssm_conv(x, state, w, None, info, apply_silu=False), nt, states=[state])
+
+
+# ---- ssm_scan -------------------------------------------------------------------------------
+# (d_state, head_dim, n_head, n_group, mamba1)
+SCAN_SHAPES = [(16, 1, 13, 1, True), (5, 1, 9, 1, True), (16, 1, 128, 1, True),
+               (32, 16, 8, 1, False), (7, 3, 6, 2, False), (32, 32, 8, 2, False),
+               (128, 4, 8, 8, False)]
+
+
+@pytest.mark.parametrize("ds,hd,nh,ng,m1", SCAN_SHAPES)
+@pytest.mark.parametrize("lens", [[1], [6], [2, 5, 1]])
+@pytest.mark.parametrize("nt", THREADS)
+def test_ssm_scan(simd, ds, hd, nh, ng, m1, lens, nt):
+    rng = np.random.default_rng(ds * hd + nh + len(lens))
+    n_slots, n_t = 4, sum(lens)
+    state = mk("state", rnd(rng, n_slots, nh, hd, ds, scale=0.5), flags=STATE)
+    # x, B, C as views into one xBC-like buffer (Mamba-2 layout), dt strided too
+    width = hd * nh + 2 * ng * ds + 3
+    xbc = mk("xbc", rnd(rng, n_t, width))
+    x = ops.view(xbc, (hd, nh, n_t), (4, hd * 4, width * 4), 0)
+    B = ops.view(xbc, (ds, ng, n_t), (4, ds * 4, width * 4), hd * nh * 4)
+    C = ops.view(xbc, (ds, ng, n_t), (4, ds * 4, width * 4), (hd * nh + ng * ds) * 4)
+    dtb = mk("dt", rnd(rng, n_t, nh + 2, scale=2.0))
+    dt = ops.view(dtb, (nh, n_t), (4, (nh + 2) * 4), 4)
+    a_np = -np.exp(rng.uniform(0, np.log(16), size=(nh, ds if m1 else 1))).astype(np.float32)
+    A = mk("A", a_np)
+    D = mk("D", rng.uniform(0.5, 1.5, size=nh).astype(np.float32))
+    info = mk("info", _seq_info(rng, lens, n_slots), type=I32)
+    check_op(ops.ssm_scan(state, x, dt, A, B, C, D, info), nt, atol=2e-5, states=[state])
+
+
+def test_ssm_scan_large_dt_softplus_threshold(simd):
+    """dt above the softplus threshold (20) and very negative: no inf/nan, matches reference."""
+    rng = np.random.default_rng(0)
+    state = mk("state", np.zeros((1, 4, 1, 8), np.float32), flags=STATE)
+    x = mk("x", rnd(rng, 3, 4, 1))
+    dt = mk("dt", np.array([[25.0, -30.0, 0.0, 19.9]] * 3, np.float32))
+    A = mk("A", -np.ones((4, 8), np.float32))
+    B, C = mk("B", rnd(rng, 3, 1, 8)), mk("C", rnd(rng, 3, 1, 8))
+    info = mk("info", np.array([[0, 0, 3]], np.int32), type=I32)
+    out = check_op(ops.ssm_scan(state, x, dt, A, B, C, None, info), 1, states=[state])
+    assert np.isfinite(out).all()
+
+
+def test_op_table_complete():
+    """Every op id has a table entry, a reference and a C kernel id (tg.h enum order)."""
+    import re
+    from pathlib import Path
+    import tinyggml
+    hdr = (Path(tinyggml.__file__).parent / "backend/kernels/tg.h").read_text()
+    enum = re.findall(r"^\s*TG_OP_(\w+)", hdr.split("enum tg_op")[1].split("};")[0], re.M)
+    assert enum[-1] == "COUNT"
+    assert [e.lower() for e in enum[:-1]] == [op.name.lower() for op in Op]
+    assert set(OPS) == set(Op)
+    for op in Op:
+        assert (OPS[op].ref is None) == (op in (Op.NONE, Op.VIEW)), op

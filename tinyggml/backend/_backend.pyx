@@ -1,0 +1,130 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Compile a Graph into a C plan and run it in one nogil call.
+
+Plan(graph, max_threads) lays out every tensor (leafs and nodes) as a tg_tensor struct, binds
+data pointers (external arrays for leafs, the arena for computed roots, root + offset for views)
+and keeps the list of nodes that compute. run(n_threads) is the whole per-step cost in Python.
+"""
+from libc.stdlib cimport calloc, free
+from libc.string cimport memset
+
+import numpy as np
+
+from ..alloc import ALIGN, plan_memory
+from ..ops import EMPTY_OPS, OPS, Op
+from ..tensor import as_numpy
+
+from .tg cimport tg_tensor, tg_graph_compute, tg_simd_enabled, tg_simd_compiled, tg_max_threads
+
+
+def simd_compiled():
+    """True when the backend was built with AVX2+FMA+F16C kernels."""
+    return bool(tg_simd_compiled())
+
+
+def set_simd(bint enabled):
+    """Use the SIMD kernels (True) or force the portable scalar path (False)."""
+    global tg_simd_enabled
+    tg_simd_enabled = 1 if enabled else 0
+
+
+def simd_enabled():
+    return bool(tg_simd_enabled) and bool(tg_simd_compiled())
+
+
+def openmp_max_threads():
+    return tg_max_threads()
+
+
+cdef size_t _addr(arr) except? 0:
+    return <size_t>arr.ctypes.data
+
+
+cdef class Plan:
+    cdef tg_tensor *tensors
+    cdef tg_tensor **nodes
+    cdef int n_tensors, n_nodes, max_threads
+    cdef size_t wsize
+    cdef object arena, work, graph, offsets
+    cdef readonly Py_ssize_t arena_bytes
+
+    def __cinit__(self, graph, int max_threads=1):
+        self.tensors = NULL
+        self.nodes = NULL
+        if max_threads < 1:
+            raise ValueError("max_threads must be >= 1")
+        self.graph = graph
+        self.max_threads = max_threads
+        offsets, size = plan_memory(graph.nodes)
+        self.offsets = offsets
+        self.arena_bytes = size
+        raw = np.zeros(size + 2 * ALIGN, dtype=np.uint8)
+        start = (-_addr(raw)) % ALIGN
+        self.arena = raw[start:start + size + ALIGN]
+
+        wsize = 0
+        for t in graph.nodes:
+            if t.op not in EMPTY_OPS:
+                wsize = max(wsize, OPS[t.op].wsize(t))
+        self.wsize = (wsize + ALIGN - 1) // ALIGN * ALIGN
+        raw = np.zeros(self.wsize * max_threads + ALIGN, dtype=np.uint8)
+        start = (-_addr(raw)) % ALIGN
+        self.work = raw[start:]
+
+        all_t = list(graph.leafs) + list(graph.nodes)
+        index = {id(t): i for i, t in enumerate(all_t)}
+        self.n_tensors = len(all_t)
+        self.tensors = <tg_tensor *>calloc(max(1, self.n_tensors), sizeof(tg_tensor))
+        compute = [t for t in graph.nodes if t.op not in EMPTY_OPS]
+        self.n_nodes = len(compute)
+        self.nodes = <tg_tensor **>calloc(max(1, self.n_nodes), sizeof(tg_tensor *))
+        if self.tensors == NULL or self.nodes == NULL:
+            raise MemoryError()
+
+        cdef tg_tensor *ct
+        cdef size_t arena_base = _addr(self.arena)
+        cdef size_t base
+        for i, t in enumerate(all_t):
+            ct = &self.tensors[i]
+            ct.type = t.type
+            ct.op = t.op
+            for d in range(4):
+                ct.ne[d] = t.ne[d]
+                ct.nb[d] = t.nb[d]
+            for j, v in enumerate(t.op_params):
+                ct.op_params[j] = v
+            for j, s in enumerate(t.src):
+                ct.src[j] = NULL if s is None else &self.tensors[index[id(s)]]
+            root = t.root()
+            if root.op == Op.NONE:
+                if root.data is None:
+                    raise ValueError(f"leaf {root.name} has no data")
+                if root.data.nbytes < root.nbytes:
+                    raise ValueError(f"leaf {root.name}: {root.data.nbytes} bytes, needs {root.nbytes}")
+                base = _addr(root.data)
+            else:
+                base = arena_base + <size_t>offsets[id(root)]
+            base += <size_t>t.view_offs
+            ct.data = <char *>base
+        for i, t in enumerate(compute):
+            self.nodes[i] = &self.tensors[index[id(t)]]
+
+    def __dealloc__(self):
+        free(self.tensors)
+        free(self.nodes)
+
+    def run(self, int n_threads=1):
+        """Execute every node: one nogil call, one OpenMP parallel region."""
+        if n_threads < 1 or n_threads > self.max_threads:
+            raise ValueError(f"n_threads must be in 1..{self.max_threads}")
+        cdef char *w = <char *><size_t>_addr(self.work)
+        with nogil:
+            tg_graph_compute(self.nodes, self.n_nodes, n_threads, w, self.wsize)
+
+    def numpy(self, t):
+        """numpy view (reversed shape) of a tensor's current data."""
+        root = t.root()
+        if root.op == Op.NONE:
+            return as_numpy(t, root.data)
+        off = self.offsets[id(root)]
+        return as_numpy(t, self.arena[off:])

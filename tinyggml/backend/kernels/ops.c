@@ -1,0 +1,435 @@
+// tinyggml CPU kernels. One signature for all: void tg_<op>_f32(const tg_params *p, tg_tensor *dst).
+// Each kernel reads its sources from dst->src[], splits its own work by p->ith/p->nth
+// (dr = (nr + nth - 1)/nth; ir0 = dr*ith; ir1 = MIN(ir0 + dr, nr)), and allocates nothing.
+// Shapes are in ggml order: {ne0, ne1, ...}, ne0 innermost; nb[] are byte strides.
+// Every SIMD block (TG_AVX2) has a scalar twin used when TG_USE_SIMD is 0.
+#include "simd.h"
+
+#define ROW_RANGE(nr) \
+    const int64_t dr = ((nr) + p->nth - 1) / p->nth; \
+    const int64_t ir0 = TG_MIN(dr * p->ith, (nr)); \
+    const int64_t ir1 = TG_MIN(ir0 + dr, (nr));
+
+// pointer to element (i0, i1, i2, i3) of t
+static inline char *at(const tg_tensor *t, int64_t i0, int64_t i1, int64_t i2, int64_t i3) {
+    return t->data + i0 * t->nb[0] + i1 * t->nb[1] + i2 * t->nb[2] + i3 * t->nb[3];
+}
+
+static inline float tg_f32_param(const tg_tensor *t, int i) {
+    float f;
+    memcpy(&f, &t->op_params[i], 4);
+    return f;
+}
+
+// split a flat row index into (i1, i2, i3) for a tensor with ne[1], ne[2]
+#define UNRAVEL(ir, ne, i1, i2, i3) \
+    const int64_t i3 = (ir) / ((ne)[1] * (ne)[2]); \
+    const int64_t i2 = ((ir) - i3 * (ne)[1] * (ne)[2]) / (ne)[1]; \
+    const int64_t i1 = (ir) - i3 * (ne)[1] * (ne)[2] - i2 * (ne)[1];
+
+// ---------------------------------------------------------------------------------------------
+// cpy: dst = src0, same shape, any strides (cont(), and copies into views)
+// src0: {ne0, ne1, ne2, ne3} F32, dst: same shape F32
+static void tg_cpy_f32(const tg_params *p, tg_tensor *dst) {
+    const tg_tensor *src0 = dst->src[0];
+    const int64_t nr = dst->ne[1] * dst->ne[2] * dst->ne[3];
+    ROW_RANGE(nr);
+    for (int64_t ir = ir0; ir < ir1; ir++) {
+        UNRAVEL(ir, dst->ne, i1, i2, i3);
+        const char *s = at(src0, 0, i1, i2, i3);
+        char *d = at(dst, 0, i1, i2, i3);
+        if (src0->nb[0] == 4 && dst->nb[0] == 4) {
+            memcpy(d, s, dst->ne[0] * 4);
+        } else {
+            for (int64_t i0 = 0; i0 < dst->ne[0]; i0++)
+                *(float *)(d + i0 * dst->nb[0]) = *(const float *)(s + i0 * src0->nb[0]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// get_rows: dst[:, i] = src0[:, ids[i]]
+// src0: {ne00, n_rows} F32 | F16, src1: ids {n} I32, dst: {ne00, n} F32
+static void tg_get_rows_f32(const tg_params *p, tg_tensor *dst) {
+    const tg_tensor *src0 = dst->src[0];
+    const tg_tensor *src1 = dst->src[1];
+    const int64_t n = src1->ne[0];
+    const int64_t ne00 = src0->ne[0];
+    ROW_RANGE(n);
+    for (int64_t i = ir0; i < ir1; i++) {
+        const int32_t id = *(const int32_t *)(src1->data + i * src1->nb[0]);
+        float *d = (float *)(dst->data + i * dst->nb[1]);
+        if (id < 0 || id >= src0->ne[1]) {     // the runtime validates ids; never read out of bounds
+            memset(d, 0, ne00 * 4);
+            continue;
+        }
+        const char *s = src0->data + id * src0->nb[1];
+        if (src0->type == TG_TYPE_F16) tg_fp16_to_fp32_row((const tg_fp16_t *)s, d, ne00);
+        else memcpy(d, s, ne00 * 4);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// mul_mat: dst[m, n] = sum_k src0[k, m] * src1[k, n], broadcast over dims 2, 3
+// src0: {K, M, ne02, ne03} F32 | F16 (rows contiguous), src1: {K, N, ne12, ne13} F32 (rows
+// contiguous), dst: {M, N, ne12, ne13} F32. Threads split M; blocks of 4 weight rows share
+// each load of an activation column. F16 rows are widened into scratch first (4*K floats).
+
+// out[r] = dot(a[r], b) for 4 rows
+static inline void tg_dot4_f32(int64_t K, const float *a0, const float *a1, const float *a2,
+                               const float *a3, const float *b, float *out) {
+    int64_t k = 0;
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD) {
+        __m256 c0 = _mm256_setzero_ps(), c1 = _mm256_setzero_ps();
+        __m256 c2 = _mm256_setzero_ps(), c3 = _mm256_setzero_ps();
+        for (; k + 8 <= K; k += 8) {
+            const __m256 vb = _mm256_loadu_ps(b + k);
+            c0 = _mm256_fmadd_ps(_mm256_loadu_ps(a0 + k), vb, c0);
+            c1 = _mm256_fmadd_ps(_mm256_loadu_ps(a1 + k), vb, c1);
+            c2 = _mm256_fmadd_ps(_mm256_loadu_ps(a2 + k), vb, c2);
+            c3 = _mm256_fmadd_ps(_mm256_loadu_ps(a3 + k), vb, c3);
+        }
+        s0 = tg_hsum256(c0); s1 = tg_hsum256(c1); s2 = tg_hsum256(c2); s3 = tg_hsum256(c3);
+    }
+#endif
+    for (; k < K; k++) {
+        s0 += a0[k] * b[k]; s1 += a1[k] * b[k]; s2 += a2[k] * b[k]; s3 += a3[k] * b[k];
+    }
+    out[0] = s0; out[1] = s1; out[2] = s2; out[3] = s3;
+}
+
+static void tg_mul_mat_f32(const tg_params *p, tg_tensor *dst) {
+    const tg_tensor *src0 = dst->src[0];
+    const tg_tensor *src1 = dst->src[1];
+    const int64_t K = src0->ne[0], M = src0->ne[1], N = src1->ne[1];
+    const int64_t r2 = src1->ne[2] / src0->ne[2], r3 = src1->ne[3] / src0->ne[3];
+    const int is_f16 = src0->type == TG_TYPE_F16;
+    float *wrows = (float *)p->wdata;   // 4*K floats when F16
+
+    ROW_RANGE(M);
+    for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
+    for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
+        const int64_t i03 = i13 / r3, i02 = i12 / r2;
+        for (int64_t m0 = ir0; m0 < ir1; m0 += 4) {
+            const int64_t nm = TG_MIN(4, ir1 - m0);
+            const float *a[4];
+            for (int r = 0; r < 4; r++) {
+                const int64_t m = m0 + TG_MIN(r, nm - 1);   // pad a partial block by repeating
+                const char *row = at(src0, 0, m, i02, i03);
+                if (is_f16) {
+                    if (r < nm) tg_fp16_to_fp32_row((const tg_fp16_t *)row, wrows + r * K, K);
+                    a[r] = wrows + TG_MIN(r, nm - 1) * K;
+                } else {
+                    a[r] = (const float *)row;
+                }
+            }
+            for (int64_t n = 0; n < N; n++) {
+                const float *b = (const float *)at(src1, 0, n, i12, i13);
+                float *d = (float *)at(dst, m0, n, i12, i13);
+                if (nm == 4) {
+                    tg_dot4_f32(K, a[0], a[1], a[2], a[3], b, d);
+                } else {
+                    for (int r = 0; r < nm; r++) d[r] = tg_dot_f32(K, a[r], b);
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// add / mul: dst = src0 (op) src1, src1 repeated to src0's shape (ne1x divides ne0x)
+// src0: {ne00, ne01, ne02, ne03} F32, src1: {ne10, ne11, ne12, ne13} F32, dst: like src0
+static inline void tg_binary_f32(const tg_params *p, tg_tensor *dst, int is_mul) {
+    const tg_tensor *src0 = dst->src[0];
+    const tg_tensor *src1 = dst->src[1];
+    const int64_t ne0 = dst->ne[0];
+    const int64_t nr = dst->ne[1] * dst->ne[2] * dst->ne[3];
+    ROW_RANGE(nr);
+    for (int64_t ir = ir0; ir < ir1; ir++) {
+        UNRAVEL(ir, dst->ne, i1, i2, i3);
+        const char *a = at(src0, 0, i1, i2, i3);
+        const char *b = at(src1, 0, i1 % src1->ne[1], i2 % src1->ne[2], i3 % src1->ne[3]);
+        float *d = (float *)at(dst, 0, i1, i2, i3);
+        if (src0->nb[0] == 4 && src1->nb[0] == 4 && dst->nb[0] == 4 && src1->ne[0] == ne0) {
+            const float *x = (const float *)a, *y = (const float *)b;
+            int64_t i = 0;
+#ifdef TG_AVX2
+            if (TG_USE_SIMD) {
+                for (; i + 8 <= ne0; i += 8) {
+                    const __m256 vx = _mm256_loadu_ps(x + i), vy = _mm256_loadu_ps(y + i);
+                    _mm256_storeu_ps(d + i, is_mul ? _mm256_mul_ps(vx, vy) : _mm256_add_ps(vx, vy));
+                }
+            }
+#endif
+            for (; i < ne0; i++) d[i] = is_mul ? x[i] * y[i] : x[i] + y[i];
+        } else {
+            for (int64_t i0 = 0; i0 < ne0; i0++) {
+                const float x = *(const float *)(a + i0 * src0->nb[0]);
+                const float y = *(const float *)(b + (i0 % src1->ne[0]) * src1->nb[0]);
+                *(float *)((char *)d + i0 * dst->nb[0]) = is_mul ? x * y : x + y;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// unary ops over rows: scale (op_params[0] = s as f32 bits), silu, and gate_silu
+// (dst = src0 * silu(src1), src1 the same shape as src0). All F32, any row strides.
+enum { UN_SCALE, UN_SILU, UN_GATE };
+
+static inline void tg_unary_f32(const tg_params *p, tg_tensor *dst, int kind) {
+    const tg_tensor *src0 = dst->src[0];
+    const tg_tensor *src1 = dst->src[1];   // gate only
+    const float s = kind == UN_SCALE ? tg_f32_param(dst, 0) : 0.0f;
+    const int64_t ne0 = dst->ne[0];
+    const int64_t nr = dst->ne[1] * dst->ne[2] * dst->ne[3];
+    ROW_RANGE(nr);
+    for (int64_t ir = ir0; ir < ir1; ir++) {
+        UNRAVEL(ir, dst->ne, i1, i2, i3);
+        const char *a = at(src0, 0, i1, i2, i3);
+        const char *g = kind == UN_GATE ? at(src1, 0, i1, i2, i3) : NULL;
+        float *d = (float *)at(dst, 0, i1, i2, i3);
+        int64_t i = 0;
+        const int contig = src0->nb[0] == 4 && dst->nb[0] == 4 && (kind != UN_GATE || src1->nb[0] == 4);
+#ifdef TG_AVX2
+        if (TG_USE_SIMD && contig) {
+            const float *x = (const float *)a;
+            for (; i + 8 <= ne0; i += 8) {
+                const __m256 vx = _mm256_loadu_ps(x + i);
+                __m256 r;
+                if (kind == UN_SCALE) r = _mm256_mul_ps(vx, _mm256_set1_ps(s));
+                else if (kind == UN_SILU) r = tg_silu256(vx);
+                else r = _mm256_mul_ps(vx, tg_silu256(_mm256_loadu_ps((const float *)g + i)));
+                _mm256_storeu_ps(d + i, r);
+            }
+        }
+#endif
+        (void)contig;
+        for (; i < ne0; i++) {
+            const float x = *(const float *)(a + i * src0->nb[0]);
+            float r;
+            if (kind == UN_SCALE) r = x * s;
+            else if (kind == UN_SILU) r = tg_silu_f32(x);
+            else r = x * tg_silu_f32(*(const float *)(g + i * src1->nb[0]));
+            *(float *)((char *)d + i * dst->nb[0]) = r;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// rms_norm: dst row = src0 row / sqrt(mean(src0 row^2) + eps), eps = op_params[0] (f32 bits)
+// src0: {ne0, ...} F32 with nb0 == 4, dst: same shape, contiguous
+static void tg_rms_norm_f32(const tg_params *p, tg_tensor *dst) {
+    const tg_tensor *src0 = dst->src[0];
+    const float eps = tg_f32_param(dst, 0);
+    const int64_t ne0 = src0->ne[0];
+    const int64_t nr = src0->ne[1] * src0->ne[2] * src0->ne[3];
+    ROW_RANGE(nr);
+    for (int64_t ir = ir0; ir < ir1; ir++) {
+        UNRAVEL(ir, src0->ne, i1, i2, i3);
+        const float *x = (const float *)at(src0, 0, i1, i2, i3);
+        float *d = (float *)at(dst, 0, i1, i2, i3);
+        int64_t i = 0;
+        double sum = 0.0;
+#ifdef TG_AVX2
+        if (TG_USE_SIMD) {
+            __m256 acc = _mm256_setzero_ps();
+            for (; i + 8 <= ne0; i += 8) {
+                const __m256 v = _mm256_loadu_ps(x + i);
+                acc = _mm256_fmadd_ps(v, v, acc);
+            }
+            sum = tg_hsum256(acc);
+        }
+#endif
+        for (; i < ne0; i++) sum += (double)x[i] * x[i];
+        const float scale = (float)(1.0 / sqrt(sum / ne0 + eps));
+        i = 0;
+#ifdef TG_AVX2
+        if (TG_USE_SIMD) {
+            const __m256 vs = _mm256_set1_ps(scale);
+            for (; i + 8 <= ne0; i += 8) _mm256_storeu_ps(d + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vs));
+        }
+#endif
+        for (; i < ne0; i++) d[i] = x[i] * scale;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// concat along dim = op_params[0]: dst = [src0, src1], all dims but `dim` equal
+// src0: {ne00, ...} F32, src1: {ne10, ...} F32, any strides; dst: contiguous
+static void tg_concat_f32(const tg_params *p, tg_tensor *dst) {
+    const tg_tensor *src0 = dst->src[0];
+    const tg_tensor *src1 = dst->src[1];
+    const int dim = dst->op_params[0];
+    const int64_t nr = dst->ne[1] * dst->ne[2] * dst->ne[3];
+    ROW_RANGE(nr);
+    for (int64_t ir = ir0; ir < ir1; ir++) {
+        UNRAVEL(ir, dst->ne, i1, i2, i3);
+        for (int64_t i0 = 0; i0 < dst->ne[0]; i0++) {
+            int64_t idx[4] = {i0, i1, i2, i3};
+            const tg_tensor *s = src0;
+            if (idx[dim] >= src0->ne[dim]) { idx[dim] -= src0->ne[dim]; s = src1; }
+            *(float *)at(dst, i0, i1, i2, i3) = *(const float *)at(s, idx[0], idx[1], idx[2], idx[3]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ssm_conv: causal depthwise convolution over each sequence of a ubatch, reading and updating
+// that sequence's conv state in place; optional bias and SiLU fused (op_params[0] = silu).
+// src0: x {ch, n_t} (nb0 == 4)            src1: conv state {d_conv-1, ch, n_slots} contiguous
+// src2: weight {d_conv, ch} contiguous     src3: bias {ch} or NULL
+// src4: seq info {3, n_s} I32: (slot, first token, n tokens) per sequence
+// dst:  {ch, n_t} contiguous
+// Threads split channels in blocks of 8. The window [state | x] of one block lives in scratch
+// as win[t][8] so the SIMD path computes 8 channels per instruction.
+static void tg_ssm_conv_f32(const tg_params *p, tg_tensor *dst) {
+    const tg_tensor *x = dst->src[0], *st = dst->src[1], *w = dst->src[2], *bias = dst->src[3];
+    const tg_tensor *info = dst->src[4];
+    const int silu = dst->op_params[0];
+    const int64_t ch = x->ne[0], dc = w->ne[0], n_s = info->ne[1];
+    const int64_t nblk = (ch + 7) / 8;
+    float *win = (float *)p->wdata;
+    ROW_RANGE(nblk);
+    for (int64_t s = 0; s < n_s; s++) {
+        const int32_t *si = (const int32_t *)(info->data + s * info->nb[1]);
+        const int64_t slot = si[0], t0 = si[1], len = si[2];
+        for (int64_t blk = ir0; blk < ir1; blk++) {
+            const int64_t c0 = blk * 8, nc = TG_MIN(8, ch - c0);
+            float wk[16][8];     // weights transposed: wk[k][lane] (d_conv <= 16, checked by the builder)
+            float b8[8];
+            float *state = (float *)(st->data + slot * st->nb[2]);
+            for (int64_t l = 0; l < 8; l++) {
+                const int64_t c = c0 + TG_MIN(l, nc - 1);
+                for (int64_t k = 0; k < dc; k++) wk[k][l] = ((const float *)w->data)[c * dc + k];
+                b8[l] = bias ? ((const float *)bias->data)[c] : 0.0f;
+                for (int64_t j = 0; j < dc - 1; j++) win[j * 8 + l] = state[c * (dc - 1) + j];
+                for (int64_t t = 0; t < len; t++)
+                    win[(dc - 1 + t) * 8 + l] = *(const float *)at(x, c, t0 + t, 0, 0);
+            }
+            int64_t t = 0;
+#ifdef TG_AVX2
+            if (TG_USE_SIMD && nc == 8) {
+                const __m256 vb = _mm256_loadu_ps(b8);
+                for (; t < len; t++) {
+                    __m256 acc = vb;
+                    for (int64_t k = 0; k < dc; k++)
+                        acc = _mm256_fmadd_ps(_mm256_loadu_ps(win + (t + k) * 8), _mm256_loadu_ps(wk[k]), acc);
+                    if (silu) acc = tg_silu256(acc);
+                    _mm256_storeu_ps((float *)at(dst, c0, t0 + t, 0, 0), acc);
+                }
+            }
+#endif
+            for (; t < len; t++) {
+                float *d = (float *)at(dst, c0, t0 + t, 0, 0);
+                for (int64_t l = 0; l < nc; l++) {
+                    float acc = b8[l];
+                    for (int64_t k = 0; k < dc; k++) acc += win[(t + k) * 8 + l] * wk[k][l];
+                    d[l] = silu ? tg_silu_f32(acc) : acc;
+                }
+            }
+            // the new state is the last d_conv-1 inputs of the window
+            for (int64_t l = 0; l < nc; l++)
+                for (int64_t j = 0; j < dc - 1; j++)
+                    state[(c0 + l) * (dc - 1) + j] = win[(len + j) * 8 + l];
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ssm_scan: selective scan over each sequence, reading and updating its SSM state in place.
+//   dt' = softplus(dt[h]);  s[p, n] = s[p, n] * exp(dt' * A[n, h]) + B[n] * dt' * x[p, h]
+//   y[p, h] = sum_n s[p, n] * C[n] (+ D[h] * x[p, h])
+// Mamba-1: head_dim 1, n_head = d_inner, A {d_state, n_head}. Mamba-2: A {1, n_head} (scalar).
+// src0: state {d_state, head_dim, n_head, n_slots} contiguous
+// src1: x {head_dim, n_head, n_t} (nb0 == 4)   src2: dt {n_head, n_t} (nb0 == 4)
+// src3: A {d_state | 1, n_head} contiguous      src4: B {d_state, n_group, n_t} (nb0 == 4)
+// src5: C {d_state, n_group, n_t} (nb0 == 4)    src6: D {n_head} or NULL
+// src7: seq info {3, n_s} I32 (slot, first token, n tokens)
+// dst: y {head_dim, n_head, n_t} contiguous
+// ref: mamba_ssm selective_scan_ref; Mamba-2 arXiv 2405.21060 eq. (2) with scalar A per head.
+static void tg_ssm_scan_f32(const tg_params *p, tg_tensor *dst) {
+    const tg_tensor *st = dst->src[0], *x = dst->src[1], *dt = dst->src[2], *A = dst->src[3];
+    const tg_tensor *B = dst->src[4], *C = dst->src[5], *D = dst->src[6], *info = dst->src[7];
+    const int64_t ds = st->ne[0], hd = st->ne[1], nh = st->ne[2];
+    const int64_t ng = B->ne[1], heads_per_group = nh / ng;
+    const int64_t n_s = info->ne[1];
+    const int scalar_a = A->ne[0] == 1;
+    float *dA = (float *)p->wdata;   // d_state floats
+
+    ROW_RANGE(n_s * nh);
+    for (int64_t ir = ir0; ir < ir1; ir++) {
+        const int64_t s = ir / nh, h = ir % nh, g = h / heads_per_group;
+        const int32_t *si = (const int32_t *)(info->data + s * info->nb[1]);
+        const int64_t slot = si[0], t0 = si[1], len = si[2];
+        float *state = (float *)(st->data + slot * st->nb[3] + h * st->nb[2]);   // [hd][ds]
+        const float *a = (const float *)(A->data + h * A->nb[1]);
+        const float dh = D ? *(const float *)(D->data + h * D->nb[0]) : 0.0f;
+        for (int64_t t = t0; t < t0 + len; t++) {
+            const float dtv = tg_softplus_f32(*(const float *)at(dt, h, t, 0, 0));
+            const float *b = (const float *)at(B, 0, g, t, 0);
+            const float *c = (const float *)at(C, 0, g, t, 0);
+            const float *xp = (const float *)at(x, 0, h, t, 0);
+            float *y = (float *)at(dst, 0, h, t, 0);
+            const float da_scalar = scalar_a ? expf(dtv * a[0]) : 0.0f;
+            if (!scalar_a) {
+                int64_t n = 0;
+#ifdef TG_AVX2
+                if (TG_USE_SIMD) {
+                    const __m256 vdt = _mm256_set1_ps(dtv);
+                    for (; n + 8 <= ds; n += 8)
+                        _mm256_storeu_ps(dA + n, tg_exp256(_mm256_mul_ps(vdt, _mm256_loadu_ps(a + n))));
+                }
+#endif
+                for (; n < ds; n++) dA[n] = expf(dtv * a[n]);
+            }
+            for (int64_t pi = 0; pi < hd; pi++) {
+                const float xdt = xp[pi] * dtv;
+                float *sp = state + pi * ds;
+                int64_t n = 0;
+                float sum = 0.0f;
+#ifdef TG_AVX2
+                if (TG_USE_SIMD) {
+                    const __m256 vx = _mm256_set1_ps(xdt), vda = _mm256_set1_ps(da_scalar);
+                    __m256 acc = _mm256_setzero_ps();
+                    for (; n + 8 <= ds; n += 8) {
+                        const __m256 da = scalar_a ? vda : _mm256_loadu_ps(dA + n);
+                        const __m256 sn = _mm256_fmadd_ps(_mm256_loadu_ps(sp + n), da,
+                                                          _mm256_mul_ps(_mm256_loadu_ps(b + n), vx));
+                        _mm256_storeu_ps(sp + n, sn);
+                        acc = _mm256_fmadd_ps(sn, _mm256_loadu_ps(c + n), acc);
+                    }
+                    sum = tg_hsum256(acc);
+                }
+#endif
+                for (; n < ds; n++) {
+                    const float sn = sp[n] * (scalar_a ? da_scalar : dA[n]) + b[n] * xdt;
+                    sp[n] = sn;
+                    sum += sn * c[n];
+                }
+                y[pi] = sum + dh * xp[pi];
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+void tg_compute_forward(const tg_params *p, tg_tensor *dst) {
+    switch (dst->op) {
+        case TG_OP_CPY:       tg_cpy_f32(p, dst); break;
+        case TG_OP_GET_ROWS:  tg_get_rows_f32(p, dst); break;
+        case TG_OP_MUL_MAT:   tg_mul_mat_f32(p, dst); break;
+        case TG_OP_ADD:       tg_binary_f32(p, dst, 0); break;
+        case TG_OP_MUL:       tg_binary_f32(p, dst, 1); break;
+        case TG_OP_SCALE:     tg_unary_f32(p, dst, UN_SCALE); break;
+        case TG_OP_SILU:      tg_unary_f32(p, dst, UN_SILU); break;
+        case TG_OP_GATE_SILU: tg_unary_f32(p, dst, UN_GATE); break;
+        case TG_OP_RMS_NORM:  tg_rms_norm_f32(p, dst); break;
+        case TG_OP_CONCAT:    tg_concat_f32(p, dst); break;
+        case TG_OP_SSM_CONV:  tg_ssm_conv_f32(p, dst); break;
+        case TG_OP_SSM_SCAN:  tg_ssm_scan_f32(p, dst); break;
+        default: break;       // NONE / VIEW: nothing to compute
+    }
+}

@@ -1,0 +1,128 @@
+// SIMD mappings and small vector helpers, written once: AVX2+FMA+F16C, or the scalar path.
+// TG_AVX2 is defined when the compiler targets AVX2, FMA and F16C (-march=native on such a
+// machine); kernels test `TG_USE_SIMD` at run time so the scalar path can be forced in tests.
+#ifndef TG_SIMD_H
+#define TG_SIMD_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include "tg.h"
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define TG_AVX2 1
+#include <immintrin.h>
+#define TG_USE_SIMD (tg_simd_enabled)
+#else
+#define TG_USE_SIMD 0
+#endif
+
+#define TG_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define TG_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+typedef uint16_t tg_fp16_t;
+
+// ---- scalar half <-> float (IEEE binary16), exact, with subnormals, inf and nan ----
+static inline float tg_fp16_to_fp32(tg_fp16_t h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t man = h & 0x3ff;
+    uint32_t bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else {                          // subnormal: renormalize
+            exp = 127 - 15 + 1;
+            while ((man & 0x400) == 0) { man <<= 1; exp--; }
+            man &= 0x3ff;
+            bits = sign | (exp << 23) | (man << 13);
+        }
+    } else if (exp == 0x1f) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline float tg_silu_f32(float x) { return x / (1.0f + expf(-x)); }
+
+static inline float tg_softplus_f32(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+
+#ifdef TG_AVX2
+// horizontal sum of 8 floats
+static inline float tg_hsum256(__m256 v) {
+    __m128 lo = _mm256_castps256_ps128(v);
+    __m128 hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    __m128 sh = _mm_movehdup_ps(lo);
+    lo = _mm_add_ps(lo, sh);
+    sh = _mm_movehl_ps(sh, lo);
+    lo = _mm_add_ss(lo, sh);
+    return _mm_cvtss_f32(lo);
+}
+
+// exp(x) for 8 lanes: x = k*ln2 + r, |r| <= ln2/2, exp(r) by a degree-6 polynomial
+// (Taylor coefficients, max rel error ~2 ulp over the range), 2^k through the exponent bits.
+static inline __m256 tg_exp256(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+    const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    // r = x - k*ln2 in two steps (Cody-Waite) for accuracy
+    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 720.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+static inline __m256 tg_silu256(__m256 x) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    return _mm256_div_ps(x, _mm256_add_ps(one, tg_exp256(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+}
+
+static inline __m256 tg_load_f16x8(const tg_fp16_t *p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+#endif
+
+// y[i] = (float)x[i], n elements
+static inline void tg_fp16_to_fp32_row(const tg_fp16_t *x, float *y, int64_t n) {
+    int64_t i = 0;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD) {
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, tg_load_f16x8(x + i));
+    }
+#endif
+    for (; i < n; i++) y[i] = tg_fp16_to_fp32(x[i]);
+}
+
+// dot product of two f32 vectors
+static inline float tg_dot_f32(int64_t n, const float *x, const float *y) {
+    int64_t i = 0;
+    float sum = 0.0f;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        for (; i + 16 <= n; i += 16) {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), a1);
+        }
+        for (; i + 8 <= n; i += 8)
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a0);
+        sum = tg_hsum256(_mm256_add_ps(a0, a1));
+    }
+#endif
+    for (; i < n; i++) sum += x[i] * y[i];
+    return sum;
+}
+
+#endif

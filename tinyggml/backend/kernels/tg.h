@@ -1,0 +1,67 @@
+// tinyggml CPU backend: the C side of a compiled graph.
+//
+// A plan is a flat array of tg_tensor structs (leafs and nodes) plus the list of nodes in
+// execution order. tg_graph_compute() runs all nodes inside one OpenMP parallel region; each
+// kernel splits its own work by p->ith / p->nth (ggml style) and a barrier separates nodes.
+// Kernels never allocate: per-thread scratch comes from p->wdata (sized by the planner).
+#ifndef TG_H
+#define TG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+// Tensor types: the GGUF / ggml numbering (gguf.GGMLQuantizationType).
+enum tg_type {
+    TG_TYPE_F32 = 0,
+    TG_TYPE_F16 = 1,
+    TG_TYPE_I32 = 26,
+};
+
+// Op ids. Keep in sync with tinyggml/ops.py (test_op_table_complete checks it).
+enum tg_op {
+    TG_OP_NONE = 0,      // leaf: weight, input or state (external data)
+    TG_OP_VIEW,          // view / reshape / permute / transpose: metadata only, skipped
+    TG_OP_CPY,           // dst = src0 (any strides, F32)
+    TG_OP_GET_ROWS,      // dst[:, i] = src0[:, ids[i]]
+    TG_OP_MUL_MAT,       // dst = src0^T @ src1 (ggml convention)
+    TG_OP_ADD,           // dst = src0 + src1 (src1 broadcast)
+    TG_OP_MUL,           // dst = src0 * src1 (src1 broadcast)
+    TG_OP_SCALE,         // dst = src0 * s
+    TG_OP_SILU,          // dst = src0 * sigmoid(src0)
+    TG_OP_RMS_NORM,      // per row of ne0: src0 / sqrt(mean(src0^2) + eps)
+    TG_OP_CONCAT,        // concatenate src0, src1 along dim op_params[0]
+    TG_OP_SSM_CONV,      // causal depthwise conv over sequences, conv state updated in place
+    TG_OP_SSM_SCAN,      // selective scan over sequences, ssm state updated in place
+    TG_OP_GATE_SILU,     // dst = src0 * silu(src1)
+    TG_OP_COUNT,
+};
+
+#define TG_MAX_SRC 8
+#define TG_MAX_PARAMS 8
+
+typedef struct tg_tensor {
+    int32_t type;
+    int32_t op;
+    int64_t ne[4];       // elements per dim, ne[0] innermost
+    int64_t nb[4];       // byte strides
+    struct tg_tensor *src[TG_MAX_SRC];
+    int32_t op_params[TG_MAX_PARAMS];
+    char *data;
+} tg_tensor;
+
+typedef struct tg_params {
+    int ith, nth;        // this thread, number of threads
+    char *wdata;         // this thread's scratch
+    size_t wsize;        // bytes of scratch per thread
+} tg_params;
+
+// 1 = use the SIMD kernels where compiled in; 0 = force the portable scalar path.
+extern int tg_simd_enabled;
+int tg_simd_compiled(void);   // 1 when built with AVX2+FMA+F16C
+
+void tg_compute_forward(const tg_params *p, tg_tensor *dst);
+void tg_graph_compute(tg_tensor **nodes, int n_nodes, int n_threads,
+                      char *wdata, size_t wsize_per_thread);
+int tg_max_threads(void);
+
+#endif

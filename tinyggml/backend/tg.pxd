@@ -1,0 +1,21 @@
+# Extern-only declarations of the C backend (kernels/tg.h); no matching .pyx.
+from libc.stdint cimport int32_t, int64_t
+
+cdef extern from "tg.h" nogil:
+    enum:
+        TG_MAX_SRC
+        TG_MAX_PARAMS
+
+    ctypedef struct tg_tensor:
+        int32_t type
+        int32_t op
+        int64_t ne[4]
+        int64_t nb[4]
+        tg_tensor *src[8]
+        int32_t op_params[8]
+        char *data
+
+    int tg_simd_enabled
+    int tg_simd_compiled()
+    int tg_max_threads()
+    void tg_graph_compute(tg_tensor **nodes, int n_nodes, int n_threads, char *wdata, size_t wsize)

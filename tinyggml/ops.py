@@ -1,0 +1,289 @@
+"""Every op declared once: builder (shape rule), numpy float64 reference, scratch size.
+
+Builders only record: they check the shape rule, create the result tensor and set `op`, `src`
+and `op_params` (ggml's `ggml_add_impl` pattern). The numpy `ref` is the spec the C kernels in
+backend/kernels/ops.c are tested against. Op ids match `enum tg_op` in backend/kernels/tg.h.
+
+Reference arrays are 4-D numpy views in reversed order: a tensor {ne0, ne1, ne2, ne3} is an
+array of shape (ne3, ne2, ne1, ne0).
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Callable
+
+import numpy as np
+
+from .tensor import F16, F32, I32, TYPE_SIZE, Tensor
+
+
+class Op(IntEnum):
+    NONE = 0
+    VIEW = 1
+    CPY = 2
+    GET_ROWS = 3
+    MUL_MAT = 4
+    ADD = 5
+    MUL = 6
+    SCALE = 7
+    SILU = 8
+    RMS_NORM = 9
+    CONCAT = 10
+    SSM_CONV = 11
+    SSM_SCAN = 12
+    GATE_SILU = 13
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    ref: Callable | None                      # numpy float64 reference: (dst, *src arrays) -> array
+    wsize: Callable[[Tensor], int] = lambda t: 0   # scratch bytes per thread
+    writes_state: bool = False                # updates a STATE source in place
+
+
+class ShapeError(ValueError):
+    """A builder was called with shapes its op does not accept (a bug in a model definition)."""
+
+
+def _check(cond, msg):
+    if not cond:
+        raise ShapeError(msg)
+
+
+def _f32_bits(x: float) -> int:
+    return struct.unpack("<i", struct.pack("<f", float(x)))[0]
+
+
+def _bits_f32(i: int) -> float:
+    return struct.unpack("<f", struct.pack("<i", int(i)))[0]
+
+
+def _new(type, ne, op, src, op_params=()):
+    return Tensor(type, ne, op=int(op), src=src, op_params=op_params)
+
+
+# ---- views: metadata only -------------------------------------------------------------------
+def view(a: Tensor, ne, nb, offset: int = 0) -> Tensor:
+    """A view of `a` with shape `ne`, byte strides `nb`, starting `offset` bytes into `a`."""
+    ne = list(ne) + [1] * (4 - len(ne))
+    nb = list(nb)
+    while len(nb) < 4:
+        nb.append(nb[-1] * ne[len(nb) - 1])
+    t = Tensor(a.type, ne, nb=nb, op=Op.VIEW, src=(a,), view_src=a, view_offs=offset)
+    _check(t.view_offs + t.nbytes <= a.root().nbytes, f"view out of bounds of {a.root().name}")
+    return t
+
+
+def reshape(a: Tensor, *ne) -> Tensor:
+    _check(a.is_contiguous(), "reshape needs a contiguous tensor (use cont)")
+    _check(int(np.prod(ne)) == a.nelements, f"reshape {a.ne} -> {ne}: element count differs")
+    t = Tensor(a.type, ne)
+    return view(a, t.ne, t.nb, 0)
+
+
+def permute(a: Tensor, ax0: int, ax1: int, ax2: int, ax3: int) -> Tensor:
+    """ggml_permute: dim i of `a` becomes dim ax_i of the result."""
+    axes = (ax0, ax1, ax2, ax3)
+    _check(sorted(axes) == [0, 1, 2, 3], f"bad permutation {axes}")
+    ne, nb = [0] * 4, [0] * 4
+    for i, ax in enumerate(axes):
+        ne[ax], nb[ax] = a.ne[i], a.nb[i]
+    return view(a, ne, nb, 0)
+
+
+def transpose(a: Tensor) -> Tensor:
+    return permute(a, 1, 0, 2, 3)
+
+
+# ---- compute ops ----------------------------------------------------------------------------
+def cont(a: Tensor) -> Tensor:
+    """A contiguous copy of `a`."""
+    _check(a.type == F32, "cont: F32 only")
+    return _new(F32, a.ne, Op.CPY, (a,))
+
+
+def cpy(a: Tensor, b: Tensor) -> Tensor:
+    """Copy `a` into `b` (a view, e.g. of a state); the result aliases `b`."""
+    _check(a.type == F32 and b.type == F32 and a.ne == b.ne, f"cpy {a.ne} -> {b.ne}")
+    t = Tensor(b.type, b.ne, nb=b.nb, op=Op.CPY, src=(a,), view_src=b.root(),
+               view_offs=b.view_offs)
+    return t
+
+
+def get_rows(a: Tensor, ids: Tensor) -> Tensor:
+    # a: {ne0, n_rows} F32|F16, ids: {n} I32 => {ne0, n}
+    _check(a.type in (F32, F16) and a.ne[2] == a.ne[3] == 1 and a.rows_contiguous(), "get_rows: a")
+    _check(ids.type == I32 and ids.ndim == 1 and ids.is_contiguous(), "get_rows: ids {n} I32")
+    return _new(F32, (a.ne[0], ids.ne[0]), Op.GET_ROWS, (a, ids))
+
+
+def mul_mat(a: Tensor, b: Tensor) -> Tensor:
+    # a: {K, M, ne02, ne03}, b: {K, N, ne12, ne13} => {M, N, ne12, ne13}
+    _check(a.ne[0] == b.ne[0], f"mul_mat: K differs {a.ne} @ {b.ne}")
+    _check(b.ne[2] % a.ne[2] == 0 and b.ne[3] % a.ne[3] == 0, "mul_mat: cannot broadcast")
+    _check(a.type in (F32, F16) and a.rows_contiguous(), "mul_mat: a F32|F16, rows contiguous")
+    _check(b.type == F32 and b.rows_contiguous(), "mul_mat: b F32, rows contiguous")
+    return _new(F32, (a.ne[1], b.ne[1], b.ne[2], b.ne[3]), Op.MUL_MAT, (a, b))
+
+
+def _binary(a, b, op):
+    _check(a.type == F32 and b.type == F32, "binary ops: F32")
+    _check(all(n % m == 0 for n, m in zip(a.ne, b.ne)), f"cannot broadcast {b.ne} to {a.ne}")
+    return _new(F32, a.ne, op, (a, b))
+
+
+def add(a: Tensor, b: Tensor) -> Tensor:
+    return _binary(a, b, Op.ADD)
+
+
+def mul(a: Tensor, b: Tensor) -> Tensor:
+    return _binary(a, b, Op.MUL)
+
+
+def scale(a: Tensor, s: float) -> Tensor:
+    _check(a.type == F32, "scale: F32")
+    return _new(F32, a.ne, Op.SCALE, (a,), (_f32_bits(s),))
+
+
+def silu(a: Tensor) -> Tensor:
+    _check(a.type == F32, "silu: F32")
+    return _new(F32, a.ne, Op.SILU, (a,))
+
+
+def gate_silu(y: Tensor, z: Tensor) -> Tensor:
+    """y * silu(z): the Mamba output gate."""
+    _check(y.type == F32 and z.type == F32 and y.ne == z.ne, f"gate_silu {y.ne} vs {z.ne}")
+    return _new(F32, y.ne, Op.GATE_SILU, (y, z))
+
+
+def rms_norm(a: Tensor, eps: float) -> Tensor:
+    _check(a.type == F32 and a.rows_contiguous(), "rms_norm: F32 with contiguous rows")
+    return _new(F32, a.ne, Op.RMS_NORM, (a,), (_f32_bits(eps),))
+
+
+def concat(a: Tensor, b: Tensor, dim: int) -> Tensor:
+    _check(a.type == F32 and b.type == F32 and 0 <= dim < 4, "concat: F32")
+    _check(all(a.ne[i] == b.ne[i] for i in range(4) if i != dim), f"concat {a.ne} {b.ne} dim {dim}")
+    ne = list(a.ne)
+    ne[dim] += b.ne[dim]
+    return _new(F32, ne, Op.CONCAT, (a, b), (dim,))
+
+
+def ssm_conv(x: Tensor, state: Tensor, w: Tensor, bias: Tensor | None, seq_info: Tensor,
+             apply_silu: bool = True) -> Tensor:
+    # x: {ch, n_t}, state: {d_conv-1, ch, n_slots}, w: {d_conv, ch}, bias: {ch},
+    # seq_info: {3, n_s} I32 (slot, first token, n tokens) => {ch, n_t}
+    ch, d_conv = x.ne[0], w.ne[0]
+    _check(x.type == F32 and x.rows_contiguous() and x.ne[2] == 1, "ssm_conv: x {ch, n_t}")
+    _check(w.ne[:2] == (d_conv, ch) and w.is_contiguous() and w.type == F32 and 2 <= d_conv <= 16,
+           f"ssm_conv: w {w.ne} for {ch} channels")
+    _check(state.ne[:2] == (d_conv - 1, ch) and state.is_contiguous(), f"ssm_conv: state {state.ne}")
+    _check(bias is None or (bias.ne[0] == ch and bias.is_contiguous()), "ssm_conv: bias {ch}")
+    _check(seq_info.type == I32 and seq_info.ne[0] == 3 and seq_info.is_contiguous(), "seq_info")
+    return _new(F32, (ch, x.ne[1]), Op.SSM_CONV, (x, state, w, bias, seq_info), (int(apply_silu),))
+
+
+def ssm_scan(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
+             D: Tensor | None, seq_info: Tensor) -> Tensor:
+    # state: {d_state, head_dim, n_head, n_slots}, x: {head_dim, n_head, n_t}, dt: {n_head, n_t},
+    # A: {d_state | 1, n_head}, B, C: {d_state, n_group, n_t}, D: {n_head} => y {head_dim, n_head, n_t}
+    ds, hd, nh = state.ne[:3]
+    n_t, ng = x.ne[2], B.ne[1]
+    _check(state.is_contiguous() and state.type == F32, "ssm_scan: state contiguous F32")
+    _check(x.ne[:3] == (hd, nh, n_t) and x.rows_contiguous(), f"ssm_scan: x {x.ne}")
+    _check(dt.ne[:2] == (nh, n_t) and dt.rows_contiguous(), f"ssm_scan: dt {dt.ne}")
+    _check(A.ne[:2] in ((ds, nh), (1, nh)) and A.is_contiguous(), f"ssm_scan: A {A.ne}")
+    for t, n in ((B, "B"), (C, "C")):
+        _check(t.ne[:3] == (ds, ng, n_t) and t.rows_contiguous(), f"ssm_scan: {n} {t.ne}")
+    _check(ng >= 1 and nh % ng == 0, "ssm_scan: n_head must be a multiple of n_group")
+    _check(D is None or (D.ne[0] == nh and D.is_contiguous()), "ssm_scan: D {n_head}")
+    _check(seq_info.type == I32 and seq_info.ne[0] == 3, "seq_info")
+    return _new(F32, (hd, nh, n_t), Op.SSM_SCAN, (state, x, dt, A, B, C, D, seq_info))
+
+
+# ---- numpy references (float64) -------------------------------------------------------------
+def _silu(x):
+    return x / (1.0 + np.exp(-x))
+
+
+def _softplus(x):
+    return np.where(x > 20.0, x, np.log1p(np.exp(np.minimum(x, 20.0))))
+
+
+def _ref_mul_mat(t, a, b):
+    r2, r3 = b.shape[1] // a.shape[1], b.shape[0] // a.shape[0]
+    a = np.repeat(np.repeat(a, r3, axis=0), r2, axis=1)
+    return b @ np.swapaxes(a, -1, -2)
+
+
+def _ref_rows(a, b, f):
+    reps = [n // m for n, m in zip(a.shape, b.shape)]
+    return f(a, np.tile(b, reps))
+
+
+def _ref_rms_norm(t, a):
+    return a / np.sqrt(np.mean(a * a, axis=-1, keepdims=True) + _bits_f32(t.op_params[0]))
+
+
+def _ref_ssm_conv(t, x, state, w, bias, info):
+    x, state, w = x[0, 0], state[0], w[0, 0]          # (n_t, ch), (n_slots, ch, dc-1), (ch, dc)
+    out = np.zeros_like(x)
+    dc = w.shape[1]
+    for slot, t0, n in info[0, 0].astype(np.int64):
+        win = np.concatenate([state[slot], x[t0:t0 + n].T], axis=1)   # (ch, dc-1+n)
+        for i in range(n):
+            out[t0 + i] = np.sum(win[:, i:i + dc] * w, axis=1)
+        if bias is not None:
+            out[t0:t0 + n] += bias.reshape(-1)
+        state[slot] = win[:, n:n + dc - 1]
+    if t.op_params[0]:
+        out = _silu(out)
+    return out[None, None]
+
+
+def _ref_ssm_scan(t, state, x, dt, A, B, C, D, info):
+    # state (n_slots, nh, hd, ds); x (n_t, nh, hd); dt (n_t, nh); A (nh, ds|1); B, C (n_t, ng, ds)
+    x, dt, A, B, C = x[0], dt[0, 0], A[0, 0], B[0], C[0]
+    nh, ng = x.shape[1], B.shape[1]
+    g = np.arange(nh) // (nh // ng)
+    y = np.zeros_like(x)
+    for slot, t0, n in info[0, 0].astype(np.int64):
+        s = state[slot]
+        for i in range(t0, t0 + n):
+            d = _softplus(dt[i])                                 # (nh,)
+            dA = np.exp(d[:, None] * A)                          # (nh, ds | 1)
+            s[...] = s * dA[:, None, :] + (x[i] * d[:, None])[:, :, None] * B[i][g][:, None, :]
+            y[i] = np.einsum("hpn,hn->hp", s, C[i][g])
+            if D is not None:
+                y[i] += D.reshape(-1)[:, None] * x[i]
+    return y[None]
+
+
+def _conv_wsize(t):
+    x, w = t.src[0], t.src[2]
+    return (w.ne[0] - 1 + x.ne[1]) * 8 * 4
+
+
+OPS: dict[int, OpDef] = {
+    Op.NONE: OpDef("none", None),
+    Op.VIEW: OpDef("view", None),
+    Op.CPY: OpDef("cpy", lambda t, a: a),
+    Op.GET_ROWS: OpDef("get_rows", lambda t, a, ids: a[0, 0][ids.reshape(-1).astype(np.int64)][None, None]),
+    Op.MUL_MAT: OpDef("mul_mat", _ref_mul_mat,
+                      wsize=lambda t: 4 * t.src[0].ne[0] * 4 if t.src[0].type == F16 else 0),
+    Op.ADD: OpDef("add", lambda t, a, b: _ref_rows(a, b, np.add)),
+    Op.MUL: OpDef("mul", lambda t, a, b: _ref_rows(a, b, np.multiply)),
+    Op.SCALE: OpDef("scale", lambda t, a: a * _bits_f32(t.op_params[0])),
+    Op.SILU: OpDef("silu", lambda t, a: _silu(a)),
+    Op.RMS_NORM: OpDef("rms_norm", _ref_rms_norm),
+    Op.CONCAT: OpDef("concat", lambda t, a, b: np.concatenate([a, b], axis=3 - t.op_params[0])),
+    Op.SSM_CONV: OpDef("ssm_conv", _ref_ssm_conv, wsize=_conv_wsize, writes_state=True),
+    Op.SSM_SCAN: OpDef("ssm_scan", _ref_ssm_scan, wsize=lambda t: t.src[0].ne[0] * 4,
+                       writes_state=True),
+    Op.GATE_SILU: OpDef("gate_silu", lambda t, y, z: y * _silu(z)),
+}
+
+EMPTY_OPS = (Op.NONE, Op.VIEW)

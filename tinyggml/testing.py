@@ -1,0 +1,192 @@
+"""Small random Mamba-1 / Falcon-Mamba / Mamba-2 GGUF files for tests and benchmarks.
+
+`write_random_model` writes the same keys, tensor names, shapes, dtypes and tensor order as
+llama.cpp's `convert_hf_to_gguf.py` (`--outtype f32` / `--outtype f16`) writes for a
+MambaForCausalLM / FalconMambaForCausalLM / Mamba2ForCausalLM checkpoint, plus a tiny valid
+byte-level BPE vocab. tests/test_testing_writer.py checks the layout against the converter's
+own files in ../shared/fixtures.
+
+The weights are drawn to look like a trained model rather than HF's init (norm weights and
+D not all one, conv bias not zero, a different A per element / head), so that a runtime that
+skips any of them gets visibly different logits.
+
+Only numpy and gguf are used: this module imports nothing from tinyggml and works without
+the compiled backend.
+"""
+import itertools
+
+import numpy as np
+import gguf
+
+# 2-D matmul weights that `--outtype f16` stores as F16; everything else stays F32
+F16_WEIGHTS = ("token_embd.weight", "output.weight", "ssm_in.weight", "ssm_x.weight",
+               "ssm_dt.weight", "ssm_out.weight")
+CONTEXT_LENGTH = 2 ** 20      # what the converter writes for every Mamba model
+EOT = "<|endoftext|>"
+
+
+def _byte_symbols():
+    """GPT-2's byte-level alphabet: one printable character per byte value, printable bytes
+    first (they map to themselves), then the others mapped to U+0100 and up, in byte order."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return [chr(b) for b in printable] + [chr(256 + k) for k in range(len(others))]
+
+
+def tiny_bpe_vocab(n_vocab):
+    """A valid "gpt2" vocab of exactly n_vocab tokens.
+
+    Layout: id 0 = <|endoftext|> (control; BOS = EOS = UNK = 0 as in the gpt-neox files),
+    then byte symbols (all 256 once n_vocab >= 258), then merged pairs of byte symbols, each
+    with its merge rule. There is always at least one merge: gguf-py drops an empty array,
+    and llama.cpp refuses a gpt2 vocab without a merges key.
+    Returns: (tokens, token_types, merges)
+    """
+    if not 3 <= n_vocab <= 257 + 256 * 256:
+        raise ValueError(f"n_vocab must be in [3, 65793], got {n_vocab}")
+    n_merge = max(1, n_vocab - 257)
+    byte_syms = _byte_symbols()[:n_vocab - 1 - n_merge]
+    have = set(byte_syms)
+    common = dict.fromkeys(c for c in "Ġetaoinshrdlucmfwypvbgkjqxz" + "".join(byte_syms)
+                           if c in have)
+    merges = list(itertools.islice(itertools.product(common, repeat=2), n_merge))
+    tokens = [EOT] + byte_syms + [a + b for a, b in merges]
+    types = [int(gguf.TokenType.CONTROL)] + [int(gguf.TokenType.NORMAL)] * (n_vocab - 1)
+    assert len(tokens) == n_vocab == len(set(tokens))
+    return tokens, types, [f"{a} {b}" for a, b in merges]
+
+
+def inv_softplus(y):
+    """x such that softplus(x) = log(1 + e^x) = y."""
+    return y + np.log(-np.expm1(-y))
+
+
+def _layer_tensors(rng, arch, n_embd, d_inner, d_state, d_conv, dt_rank, n_head, n_group):
+    """One block's tensors in the converter's order (HF names sorted), numpy shapes."""
+    def normal(*shape, std=1.0):
+        return rng.standard_normal(shape) * std
+
+    def linear(n_out, n_in):                     # in_proj / x_proj / out_proj: N(0, 1/fan_in)
+        return normal(n_out, n_in, std=n_in ** -0.5)
+
+    def dt_bias(n):                               # dt log-uniform in [1e-3, 1e-1]
+        return inv_softplus(np.exp(rng.uniform(np.log(1e-3), np.log(1e-1), n)))
+
+    def norm_weight(*shape):                      # not all ones, and not kept positive
+        return 1.0 + normal(*shape, std=0.3)
+
+    t = {}
+    if arch == "mamba":
+        conv_ch = d_inner
+        t["ssm_a"] = -np.exp(np.log(rng.uniform(1, 16, (d_inner, d_state))))
+        t["ssm_d"] = rng.uniform(0.5, 1.5, d_inner)
+    else:
+        conv_ch = d_inner + 2 * n_group * d_state
+        t["ssm_a"] = -np.exp(np.log(rng.uniform(1, 16, (n_head, 1))))
+        t["ssm_d"] = rng.uniform(0.5, 1.5, (n_head, 1))
+    t["ssm_conv1d.bias"] = normal(conv_ch, std=0.2)
+    bound = d_conv ** -0.5                        # torch Conv1d default init, fan_in = d_conv
+    t["ssm_conv1d.weight"] = rng.uniform(-bound, bound, (conv_ch, d_conv))
+    if arch == "mamba":
+        t["ssm_dt.bias"] = dt_bias(d_inner)
+        t["ssm_dt.weight"] = rng.uniform(-dt_rank ** -0.5, dt_rank ** -0.5, (d_inner, dt_rank))
+        t["ssm_in.weight"] = linear(2 * d_inner, n_embd)
+        t["ssm_out.weight"] = linear(n_embd, d_inner)
+        t["ssm_x.weight"] = linear(dt_rank + 2 * d_state, d_inner)
+    else:
+        t["ssm_dt.bias"] = dt_bias(n_head)
+        t["ssm_in.weight"] = linear(2 * d_inner + 2 * n_group * d_state + n_head, n_embd)
+        t["ssm_norm.weight"] = norm_weight(n_group, d_inner // n_group)
+        t["ssm_out.weight"] = linear(n_embd, d_inner)
+    t["attn_norm.weight"] = norm_weight(n_embd)
+    return t
+
+
+def write_random_model(path, arch, *, n_embd, n_layer, d_state, d_conv=4, expand=2,
+                       dt_rank=None, head_dim=None, n_group=1, n_vocab, tied=True,
+                       dt_b_c_rms=False, wtype="f32", seed=0):
+    """Write a random model to path and return its hparams.
+
+    Args:
+        arch: "mamba" (Mamba-1; with dt_b_c_rms=True, Falcon-Mamba) or "mamba2"
+        dt_rank: Mamba-1 only; default ceil(n_embd / 16), as HF's "auto"
+        head_dim: Mamba-2 only; default min(64, d_inner); n_head = d_inner / head_dim
+        n_group: Mamba-2 only; must divide n_head
+        tied: no output.weight, the LM head is token_embd
+        wtype: "f32", or "f16" for the converter's `--outtype f16` layout
+        seed: the same arguments and seed give the same file
+    Returns: dict with n_embd, n_layer, d_inner, d_state, d_conv, eps, n_vocab, tied and
+        dt_rank, dt_b_c_rms (mamba) or n_head, head_dim, n_group (mamba2)
+    """
+    if arch not in ("mamba", "mamba2"):
+        raise ValueError(f"arch must be 'mamba' or 'mamba2', got {arch!r}")
+    if wtype not in ("f32", "f16"):
+        raise ValueError(f"wtype must be 'f32' or 'f16', got {wtype!r}")
+    d_inner = expand * n_embd
+    hp = dict(n_embd=n_embd, n_layer=n_layer, d_inner=d_inner, d_state=d_state,
+              d_conv=d_conv, eps=1e-5, n_vocab=n_vocab, tied=tied)
+    n_head = None
+    if arch == "mamba":
+        dt_rank = dt_rank or -(-n_embd // 16)
+        hp.update(dt_rank=dt_rank, dt_b_c_rms=bool(dt_b_c_rms))
+    else:
+        if dt_b_c_rms:
+            raise ValueError("dt_b_c_rms is a Mamba-1 (Falcon-Mamba) option")
+        head_dim = head_dim or min(64, d_inner)
+        if d_inner % head_dim or (d_inner // head_dim) % n_group:
+            raise ValueError(f"d_inner {d_inner} must split into n_head heads of {head_dim} "
+                             f"channels, n_head a multiple of n_group {n_group}")
+        n_head = d_inner // head_dim
+        hp.update(n_head=n_head, head_dim=head_dim, n_group=n_group)
+
+    rng = np.random.default_rng(seed)
+    tensors = {"token_embd.weight": rng.standard_normal((n_vocab, n_embd)) * 0.5}
+    for il in range(n_layer):
+        layer = _layer_tensors(rng, arch, n_embd, d_inner, d_state, d_conv, dt_rank,
+                               n_head, n_group)
+        tensors.update((f"blk.{il}.{name}", w) for name, w in layer.items())
+    tensors["output_norm.weight"] = 1.0 + 0.3 * rng.standard_normal(n_embd)
+    if not tied:
+        tensors["output.weight"] = rng.standard_normal((n_vocab, n_embd)) * n_embd ** -0.5
+    for name, w in tensors.items():
+        f16 = wtype == "f16" and name.split(".", 2)[-1] in F16_WEIGHTS
+        tensors[name] = w.astype(np.float16 if f16 else np.float32)
+
+    writer = gguf.GGUFWriter(str(path), arch)    # writes general.architecture
+    writer.add_type("model")
+    writer.add_name(f"tinyggml-random-{arch}")
+    n_params = sum(w.size for w in tensors.values())
+    writer.add_size_label(gguf.size_label(n_params, 0, 0, 0))
+    writer.add_context_length(CONTEXT_LENGTH)
+    writer.add_embedding_length(n_embd)
+    writer.add_feed_forward_length(0)
+    writer.add_head_count(0)
+    writer.add_block_count(n_layer)
+    writer.add_ssm_conv_kernel(d_conv)
+    writer.add_ssm_inner_size(d_inner)
+    writer.add_ssm_state_size(d_state)
+    writer.add_ssm_time_step_rank(dt_rank if arch == "mamba" else n_head)
+    if arch == "mamba2":
+        writer.add_ssm_group_count(n_group)
+    writer.add_layer_norm_rms_eps(hp["eps"])
+    if arch == "mamba":
+        writer.add_ssm_dt_b_c_rms(bool(dt_b_c_rms))
+    file_type = gguf.LlamaFileType.MOSTLY_F16 if wtype == "f16" else gguf.LlamaFileType.ALL_F32
+    writer.add_file_type(int(file_type))
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    tokens, types, merges = tiny_bpe_vocab(n_vocab)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("gpt-2")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(0)
+    writer.add_eos_token_id(0)
+    writer.add_unk_token_id(0)
+    for name, w in tensors.items():
+        writer.add_tensor(name, w)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return hp
