@@ -18,11 +18,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference.mamba_np import RefModel  # noqa: E402
 
-FIXTURES = Path(os.environ.get("TINYGGML_FIXTURES",
-                               Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
-pytestmark = pytest.mark.skipif(
-    not (FIXTURES / "models").is_dir(),
-    reason=f"shared fixtures not found at {FIXTURES} (set TINYGGML_FIXTURES)")
+from conftest import FIXTURES, requires_fixtures  # noqa: E402
+
+pytestmark = requires_fixtures
 
 # reference npz -> (GGUF file, tolerance on hidden states)
 REF_TOL, DEQ_TOL = 1e-7, 1e-9

@@ -1,1 +1,11 @@
-"""tinyggml: a ggml-style graph runtime for Mamba state-space models on the CPU."""
+"""tinyggml: a ggml-style graph runtime for Mamba state-space models on the CPU.
+
+    import tinyggml
+    m = tinyggml.Model("model.gguf")
+    logits = m.eval([1, 2, 3])
+"""
+from .errors import ModelLoadError, TinyGGMLError
+from .runtime import Model
+
+__version__ = "0.1.0"
+__all__ = ["Model", "TinyGGMLError", "ModelLoadError"]

@@ -21,6 +21,7 @@ class Graph:
         self.leafs: list[Tensor] = []
         self._seen: set[int] = set()
         self.inputs: dict[str, Tensor] = {}
+        self.outputs: dict[str, Tensor] = {}
 
     def expand(self, t: Tensor) -> Tensor:
         stack = [(t, False)]

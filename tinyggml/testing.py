@@ -149,7 +149,8 @@ def write_random_model(path, arch, *, n_embd, n_layer, d_state, d_conv=4, expand
     if not tied:
         tensors["output.weight"] = rng.standard_normal((n_vocab, n_embd)) * n_embd ** -0.5
     for name, w in tensors.items():
-        f16 = wtype == "f16" and name.split(".", 2)[-1] in F16_WEIGHTS
+        base = name.split(".", 2)[2] if name.startswith("blk.") else name
+        f16 = wtype == "f16" and base in F16_WEIGHTS
         tensors[name] = w.astype(np.float16 if f16 else np.float32)
 
     writer = gguf.GGUFWriter(str(path), arch)    # writes general.architecture

@@ -86,7 +86,8 @@ def load_weights(path):
 
     Returns:
         arch: "mamba" (Mamba-1, Falcon-Mamba) or "mamba2"
-        hparams: dict of ints / floats / bools, see the module docstring for the names
+        hparams: n_embd, n_layer, d_conv, d_inner, d_state, eps, n_vocab, tied (no output.weight),
+            and dt_rank, dt_b_c_rms (mamba) or n_head, n_group, head_dim (mamba2)
         weights: {GGUF tensor name: float64 array}, numpy shape (ggml ne reversed)
     """
     reader = open_gguf(path)

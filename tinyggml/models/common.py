@@ -1,0 +1,45 @@
+"""Pieces shared by Mamba-1 and Mamba-2: embeddings, pre-norm + residual, the LM head."""
+from __future__ import annotations
+
+from .. import ops
+from ..gguf_file import MATMUL_TYPES, GGUFModel, HParams
+from ..tensor import F32, WEIGHT, Tensor, leaf
+
+
+def name(t: Tensor, what: str, il: int | None = None) -> Tensor:
+    """Name a node like llama.cpp's cb(): "blk.3.ssm_scan" or "result_norm"."""
+    t.name = what if il is None else f"blk.{il}.{what}"
+    return t
+
+
+def weight(f: GGUFModel, key: str, ne: tuple, types=(F32,)) -> Tensor:
+    """A WEIGHT leaf over the mmapped data of GGUF tensor `key`, shape-checked."""
+    ttype, data = f.weight(key, ne, types)
+    return leaf(ttype, ne, key, WEIGHT, data=data)
+
+
+def load_common(f: GGUFModel, hp: HParams) -> dict:
+    w = {"token_embd": weight(f, "token_embd.weight", (hp.n_embd, hp.n_vocab), MATMUL_TYPES),
+         "output_norm": weight(f, "output_norm.weight", (hp.n_embd,))}
+    # tied LM head: `output` absent means token_embd is reused
+    w["output"] = (weight(f, "output.weight", (hp.n_embd, hp.n_vocab), MATMUL_TYPES)
+                   if f.has("output.weight") else w["token_embd"])
+    for il in range(hp.n_layer):
+        w[f"{il}.attn_norm"] = weight(f, f"blk.{il}.attn_norm.weight", (hp.n_embd,))
+    return w
+
+
+def build_forward(w: dict, hp: HParams, tokens: Tensor, block) -> Tensor:
+    """Embeddings -> n_layer x (x + block(rms_norm(x) * attn_norm)) -> final norm -> logits.
+
+    tokens: {n_t} I32; block(cur, il) -> {n_embd, n_t}. Returns logits {n_vocab, n_t}."""
+    cur = name(ops.get_rows(w["token_embd"], tokens), "inp_embd")     # {n_embd, n_t}
+    for il in range(hp.n_layer):
+        x = name(ops.rms_norm(cur, hp.eps), "norm", il)
+        x = name(ops.mul(x, w[f"{il}.attn_norm"]), "attn_norm", il)
+        x = block(x, il)                                                # {n_embd, n_t}
+        cur = name(ops.add(x, cur), "l_out", il)
+    cur = name(ops.rms_norm(cur, hp.eps), "norm")
+    cur = name(ops.mul(cur, w["output_norm"]), "result_norm")
+    # {n_embd, n_vocab} @ {n_embd, n_t} => {n_vocab, n_t}
+    return name(ops.mul_mat(w["output"], cur), "result_output")

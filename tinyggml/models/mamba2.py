@@ -1,0 +1,63 @@
+"""Mamba-2 (incl. Mamba-Codestral shapes) as a graph. ref: llama.cpp src/models/mamba2.cpp,
+mamba_ssm/modules/mamba2.py, arXiv 2405.21060.
+
+Glossary (ggml order, n_t = tokens in the ubatch, all sequences back to back):
+    n_embd   d_model           d_inner  n_head * head_dim
+    n_head   H (time_step_rank in GGUF)  head_dim  P
+    d_state  N                 n_group  G: B and C are shared by n_head/n_group heads
+    ch       conv channels = d_inner + 2*n_group*d_state (x, B, C go through the conv together)
+Gated norm (norm_before_gate=False): y = rmsnorm_per_group(y * silu(z)) * ssm_norm.
+"""
+from __future__ import annotations
+
+from .. import ops
+from ..gguf_file import MATMUL_TYPES, GGUFModel, HParams
+from ..tensor import Tensor
+from .common import load_common, name, weight
+
+
+def load_tensors(f: GGUFModel, hp: HParams) -> dict:
+    w = load_common(f, hp)
+    di, ch, nh, ng = hp.d_inner, hp.conv_channels, hp.n_head, hp.n_group
+    for il in range(hp.n_layer):
+        p = f"blk.{il}."
+        w[f"{il}.ssm_in"] = weight(f, p + "ssm_in.weight", (hp.n_embd, di + ch + nh), MATMUL_TYPES)
+        w[f"{il}.conv_w"] = weight(f, p + "ssm_conv1d.weight", (hp.d_conv, ch))
+        w[f"{il}.conv_b"] = weight(f, p + "ssm_conv1d.bias", (ch,))
+        w[f"{il}.ssm_dt_b"] = weight(f, p + "ssm_dt.bias", (nh,))
+        w[f"{il}.ssm_a"] = weight(f, p + "ssm_a", (1, nh))
+        w[f"{il}.ssm_d"] = weight(f, p + "ssm_d", (1, nh))
+        w[f"{il}.ssm_norm"] = weight(f, p + "ssm_norm.weight", (di // ng, ng))
+        w[f"{il}.ssm_out"] = weight(f, p + "ssm_out.weight", (di, hp.n_embd), MATMUL_TYPES)
+    return w
+
+
+def build_block(w: dict, hp: HParams, conv_state: Tensor, ssm_state: Tensor, seq_info: Tensor,
+                cur: Tensor, il: int) -> Tensor:
+    """cur: {n_embd, n_t} (normed) => {n_embd, n_t}"""
+    di, ds, nh, ng, hd = hp.d_inner, hp.d_state, hp.n_head, hp.n_group, hp.head_dim
+    ch = hp.conv_channels
+    n_t = cur.ne[1]
+    # {n_embd, d_inner + ch + n_head} @ {n_embd, n_t} => {d_inner + ch + n_head, n_t}
+    zxbcdt = name(ops.mul_mat(w[f"{il}.ssm_in"], cur), "ssm_in", il)
+    rs = zxbcdt.nb[1]
+    z = ops.view(zxbcdt, (di, n_t), (4, rs), 0)                          # {d_inner, n_t}
+    xbc = ops.view(zxbcdt, (ch, n_t), (4, rs), di * 4)                  # {ch, n_t}
+    dt = ops.view(zxbcdt, (nh, n_t), (4, rs), (di + ch) * 4)            # {n_head, n_t}
+    # causal conv + bias + SiLU over x, B and C; conv state in place => {ch, n_t}
+    xbc = name(ops.ssm_conv(xbc, conv_state, w[f"{il}.conv_w"], w[f"{il}.conv_b"], seq_info),
+               "ssm_conv", il)
+    x = ops.view(xbc, (hd, nh, n_t), (4, hd * 4, xbc.nb[1]), 0)         # {head_dim, n_head, n_t}
+    B = ops.view(xbc, (ds, ng, n_t), (4, ds * 4, xbc.nb[1]), di * 4)    # {d_state, n_group, n_t}
+    C = ops.view(xbc, (ds, ng, n_t), (4, ds * 4, xbc.nb[1]), (di + ng * ds) * 4)
+    dt = name(ops.add(dt, w[f"{il}.ssm_dt_b"]), "ssm_dt_b", il)         # {n_head, n_t}
+    # scalar A per head => y {head_dim, n_head, n_t}
+    y = ops.ssm_scan(ssm_state, x, dt, w[f"{il}.ssm_a"], B, C, ops.reshape(w[f"{il}.ssm_d"], nh),
+                     seq_info)
+    y = name(y, "ssm_scan", il)
+    y = name(ops.gate_silu(ops.reshape(y, di, n_t), z), "ssm_gate", il)  # y * silu(z)
+    # grouped RMS norm: {d_inner/n_group, n_group, n_t}
+    y = ops.rms_norm(ops.reshape(y, di // ng, ng, n_t), hp.eps)
+    y = name(ops.mul(y, w[f"{il}.ssm_norm"]), "ssm_norm", il)
+    # {d_inner, n_embd} @ {d_inner, n_t} => {n_embd, n_t}
+    return name(ops.mul_mat(w[f"{il}.ssm_out"], ops.reshape(y, di, n_t)), "ssm_out", il)

@@ -1,0 +1,189 @@
+"""Model: GGUF file -> weights (mmapped) -> graphs per ubatch shape -> logits. The Python API.
+
+    m = tinyggml.Model(path, n_threads=None)
+    logits = m.eval(tokens, seq_id=0)          # [len(tokens), n_vocab] float32, continues seq_id
+    out = m.eval_batch({0: toks_a, 1: toks_b})  # one graph run for all sequences (per ubatch)
+    m.reset(seq_id=None)
+
+A ubatch holds the tokens of one or more sequences back to back; `seq_info` {3, n_seqs} says
+where each starts and which state slot it uses. A graph (and its compiled C plan) is built once
+per (n_tokens, n_seqs) and reused: a step is fill inputs -> one nogil run -> read logits.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .backend import Plan
+from .errors import TinyGGMLError
+from .gguf_file import GGUFModel, HParams
+from .graph import Graph
+from .models import ARCH_MODULES
+from .models.common import build_forward
+from .state import RecurrentState
+from .tensor import F32, I32, INPUT, STATE, Tensor, leaf
+
+
+def physical_cores() -> int:
+    """Physical cores available to this process (hyperthreads not counted)."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:
+        cpus = set(range(os.cpu_count() or 1))
+    cores = set()
+    for c in cpus:
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{c}/topology/core_id") as f:
+                core = f.read().strip()
+            with open(f"/sys/devices/system/cpu/cpu{c}/topology/physical_package_id") as f:
+                pkg = f.read().strip()
+            cores.add((pkg, core))
+        except OSError:
+            cores.add(("?", c))
+    return max(1, len(cores))
+
+
+@dataclass
+class _Compiled:
+    graph: Graph
+    plan: Plan
+    tokens: np.ndarray        # input buffer {n_t} I32
+    seq_info: np.ndarray      # input buffer {3, n_s} I32
+    logits: Tensor
+    state_version: int
+
+
+def build_graph(w: dict, hp: HParams, state: RecurrentState, n_tokens: int, n_seqs: int,
+                keep: tuple = ()) -> Graph:
+    """Record the forward graph of one ubatch of `n_tokens` tokens from `n_seqs` sequences.
+    Nodes named in `keep` (e.g. "blk.0.l_out") become outputs, readable after a run."""
+    block = ARCH_MODULES[hp.arch].build_block
+    (dc1, ch), (ds, hd, nh) = hp.state_shapes()
+    g = Graph()
+    tokens = leaf(I32, (n_tokens,), "inp_tokens", INPUT, np.zeros(n_tokens, np.int32))
+    seq_info = leaf(I32, (3, n_seqs), "inp_seq_info", INPUT, np.zeros((n_seqs, 3), np.int32))
+    conv = [leaf(F32, (dc1, ch, state.n_slots), f"cache_conv_l{il}", STATE, state.conv[il])
+            for il in range(hp.n_layer)]
+    ssm = [leaf(F32, (ds, hd, nh, state.n_slots), f"cache_ssm_l{il}", STATE, state.ssm[il])
+           for il in range(hp.n_layer)]
+    logits = build_forward(w, hp, tokens,
+                           lambda cur, il: block(w, hp, conv[il], ssm[il], seq_info, cur, il))
+    g.output(logits)
+    for t in g.nodes:
+        if t.name in keep:
+            g.output(t)
+            g.outputs[t.name] = t
+    g.inputs = {"tokens": tokens, "seq_info": seq_info}
+    g.outputs["logits"] = logits
+    return g
+
+
+class Model:
+    """A Mamba-1 / Mamba-2 GGUF model ready to evaluate. See the module docstring."""
+
+    def __init__(self, path: str, n_threads: int | None = None, n_ubatch: int = 512):
+        self.path = str(path)
+        self.file = GGUFModel(self.path)
+        self.arch: str = self.file.arch
+        self.hparams: HParams = self.file.hparams
+        self.n_threads = physical_cores() if n_threads is None else int(n_threads)
+        if self.n_threads < 1:
+            raise TinyGGMLError(f"n_threads must be >= 1, got {n_threads}")
+        if n_ubatch < 1:
+            raise TinyGGMLError(f"n_ubatch must be >= 1, got {n_ubatch}")
+        self.n_ubatch = int(n_ubatch)
+        self.weights = ARCH_MODULES[self.arch].load_tensors(self.file, self.hparams)
+        self.state = RecurrentState(self.hparams)
+        self._compiled: dict[tuple, _Compiled] = {}
+
+    @property
+    def n_vocab(self) -> int:
+        return self.hparams.n_vocab
+
+    @property
+    def state_bytes_per_sequence(self) -> int:
+        return self.state.bytes_per_sequence
+
+    # ---- graphs -------------------------------------------------------------------------------
+    def compiled(self, n_tokens: int, n_seqs: int, keep: tuple = ()) -> _Compiled:
+        """The graph and plan for this ubatch shape, recorded on first use and cached."""
+        key = (n_tokens, n_seqs, keep)
+        c = self._compiled.get(key)
+        if c is None or c.state_version != self.state.version:
+            g = build_graph(self.weights, self.hparams, self.state, n_tokens, n_seqs, keep)
+            c = _Compiled(g, Plan(g, max_threads=self.n_threads), g.inputs["tokens"].data,
+                          g.inputs["seq_info"].data, g.outputs["logits"], self.state.version)
+            self._compiled[key] = c
+        return c
+
+    # ---- evaluation ---------------------------------------------------------------------------
+    def _check_tokens(self, tokens) -> np.ndarray:
+        try:
+            arr = np.asarray(tokens)
+            if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+                raise ValueError
+        except (ValueError, TypeError):
+            raise TinyGGMLError("tokens must be a 1-D sequence of integer token ids") from None
+        if arr.size and (arr.min() < 0 or arr.max() >= self.n_vocab):
+            bad = int(arr[(arr < 0) | (arr >= self.n_vocab)][0])
+            raise TinyGGMLError(f"token id {bad} out of range: vocabulary has {self.n_vocab} tokens")
+        return arr.astype(np.int32)
+
+    def eval(self, tokens, seq_id: int = 0) -> np.ndarray:
+        """Logits [len(tokens), n_vocab] (float32); continues the state of `seq_id`."""
+        return self.eval_batch({seq_id: tokens})[seq_id]
+
+    def eval_batch(self, batch: dict) -> dict:
+        """{seq_id: tokens} -> {seq_id: logits [len, n_vocab]}. Sequences of any lengths are
+        evaluated together: one graph run per ubatch of up to n_ubatch tokens."""
+        if not isinstance(batch, dict):
+            raise TinyGGMLError("eval_batch takes a dict {seq_id: tokens}")
+        toks = {sid: self._check_tokens(t) for sid, t in batch.items()}
+        for sid in toks:
+            self.state.slot(sid)                      # allocate slots up front (may grow)
+        out = {sid: np.empty((len(t), self.n_vocab), np.float32) for sid, t in toks.items()}
+        done = {sid: 0 for sid in toks}
+        while True:
+            # fill one ubatch: each pending sequence contributes its next piece
+            parts, budget = [], self.n_ubatch
+            for sid, t in toks.items():
+                n = min(len(t) - done[sid], budget)
+                if n > 0:
+                    parts.append((sid, done[sid], n))
+                    budget -= n
+            if not parts:
+                return out
+            n_tokens = sum(n for _, _, n in parts)
+            c = self.compiled(n_tokens, len(parts))
+            pos = 0
+            for i, (sid, start, n) in enumerate(parts):
+                c.tokens[pos:pos + n] = toks[sid][start:start + n]
+                c.seq_info[i] = (self.state.slot_of[sid], pos, n)
+                pos += n
+            c.plan.run(self.n_threads)
+            logits = c.plan.numpy(c.logits).reshape(n_tokens, self.n_vocab)   # a view of the arena
+            pos = 0
+            for sid, start, n in parts:
+                out[sid][start:start + n] = logits[pos:pos + n]
+                done[sid] += n
+                pos += n
+
+    def eval_hidden(self, tokens, seq_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Like eval, in one ubatch, also returning the residual stream [n_layer+1, T, n_embd]:
+        the embeddings, then each block's output (for finding where a model diverges)."""
+        toks = self._check_tokens(tokens)
+        names = ("inp_embd",) + tuple(f"blk.{il}.l_out" for il in range(self.hparams.n_layer))
+        slot = self.state.slot(seq_id)            # before compiling: a new slot may grow the state
+        c = self.compiled(len(toks), 1, names)
+        c.tokens[:] = toks
+        c.seq_info[0] = (slot, 0, len(toks))
+        c.plan.run(self.n_threads)
+        T, d = len(toks), self.hparams.n_embd
+        hidden = np.stack([c.plan.numpy(c.graph.outputs[n]).reshape(T, d) for n in names])
+        return c.plan.numpy(c.logits).reshape(T, self.n_vocab).copy(), hidden
+
+    def reset(self, seq_id: int | None = None):
+        """Clear the recurrent state of one sequence, or of all."""
+        self.state.clear(seq_id)
