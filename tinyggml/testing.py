@@ -191,3 +191,40 @@ def write_random_model(path, arch, *, n_embd, n_layer, d_state, d_conv=4, expand
     writer.write_tensors_to_file()
     writer.close()
     return hp
+
+
+def rewrite_gguf(src, dst, *, arch=None, drop=(), replace=None, set_kv=None):
+    """Copy GGUF `src` to `dst` with changes, to make damaged or unusual files for tests.
+
+    Args:
+        arch: a new general.architecture (keys keep their old prefix)
+        drop: tensor names to leave out
+        replace: {tensor name: numpy array (F32/F16), or (raw bytes array, GGMLQuantizationType)}
+        set_kv: {key: (value, GGUFValueType)} to add or overwrite
+    """
+    reader = gguf.GGUFReader(str(src))
+    replace, set_kv = replace or {}, set_kv or {}
+    old_arch = reader.fields["general.architecture"].contents()
+    writer = gguf.GGUFWriter(str(dst), arch or old_arch)
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture" or key in set_kv:
+            continue
+        vtype = gguf.GGUFValueType(field.types[0])
+        sub = gguf.GGUFValueType(field.types[-1]) if vtype == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(key, field.contents(), vtype, sub)
+    for key, (value, vtype) in set_kv.items():
+        writer.add_key_value(key, value, vtype)
+    for t in reader.tensors:
+        if t.name in drop:
+            continue
+        new = replace.get(t.name)
+        if new is None:
+            writer.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
+        elif isinstance(new, tuple):
+            writer.add_tensor(t.name, new[0], raw_dtype=new[1])
+        else:
+            writer.add_tensor(t.name, new)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()

@@ -108,7 +108,9 @@ static void tg_mul_mat_f32(const tg_params *p, tg_tensor *dst) {
     const int is_f16 = src0->type == TG_TYPE_F16;
     float *wrows = (float *)p->wdata;   // 4*K floats when F16
 
-    ROW_RANGE(M);
+    // rows per thread rounded up to the 4-row block: results do not depend on the thread count
+    const int64_t dr = ((M + p->nth - 1) / p->nth + 3) / 4 * 4;
+    const int64_t ir0 = TG_MIN(dr * p->ith, M), ir1 = TG_MIN(ir0 + dr, M);
     for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
     for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
         const int64_t i03 = i13 / r3, i02 = i12 / r2;

@@ -1,0 +1,164 @@
+"""The runtime on small random GGUFs written by the tests (no shared fixtures needed), against
+the independent float64 numpy reference model (tests/reference/mamba_np.py)."""
+import numpy as np
+import pytest
+
+import tinyggml
+from reference.mamba_np import RefModel
+from tinyggml.backend import set_simd, simd_compiled
+from tinyggml.testing import write_random_model
+
+# odd sizes on purpose, so SIMD tails and group/head splits are exercised
+CONFIGS = {
+    "mamba1": dict(arch="mamba", n_embd=40, n_layer=2, d_state=12, n_vocab=301),
+    "falcon-f16": dict(arch="mamba", n_embd=48, n_layer=2, d_state=16, n_vocab=263,
+                       dt_b_c_rms=True, wtype="f16"),
+    "mamba2": dict(arch="mamba2", n_embd=48, n_layer=2, d_state=24, head_dim=12, n_vocab=320),
+    "mamba2-g2-f16-untied": dict(arch="mamba2", n_embd=40, n_layer=3, d_state=20, head_dim=10,
+                                 n_group=2, n_vocab=288, tied=False, wtype="f16"),
+}
+
+
+@pytest.fixture(scope="session")
+def model_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    files = {}
+    for i, (name, cfg) in enumerate(CONFIGS.items()):
+        files[name] = d / f"{name}.gguf"
+        write_random_model(files[name], seed=100 + i, **cfg)
+    return files
+
+
+@pytest.fixture(params=sorted(CONFIGS))
+def case(request, model_files):
+    path = model_files[request.param]
+    return request.param, tinyggml.Model(path, n_threads=2), RefModel(path)
+
+
+def tokens(n, vocab, seed=0):
+    return np.random.default_rng(seed).integers(0, vocab, size=n)
+
+
+def test_logits_match_float64_reference(case):
+    name, m, ref = case
+    t = tokens(19, m.n_vocab)
+    got = m.eval(t)
+    want, _, _ = ref.forward(t)
+    scale = np.abs(want).max()
+    assert got.shape == (19, m.n_vocab) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=2e-5 * max(1.0, scale), rtol=0, err_msg=name)
+
+
+def test_residual_stream_matches_reference(case):
+    name, m, ref = case
+    t = tokens(7, m.n_vocab, 1)
+    _, hidden = m.eval_hidden(t)
+    _, want, _ = ref.forward(t)
+    np.testing.assert_allclose(hidden, want, atol=2e-5 * max(1.0, np.abs(want).max()), rtol=0)
+
+
+@pytest.mark.parametrize("chunk", [3, 7, 1])
+def test_chunks_equal_whole(case, chunk):
+    _, m, _ = case
+    t = tokens(23, m.n_vocab, 2)
+    whole = m.eval(t)
+    m.reset()
+    parts = np.concatenate([m.eval(t[i:i + chunk]) for i in range(0, len(t), chunk)])
+    np.testing.assert_allclose(parts, whole, atol=3e-6, rtol=0)
+
+
+def test_eval_batch_equals_separate(case):
+    _, m, _ = case
+    seqs = {0: tokens(9, m.n_vocab, 3), 5: tokens(1, m.n_vocab, 4), 2: tokens(14, m.n_vocab, 5)}
+    alone = {}
+    for sid, t in seqs.items():
+        m.reset()
+        alone[sid] = m.eval(t, seq_id=sid)
+    m.reset()
+    together = m.eval_batch(seqs)
+    assert set(together) == set(seqs)
+    for sid in seqs:
+        np.testing.assert_allclose(together[sid], alone[sid], atol=3e-6, rtol=0)
+    # continuing the batch continues each sequence
+    nxt = m.eval_batch({sid: [int(np.argmax(together[sid][-1]))] for sid in seqs})
+    for sid, t in seqs.items():
+        m.reset(sid)
+        m.eval(t, seq_id=sid)
+        one = m.eval([int(np.argmax(together[sid][-1]))], seq_id=sid)
+        np.testing.assert_allclose(nxt[sid], one, atol=3e-6, rtol=0)
+
+
+def test_small_ubatch_splits_batches(model_files):
+    """n_ubatch smaller than the batch: several graph runs, same result."""
+    path = model_files["mamba2"]
+    big = tinyggml.Model(path, n_threads=2)
+    small = tinyggml.Model(path, n_threads=2, n_ubatch=4)
+    seqs = {0: tokens(9, big.n_vocab, 6), 1: tokens(3, big.n_vocab, 7), 2: tokens(6, big.n_vocab, 8)}
+    a, b = big.eval_batch(seqs), small.eval_batch(seqs)
+    for sid in seqs:
+        np.testing.assert_allclose(a[sid], b[sid], atol=3e-6, rtol=0)
+
+
+def test_reset_clears(case):
+    _, m, _ = case
+    t = tokens(6, m.n_vocab, 9)
+    first = m.eval(t, seq_id=3)
+    other = m.eval(t, seq_id=4)
+    cont = m.eval(t, seq_id=3)
+    assert np.abs(cont - first).max() > 1e-3          # state carried over: not a fresh start
+    m.reset(3)
+    np.testing.assert_array_equal(m.eval(t, seq_id=3), first)
+    np.testing.assert_array_equal(m.eval(t, seq_id=4), cont)    # seq 4 kept its state
+    m.reset()
+    np.testing.assert_array_equal(m.eval(t, seq_id=4), other)
+
+
+def test_threads_and_scalar_path_agree(model_files):
+    path = model_files["falcon-f16"]
+    t = tokens(17, 263, 10)
+    base = tinyggml.Model(path, n_threads=1).eval(t)
+    # every kernel splits work so that each output is computed the same way whatever the
+    # thread count: results are bit-identical
+    np.testing.assert_array_equal(tinyggml.Model(path, n_threads=2).eval(t), base)
+    np.testing.assert_array_equal(tinyggml.Model(path, n_threads=3).eval(t), base)
+    if simd_compiled():
+        set_simd(False)
+        try:
+            scalar = tinyggml.Model(path, n_threads=2).eval(t)
+        finally:
+            set_simd(True)
+        np.testing.assert_allclose(scalar, base, atol=2e-5, rtol=0)
+
+
+def test_state_bytes_and_graph_reuse(case):
+    name, m, _ = case
+    hp = m.hparams
+    per_seq = sum(a[0].nbytes for a in m.state.conv + m.state.ssm)
+    assert m.state_bytes_per_sequence == per_seq
+    (dc1, ch), (ds, hd, nh) = hp.state_shapes()
+    assert per_seq == hp.n_layer * 4 * (dc1 * ch + ds * hd * nh)
+    m.eval([1, 2, 3])
+    c = m.compiled(3, 1)
+    m.eval([4, 5, 6])
+    assert m.compiled(3, 1) is c                        # recorded once, reused
+    for sid in range(10):                               # slots grow; old sequences keep state
+        m.eval([1], seq_id=100 + sid)
+    assert m.state.n_slots >= 11
+    assert m.state_bytes_per_sequence == per_seq        # constant whatever the context
+
+
+def test_slot_growth_preserves_states(model_files):
+    m = tinyggml.Model(model_files["mamba1"], n_threads=2)
+    t = tokens(5, m.n_vocab, 11)
+    m.eval(t, seq_id=0)
+    for sid in range(1, 6):
+        m.eval(tokens(3, m.n_vocab, sid), seq_id=sid)  # grows 1 -> 2 -> 4 -> 8 slots
+    got = m.eval([7], seq_id=0)
+    fresh = tinyggml.Model(model_files["mamba1"], n_threads=2)
+    fresh.eval(t)
+    np.testing.assert_array_equal(got, fresh.eval([7]))
+
+
+def test_empty_tokens(case):
+    _, m, _ = case
+    assert m.eval([]).shape == (0, m.n_vocab)
