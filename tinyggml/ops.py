@@ -72,7 +72,8 @@ def view(a: Tensor, ne, nb, offset: int = 0) -> Tensor:
     nb = list(nb)
     while len(nb) < 4:
         nb.append(nb[-1] * ne[len(nb) - 1])
-    t = Tensor(a.type, ne, nb=nb, op=Op.VIEW, src=(a,), view_src=a, view_offs=offset)
+    t = Tensor(a.type, ne, nb=nb, op=Op.VIEW, src=(a,), view_src=a, view_offs=offset,
+               name=f"{a.name} (view)" if a.name else "")
     _check(t.view_offs + t.nbytes <= a.root().nbytes, f"view out of bounds of {a.root().name}")
     return t
 

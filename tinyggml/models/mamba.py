@@ -38,16 +38,16 @@ def build_block(w: dict, hp: HParams, conv_state: Tensor, ssm_state: Tensor, seq
     n_t = cur.ne[1]
     # {n_embd, 2*d_inner} @ {n_embd, n_t} => {2*d_inner, n_t}
     xz = name(ops.mul_mat(w[f"{il}.ssm_in"], cur), "ssm_in", il)
-    x = ops.view(xz, (di, n_t), (4, xz.nb[1]), 0)                       # {d_inner, n_t}
-    z = ops.view(xz, (di, n_t), (4, xz.nb[1]), di * 4)                  # {d_inner, n_t}
+    x = name(ops.view(xz, (di, n_t), (4, xz.nb[1]), 0), "x", il)         # {d_inner, n_t}
+    z = name(ops.view(xz, (di, n_t), (4, xz.nb[1]), di * 4), "z", il)    # {d_inner, n_t}
     # causal conv + bias + SiLU, conv state read and written in place => {d_inner, n_t}
     x = name(ops.ssm_conv(x, conv_state, w[f"{il}.conv_w"], w[f"{il}.conv_b"], seq_info),
              "ssm_conv", il)
     # {d_inner, dt_rank + 2*d_state} @ {d_inner, n_t} => {dt_rank + 2*d_state, n_t}
     x_db = name(ops.mul_mat(w[f"{il}.ssm_x"], x), "ssm_x", il)
-    dt = ops.view(x_db, (r, n_t), (4, x_db.nb[1]), 0)                   # {dt_rank, n_t}
-    B = ops.view(x_db, (ds, 1, n_t), (4, ds * 4, x_db.nb[1]), r * 4)    # {d_state, 1, n_t}
-    C = ops.view(x_db, (ds, 1, n_t), (4, ds * 4, x_db.nb[1]), (r + ds) * 4)
+    dt = name(ops.view(x_db, (r, n_t), (4, x_db.nb[1]), 0), "dt", il)   # {dt_rank, n_t}
+    B = name(ops.view(x_db, (ds, 1, n_t), (4, ds * 4, x_db.nb[1]), r * 4), "B", il)  # {d_state, 1, n_t}
+    C = name(ops.view(x_db, (ds, 1, n_t), (4, ds * 4, x_db.nb[1]), (r + ds) * 4), "C", il)
     if hp.dt_b_c_rms:
         dt = name(ops.rms_norm(dt, hp.eps), "dt_norm", il)
         B = name(ops.rms_norm(B, hp.eps), "b_norm", il)

@@ -41,15 +41,15 @@ def build_block(w: dict, hp: HParams, conv_state: Tensor, ssm_state: Tensor, seq
     # {n_embd, d_inner + ch + n_head} @ {n_embd, n_t} => {d_inner + ch + n_head, n_t}
     zxbcdt = name(ops.mul_mat(w[f"{il}.ssm_in"], cur), "ssm_in", il)
     rs = zxbcdt.nb[1]
-    z = ops.view(zxbcdt, (di, n_t), (4, rs), 0)                          # {d_inner, n_t}
-    xbc = ops.view(zxbcdt, (ch, n_t), (4, rs), di * 4)                  # {ch, n_t}
-    dt = ops.view(zxbcdt, (nh, n_t), (4, rs), (di + ch) * 4)            # {n_head, n_t}
+    z = name(ops.view(zxbcdt, (di, n_t), (4, rs), 0), "z", il)                   # {d_inner, n_t}
+    xbc = name(ops.view(zxbcdt, (ch, n_t), (4, rs), di * 4), "xBC", il)          # {ch, n_t}
+    dt = name(ops.view(zxbcdt, (nh, n_t), (4, rs), (di + ch) * 4), "dt", il)     # {n_head, n_t}
     # causal conv + bias + SiLU over x, B and C; conv state in place => {ch, n_t}
     xbc = name(ops.ssm_conv(xbc, conv_state, w[f"{il}.conv_w"], w[f"{il}.conv_b"], seq_info),
                "ssm_conv", il)
-    x = ops.view(xbc, (hd, nh, n_t), (4, hd * 4, xbc.nb[1]), 0)         # {head_dim, n_head, n_t}
-    B = ops.view(xbc, (ds, ng, n_t), (4, ds * 4, xbc.nb[1]), di * 4)    # {d_state, n_group, n_t}
-    C = ops.view(xbc, (ds, ng, n_t), (4, ds * 4, xbc.nb[1]), (di + ng * ds) * 4)
+    x = name(ops.view(xbc, (hd, nh, n_t), (4, hd * 4, xbc.nb[1]), 0), "x", il)   # {head_dim, n_head, n_t}
+    B = name(ops.view(xbc, (ds, ng, n_t), (4, ds * 4, xbc.nb[1]), di * 4), "B", il)  # {d_state, n_group, n_t}
+    C = name(ops.view(xbc, (ds, ng, n_t), (4, ds * 4, xbc.nb[1]), (di + ng * ds) * 4), "C", il)
     dt = name(ops.add(dt, w[f"{il}.ssm_dt_b"]), "ssm_dt_b", il)         # {n_head, n_t}
     # scalar A per head => y {head_dim, n_head, n_t}
     y = ops.ssm_scan(ssm_state, x, dt, w[f"{il}.ssm_a"], B, C, ops.reshape(w[f"{il}.ssm_d"], nh),
@@ -57,7 +57,7 @@ def build_block(w: dict, hp: HParams, conv_state: Tensor, ssm_state: Tensor, seq
     y = name(y, "ssm_scan", il)
     y = name(ops.gate_silu(ops.reshape(y, di, n_t), z), "ssm_gate", il)  # y * silu(z)
     # grouped RMS norm: {d_inner/n_group, n_group, n_t}
-    y = ops.rms_norm(ops.reshape(y, di // ng, ng, n_t), hp.eps)
+    y = name(ops.rms_norm(ops.reshape(y, di // ng, ng, n_t), hp.eps), "ssm_gnorm", il)
     y = name(ops.mul(y, w[f"{il}.ssm_norm"]), "ssm_norm", il)
     # {d_inner, n_embd} @ {d_inner, n_t} => {n_embd, n_t}
     return name(ops.mul_mat(w[f"{il}.ssm_out"], ops.reshape(y, di, n_t)), "ssm_out", il)

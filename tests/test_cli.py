@@ -1,0 +1,86 @@
+"""tinyggml-cli end to end, by subprocess: graph and info on a model the test writes."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tinyggml.testing import write_random_model
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    p = tmp_path_factory.mktemp("cli") / "m2.gguf"
+    write_random_model(p, arch="mamba2", n_embd=32, n_layer=2, d_state=8, head_dim=16,
+                       n_group=2, n_vocab=100)
+    return p
+
+
+def cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "tinyggml.cli", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_graph_text_lists_every_node(model):
+    r = cli("graph", "-m", model, "--tokens", 5, "--seqs", 2)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "blk.1.ssm_scan" in out and "ssm_conv" in out and "result_output" in out
+    assert "[100, 5]" in out                                # logits {n_vocab, n_tokens}
+    assert "arena:" in out and "inp_seq_info" in out
+
+
+def test_graph_json_and_dot(model, tmp_path):
+    r = cli("graph", "-m", model, "--tokens", 3, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    g = json.loads(r.stdout)
+    names = [n["name"] for n in g["nodes"]]
+    assert "blk.0.ssm_scan" in names and g["arena_bytes"] > 0
+    scan = g["nodes"][names.index("blk.0.ssm_scan")]
+    assert scan["op"] == "ssm_scan" and scan["shape"] == [16, 4, 3] and "cache_ssm_l0" in scan["src"]
+    out = tmp_path / "g.dot"
+    r = cli("graph", "-m", model, "-o", out)
+    assert r.returncode == 0 and out.read_text().startswith("digraph")
+
+
+def test_graph_render(model, tmp_path):
+    out = tmp_path / "g.svg"
+    if shutil.which("dot"):
+        r = cli("graph", "-m", model, "-o", out)
+        assert r.returncode == 0, r.stderr
+        assert "<svg" in out.read_text()
+    # without Graphviz on PATH: a clear message, exit 1, no traceback
+    env = dict(os.environ, PATH=str(tmp_path))
+    r = cli("graph", "-m", model, "-o", tmp_path / "h.png", env=env)
+    assert r.returncode == 1
+    assert "Graphviz" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_info(model):
+    r = cli("info", "-m", model)
+    assert r.returncode == 0, r.stderr
+    assert "arch: mamba2" in r.stdout and "blk.1.ssm_norm.weight" in r.stdout
+    assert "state bytes per sequence: " in r.stdout
+
+
+@pytest.mark.parametrize("args", [["graph"], ["graph", "-m"], ["frobnicate"], ["graph", "-m", "x", "--tokens", "abc"], []])
+def test_bad_flags_exit_2(args):
+    r = cli(*args)
+    assert r.returncode == 2 and "usage:" in r.stderr
+
+
+def test_bad_model_one_line_exit_1(tmp_path):
+    r = cli("graph", "-m", tmp_path / "missing.gguf")
+    assert r.returncode == 1 and "no such file" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\x03\0\0\0" + b"\xff" * 20)
+    r = cli("info", "-m", bad)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_graph_bad_sizes(model):
+    r = cli("graph", "-m", model, "--tokens", 2, "--seqs", 3)
+    assert r.returncode == 1 and "--seqs" in r.stderr
