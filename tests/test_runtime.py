@@ -162,3 +162,15 @@ def test_slot_growth_preserves_states(model_files):
 def test_empty_tokens(case):
     _, m, _ = case
     assert m.eval([]).shape == (0, m.n_vocab)
+
+
+def test_weights_are_zero_copy_views_of_the_mmap(model_files):
+    """Weights point into the reader's memmap of the file: nothing copied at load."""
+    m = tinyggml.Model(model_files["mamba2-g2-f16-untied"], n_threads=1)
+    mm = m.file.reader.data
+    assert isinstance(mm, np.memmap)
+    lo = mm.ctypes.data
+    hi = lo + mm.nbytes
+    for t in m.weights.values():
+        addr = t.data.ctypes.data
+        assert lo <= addr and addr + t.data.nbytes <= hi, t.name
