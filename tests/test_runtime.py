@@ -174,3 +174,24 @@ def test_weights_are_zero_copy_views_of_the_mmap(model_files):
     for t in m.weights.values():
         addr = t.data.ctypes.data
         assert lo <= addr and addr + t.data.nbytes <= hi, t.name
+
+
+def test_last_logits_only(model_files):
+    """logits="last": the LM head runs on the final token of each sequence only; ubatches in
+    the middle of a long prompt run without it. Same numbers as computing every row."""
+    path = model_files["mamba2-g2-f16-untied"]
+    full = tinyggml.Model(path, n_threads=2)
+    small = tinyggml.Model(path, n_threads=2, n_ubatch=4)
+    seqs = {0: tokens(11, full.n_vocab, 12), 1: tokens(2, full.n_vocab, 13), 2: []}
+    want = full.eval_batch(seqs)
+    full.reset()
+    for m in (full, small):
+        got = m.eval_batch(seqs, logits="last")
+        for sid, t in seqs.items():
+            assert got[sid].shape == (min(len(t), 1), m.n_vocab)
+            if len(t):
+                np.testing.assert_allclose(got[sid][0], want[sid][-1], atol=3e-6, rtol=0)
+        m.reset()
+    assert any(k[2] == 0 for k in small._compiled)         # a graph without LM head was used
+    with pytest.raises(tinyggml.TinyGGMLError, match="logits"):
+        full.eval([1], logits="first")

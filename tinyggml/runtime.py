@@ -49,34 +49,40 @@ def physical_cores() -> int:
 class _Compiled:
     graph: Graph
     plan: Plan
-    tokens: np.ndarray        # input buffer {n_t} I32
-    seq_info: np.ndarray      # input buffer {3, n_s} I32
-    logits: Tensor
+    inputs: dict              # name -> numpy input buffer
+    logits: Tensor            # {n_vocab, n_out}
     state_version: int
 
 
 def build_graph(w: dict, hp: HParams, state: RecurrentState, n_tokens: int, n_seqs: int,
-                keep: tuple = ()) -> Graph:
-    """Record the forward graph of one ubatch of `n_tokens` tokens from `n_seqs` sequences.
+                n_out: int | None = None, keep: tuple = ()) -> Graph:
+    """Record the forward graph of one ubatch of `n_tokens` tokens from `n_seqs` sequences,
+    with logits for `n_out` rows (None or n_tokens: every row; 0: no LM head at all).
     Nodes named in `keep` (e.g. "blk.0.l_out") become outputs, readable after a run."""
+    n_out = n_tokens if n_out is None else n_out
     block = ARCH_MODULES[hp.arch].build_block
     (dc1, ch), (ds, hd, nh) = hp.state_shapes()
     g = Graph()
     tokens = leaf(I32, (n_tokens,), "inp_tokens", INPUT, np.zeros(n_tokens, np.int32))
     seq_info = leaf(I32, (3, n_seqs), "inp_seq_info", INPUT, np.zeros((n_seqs, 3), np.int32))
+    g.inputs = {"tokens": tokens, "seq_info": seq_info}
+    out_ids = None
+    if 0 < n_out < n_tokens:
+        out_ids = leaf(I32, (n_out,), "inp_out_ids", INPUT, np.zeros(n_out, np.int32))
+        g.inputs["out_ids"] = out_ids
     conv = [leaf(F32, (dc1, ch, state.n_slots), f"cache_conv_l{il}", STATE, state.conv[il])
             for il in range(hp.n_layer)]
     ssm = [leaf(F32, (ds, hd, nh, state.n_slots), f"cache_ssm_l{il}", STATE, state.ssm[il])
            for il in range(hp.n_layer)]
-    logits = build_forward(w, hp, tokens,
-                           lambda cur, il: block(w, hp, conv[il], ssm[il], seq_info, cur, il))
-    g.output(logits)
+    out = build_forward(w, hp, tokens,
+                        lambda cur, il: block(w, hp, conv[il], ssm[il], seq_info, cur, il),
+                        out_ids, head=n_out > 0)
+    g.output(out)
     for t in g.nodes:
         if t.name in keep:
             g.output(t)
             g.outputs[t.name] = t
-    g.inputs = {"tokens": tokens, "seq_info": seq_info}
-    g.outputs["logits"] = logits
+    g.outputs["logits"] = out
     return g
 
 
@@ -107,14 +113,19 @@ class Model:
         return self.state.bytes_per_sequence
 
     # ---- graphs -------------------------------------------------------------------------------
-    def compiled(self, n_tokens: int, n_seqs: int, keep: tuple = ()) -> _Compiled:
+    def compiled(self, n_tokens: int, n_seqs: int, n_out: int | None = None,
+                 keep: tuple = ()) -> _Compiled:
         """The graph and plan for this ubatch shape, recorded on first use and cached."""
-        key = (n_tokens, n_seqs, keep)
+        n_out = n_tokens if n_out is None else n_out
+        key = (n_tokens, n_seqs, n_out, keep)
         c = self._compiled.get(key)
         if c is None or c.state_version != self.state.version:
-            g = build_graph(self.weights, self.hparams, self.state, n_tokens, n_seqs, keep)
-            c = _Compiled(g, Plan(g, max_threads=self.n_threads), g.inputs["tokens"].data,
-                          g.inputs["seq_info"].data, g.outputs["logits"], self.state.version)
+            if c is None and len(self._compiled) >= 64:      # bound the cache (odd shapes)
+                self._compiled.pop(next(iter(self._compiled)))
+            g = build_graph(self.weights, self.hparams, self.state, n_tokens, n_seqs, n_out, keep)
+            c = _Compiled(g, Plan(g, max_threads=self.n_threads),
+                          {k: t.data for k, t in g.inputs.items()}, g.outputs["logits"],
+                          self.state.version)
             self._compiled[key] = c
         return c
 
@@ -131,19 +142,25 @@ class Model:
             raise TinyGGMLError(f"token id {bad} out of range: vocabulary has {self.n_vocab} tokens")
         return arr.astype(np.int32)
 
-    def eval(self, tokens, seq_id: int = 0) -> np.ndarray:
-        """Logits [len(tokens), n_vocab] (float32); continues the state of `seq_id`."""
-        return self.eval_batch({seq_id: tokens})[seq_id]
+    def eval(self, tokens, seq_id: int = 0, logits: str = "all") -> np.ndarray:
+        """Logits [len(tokens), n_vocab] (float32), or with logits="last" [1, n_vocab] for the
+        last token only (cheaper: no LM head on the others). Continues the state of `seq_id`."""
+        return self.eval_batch({seq_id: tokens}, logits=logits)[seq_id]
 
-    def eval_batch(self, batch: dict) -> dict:
-        """{seq_id: tokens} -> {seq_id: logits [len, n_vocab]}. Sequences of any lengths are
-        evaluated together: one graph run per ubatch of up to n_ubatch tokens."""
+    def eval_batch(self, batch: dict, logits: str = "all") -> dict:
+        """{seq_id: tokens} -> {seq_id: logits}. Sequences of any lengths are evaluated
+        together: one graph run per ubatch of up to n_ubatch tokens. logits="last" returns
+        [1, n_vocab] per sequence (the last token's) and skips the LM head elsewhere."""
         if not isinstance(batch, dict):
             raise TinyGGMLError("eval_batch takes a dict {seq_id: tokens}")
+        if logits not in ("all", "last"):
+            raise TinyGGMLError(f"logits must be 'all' or 'last', got {logits!r}")
         toks = {sid: self._check_tokens(t) for sid, t in batch.items()}
         for sid in toks:
             self.state.slot(sid)                      # allocate slots up front (may grow)
-        out = {sid: np.empty((len(t), self.n_vocab), np.float32) for sid, t in toks.items()}
+        last = logits == "last"
+        out = {sid: np.empty((min(len(t), 1) if last else len(t), self.n_vocab), np.float32)
+               for sid, t in toks.items()}
         done = {sid: 0 for sid in toks}
         while True:
             # fill one ubatch: each pending sequence contributes its next piece
@@ -156,19 +173,35 @@ class Model:
             if not parts:
                 return out
             n_tokens = sum(n for _, _, n in parts)
-            c = self.compiled(n_tokens, len(parts))
+            # rows that need logits: every row, or each sequence's final token
+            rows, pos = [], 0
+            for sid, start, n in parts:
+                if not last:
+                    rows.extend((sid, start + i, pos + i) for i in range(n))
+                elif start + n == len(toks[sid]):
+                    rows.append((sid, 0, pos + n - 1))
+                pos += n
+            c = self.compiled(n_tokens, len(parts), len(rows))
             pos = 0
             for i, (sid, start, n) in enumerate(parts):
-                c.tokens[pos:pos + n] = toks[sid][start:start + n]
-                c.seq_info[i] = (self.state.slot_of[sid], pos, n)
+                c.inputs["tokens"][pos:pos + n] = toks[sid][start:start + n]
+                c.inputs["seq_info"][i] = (self.state.slot_of[sid], pos, n)
                 pos += n
+            if "out_ids" in c.inputs:
+                c.inputs["out_ids"][:] = [r for _, _, r in rows]
             c.plan.run(self.n_threads)
-            logits = c.plan.numpy(c.logits).reshape(n_tokens, self.n_vocab)   # a view of the arena
-            pos = 0
+            if rows:
+                lg = c.plan.numpy(c.logits).reshape(len(rows), self.n_vocab)   # arena view
+                if not last:          # rows are all tokens in order: copy per part
+                    pos = 0
+                    for sid, start, n in parts:
+                        out[sid][start:start + n] = lg[pos:pos + n]
+                        pos += n
+                else:
+                    for j, (sid, dst, _) in enumerate(rows):
+                        out[sid][dst] = lg[j]
             for sid, start, n in parts:
-                out[sid][start:start + n] = logits[pos:pos + n]
                 done[sid] += n
-                pos += n
 
     def eval_hidden(self, tokens, seq_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Like eval, in one ubatch, also returning the residual stream [n_layer+1, T, n_embd]:
@@ -176,9 +209,9 @@ class Model:
         toks = self._check_tokens(tokens)
         names = ("inp_embd",) + tuple(f"blk.{il}.l_out" for il in range(self.hparams.n_layer))
         slot = self.state.slot(seq_id)            # before compiling: a new slot may grow the state
-        c = self.compiled(len(toks), 1, names)
-        c.tokens[:] = toks
-        c.seq_info[0] = (slot, 0, len(toks))
+        c = self.compiled(len(toks), 1, len(toks), names)
+        c.inputs["tokens"][:] = toks
+        c.inputs["seq_info"][0] = (slot, 0, len(toks))
         c.plan.run(self.n_threads)
         T, d = len(toks), self.hparams.n_embd
         hidden = np.stack([c.plan.numpy(c.graph.outputs[n]).reshape(T, d) for n in names])
