@@ -1,0 +1,100 @@
+"""Text generation: prompt -> tokens -> prompt eval -> sample / eval loop -> streamed text.
+
+Timings are kept the way llama.cpp reports them (load, prompt eval, generation) so the CLI can
+print them, also after Ctrl-C.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from .errors import TinyGGMLError
+from .sampling import Sampler, SamplerParams
+
+
+@dataclass
+class Timings:
+    load_ms: float = 0.0
+    prompt_tokens: int = 0
+    prompt_ms: float = 0.0
+    gen_tokens: int = 0
+    gen_ms: float = 0.0
+    stop: str = ""                       # "eos", "length", "interrupted"
+
+    def lines(self) -> list[str]:
+        def rate(n, ms):
+            return f"{n / ms * 1000:8.2f} tokens per second" if ms > 0 and n else "     n/a"
+        return [
+            f"load time        = {self.load_ms:10.2f} ms",
+            f"prompt eval time = {self.prompt_ms:10.2f} ms / {self.prompt_tokens:5d} tokens "
+            f"({rate(self.prompt_tokens, self.prompt_ms)})",
+            f"eval time        = {self.gen_ms:10.2f} ms / {self.gen_tokens:5d} runs   "
+            f"({rate(self.gen_tokens, self.gen_ms)})",
+            f"total time       = {self.load_ms + self.prompt_ms + self.gen_ms:10.2f} ms",
+        ]
+
+
+@dataclass
+class Generation:
+    """One generation: iterate it for text pieces; `.tokens` and `.timings` fill as it runs."""
+    model: object
+    prompt_ids: list
+    params: SamplerParams
+    max_tokens: int
+    seq_id: int = 0
+    reset: bool = True                   # start the sequence fresh (False: continue it)
+    tokens: list = field(default_factory=list)
+    timings: Timings = field(default_factory=Timings)
+
+    def __iter__(self):
+        from .tokenizer import StreamDecoder
+        m, tok = self.model, self.model.tokenizer
+        sampler = Sampler(self.params)
+        for t in self.prompt_ids:
+            sampler.accept(t)
+        if self.reset:
+            m.reset(self.seq_id)
+        self.timings.load_ms = getattr(m, "load_ms", 0.0)
+        t0 = time.perf_counter()
+        logits = m.eval(self.prompt_ids, seq_id=self.seq_id, logits="last")[0]
+        self.timings.prompt_tokens = len(self.prompt_ids)
+        self.timings.prompt_ms = (time.perf_counter() - t0) * 1000
+        dec = StreamDecoder(tok)
+        self.timings.stop = "length"
+        t0 = time.perf_counter()
+        try:
+            while len(self.tokens) < self.max_tokens:
+                nxt = sampler.sample(logits)
+                if tok.is_eog(nxt):
+                    self.timings.stop = "eos"
+                    break
+                sampler.accept(nxt)
+                self.tokens.append(nxt)
+                piece = dec.push(nxt)
+                if piece:
+                    yield piece
+                # always feed the token back: the state then holds prompt + everything generated
+                logits = m.eval([nxt], seq_id=self.seq_id, logits="last")[0]
+                self.timings.gen_tokens += 1
+                self.timings.gen_ms = (time.perf_counter() - t0) * 1000
+        except (KeyboardInterrupt, GeneratorExit):
+            self.timings.stop = "interrupted"
+            self.timings.gen_ms = (time.perf_counter() - t0) * 1000
+            raise
+        rest = dec.flush()
+        if rest:
+            yield rest
+
+
+def start(model, prompt: str, max_tokens: int, params: SamplerParams, seq_id: int = 0,
+          add_bos: bool | None = None) -> Generation:
+    if max_tokens < 0:
+        raise TinyGGMLError(f"max_tokens must be >= 0, got {max_tokens}")
+    params.check()
+    ids = model.tokenize(prompt, add_bos=add_bos)
+    if not ids:
+        bos = model.tokenizer.bos_id
+        if bos is None:
+            raise TinyGGMLError("empty prompt, and the vocabulary has no BOS token to start from")
+        ids = [bos]
+    return Generation(model, ids, params, max_tokens, seq_id)

@@ -1,0 +1,69 @@
+"""Perplexity in the manner of llama-perplexity.
+
+The text is tokenized once and cut into chunks of n_ctx tokens. Each chunk starts from a fresh
+state (its first token replaced by BOS when the vocabulary adds one), and only the predictions
+of its second half are scored, so every scored token has at least n_ctx/2 tokens of context.
+Several chunks go through the model together, one sequence each.
+PPL = exp(mean NLL); the +/- is PPL * std(NLL) / sqrt(n), as llama.cpp reports it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import TinyGGMLError
+
+
+@dataclass
+class PerplexityResult:
+    ppl: float
+    err: float
+    n_scored: int
+    n_chunks: int
+    running: list = field(default_factory=list)     # PPL after each chunk
+
+
+def chunk_nll(logits: np.ndarray, chunk: np.ndarray) -> np.ndarray:
+    """NLL of chunk[j+1] under logits[j] for j in [n_ctx/2, n_ctx-1)."""
+    first = len(chunk) // 2
+    x = logits[first:len(chunk) - 1].astype(np.float64)
+    mx = x.max(axis=1, keepdims=True)
+    lse = mx[:, 0] + np.log(np.exp(x - mx).sum(axis=1))
+    return lse - x[np.arange(len(x)), chunk[first + 1:]]
+
+
+def perplexity(model, tokens, n_ctx: int, on_chunk=None) -> PerplexityResult:
+    """Perplexity of `tokens` (ids); on_chunk(i, n_chunks, running_ppl) reports progress."""
+    tokens = np.asarray(tokens, dtype=np.int64)
+    if n_ctx < 4:
+        raise TinyGGMLError(f"--ctx must be at least 4, got {n_ctx}")
+    n_chunks = len(tokens) // n_ctx
+    if n_chunks == 0:
+        raise TinyGGMLError(f"the text has {len(tokens)} tokens; one chunk needs --ctx {n_ctx}")
+    tok = model.tokenizer
+    bos = tok.bos_id if tok.add_bos else None
+    per_run = max(1, model.n_ubatch // n_ctx)
+    nll_all: list[np.ndarray] = []
+    running = []
+    for c0 in range(0, n_chunks, per_run):
+        chunks = {}
+        for c in range(c0, min(c0 + per_run, n_chunks)):
+            chunk = tokens[c * n_ctx:(c + 1) * n_ctx].copy()
+            if bos is not None:
+                chunk[0] = bos
+            chunks[-1 - c] = chunk          # sequence ids of their own: user sequences untouched
+            model.reset(-1 - c)
+        out = model.eval_batch(chunks)
+        for sid, chunk in chunks.items():
+            c = -1 - sid
+            nll_all.append(chunk_nll(out[sid], chunk))
+            model.reset(sid)
+            nll = np.concatenate(nll_all)
+            running.append(math.exp(nll.mean()))
+            if on_chunk:
+                on_chunk(c, n_chunks, running[-1])
+    nll = np.concatenate(nll_all)
+    ppl = math.exp(nll.mean())
+    return PerplexityResult(ppl, ppl * nll.std() / math.sqrt(len(nll)), len(nll), n_chunks, running)
