@@ -7,7 +7,7 @@ TINYGGML_NO_OPENMP=1 for a compiler without OpenMP.
 import os
 
 from Cython.Build import cythonize
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 
 KERNELS = "tinyggml/backend/kernels"
 
@@ -28,4 +28,12 @@ ext = Extension(
     depends=[f"{KERNELS}/tg.h", f"{KERNELS}/simd.h"],
 )
 
-setup(ext_modules=cythonize([ext], language_level=3))
+# The bundled demo model (models/*.gguf) ships inside the package as tinyggml.demo_models, so
+# `tinyggml-cli run` finds it after a plain `pip install .` too.
+setup(
+    ext_modules=cythonize([ext], language_level=3),
+    packages=find_packages(include=["tinyggml", "tinyggml.*"]) + ["tinyggml.demo_models"],
+    package_dir={"tinyggml.demo_models": "models"},
+    package_data={"tinyggml.backend": ["kernels/*.h", "kernels/*.c", "*.pxd", "*.pyx"],
+                  "tinyggml.demo_models": ["*.gguf", "*.md", "*.json"]},
+)

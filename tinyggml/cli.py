@@ -1,5 +1,7 @@
 """tinyggml-cli: command-line entry point.
 
+    tinyggml-cli run [-m MODEL] -p PROMPT | -f FILE [-n N] [sampling flags] [--interactive]
+    tinyggml-cli perplexity -m MODEL -f TEXT [--ctx N]
     tinyggml-cli info  -m MODEL                      metadata, tensors, state size
     tinyggml-cli graph -m MODEL [--tokens N] [--seqs S] [--format text|dot|json] [-o FILE]
 """
@@ -14,9 +16,138 @@ import sys
 from .errors import TinyGGMLError
 
 
-def _model(path: str):
+DEMO_MODEL = "shakespeare-mamba2.gguf"
+
+
+def default_model() -> str:
+    """The bundled demo model: $TINYGGML_MODEL, else the copy installed with the package, else
+    models/ in a source checkout."""
+    env = os.environ.get("TINYGGML_MODEL")
+    if env:
+        return env
+    try:
+        from importlib.resources import files
+        p = files("tinyggml.demo_models") / DEMO_MODEL
+        if p.is_file():
+            return str(p)
+    except (ImportError, ModuleNotFoundError, TypeError):
+        pass
+    here = os.path.dirname(os.path.abspath(__file__))
+    return os.path.join(os.path.dirname(here), "models", DEMO_MODEL)
+
+
+def _model(path: str, n_threads: int | None = 1):
     from .runtime import Model
-    return Model(path, n_threads=1)
+    return Model(path, n_threads=n_threads)
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise TinyGGMLError(f"{path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise TinyGGMLError(f"{path}: not UTF-8 text") from None
+
+
+# ---- run ------------------------------------------------------------------------------------
+def _sampler_params(args):
+    from .sampling import SamplerParams
+    return SamplerParams(temperature=args.temp, top_k=args.top_k, top_p=args.top_p,
+                         min_p=args.min_p, repeat_penalty=args.repeat_penalty,
+                         penalty_last_n=args.repeat_last_n, seed=args.seed)
+
+
+def _stream(gen, out) -> None:
+    for piece in gen:
+        out.write(piece)
+        out.flush()
+
+
+def cmd_run(args) -> int:
+    from .generate import Timings, start
+    prompt = args.prompt if args.prompt is not None else _read_text(args.file)
+    m = _model(args.model, args.threads)
+    params = _sampler_params(args)
+    params.check()
+    n = args.n_predict if args.n_predict >= 0 else 1 << 62
+    out = sys.stdout
+    timings: list[Timings] = []
+    code = 0
+    try:
+        if prompt or not args.interactive:
+            g = start(m, prompt, n, params)
+            timings.append(g.timings)
+            out.write(prompt)
+            out.flush()
+            _stream(g, out)
+            out.write("\n")
+        if args.interactive:
+            code = _interactive(m, params, n, timings, out)
+    except KeyboardInterrupt:
+        out.write("\n")
+        code = 130
+    finally:
+        out.flush()
+        _print_timings(m, timings)
+    return code
+
+
+def _interactive(m, params, n, timings, out) -> int:
+    """Read a line, continue the same sequence with it, generate; Ctrl-C stops a reply,
+    Ctrl-D (end of input) ends the session."""
+    from .generate import Generation
+    first = True
+    while True:
+        try:
+            sys.stderr.write("> ")
+            sys.stderr.flush()
+            line = sys.stdin.readline()
+        except KeyboardInterrupt:
+            return 130
+        if not line:
+            return 0
+        ids = m.tokenize(line, add_bos=first and not timings)
+        first = False
+        g = Generation(m, ids, params, n, reset=not timings)
+        timings.append(g.timings)
+        try:
+            _stream(g, out)
+            out.write("\n")
+        except KeyboardInterrupt:
+            out.write("\n")
+
+
+def _print_timings(m, timings) -> None:
+    from .generate import Timings
+    total = Timings(load_ms=m.load_ms)
+    for t in timings:
+        total.prompt_tokens += t.prompt_tokens
+        total.prompt_ms += t.prompt_ms
+        total.gen_tokens += t.gen_tokens
+        total.gen_ms += t.gen_ms
+    print("", file=sys.stderr)
+    for line in total.lines():
+        print(f"tinyggml: {line}", file=sys.stderr)
+
+
+# ---- perplexity -----------------------------------------------------------------------------
+def cmd_perplexity(args) -> int:
+    from .perplexity import perplexity
+    text = _read_text(args.file)
+    m = _model(args.model, args.threads)
+    toks = m.tokenize(text)
+    n_chunks = len(toks) // args.ctx
+    print(f"perplexity: {len(toks)} tokens, {n_chunks} chunks, n_ctx={args.ctx}", file=sys.stderr)
+
+    def progress(i, n, ppl):
+        sys.stdout.write(f"[{i + 1}]{ppl:.4f},")
+        sys.stdout.flush()
+    r = perplexity(m, toks, args.ctx, on_chunk=progress)
+    print()
+    print(f"Final estimate: PPL = {r.ppl:.4f} +/- {r.err:.5f}")
+    return 0
 
 
 # ---- info -----------------------------------------------------------------------------------
@@ -90,6 +221,42 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
     sub.required = True
 
+    s = sub.add_parser("run", help="generate text from a prompt",
+                       description="Generate text after a prompt. Text streams to stdout; timings "
+                                   "go to stderr. Stops at end-of-text, after -n tokens, or on "
+                                   "Ctrl-C (timings are still printed).")
+    s.add_argument("-m", "--model", default=None,
+                   help="path to a .gguf model (default: the bundled demo model)")
+    src = s.add_mutually_exclusive_group()
+    src.add_argument("-p", "--prompt", help="prompt text")
+    src.add_argument("-f", "--file", help="read the prompt from a file")
+    s.add_argument("-n", "--n-predict", type=int, default=128,
+                   help="tokens to generate (default 128; -1: until end-of-text)")
+    s.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
+    s.add_argument("--temp", type=float, default=0.8, help="temperature; 0 = greedy (default 0.8)")
+    s.add_argument("--top-k", type=int, default=40, help="top-k sampling, 0 = off (default 40)")
+    s.add_argument("--top-p", type=float, default=0.95, help="top-p sampling, 1 = off (default 0.95)")
+    s.add_argument("--min-p", type=float, default=0.05, help="min-p sampling, 0 = off (default 0.05)")
+    s.add_argument("--repeat-penalty", type=float, default=1.0,
+                   help="penalize repeated tokens, 1 = off (default 1.0)")
+    s.add_argument("--repeat-last-n", type=int, default=64,
+                   help="window of recent tokens the penalty looks at (default 64)")
+    s.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+    s.add_argument("-i", "--interactive", action="store_true",
+                   help="after the prompt, read lines from stdin and continue the conversation")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("perplexity", help="perplexity of a text file (as llama-perplexity)",
+                       description="Perplexity over chunks of --ctx tokens, scoring the second "
+                                   "half of each chunk, as llama-perplexity does. Prints the "
+                                   "running value per chunk and the final estimate.")
+    s.add_argument("-m", "--model", default=None,
+                   help="path to a .gguf model (default: the bundled demo model)")
+    s.add_argument("-f", "--file", required=True, help="UTF-8 text file")
+    s.add_argument("--ctx", type=int, default=512, help="tokens per chunk (default 512)")
+    s.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
+    s.set_defaults(func=cmd_perplexity)
+
     s = sub.add_parser("info", help="print a model's metadata, tensors and state size",
                        description="Print a GGUF model's hparams, tensor table (name, type, shape, "
                                    "bytes) and recurrent-state bytes per sequence.")
@@ -111,7 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "model", "x") is None:
+        args.model = default_model()
+    if args.cmd == "run" and args.prompt is None and args.file is None and not args.interactive:
+        parser.error("run: give a prompt with -p PROMPT or -f FILE (or use --interactive)")
+    if getattr(args, "threads", None) is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
     try:
         return args.func(args)
     except TinyGGMLError as e:

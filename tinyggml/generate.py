@@ -59,7 +59,7 @@ class Generation:
         logits = m.eval(self.prompt_ids, seq_id=self.seq_id, logits="last")[0]
         self.timings.prompt_tokens = len(self.prompt_ids)
         self.timings.prompt_ms = (time.perf_counter() - t0) * 1000
-        dec = StreamDecoder(tok)
+        dec = StreamDecoder(tok, continuation=True)
         self.timings.stop = "length"
         t0 = time.perf_counter()
         try:

@@ -12,6 +12,7 @@ per (n_tokens, n_seqs) and reused: a step is fill inputs -> one nogil run -> rea
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,6 +91,7 @@ class Model:
     """A Mamba-1 / Mamba-2 GGUF model ready to evaluate. See the module docstring."""
 
     def __init__(self, path: str, n_threads: int | None = None, n_ubatch: int = 512):
+        t0 = time.perf_counter()
         self.path = str(path)
         self.file = GGUFModel(self.path)
         self.arch: str = self.file.arch
@@ -103,6 +105,8 @@ class Model:
         self.weights = ARCH_MODULES[self.arch].load_tensors(self.file, self.hparams)
         self.state = RecurrentState(self.hparams)
         self._compiled: dict[tuple, _Compiled] = {}
+        self._tokenizer = None
+        self.load_ms = (time.perf_counter() - t0) * 1000
 
     @property
     def n_vocab(self) -> int:
@@ -111,6 +115,35 @@ class Model:
     @property
     def state_bytes_per_sequence(self) -> int:
         return self.state.bytes_per_sequence
+
+    # ---- text -------------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        """The GGUF's tokenizer (built on first use from the already-open file)."""
+        if self._tokenizer is None:
+            from .tokenizer import Tokenizer
+            self._tokenizer = Tokenizer.from_gguf(self.file.reader)
+        return self._tokenizer
+
+    def tokenize(self, text: str, add_bos: bool | None = None, parse_special: bool = False) -> list:
+        return self.tokenizer.tokenize(text, add_bos=add_bos, parse_special=parse_special)
+
+    def detokenize(self, ids) -> str:
+        return self.tokenizer.detokenize(ids)
+
+    def generate(self, prompt: str, max_tokens: int = 128, temperature: float = 0.8,
+                 top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
+                 repeat_penalty: float = 1.0, seed: int | None = None, stream: bool = False,
+                 seq_id: int = 0):
+        """Generate up to max_tokens after `prompt` (sequence `seq_id` starts fresh). Returns the
+        text, or with stream=True an iterator of text pieces. temperature 0 is greedy."""
+        from .generate import start
+        from .sampling import SamplerParams
+        g = start(self, prompt, max_tokens, SamplerParams(
+            temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+            repeat_penalty=repeat_penalty, seed=seed), seq_id=seq_id)
+        self.last_generation = g
+        return iter(g) if stream else "".join(g)
 
     # ---- graphs -------------------------------------------------------------------------------
     def compiled(self, n_tokens: int, n_seqs: int, n_out: int | None = None,

@@ -1,0 +1,139 @@
+"""Text in, text out, on models the tests write (no shared fixtures needed): generation through
+the Python API and `tinyggml-cli run` / `perplexity` by subprocess."""
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import tinyggml
+from tinyggml.testing import rewrite_gguf, write_random_model
+
+CFG = dict(arch="mamba2", n_embd=32, n_layer=2, d_state=8, head_dim=16, n_vocab=300)
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+    d = tmp_path_factory.mktemp("gen")
+    p = d / "m.gguf"
+    write_random_model(p, seed=5, **CFG)
+    # output_norm = 0 makes every logit 0, so greedy picks id 0 = EOS at once
+    import gguf
+    n = CFG["n_embd"]
+    eos = d / "eos.gguf"
+    rewrite_gguf(p, eos, replace={"output_norm.weight": np.zeros(n, np.float32)})
+    txt = d / "text.txt"
+    txt.write_text("the quick brown fox jumps over the lazy dog. " * 40)
+    return {"model": p, "eos": eos, "text": txt}
+
+
+def cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "tinyggml.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=300, **kw)
+
+
+def test_generate_greedy_matches_manual_loop(paths):
+    m = tinyggml.Model(paths["model"], n_threads=2)
+    text = m.generate("hello world", max_tokens=12, temperature=0)
+    ids = m.tokenize("hello world")
+    m.reset()
+    logits = m.eval(ids)[-1]
+    want = []
+    for _ in range(12):
+        t = int(np.argmax(logits))
+        if m.tokenizer.is_eog(t):
+            break
+        want.append(t)
+        logits = m.eval([t])[-1]
+    assert m.last_generation.tokens == want
+    assert text == m.detokenize(want)
+
+
+def test_generate_stream_and_seed(paths):
+    m = tinyggml.Model(paths["model"], n_threads=1)
+    pieces = list(m.generate("abc", max_tokens=20, temperature=1.0, seed=3, stream=True))
+    assert len(pieces) > 1
+    again = m.generate("abc", max_tokens=20, temperature=1.0, seed=3)
+    assert "".join(pieces) == again
+    assert m.last_generation.timings.gen_tokens == len(m.last_generation.tokens)
+
+
+def test_generate_stops_at_eos(paths):
+    m = tinyggml.Model(paths["eos"], n_threads=1)
+    assert m.generate("abc", max_tokens=50, temperature=0) == ""
+    assert m.last_generation.timings.stop == "eos"
+
+
+def test_cli_run_streams_text_and_timings(paths):
+    r = cli("run", "-m", paths["model"], "-p", "hello", "-n", 16, "--temp", 0, "-t", 2)
+    assert r.returncode == 0, r.stderr
+    m = tinyggml.Model(paths["model"], n_threads=1)
+    assert r.stdout == "hello" + m.generate("hello", max_tokens=16, temperature=0) + "\n"
+    for what in ("load time", "prompt eval time", "eval time", "tokens per second"):
+        assert what in r.stderr
+    r2 = cli("run", "-m", paths["model"], "-f", paths["text"], "-n", 4, "--seed", 1)
+    assert r2.returncode == 0 and r2.stdout.startswith("the quick brown fox")
+
+
+def test_cli_run_eos_stops_early(paths):
+    r = cli("run", "-m", paths["eos"], "-p", "hi", "-n", 50, "--temp", 0)
+    assert r.returncode == 0 and r.stdout == "hi\n"
+    assert "0 runs" in r.stderr
+
+
+def test_cli_ctrl_c_stops_cleanly_with_timings(paths):
+    p = subprocess.Popen([sys.executable, "-m", "tinyggml.cli", "run", "-m", str(paths["model"]),
+                          "-p", "x", "-n", "-1", "-t", "1"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    os.set_blocking(p.stdout.fileno(), False)
+    got, t0 = b"", time.time()
+    while len(got) < 20 and time.time() - t0 < 60:        # wait until text is streaming
+        chunk = p.stdout.read()
+        got += chunk or b""
+        time.sleep(0.05)
+    assert len(got) >= 20, "no streamed output"
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130
+    err = err.decode()
+    assert "eval time" in err and "Traceback" not in err
+
+
+def test_cli_run_bad_flags_and_missing_model(paths, tmp_path):
+    for args in (["run", "-m", paths["model"]], ["run", "-p", "x", "-n", "abc"],
+                 ["run", "-p", "x", "-t", "0"], ["run", "-p", "x", "-f", "y"], ["run", "--bogus"]):
+        r = cli(*args)
+        assert r.returncode == 2 and "usage" in r.stderr, args
+    r = cli("run", "-m", tmp_path / "none.gguf", "-p", "x")
+    assert r.returncode == 1 and "no such file" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = cli("run", "-m", paths["model"], "-p", "x", "--top-p", "2")
+    assert r.returncode == 1 and "top_p" in r.stderr
+    r = cli("perplexity", "-m", paths["model"], "-f", tmp_path / "none.txt")
+    assert r.returncode == 1 and "cannot read" in r.stderr
+
+
+def test_perplexity_equals_numpy_from_eval(paths):
+    from tinyggml.perplexity import perplexity
+    m = tinyggml.Model(paths["model"], n_threads=2, n_ubatch=64)
+    toks = m.tokenize(paths["text"].read_text())
+    ctx = 32
+    r = perplexity(m, toks, ctx)
+    nll = []
+    for c in range(len(toks) // ctx):
+        chunk = list(toks[c * ctx:(c + 1) * ctx])
+        if m.tokenizer.add_bos:
+            chunk[0] = m.tokenizer.bos_id
+        m.reset(0)
+        lg = m.eval(chunk).astype(np.float64)
+        for j in range(ctx // 2, ctx - 1):
+            p = np.exp(lg[j] - lg[j].max())
+            nll.append(-math.log(p[chunk[j + 1]] / p.sum()))
+    assert r.n_scored == len(nll) and r.n_chunks == len(toks) // ctx
+    assert r.ppl == pytest.approx(math.exp(np.mean(nll)), rel=1e-9)
+    r2 = cli("perplexity", "-m", paths["model"], "-f", paths["text"], "--ctx", ctx)
+    assert r2.returncode == 0, r2.stderr
+    assert f"Final estimate: PPL = {r.ppl:.4f}" in r2.stdout and "[1]" in r2.stdout

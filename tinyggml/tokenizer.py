@@ -1,0 +1,348 @@
+"""Tokenizers built from GGUF metadata that agree exactly with llama.cpp (`src/llama-vocab.cpp`).
+
+    tok = Tokenizer.from_gguf("model.gguf")        # or an open gguf.GGUFReader: never parse twice
+    ids = tok.tokenize("Hello world")              # BOS added when the vocab asks for it
+    text = tok.detokenize(ids)
+
+Two vocab types, chosen by `tokenizer.ggml.model`:
+- "llama" (SentencePiece BPE, byte fallback <0xNN>): the GGUF vocab is turned back into a
+  sentencepiece `ModelProto` and the sentencepiece library runs the merges. Its rule (merge the
+  adjacent pair whose joined piece has the highest score, leftmost first; bytes for characters
+  that never become a piece) is llama.cpp's `llm_tokenizer_spm_session`.
+- "gpt2" (byte-level BPE): an HF `tokenizers` BPE model built from tokens + merges, behind the
+  regex pre-tokenizer llama.cpp picks for `tokenizer.ggml.pre` (`PRE_REGEXES`). Each regex splits
+  the pieces of the previous one, keeping matched and unmatched text, as `unicode_regex_split` does.
+
+What the libraries would do differently, and is done here the llama.cpp way:
+1. Special tokens (`tokenizer_st_partition`). The text is first split on the texts of special
+   tokens, longest first. User-defined tokens (type 4, e.g. gpt-neox's runs of spaces) are
+   ALWAYS split out; control and unknown tokens only with parse_special=True. The libraries
+   get only the plain-text fragments.
+2. SPM space prefix. llama.cpp prepends " " to a fragment at the start of the text or right after
+   a special token, so the proto has add_dummy_prefix off and we add the space ourselves.
+3. SPM token types. llama.cpp may merge into any token whose text matches, and it never splits
+   user-defined or unused tokens back, so every token except BYTE and the one UNKNOWN goes into
+   the proto as NORMAL (sentencepiece would re-split UNUSED pieces and greedily pre-match
+   USER_DEFINED ones).
+4. Detokenization (`llama_detokenize(remove_special=false, unparse_special=special)`): per-token
+   pieces joined as bytes. Control/unknown tokens render as "" unless special=True (the default
+   special=False is what llama-completion prints: no "<|endoftext|>"); user-defined tokens render as their raw text; the
+   first piece loses one leading space when add_space_prefix (SPM: "▁Hello" -> "Hello", but
+   [BOS, "▁Hello"] -> " Hello", as in llama.cpp); gpt2 vocabs then get llama.cpp's
+   `clean_spaces` passes (" ," -> ",", " ' " -> "'", " 's" -> "'s", ...), so detokenize is not
+   an exact inverse of tokenize there. HF's ByteLevel decoder is not used: it cannot render
+   user-defined tokens, which are stored as raw text.
+
+Not modelled (no Mamba vocab needs them): pre-tokenizers other than gpt-2/mpt/default (an
+unknown name warns and uses default), the per-model lstrip/rstrip token attributes (phi-3,
+jina), merges whose result is not a token (HF refuses them; llama.cpp would merge, then fall
+back to bytes).
+"""
+from __future__ import annotations
+
+import codecs
+import os
+import re
+import sys
+
+from .errors import ModelLoadError, TinyGGMLError
+
+# tokenizer.ggml.token_type values
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+
+GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
+PRE_REGEXES = {     # llama.cpp llm_tokenizer_bpe: LLAMA_VOCAB_PRE_TYPE_{GPT2, MPT, DEFAULT}
+    "gpt-2": [GPT2_REGEX],
+    "mpt": [GPT2_REGEX],
+    "default": [r"[\p{P}\$\+<=>\^~\|]+", GPT2_REGEX, r"\p{N}+", r"[0-9][0-9][0-9]"],
+}
+# token texts llama.cpp treats as end of generation (and forces to control type)
+EOG_TEXTS = frozenset(["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
+                       "<|eom_id|>", "<EOT>", "_<EOT>", "<|end_of_text|>", "<end_of_utterance>"])
+# llama.cpp clean_spaces (gpt2 vocabs), three passes over the joined text
+CLEAN_SPACES = [(re.compile(r" ([?!.,])"), r"\1"), (re.compile(r" ' "), "'"),
+                (re.compile(r" '(?=[sm]|re|ve)"), "'")]
+
+
+def _byte_decoder() -> dict:
+    """GPT-2 byte-level alphabet, inverted: symbol -> byte value."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    others = [b for b in range(256) if b not in printable]
+    return {**{chr(b): b for b in printable}, **{chr(256 + k): b for k, b in enumerate(others)}}
+
+
+def clean_spaces(text: str) -> str:
+    for pattern, repl in CLEAN_SPACES:
+        text = pattern.sub(repl, text)
+    return text
+
+
+class Tokenizer:
+    """A llama.cpp-compatible tokenizer: `.model` ("llama" | "gpt2"), `.n_vocab`, `.bos_id`,
+    `.eos_id`, `.unk_id` (int or None), `.add_bos`; see the module docstring."""
+
+    def __init__(self, model: str, tokens: list, *, types=None, scores=None, merges=None,
+                 pre=None, bos_id=None, eos_id=None, unk_id=None, pad_id=None, eot_id=None,
+                 eom_id=None, add_bos=None, add_eos=None, add_space_prefix=None,
+                 source: str = "<tokenizer>"):
+        if model not in ("llama", "gpt2"):
+            raise TinyGGMLError(f"{source}: unsupported tokenizer model '{model}' (tinyggml "
+                                f"supports 'llama' (SentencePiece) and 'gpt2' (byte-level BPE))")
+        n = len(tokens)
+        self.model, self.n_vocab, self.source = model, n, source
+        # llama.cpp renames empty tokens, and refuses duplicates
+        self.tokens = [t if t else f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
+        if len(set(self.tokens)) != n:
+            raise TinyGGMLError(f"{source}: duplicate token texts in tokenizer.ggml.tokens")
+        self.types = [int(t) for t in types] if types is not None else [NORMAL] * n
+        eog_texts = [i for i, t in enumerate(self.tokens) if t in EOG_TEXTS]
+        for i in eog_texts:
+            self.types[i] = CONTROL
+
+        def special(value, default):           # a key out of range falls back to the default
+            for v in (value, default):
+                if v is not None and 0 <= int(v) < n:
+                    return int(v)
+            return None
+        spm = model == "llama"
+        self.bos_id = special(bos_id, 1 if spm else 11)     # llama.cpp's defaults (gpt2: 11,
+        self.eos_id = special(eos_id, 2 if spm else 11)     # a Falcon leftover)
+        self.unk_id = special(unk_id, 0 if spm else None)
+        self.pad_id = special(pad_id, None)
+        self.add_bos = bool(spm if add_bos is None else add_bos)
+        self.add_eos = bool(False if add_eos is None else add_eos)
+        self.add_space_prefix = bool(spm if add_space_prefix is None else add_space_prefix)
+        if self.add_bos and self.bos_id is None:
+            raise TinyGGMLError(f"{source}: add_bos_token is true but there is no BOS token")
+        eog = {self.eos_id, special(eot_id, None), special(eom_id, None), *eog_texts}
+        self.eog_ids = frozenset(eog - {None})
+        self.pre = pre
+        if not spm and pre not in PRE_REGEXES:
+            if pre is not None:
+                print(f"tinyggml: {source}: unknown tokenizer.ggml.pre '{pre}', using "
+                      f"llama.cpp's 'default' pre-tokenizer", file=sys.stderr)
+            self.pre = "default"
+        # special tokens for the partition, longest (in bytes) first; True = always split out
+        kinds = {CONTROL: False, UNKNOWN: False, USER_DEFINED: True}
+        self._specials = sorted(((self.tokens[i], i, kinds[t]) for i, t in enumerate(self.types)
+                                 if t in kinds), key=lambda s: -len(s[0].encode()))
+        # as llama.cpp: one piece cache made with special=True; without special, control and
+        # unknown tokens render as ""
+        full = self._build_pieces()
+        self._pieces = {True: full, False: [b"" if t in (CONTROL, UNKNOWN) else p
+                                            for p, t in zip(full, self.types)]}
+        if spm:
+            self._sp = self._build_spm(scores)
+        else:
+            self._hf = self._build_bpe(merges)
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_gguf(cls, path_or_reader) -> "Tokenizer":
+        """From a GGUF path, an open gguf.GGUFReader, or anything with a `.reader` (GGUFModel)."""
+        import gguf
+        reader = getattr(path_or_reader, "reader", path_or_reader)
+        if isinstance(reader, (str, os.PathLike)):
+            path = os.fspath(reader)
+            if not os.path.isfile(path):
+                raise ModelLoadError(f"{path}: no such file")
+            try:
+                reader = gguf.GGUFReader(path, "r")
+            except Exception as e:
+                raise ModelLoadError(f"{path}: not a readable GGUF file "
+                                     f"({type(e).__name__}: {e})") from None
+        source = str(getattr(reader.data, "filename", None) or "<GGUF reader>")
+
+        def value(key):
+            field = reader.fields.get(f"tokenizer.ggml.{key}")
+            return None if field is None else field.contents()
+        model, tokens = value("model"), value("tokens")
+        if model is None or tokens is None:
+            raise TinyGGMLError(f"{source}: no tokenizer in this GGUF (tokenizer.ggml.model = "
+                                f"{model!r}, tokenizer.ggml.tokens "
+                                f"{'missing' if tokens is None else 'present'})")
+        if model == "gpt2" and value("merges") is None:
+            raise TinyGGMLError(f"{source}: gpt2 tokenizer without tokenizer.ggml.merges")
+        return cls(model, tokens, types=value("token_type"), scores=value("scores"),
+                   merges=value("merges"), pre=value("pre"), bos_id=value("bos_token_id"),
+                   eos_id=value("eos_token_id"), unk_id=value("unknown_token_id"),
+                   pad_id=value("padding_token_id"), eot_id=value("eot_token_id"),
+                   eom_id=value("eom_token_id"), add_bos=value("add_bos_token"),
+                   add_eos=value("add_eos_token"), add_space_prefix=value("add_space_prefix"),
+                   source=source)
+
+    def _build_pieces(self) -> list:
+        """llama.cpp token_to_piece(special=True, lstrip=0) for every id, as raw bytes."""
+        decoder = _byte_decoder() if self.model == "gpt2" else None
+        pieces = []
+        for text, t in zip(self.tokens, self.types):
+            if t in (CONTROL, UNKNOWN, USER_DEFINED):
+                piece = text.encode()
+            elif t == BYTE:
+                piece = bytes([int(text[3:5], 16)])                  # "<0xNN>"
+            elif t != NORMAL:
+                piece = b""                                         # unused / undefined
+            elif decoder is None:
+                piece = text.replace("\u2581", " ").encode()        # SPM: ▁ is a space
+            elif all(c in decoder for c in text):
+                piece = bytes(decoder[c] for c in text)
+            else:                                                   # as llama_decode_text
+                piece = b"".join(bytes([decoder[c]]) if c in decoder else
+                                 b"[UNK_BYTE_0x" + c.encode().hex().encode() + text.encode() + b"]"
+                                 for c in text)
+            pieces.append(piece)
+        return pieces
+
+    def _build_spm(self, scores):
+        from sentencepiece import SentencePieceProcessor, sentencepiece_model_pb2 as pb
+        P = pb.ModelProto.SentencePiece
+        m = pb.ModelProto()
+        m.trainer_spec.model_type = pb.TrainerSpec.BPE
+        m.trainer_spec.vocab_size = self.n_vocab
+        m.trainer_spec.byte_fallback = BYTE in self.types
+        m.trainer_spec.bos_id = m.trainer_spec.eos_id = m.trainer_spec.pad_id = -1
+        m.normalizer_spec.name = "identity"
+        m.normalizer_spec.add_dummy_prefix = False           # added per fragment, see (2)
+        m.normalizer_spec.remove_extra_whitespaces = False
+        m.normalizer_spec.escape_whitespaces = True
+        unk = next((i for i, t in enumerate(self.types) if t == UNKNOWN), None)
+        scores = scores if scores is not None else [0.0] * self.n_vocab
+        for i, (text, t) in enumerate(zip(self.tokens, self.types)):
+            kind = P.BYTE if t == BYTE else P.UNKNOWN if i == unk else P.NORMAL   # see (3)
+            m.pieces.add(piece=text, score=float(scores[i]), type=kind)
+        if unk is None:                   # sentencepiece needs one; with bytes it never shows up
+            m.pieces.add(piece="<tinyggml-no-unk>", score=0.0, type=P.UNKNOWN)
+        m.trainer_spec.unk_id = self.n_vocab if unk is None else unk
+        try:
+            return SentencePieceProcessor(model_proto=m.SerializeToString())
+        except Exception as e:
+            raise TinyGGMLError(f"{self.source}: SPM vocabulary rejected by sentencepiece: "
+                                f"{e}") from None
+
+    def _build_bpe(self, merges):
+        from tokenizers import Regex, Tokenizer as HFTokenizer, models, pre_tokenizers
+        vocab = {t: i for i, t in enumerate(self.tokens)}
+        pairs = []
+        for m in merges:                    # llama.cpp splits at the first space after index 0
+            k = m.find(" ", 1)
+            a, b = (m[:k], m[k + 1:]) if k > 0 else ("", "")
+            if a in vocab and b in vocab and a + b in vocab:      # HF refuses any other merge
+                pairs.append((a, b))
+        hf = HFTokenizer(models.BPE(vocab=vocab, merges=pairs))
+        hf.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in PRE_REGEXES[self.pre]]
+            + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        return hf
+
+    # ---- text -> ids --------------------------------------------------------------------------
+    def partition(self, text: str, parse_special: bool = False) -> list:
+        """llama.cpp tokenizer_st_partition: text fragments (str) and special token ids (int)."""
+        frags = [text] if text else []
+        for tok_text, tid, always in self._specials:
+            if not (always or parse_special) or tok_text not in text:
+                continue
+            out = []
+            for f in frags:
+                if isinstance(f, int) or tok_text not in f:
+                    out.append(f)
+                    continue
+                for k, part in enumerate(f.split(tok_text)):
+                    if k:
+                        out.append(tid)
+                    if part:
+                        out.append(part)
+            frags = out
+        return frags
+
+    def tokenize(self, text: str, add_bos: bool | None = None,
+                 parse_special: bool = False) -> list[int]:
+        """Token ids of `text`. add_bos=None does what the vocab asks (llama.cpp add_special:
+        BOS if add_bos_token, EOS if add_eos_token); False adds neither; True forces BOS."""
+        if not isinstance(text, str):
+            raise TinyGGMLError(f"tokenize takes a str, got {type(text).__name__}")
+        frags = self.partition(text, parse_special)
+        raw = [i for i, f in enumerate(frags) if isinstance(f, str)]
+        if self.model == "llama":
+            texts = [" " + frags[i] if self.add_space_prefix and (i == 0 or isinstance(
+                frags[i - 1], int)) else frags[i] for i in raw]        # see (2)
+            encoded = self._sp.encode(texts) if texts else []
+        else:
+            encoded = [e.ids for e in self._hf.encode_batch(
+                [frags[i] for i in raw], add_special_tokens=False)]
+        for i, ids in zip(raw, encoded):
+            frags[i] = ids
+        ids = [t for f in frags for t in ([f] if isinstance(f, int) else f)]
+        if add_bos or (add_bos is None and self.add_bos):
+            if self.bos_id is None:
+                raise TinyGGMLError(f"{self.source}: add_bos asked but the vocab has no BOS")
+            ids.insert(0, self.bos_id)
+        if add_bos is None and self.add_eos and self.eos_id is not None:
+            ids.append(self.eos_id)
+        return ids
+
+    # ---- ids -> text --------------------------------------------------------------------------
+    def _check(self, tid) -> int:
+        tid = int(tid)
+        if not 0 <= tid < self.n_vocab:
+            raise TinyGGMLError(f"token id {tid} out of range: vocabulary has "
+                                f"{self.n_vocab} tokens")
+        return tid
+
+    def token_to_piece(self, id, special: bool = False) -> bytes:
+        """Raw bytes of one token (llama.cpp token_to_piece, lstrip 0): may be part of a
+        UTF-8 character; b"" for control tokens unless special=True."""
+        return self._pieces[bool(special)][self._check(id)]
+
+    def detokenize(self, ids, special: bool = False) -> str:
+        """Text of `ids` as llama.cpp's llama_detokenize(remove_special=False,
+        unparse_special=special); invalid UTF-8 becomes U+FFFD."""
+        pieces = self._pieces[bool(special)]
+        data = [pieces[self._check(t)] for t in ids]
+        if data and self.add_space_prefix and data[0][:1] == b" ":
+            data[0] = data[0][1:]
+        text = b"".join(data).decode("utf-8", errors="replace")
+        return clean_spaces(text) if self.model == "gpt2" else text
+
+    def is_eog(self, id) -> bool:
+        """End of generation: EOS, EOT/EOM and llama.cpp's end-of-turn texts."""
+        return int(id) in self.eog_ids
+
+    def __repr__(self):
+        return (f"Tokenizer({self.model}, n_vocab={self.n_vocab}, bos={self.bos_id}, "
+                f"eos={self.eos_id}, add_bos={self.add_bos})")
+
+
+class StreamDecoder:
+    """Incremental detokenize: the pushes and the final flush concatenate to exactly
+    tok.detokenize(ids, special). Incomplete UTF-8 is held back (never a U+FFFD mid-way), and for
+    gpt2 vocabs the few characters clean_spaces might still change (a trailing " ", " '",
+    " 'r" or " 'v") wait for the next token."""
+
+    def __init__(self, tok: Tokenizer, special: bool = False, continuation: bool = False):
+        """continuation=True: the ids continue a prompt, so the first token keeps its leading
+        space (detokenize drops it only at the very start of a text)."""
+        self.tok, self.special = tok, special
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._first = not continuation
+        self._pending = ""      # decoded text that clean_spaces may still change
+        self._tail = ""         # the last 3 characters given out, before cleaning
+
+    def push(self, id) -> str:
+        piece = self.tok.token_to_piece(id, self.special)
+        if self._first and self.tok.add_space_prefix and piece[:1] == b" ":
+            piece = piece[1:]
+        self._first = False
+        text = self._pending + self._utf8.decode(piece)
+        if self.tok.model != "gpt2":
+            return text
+        cut = len(text)     # clean_spaces never looks across a cut without these endings
+        while cut and (self._tail + text[:cut]).endswith((" ", " '", " 'r", " 'v")):
+            cut -= 1
+        self._pending = text[cut:]
+        self._tail = (self._tail + text[:cut])[-3:]
+        return clean_spaces(text[:cut])
+
+    def flush(self) -> str:
+        text = self._pending + self._utf8.decode(b"", final=True)
+        self._pending = ""
+        return clean_spaces(text) if self.tok.model == "gpt2" else text
