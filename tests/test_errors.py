@@ -89,14 +89,41 @@ def test_wrong_shape(good, tmp_path):
     assert "'blk.0.ssm_conv1d.bias' has shape [7], expected [80]" in msg
 
 
-def test_unsupported_type(good, tmp_path):
-    r = gguf.GGUFReader(good)
-    w = next(t for t in r.tensors if t.name == "blk.0.ssm_in.weight")
-    q = gguf.quants.quantize(np.array(w.data), gguf.GGMLQuantizationType.Q8_0)
+def test_unsupported_type(tmp_path):
+    """A type nothing can read (Q8_K is an activation format, never a weight type)."""
+    base = tmp_path / "b.gguf"
+    write_random_model(base, arch="mamba2", n_embd=256, n_layer=1, d_state=8, head_dim=64,
+                       n_vocab=64)
+    rows = int(next(t for t in gguf.GGUFReader(base).tensors if t.name == "blk.0.ssm_in.weight").shape[1])
+    raw = np.random.default_rng(0).integers(0, 256, size=(rows, 292), dtype=np.uint8)
     p = tmp_path / "q.gguf"
-    rewrite_gguf(good, p, replace={"blk.0.ssm_in.weight": (q, gguf.GGMLQuantizationType.Q8_0)})
+    rewrite_gguf(base, p, replace={"blk.0.ssm_in.weight": (raw, gguf.GGMLQuantizationType.Q8_K)})
     msg = load_error(p)
-    assert "'blk.0.ssm_in.weight' has type Q8_0" in msg and "F32, F16" in msg
+    assert "'blk.0.ssm_in.weight' has type Q8_K, which neither tinyggml nor the gguf package can read" in msg
+
+
+def test_type_only_gguf_can_read_is_dequantized_at_load(tmp_path, capfd):
+    """IQ4_NL has no native kernel: dequantized to F16 at load, with one warning line, and the
+    model computes what the same model with those F16 weights computes."""
+    base = tmp_path / "b.gguf"
+    write_random_model(base, arch="mamba2", n_embd=64, n_layer=1, d_state=8, head_dim=16,
+                       n_vocab=64, seed=3)
+    r = gguf.GGUFReader(base)
+    w = next(t for t in r.tensors if t.name == "blk.0.ssm_in.weight")
+    rows, K = int(w.shape[1]), int(w.shape[0])
+    raw = np.random.default_rng(1).integers(0, 256, size=(rows, K // 32, 18), dtype=np.uint8)
+    raw[:, :, 0:2] = np.full((rows, K // 32), 0.05, np.float16).view(np.uint8).reshape(rows, -1, 2)
+    raw = raw.reshape(rows, -1)
+    iq = tmp_path / "iq.gguf"
+    rewrite_gguf(base, iq, replace={"blk.0.ssm_in.weight": (raw, gguf.GGMLQuantizationType.IQ4_NL)})
+    f16 = tmp_path / "f16.gguf"
+    deq = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType.IQ4_NL).astype(np.float16)
+    rewrite_gguf(base, f16, replace={"blk.0.ssm_in.weight": deq})
+    capfd.readouterr()
+    m = tinyggml.Model(iq, n_threads=1)
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and "IQ4_NL->f16" in err and "MiB of extra memory" in err
+    np.testing.assert_array_equal(m.eval([1, 2, 3]), tinyggml.Model(f16, n_threads=1).eval([1, 2, 3]))
 
 
 def test_bad_tokens_and_args(good):

@@ -145,3 +145,56 @@ def test_chunked_prompt_equals_whole(name):
         parts = [m.eval(toks[i:i + chunk]) for i in range(0, len(toks), chunk)]
         np.testing.assert_allclose(np.concatenate(parts), whole, atol=2e-6, rtol=0,
                                    err_msg=f"chunks of {chunk}")
+
+
+QUANT_FILES = {"mamba2-tiny-q8_0": "mamba2-tiny", "mamba2-tiny-g2-spm-q8_0": "mamba2-tiny-g2-spm",
+               "mamba2-tiny-g2-spm-q4_0": "mamba2-tiny-g2-spm"}
+
+
+def kl_and_top1(p_logits, q_logits):
+    """Mean KL(P || Q) over positions and top-1 agreement, as llama-perplexity
+    --kl-divergence reports them (P: the F32 model, Q: the quantized one)."""
+    p = p_logits.astype(np.float64)
+    q = q_logits.astype(np.float64)
+    lp = p - p.max(1, keepdims=True)
+    lp -= np.log(np.exp(lp).sum(1, keepdims=True))
+    lq = q - q.max(1, keepdims=True)
+    lq -= np.log(np.exp(lq).sum(1, keepdims=True))
+    kl = (np.exp(lp) * (lp - lq)).sum(1)
+    return kl.mean(), (p.argmax(1) == q.argmax(1)).mean()
+
+
+@pytest.mark.parametrize("file", sorted(QUANT_FILES))
+def test_quantized_vs_file_float64_no_worse_than_llamacpp(file):
+    """Integer dots with int16 activations: far inside llama.cpp's error on the same file."""
+    name = QUANT_FILES[file]
+    deq = _npz(f"{file}.deqref")
+    agree = json.loads((FIXTURES / "reference" / "llamacpp_agreement.json").read_text())
+    llama_err = agree[name]["files"][f"{file}.gguf"]["file_exact_f64"]["llamacpp_prompt_logits_max_abs"]
+    m, head = model_and_head(file)
+    logits = m.eval(deq["tokens"])
+    want = deq["final_norm_hidden"] @ head.T
+    err = assert_close(m, logits, want, min(llama_err, 5e-3), deq["tokens"], deq["layer_hidden"], file)
+    print(f"{file}: max abs {err:.3g} (llama.cpp {llama_err:.3g})")
+    assert np.argmax(logits, 1).tolist() == np.argmax(want, 1).tolist()
+    # greedy continuation of the file's own float64 model
+    got = [int(np.argmax(logits[-1]))]
+    for _ in range(len(deq["greedy_tokens"]) - 1):
+        got.append(int(np.argmax(m.eval([got[-1]])[0])))
+    assert got == deq["greedy_tokens"].tolist()
+
+
+@pytest.mark.parametrize("file", sorted(QUANT_FILES))
+def test_quantized_kl_divergence_vs_f32_twin(file):
+    """KL divergence and top-1 agreement against the F32 file over the prompt + greedy
+    sequence (llama-perplexity --kl-divergence style). Bounds from measurement, with margin:
+    these random models amplify quantization far more than trained ones."""
+    name = QUANT_FILES[file]
+    ref = _npz(f"{name}.ref")
+    toks = ref["seq_tokens"]
+    mq, _ = model_and_head(file)
+    mf, _ = model_and_head(f"{name}-f32")
+    kl, top1 = kl_and_top1(mf.eval(toks), mq.eval(toks))
+    print(f"{file}: mean KL {kl:.4g}, top-1 {top1:.3f}")
+    bound = {"q8_0": (2e-3, 0.9), "q4_0": (0.1, 0.45)}[file.rsplit("-", 1)[1]]
+    assert kl < bound[0] and top1 >= bound[1]

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ModelLoadError
-from .tensor import F16, F32, TYPE_NAME
+from .tensor import BF16, F16, F32, QUANTIZED, TYPE_NAME
 
 ARCHS = ("mamba", "mamba2")
-MATMUL_TYPES = (F32, F16)     # 2-D weights; more types come with the quantized kernels
+MATMUL_TYPES = (F32, F16, BF16) + QUANTIZED     # 2-D weights the kernels read natively
 
 
 def _type_name(t: int) -> str:
@@ -118,6 +118,7 @@ class GGUFModel:
                 raise ModelLoadError(f"{self.path}: truncated: tensor {t.name} ends at byte "
                                      f"{t.data_offset + t.n_bytes}, file has {size}")
             self.tensors[t.name] = t
+        self.dequantized: list[tuple] = []     # (tensor, from type, to type, bytes) at load
         self.arch = self._get("general.architecture", str)
         if self.arch not in ARCHS:
             raise ModelLoadError(f"{self.path}: unsupported architecture '{self.arch}' "
@@ -180,7 +181,11 @@ class GGUFModel:
         return name in self.tensors
 
     def weight(self, name: str, ne: tuple, types=(F32,)) -> tuple[int, np.ndarray]:
-        """(type, zero-copy numpy view) of tensor `name`, checked against shape `ne` (ggml order)."""
+        """(type, numpy data) of tensor `name`, checked against shape `ne` (ggml order).
+
+        Types in `types` are zero-copy views of the mmapped file. Any other type the `gguf`
+        package can dequantize (IQ*, TQ*, ...) is dequantized here, once: to F16 where F16 is
+        accepted, else F32; `self.dequantized` records it for the load warning."""
         t = self.tensors.get(name)
         if t is None:
             raise ModelLoadError(f"{self.path}: missing tensor '{name}' (expected shape {list(ne)})")
@@ -191,8 +196,16 @@ class GGUFModel:
         if pad(found) != pad(want):
             raise ModelLoadError(f"{self.path}: tensor '{name}' has shape {found}, expected {want}")
         ttype = int(t.tensor_type)
-        if ttype not in types:
+        if ttype in types:
+            return ttype, t.data
+        import gguf
+        try:
+            data = gguf.quants.dequantize(t.data, gguf.GGMLQuantizationType(ttype))
+        except (NotImplementedError, ValueError, KeyError, TypeError):
             raise ModelLoadError(
-                f"{self.path}: tensor '{name}' has type {_type_name(ttype)}, which tinyggml cannot "
-                f"run yet (supported here: {', '.join(TYPE_NAME[x].upper() for x in types)})")
-        return ttype, t.data
+                f"{self.path}: tensor '{name}' has type {_type_name(ttype)}, which neither "
+                f"tinyggml nor the gguf package can read") from None
+        out = F16 if F16 in types else F32
+        data = np.ascontiguousarray(data.astype(np.float16 if out == F16 else np.float32))
+        self.dequantized.append((name, _type_name(ttype), TYPE_NAME[out], data.nbytes))
+        return out, data

@@ -12,7 +12,7 @@ import json
 import numpy as np
 
 from .ops import EMPTY_OPS, OPS, Op
-from .tensor import I32, OUTPUT, TYPE_NAME, TYPE_SIZE, Tensor
+from .tensor import BLOCK, F16, F32, I32, OUTPUT, TYPE_NAME, TYPE_SIZE, Tensor
 
 
 class Graph:
@@ -118,9 +118,15 @@ class Graph:
         def storage(root: Tensor) -> np.ndarray:
             if id(root) not in store:
                 src = (leaf_values or {}).get(root.name, root.data)
-                if root.op == Op.NONE:
+                if root.op == Op.NONE and root.type not in (F32, F16, I32):
+                    import gguf                         # quantized / BF16: dequantized values
+                    arr = gguf.quants.dequantize(np.asarray(src), root.type).reshape(-1)
+                    store[id(root)] = arr.astype(np.float64)
+                elif root.op == Op.NONE:
                     arr = np.ascontiguousarray(src).reshape(-1)
                     store[id(root)] = arr.astype(np.int64 if root.type == I32 else np.float64)
+                elif BLOCK[root.type][0] > 1:
+                    store[id(root)] = np.zeros(root.nelements)
                 else:
                     store[id(root)] = np.zeros(root.nbytes // TYPE_SIZE[root.type])
             return store[id(root)]
@@ -128,6 +134,10 @@ class Graph:
         def value(t: Tensor) -> np.ndarray:
             root = t.root()
             base = storage(root)
+            if BLOCK[t.type][0] > 1 or t.type not in (F32, F16, I32):
+                if t is not root and (t.view_offs or not t.is_contiguous()):
+                    raise NotImplementedError("views of block-quantized tensors")
+                return base.reshape(tuple(reversed(t.ne)))
             es = TYPE_SIZE[t.type]
             el = base.itemsize
             return np.lib.stride_tricks.as_strided(

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from .tensor import F16, F32, I32, TYPE_SIZE, Tensor
+from .tensor import BF16, F16, F32, I32, QACT, QUANTIZED, Tensor
 
 
 class Op(IntEnum):
@@ -34,6 +34,7 @@ class Op(IntEnum):
     SSM_CONV = 11
     SSM_SCAN = 12
     GATE_SILU = 13
+    QUANTIZE = 14
 
 
 @dataclass(frozen=True)
@@ -114,9 +115,12 @@ def cpy(a: Tensor, b: Tensor) -> Tensor:
     return t
 
 
+WEIGHT_TYPES = (F32, F16, BF16) + QUANTIZED      # what get_rows and mul_mat read natively
+
+
 def get_rows(a: Tensor, ids: Tensor) -> Tensor:
-    # a: {ne0, n_rows} F32|F16, ids: {n} I32 => {ne0, n}
-    _check(a.type in (F32, F16) and a.ne[2] == a.ne[3] == 1 and a.rows_contiguous(), "get_rows: a")
+    # a: {ne0, n_rows} F32|F16|BF16|quantized, ids: {n} I32 => {ne0, n}
+    _check(a.type in WEIGHT_TYPES and a.ne[2] == a.ne[3] == 1 and a.rows_contiguous(), "get_rows: a")
     _check(ids.type == I32 and ids.ndim == 1 and ids.is_contiguous(), "get_rows: ids {n} I32")
     return _new(F32, (a.ne[0], ids.ne[0]), Op.GET_ROWS, (a, ids))
 
@@ -125,8 +129,12 @@ def mul_mat(a: Tensor, b: Tensor) -> Tensor:
     # a: {K, M, ne02, ne03}, b: {K, N, ne12, ne13} => {M, N, ne12, ne13}
     _check(a.ne[0] == b.ne[0], f"mul_mat: K differs {a.ne} @ {b.ne}")
     _check(b.ne[2] % a.ne[2] == 0 and b.ne[3] % a.ne[3] == 0, "mul_mat: cannot broadcast")
-    _check(a.type in (F32, F16) and a.rows_contiguous(), "mul_mat: a F32|F16, rows contiguous")
+    _check(a.type in WEIGHT_TYPES and a.rows_contiguous(), "mul_mat: a's type, rows contiguous")
     _check(b.type == F32 and b.rows_contiguous(), "mul_mat: b F32, rows contiguous")
+    if a.type in QUANTIZED:
+        # integer dots: the activations are quantized once, by their own node (as ggml does
+        # with vec_dot_type), then every weight row is dotted with the QACT rows
+        b = _new(QACT, b.ne, Op.QUANTIZE, (b,))
     return _new(F32, (a.ne[1], b.ne[1], b.ne[2], b.ne[3]), Op.MUL_MAT, (a, b))
 
 
@@ -263,6 +271,22 @@ def _ref_ssm_scan(t, state, x, dt, A, B, C, D, info):
     return y[None]
 
 
+def _ref_quantize(t, x):
+    """What the QACT rows hold: per 32 values d = amax/32767, q = round(x/d) (float32 math)."""
+    x32 = x.astype(np.float32).reshape(-1, 32)
+    d = np.abs(x32).max(axis=1, keepdims=True) / np.float32(32767)
+    inv = np.where(d > 0, np.float32(1) / np.where(d > 0, d, 1), 0).astype(np.float32)
+    q = np.clip(np.rint(x32 * inv), -32767, 32767)
+    return (q * d).astype(np.float64).reshape(x.shape)
+
+
+def _mm_wsize(t):
+    a = t.src[0]
+    if a.type in QUANTIZED:                 # unpacked row: K int8 + K/16 scales + K/16 mins
+        return a.ne[0] + a.ne[0] // 2
+    return 16 * a.ne[0] if a.type in (F16, BF16) else 0
+
+
 def _conv_wsize(t):
     x, w = t.src[0], t.src[2]
     return (w.ne[0] - 1 + x.ne[1]) * 8 * 4
@@ -272,9 +296,9 @@ OPS: dict[int, OpDef] = {
     Op.NONE: OpDef("none", None),
     Op.VIEW: OpDef("view", None),
     Op.CPY: OpDef("cpy", lambda t, a: a),
-    Op.GET_ROWS: OpDef("get_rows", lambda t, a, ids: a[0, 0][ids.reshape(-1).astype(np.int64)][None, None]),
-    Op.MUL_MAT: OpDef("mul_mat", _ref_mul_mat,
-                      wsize=lambda t: 4 * t.src[0].ne[0] * 4 if t.src[0].type == F16 else 0),
+    Op.GET_ROWS: OpDef("get_rows", lambda t, a, ids: a[0, 0][ids.reshape(-1).astype(np.int64)][None, None],
+                       wsize=lambda t: 0 if t.src[0].type in (F32, F16) else 2 * t.src[0].ne[0]),
+    Op.MUL_MAT: OpDef("mul_mat", _ref_mul_mat, wsize=_mm_wsize),
     Op.ADD: OpDef("add", lambda t, a, b: _ref_rows(a, b, np.add)),
     Op.MUL: OpDef("mul", lambda t, a, b: _ref_rows(a, b, np.multiply)),
     Op.SCALE: OpDef("scale", lambda t, a: a * _bits_f32(t.op_params[0])),
@@ -285,6 +309,7 @@ OPS: dict[int, OpDef] = {
     Op.SSM_SCAN: OpDef("ssm_scan", _ref_ssm_scan, wsize=lambda t: t.src[0].ne[0] * 4,
                        writes_state=True),
     Op.GATE_SILU: OpDef("gate_silu", lambda t, y, z: y * _silu(z)),
+    Op.QUANTIZE: OpDef("quantize", _ref_quantize),
 }
 
 EMPTY_OPS = (Op.NONE, Op.VIEW)

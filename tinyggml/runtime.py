@@ -12,6 +12,7 @@ per (n_tokens, n_seqs) and reused: a step is fill inputs -> one nogil run -> rea
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -103,6 +104,12 @@ class Model:
             raise TinyGGMLError(f"n_ubatch must be >= 1, got {n_ubatch}")
         self.n_ubatch = int(n_ubatch)
         self.weights = ARCH_MODULES[self.arch].load_tensors(self.file, self.hparams)
+        if self.file.dequantized:
+            kinds = sorted({f"{a}->{b}" for _, a, b, _ in self.file.dequantized})
+            extra = sum(n for *_, n in self.file.dequantized)
+            print(f"tinyggml: warning: {self.path}: {len(self.file.dequantized)} tensors "
+                  f"dequantized at load ({', '.join(kinds)}): {extra / 2**20:.1f} MiB of extra "
+                  f"memory", file=sys.stderr)
         self.state = RecurrentState(self.hparams)
         self._compiled: dict[tuple, _Compiled] = {}
         self._tokenizer = None

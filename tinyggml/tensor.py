@@ -9,11 +9,22 @@ from __future__ import annotations
 
 import numpy as np
 
-# GGUF / ggml type ids (gguf.GGMLQuantizationType)
-F32, F16, I32 = 0, 1, 26
-TYPE_NAME = {F32: "f32", F16: "f16", I32: "i32"}
-TYPE_SIZE = {F32: 4, F16: 2, I32: 4}
-NP_DTYPE = {F32: np.float32, F16: np.float16, I32: np.int32}
+# GGUF / ggml type ids (gguf.GGMLQuantizationType), and QACT: activations quantized (int16, one
+# scale per 32) for the integer dots of quantized mul_mat (backend/kernels/quants.c); not a file type.
+F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 = 0, 1, 2, 3, 6, 7, 8
+Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, I32, BF16 = 10, 11, 12, 13, 14, 26, 30
+QACT = 1000
+# type -> (elements per block, bytes per block)
+BLOCK = {F32: (1, 4), F16: (1, 2), BF16: (1, 2), I32: (1, 4),
+         Q4_0: (32, 18), Q4_1: (32, 20), Q5_0: (32, 22), Q5_1: (32, 24), Q8_0: (32, 34),
+         Q2_K: (256, 84), Q3_K: (256, 110), Q4_K: (256, 144), Q5_K: (256, 176), Q6_K: (256, 210),
+         QACT: (32, 76)}
+QUANTIZED = (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)
+TYPE_NAME = {F32: "f32", F16: "f16", BF16: "bf16", I32: "i32", Q4_0: "q4_0", Q4_1: "q4_1",
+             Q5_0: "q5_0", Q5_1: "q5_1", Q8_0: "q8_0", Q2_K: "q2_K", Q3_K: "q3_K", Q4_K: "q4_K",
+             Q5_K: "q5_K", Q6_K: "q6_K", QACT: "qact"}
+TYPE_SIZE = {t: size for t, (_, size) in BLOCK.items()}     # bytes per block (element)
+NP_DTYPE = {F32: np.float32, F16: np.float16, I32: np.int32}   # others: raw bytes (uint8)
 
 # flags
 INPUT = 1     # filled by the runtime before each run
@@ -59,10 +70,14 @@ class Tensor:
 
     @property
     def nbytes(self) -> int:
-        """Bytes spanned by the tensor (its extent in memory)."""
+        """Bytes spanned by the tensor (its extent in memory), as ggml_nbytes."""
         if self.nelements == 0:
             return 0
-        return TYPE_SIZE[self.type] + sum((n - 1) * b for n, b in zip(self.ne, self.nb))
+        blck, size = BLOCK[self.type]
+        rest = sum((n - 1) * b for n, b in zip(self.ne[1:], self.nb[1:]))
+        if blck == 1:
+            return size + (self.ne[0] - 1) * self.nb[0] + rest
+        return self.ne[0] * self.nb[0] // blck + rest
 
     @property
     def ndim(self) -> int:
@@ -89,8 +104,11 @@ class Tensor:
 
 
 def contiguous_strides(type: int, ne) -> tuple:
-    nb = [TYPE_SIZE[type]]
-    for i in range(1, MAX_DIMS):
+    blck, size = BLOCK[type]
+    if ne[0] % blck:
+        raise ValueError(f"{TYPE_NAME[type]} rows need a multiple of {blck} elements, got {ne[0]}")
+    nb = [size, size * (ne[0] // blck)]
+    for i in range(2, MAX_DIMS):
         nb.append(nb[-1] * ne[i - 1])
     return tuple(nb)
 
@@ -99,9 +117,12 @@ def leaf(type: int, ne, name: str, flags: int, data: np.ndarray | None = None) -
     """A leaf (op NONE) over external data; `data` must be C-contiguous with reversed shape."""
     t = Tensor(type, ne, name=name, flags=flags, data=data)
     if data is not None:
-        expect = tuple(reversed(t.ne[:max(t.ndim, data.ndim)]))
-        if data.dtype != NP_DTYPE[type] or data.size != t.nelements or not data.flags["C_CONTIGUOUS"]:
-            raise ValueError(f"{name}: data {data.dtype}{data.shape} does not match {TYPE_NAME[type]}{expect}")
+        ok = data.flags["C_CONTIGUOUS"] and data.nbytes == t.nbytes
+        if type in NP_DTYPE:
+            ok = ok and data.dtype == NP_DTYPE[type]
+        if not ok:
+            raise ValueError(f"{name}: data {data.dtype}{data.shape} does not match "
+                             f"{TYPE_NAME[type]}{list(t.ne)}")
     return t
 
 

@@ -3,7 +3,7 @@
 // (dr = (nr + nth - 1)/nth; ir0 = dr*ith; ir1 = MIN(ir0 + dr, nr)), and allocates nothing.
 // Shapes are in ggml order: {ne0, ne1, ...}, ne0 innermost; nb[] are byte strides.
 // Every SIMD block (TG_AVX2) has a scalar twin used when TG_USE_SIMD is 0.
-#include "simd.h"
+#include "quants.h"
 
 #define ROW_RANGE(nr) \
     const int64_t dr = ((nr) + p->nth - 1) / p->nth; \
@@ -49,7 +49,7 @@ static void tg_cpy_f32(const tg_params *p, tg_tensor *dst) {
 
 // ---------------------------------------------------------------------------------------------
 // get_rows: dst[:, i] = src0[:, ids[i]]
-// src0: {ne00, n_rows} F32 | F16, src1: ids {n} I32, dst: {ne00, n} F32
+// src0: {ne00, n_rows} F32 | F16 | BF16 | quantized, src1: ids {n} I32, dst: {ne00, n} F32
 static void tg_get_rows_f32(const tg_params *p, tg_tensor *dst) {
     const tg_tensor *src0 = dst->src[0];
     const tg_tensor *src1 = dst->src[1];
@@ -64,8 +64,15 @@ static void tg_get_rows_f32(const tg_params *p, tg_tensor *dst) {
             continue;
         }
         const char *s = src0->data + id * src0->nb[1];
-        if (src0->type == TG_TYPE_F16) tg_fp16_to_fp32_row((const tg_fp16_t *)s, d, ne00);
-        else memcpy(d, s, ne00 * 4);
+        if (src0->type == TG_TYPE_F16) {
+            tg_fp16_to_fp32_row((const tg_fp16_t *)s, d, ne00);
+        } else if (src0->type == TG_TYPE_F32) {
+            memcpy(d, s, ne00 * 4);
+        } else {                      // BF16 or a quantized type: scratch for the unpacked row
+            int8_t *w = (int8_t *)p->wdata;
+            float *sc = (float *)(p->wdata + ne00), *mn = sc + ne00 / 16;
+            tg_dequantize_row(src0->type, s, ne00, d, w, sc, mn);
+        }
     }
 }
 
@@ -100,13 +107,41 @@ static inline void tg_dot4_f32(int64_t K, const float *a0, const float *a1, cons
     out[0] = s0; out[1] = s1; out[2] = s2; out[3] = s3;
 }
 
+// quantized weights: src0 {K, M} quantized rows, src1 {K, N, ne12, ne13} QACT rows (one
+// QUANTIZE node made them), dst {M, N, ne12, ne13}. Each weight row is unpacked once into
+// scratch (K int8 + K/16 scales + K/16 mins) and dotted with every activation row.
+static void tg_mul_mat_q(const tg_params *p, tg_tensor *dst) {
+    const tg_tensor *src0 = dst->src[0];
+    const tg_tensor *src1 = dst->src[1];
+    const int64_t K = src0->ne[0], M = src0->ne[1], N = src1->ne[1];
+    const int64_t r2 = src1->ne[2] / src0->ne[2], r3 = src1->ne[3] / src0->ne[3];
+    const int has_min = tg_has_min(src0->type);
+    int8_t *w = (int8_t *)p->wdata;
+    float *sc = (float *)(p->wdata + K), *mn = sc + K / 16;
+    ROW_RANGE(M);
+    for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
+    for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
+        for (int64_t m = ir0; m < ir1; m++) {
+            tg_unpack_row(src0->type, at(src0, 0, m, i12 / r2, i13 / r3), K, w, sc, mn);
+            for (int64_t n = 0; n < N; n++) {
+                const uint8_t *act = (const uint8_t *)at(src1, 0, n, i12, i13);
+                *(float *)at(dst, m, n, i12, i13) = tg_dot_unpacked_qact(K, w, sc, mn, act, has_min);
+            }
+        }
+    }
+}
+
 static void tg_mul_mat_f32(const tg_params *p, tg_tensor *dst) {
     const tg_tensor *src0 = dst->src[0];
     const tg_tensor *src1 = dst->src[1];
     const int64_t K = src0->ne[0], M = src0->ne[1], N = src1->ne[1];
     const int64_t r2 = src1->ne[2] / src0->ne[2], r3 = src1->ne[3] / src0->ne[3];
-    const int is_f16 = src0->type == TG_TYPE_F16;
-    float *wrows = (float *)p->wdata;   // 4*K floats when F16
+    if (tg_is_quantized(src0->type)) {
+        tg_mul_mat_q(p, dst);
+        return;
+    }
+    const int is_f16 = src0->type == TG_TYPE_F16, is_bf16 = src0->type == TG_TYPE_BF16;
+    float *wrows = (float *)p->wdata;   // 4*K floats when F16 / BF16
 
     // rows per thread rounded up to the 4-row block: results do not depend on the thread count
     const int64_t dr = ((M + p->nth - 1) / p->nth + 3) / 4 * 4;
@@ -120,8 +155,9 @@ static void tg_mul_mat_f32(const tg_params *p, tg_tensor *dst) {
             for (int r = 0; r < 4; r++) {
                 const int64_t m = m0 + TG_MIN(r, nm - 1);   // pad a partial block by repeating
                 const char *row = at(src0, 0, m, i02, i03);
-                if (is_f16) {
-                    if (r < nm) tg_fp16_to_fp32_row((const tg_fp16_t *)row, wrows + r * K, K);
+                if (is_f16 || is_bf16) {
+                    if (r < nm && is_f16) tg_fp16_to_fp32_row((const tg_fp16_t *)row, wrows + r * K, K);
+                    if (r < nm && is_bf16) tg_dequantize_row(TG_TYPE_BF16, row, K, wrows + r * K, NULL, NULL, NULL);
                     a[r] = wrows + TG_MIN(r, nm - 1) * K;
                 } else {
                     a[r] = (const float *)row;
@@ -418,6 +454,20 @@ static void tg_ssm_scan_f32(const tg_params *p, tg_tensor *dst) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// quantize: F32 rows -> QACT rows (activations for integer dots with quantized weights)
+// src0: {K, n1, n2, n3} F32 (nb0 == 4), dst: same ne, QACT (row bytes 2*K + 12*K/32)
+static void tg_quantize_f32(const tg_params *p, tg_tensor *dst) {
+    const tg_tensor *src0 = dst->src[0];
+    const int64_t nr = src0->ne[1] * src0->ne[2] * src0->ne[3];
+    ROW_RANGE(nr);
+    for (int64_t ir = ir0; ir < ir1; ir++) {
+        UNRAVEL(ir, src0->ne, i1, i2, i3);
+        tg_quantize_act_row((const float *)at(src0, 0, i1, i2, i3), src0->ne[0],
+                            (uint8_t *)at(dst, 0, i1, i2, i3));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 void tg_compute_forward(const tg_params *p, tg_tensor *dst) {
     switch (dst->op) {
         case TG_OP_CPY:       tg_cpy_f32(p, dst); break;
@@ -432,6 +482,7 @@ void tg_compute_forward(const tg_params *p, tg_tensor *dst) {
         case TG_OP_CONCAT:    tg_concat_f32(p, dst); break;
         case TG_OP_SSM_CONV:  tg_ssm_conv_f32(p, dst); break;
         case TG_OP_SSM_SCAN:  tg_ssm_scan_f32(p, dst); break;
+        case TG_OP_QUANTIZE:  tg_quantize_f32(p, dst); break;
         default: break;       // NONE / VIEW: nothing to compute
     }
 }

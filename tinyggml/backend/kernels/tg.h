@@ -14,7 +14,19 @@
 enum tg_type {
     TG_TYPE_F32 = 0,
     TG_TYPE_F16 = 1,
+    TG_TYPE_Q4_0 = 2,
+    TG_TYPE_Q4_1 = 3,
+    TG_TYPE_Q5_0 = 6,
+    TG_TYPE_Q5_1 = 7,
+    TG_TYPE_Q8_0 = 8,
+    TG_TYPE_Q2_K = 10,
+    TG_TYPE_Q3_K = 11,
+    TG_TYPE_Q4_K = 12,
+    TG_TYPE_Q5_K = 13,
+    TG_TYPE_Q6_K = 14,
     TG_TYPE_I32 = 26,
+    TG_TYPE_BF16 = 30,
+    TG_TYPE_QACT = 1000,  // internal: activations quantized for integer dots (quants.c)
 };
 
 // Op ids. Keep in sync with tinyggml/ops.py (test_op_table_complete checks it).
@@ -33,6 +45,7 @@ enum tg_op {
     TG_OP_SSM_CONV,      // causal depthwise conv over sequences, conv state updated in place
     TG_OP_SSM_SCAN,      // selective scan over sequences, ssm state updated in place
     TG_OP_GATE_SILU,     // dst = src0 * silu(src1)
+    TG_OP_QUANTIZE,      // dst (QACT rows) = src0 (F32 rows), once per mul_mat with quantized weights
     TG_OP_COUNT,
 };
 

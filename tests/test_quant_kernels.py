@@ -1,0 +1,97 @@
+"""Quantized weights in the C kernels against gguf-py's dequantization + float64.
+
+Every bit pattern of a block is a valid block once its float16 scale fields are finite, so the
+weights here are random bytes with sane scales: that exercises every unpack path (all nibble /
+high-bit / scale-packing combinations) against the `gguf` package's own dequantizer.
+get_rows must equal the dequantized rows; mul_mat must equal the float64 reference computed on
+the dequantized weights and the activations as quantized (QACT: int16, one scale per 32
+values), and stay close to the unquantized-activation product."""
+import gguf
+import numpy as np
+import pytest
+
+from tinyggml import ops
+from tinyggml.backend import Plan, set_simd, simd_compiled
+from tinyggml.graph import Graph
+from tinyggml.tensor import (BF16, BLOCK, F32, I32, INPUT, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1,
+                             Q5_K, Q6_K, Q8_0, QUANTIZED, leaf)
+
+# byte offsets of the float16 scale fields in each block
+F16_FIELDS = {Q4_0: [0], Q4_1: [0, 2], Q5_0: [0], Q5_1: [0, 2], Q8_0: [0], Q2_K: [80, 82],
+              Q3_K: [108], Q4_K: [0, 2], Q5_K: [0, 2], Q6_K: [208]}
+SIMD = [True, False] if simd_compiled() else [False]
+
+
+@pytest.fixture(params=SIMD, ids=lambda s: "simd" if s else "scalar")
+def simd(request):
+    set_simd(request.param)
+    yield
+    set_simd(True)
+
+
+def random_blocks(rng, qt, rows, K):
+    blck, size = BLOCK[qt]
+    raw = rng.integers(0, 256, size=(rows, K // blck, size), dtype=np.uint8)
+    for off in F16_FIELDS[qt]:
+        scale = (rng.uniform(0.5, 1.5, size=(rows, K // blck)) * (0.02 if blck == 256 else 0.1))
+        raw[:, :, off:off + 2] = scale.astype(np.float16).view(np.uint8).reshape(rows, K // blck, 2)
+    return raw.reshape(rows, -1)
+
+
+def dequant(q, qt):
+    return gguf.quants.dequantize(q, gguf.GGMLQuantizationType(qt)).astype(np.float64)
+
+
+def run(out, n_threads):
+    g = Graph()
+    g.output(out)
+    ref = g.compute_numpy()[id(out)]
+    p = Plan(g, max_threads=3)
+    p.run(n_threads)
+    return p.numpy(out), ref.reshape(p.numpy(out).shape)
+
+
+@pytest.mark.parametrize("qt", QUANTIZED, ids=lambda t: gguf.GGMLQuantizationType(t).name)
+@pytest.mark.parametrize("nt", [1, 2, 3])
+def test_get_rows_equals_gguf_dequantize(simd, qt, nt):
+    rng = np.random.default_rng(qt)
+    K = 512
+    q = random_blocks(rng, qt, 9, K)
+    w = leaf(qt, (K, 9), "w", INPUT, data=q)
+    ids = leaf(I32, (5,), "ids", INPUT, data=np.array([8, 0, 3, 3, 5], np.int32))
+    got, _ = run(ops.get_rows(w, ids), nt)
+    np.testing.assert_allclose(got, dequant(q, qt)[[8, 0, 3, 3, 5]], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("qt", QUANTIZED, ids=lambda t: gguf.GGMLQuantizationType(t).name)
+@pytest.mark.parametrize("M,N", [(1, 1), (7, 3), (33, 5)])
+@pytest.mark.parametrize("nt", [1, 2, 3])
+def test_mul_mat_quantized(simd, qt, M, N, nt):
+    rng = np.random.default_rng(qt * 100 + M + N)
+    K = 512
+    q = random_blocks(rng, qt, M, K)
+    x = rng.standard_normal((N, K)).astype(np.float32)
+    a = leaf(qt, (K, M), "w", INPUT, data=q)
+    b = leaf(F32, (K, N), "x", INPUT, data=x)
+    got, ref = run(ops.mul_mat(a, b), nt)
+    scale = np.abs(ref).max()
+    # against the reference with the same activation quantization: float rounding only
+    np.testing.assert_allclose(got, ref, atol=2e-5 * scale, rtol=0)
+    # and the 8-bit activations stay close to the exact product
+    exact = x.astype(np.float64) @ dequant(q, qt).T
+    rel = np.sqrt(np.mean((got - exact) ** 2) / np.mean(exact ** 2))
+    assert rel < 1e-4, rel
+
+
+def test_bf16_weights(simd):
+    rng = np.random.default_rng(1)
+    W = rng.standard_normal((13, 96)).astype(np.float32)
+    raw = (W.view(np.uint32) >> 16).astype(np.uint16)            # truncated to bf16
+    wf = (raw.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    x = rng.standard_normal((4, 96)).astype(np.float32)
+    a = leaf(BF16, (96, 13), "w", INPUT, data=raw.view(np.uint8).reshape(13, -1))
+    got, _ = run(ops.mul_mat(a, leaf(F32, (96, 4), "x", INPUT, data=x)), 2)
+    np.testing.assert_allclose(got, x.astype(np.float64) @ wf.T, rtol=1e-5, atol=1e-4)
+    ids = leaf(I32, (2,), "ids", INPUT, data=np.array([12, 1], np.int32))
+    got, _ = run(ops.get_rows(a, ids), 1)
+    np.testing.assert_array_equal(got, wf[[12, 1]].astype(np.float32))

@@ -1,0 +1,307 @@
+// Quantized weights: unpack to int8 + per-16 scales, activation quantization, integer dots.
+//
+// Every weight type is described by one unpack function that turns a block of QK values into
+//   int8 w[QK], float sc[QK/16], float mn[QK/16]   with   x[i] = sc[i/16] * w[i] - mn[i/16]
+// (the dequantization of ggml's dequantize_row_<type>, in the same float order). Activations
+// are quantized once per node to TG_TYPE_QACT rows, 16 bits per value with one scale per 32:
+//   int16 q[K] | float d[K/32] | float ds[K/16]      x ~= d[i/32] * q[i], ds[h] = d * sum(q in half h)
+// so that   dot(x_w, x_a) = sum_32-chunks d_a * (sc_lo * isum_lo + sc_hi * isum_hi) - dot(mn, ds)
+// with integer sums isum over 16 products. One generic SIMD integer dot serves every type.
+// Why 16-bit activations where ggml uses 8 (Q8_0 / Q8_K): the 8-bit activation rounding is the
+// largest error term of a quantized model after the weights themselves (llama.cpp's Q8_0 files
+// land 0.13-0.21 logits away from the files' exact float64 output on the reference fixtures);
+// int16 removes it at nearly the same cost (cvtepi8_epi16 + madd_epi16 instead of maddubs).
+// ref: ggml-quants.c (block layouts), gguf-py quants.py (the layouts the tests dequantize with).
+#include "quants.h"
+
+// ---- block layouts (bytes) ------------------------------------------------------------------
+// Q4_0 {f16 d; u8 qs[16]}                 Q4_1 {f16 d, m; u8 qs[16]}
+// Q5_0 {f16 d; u8 qh[4]; u8 qs[16]}       Q5_1 {f16 d, m; u8 qh[4]; u8 qs[16]}
+// Q8_0 {f16 d; i8 qs[32]}
+// Q2_K {u8 scales[16]; u8 qs[64]; f16 d, dmin}
+// Q3_K {u8 hmask[32]; u8 qs[64]; u8 scales[12]; f16 d}
+// Q4_K {f16 d, dmin; u8 scales[12]; u8 qs[128]}
+// Q5_K {f16 d, dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]}
+// Q6_K {u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d}
+
+static inline float f16(const uint8_t *p) {
+    tg_fp16_t h;
+    memcpy(&h, p, 2);
+    return tg_fp16_to_fp32(h);
+}
+
+static void unpack_q4_0(const uint8_t *b, int8_t *w, float *sc, float *mn) {
+    const float d = f16(b);
+    const uint8_t *qs = b + 2;
+    for (int j = 0; j < 16; j++) {
+        w[j] = (int8_t)((qs[j] & 0xF) - 8);
+        w[j + 16] = (int8_t)((qs[j] >> 4) - 8);
+    }
+    sc[0] = sc[1] = d;
+    mn[0] = mn[1] = 0.0f;
+}
+
+static void unpack_q4_1(const uint8_t *b, int8_t *w, float *sc, float *mn) {
+    const float d = f16(b), m = f16(b + 2);
+    const uint8_t *qs = b + 4;
+    for (int j = 0; j < 16; j++) {
+        w[j] = (int8_t)(qs[j] & 0xF);
+        w[j + 16] = (int8_t)(qs[j] >> 4);
+    }
+    sc[0] = sc[1] = d;
+    mn[0] = mn[1] = -m;
+}
+
+static void unpack_q5(const uint8_t *qh4, const uint8_t *qs, int offset, int8_t *w) {
+    uint32_t qh;
+    memcpy(&qh, qh4, 4);
+    for (int j = 0; j < 16; j++) {
+        const int h0 = ((qh >> j) << 4) & 0x10;
+        const int h1 = (qh >> (j + 12)) & 0x10;
+        w[j] = (int8_t)(((qs[j] & 0xF) | h0) - offset);
+        w[j + 16] = (int8_t)(((qs[j] >> 4) | h1) - offset);
+    }
+}
+
+static void unpack_q5_0(const uint8_t *b, int8_t *w, float *sc, float *mn) {
+    unpack_q5(b + 2, b + 6, 16, w);
+    sc[0] = sc[1] = f16(b);
+    mn[0] = mn[1] = 0.0f;
+}
+
+static void unpack_q5_1(const uint8_t *b, int8_t *w, float *sc, float *mn) {
+    unpack_q5(b + 4, b + 8, 0, w);
+    sc[0] = sc[1] = f16(b);
+    mn[0] = mn[1] = -f16(b + 2);
+}
+
+static void unpack_q8_0(const uint8_t *b, int8_t *w, float *sc, float *mn) {
+    memcpy(w, b + 2, 32);
+    sc[0] = sc[1] = f16(b);
+    mn[0] = mn[1] = 0.0f;
+}
+
+static void unpack_q2_k(const uint8_t *b, int8_t *w, float *sc, float *mn) {
+    const uint8_t *scales = b, *q = b + 16;
+    const float d = f16(b + 80), dmin = f16(b + 82);
+    int is = 0;
+    for (int n = 0; n < 256; n += 128, q += 32) {
+        for (int j = 0, shift = 0; j < 4; j++, shift += 2) {
+            for (int half = 0; half < 2; half++, is++) {
+                sc[is] = d * (scales[is] & 0xF);
+                mn[is] = dmin * (scales[is] >> 4);
+                for (int l = 0; l < 16; l++)
+                    w[n + j * 32 + half * 16 + l] = (int8_t)((q[l + half * 16] >> shift) & 3);
+            }
+        }
+    }
+}
+
+static void unpack_q3_k(const uint8_t *b, int8_t *w, float *sc, float *mn) {
+    const uint8_t *hm = b, *q = b + 32;
+    const float d = f16(b + 108);
+    uint32_t aux[4];
+    memcpy(aux, b + 96, 12);
+    const uint32_t k1 = 0x03030303, k2 = 0x0f0f0f0f, tmp = aux[2];
+    aux[2] = ((aux[0] >> 4) & k2) | (((tmp >> 4) & k1) << 4);
+    aux[3] = ((aux[1] >> 4) & k2) | (((tmp >> 6) & k1) << 4);
+    aux[0] = (aux[0] & k2) | (((tmp >> 0) & k1) << 4);
+    aux[1] = (aux[1] & k2) | (((tmp >> 2) & k1) << 4);
+    const int8_t *scales = (const int8_t *)aux;
+    int is = 0;
+    uint8_t m = 1;
+    for (int n = 0; n < 256; n += 128, q += 32) {
+        for (int j = 0, shift = 0; j < 4; j++, shift += 2, m <<= 1) {
+            for (int half = 0; half < 2; half++, is++) {
+                sc[is] = d * (scales[is] - 32);
+                mn[is] = 0.0f;
+                for (int l = 0; l < 16; l++) {
+                    const int k = l + half * 16;
+                    w[n + j * 32 + half * 16 + l] =
+                        (int8_t)(((q[k] >> shift) & 3) - ((hm[k] & m) ? 0 : 4));
+                }
+            }
+        }
+    }
+}
+
+// 6-bit scale and min of sub-block j of a Q4_K / Q5_K superblock
+static inline void scale_min_k4(int j, const uint8_t *q, int *d, int *m) {
+    if (j < 4) {
+        *d = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+static void unpack_q45_k(const uint8_t *b, int8_t *w, float *sc, float *mn, int five) {
+    const float d = f16(b), dmin = f16(b + 2);
+    const uint8_t *scales = b + 4;
+    const uint8_t *qh = b + 16;                    // Q5_K only
+    const uint8_t *q = b + (five ? 48 : 16);
+    int is = 0;
+    uint8_t u1 = 1, u2 = 2;
+    for (int j = 0; j < 256; j += 64, q += 32, is += 2, u1 <<= 2, u2 <<= 2) {
+        int s, m;
+        scale_min_k4(is, scales, &s, &m);
+        const float d1 = d * s, m1 = dmin * m;
+        scale_min_k4(is + 1, scales, &s, &m);
+        const float d2 = d * s, m2 = dmin * m;
+        for (int l = 0; l < 32; l++) {
+            w[j + l] = (int8_t)((q[l] & 0xF) + (five && (qh[l] & u1) ? 16 : 0));
+            w[j + 32 + l] = (int8_t)((q[l] >> 4) + (five && (qh[l] & u2) ? 16 : 0));
+        }
+        sc[j / 16] = sc[j / 16 + 1] = d1;
+        mn[j / 16] = mn[j / 16 + 1] = m1;
+        sc[j / 16 + 2] = sc[j / 16 + 3] = d2;
+        mn[j / 16 + 2] = mn[j / 16 + 3] = m2;
+    }
+}
+
+static void unpack_q4_k(const uint8_t *b, int8_t *w, float *sc, float *mn) { unpack_q45_k(b, w, sc, mn, 0); }
+static void unpack_q5_k(const uint8_t *b, int8_t *w, float *sc, float *mn) { unpack_q45_k(b, w, sc, mn, 1); }
+
+static void unpack_q6_k(const uint8_t *b, int8_t *w, float *sc, float *mn) {
+    const uint8_t *ql = b, *qh = b + 128;
+    const int8_t *s = (const int8_t *)(b + 192);
+    const float d = f16(b + 208);
+    for (int n = 0; n < 256; n += 128, ql += 64, qh += 32, s += 8) {
+        for (int l = 0; l < 32; l++) {
+            w[n + l] = (int8_t)(((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32);
+            w[n + l + 32] = (int8_t)(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+            w[n + l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+            w[n + l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+        }
+        for (int k = 0; k < 8; k++) {
+            sc[n / 16 + k] = d * s[k];
+            mn[n / 16 + k] = 0.0f;
+        }
+    }
+}
+
+typedef void (*unpack_fn)(const uint8_t *, int8_t *, float *, float *);
+
+typedef struct {
+    int qk, size;
+    unpack_fn unpack;
+} qtype_info;
+
+static const qtype_info *qtype(int type) {
+    static const qtype_info q4_0 = {32, 18, unpack_q4_0}, q4_1 = {32, 20, unpack_q4_1},
+        q5_0 = {32, 22, unpack_q5_0}, q5_1 = {32, 24, unpack_q5_1}, q8_0 = {32, 34, unpack_q8_0},
+        q2_k = {256, 84, unpack_q2_k}, q3_k = {256, 110, unpack_q3_k},
+        q4_k = {256, 144, unpack_q4_k}, q5_k = {256, 176, unpack_q5_k},
+        q6_k = {256, 210, unpack_q6_k};
+    switch (type) {
+        case TG_TYPE_Q4_0: return &q4_0;
+        case TG_TYPE_Q4_1: return &q4_1;
+        case TG_TYPE_Q5_0: return &q5_0;
+        case TG_TYPE_Q5_1: return &q5_1;
+        case TG_TYPE_Q8_0: return &q8_0;
+        case TG_TYPE_Q2_K: return &q2_k;
+        case TG_TYPE_Q3_K: return &q3_k;
+        case TG_TYPE_Q4_K: return &q4_k;
+        case TG_TYPE_Q5_K: return &q5_k;
+        case TG_TYPE_Q6_K: return &q6_k;
+        default: return NULL;
+    }
+}
+
+int tg_is_quantized(int type) { return qtype(type) != NULL; }
+
+int tg_has_min(int type) {
+    return type == TG_TYPE_Q4_1 || type == TG_TYPE_Q5_1 || type == TG_TYPE_Q2_K ||
+           type == TG_TYPE_Q4_K || type == TG_TYPE_Q5_K;
+}
+
+void tg_unpack_row(int type, const void *row, int64_t K, int8_t *w, float *sc, float *mn) {
+    const qtype_info *qt = qtype(type);
+    const uint8_t *b = (const uint8_t *)row;
+    for (int64_t i = 0; i < K; i += qt->qk, b += qt->size)
+        qt->unpack(b, w + i, sc + i / 16, mn + i / 16);
+}
+
+void tg_dequantize_row(int type, const void *row, int64_t K, float *y, int8_t *w, float *sc, float *mn) {
+    if (type == TG_TYPE_BF16) {
+        const uint16_t *x = (const uint16_t *)row;
+        for (int64_t i = 0; i < K; i++) {
+            const uint32_t u = (uint32_t)x[i] << 16;
+            memcpy(&y[i], &u, 4);
+        }
+        return;
+    }
+    tg_unpack_row(type, row, K, w, sc, mn);
+    for (int64_t i = 0; i < K; i++) y[i] = sc[i / 16] * w[i] - mn[i / 16];
+}
+
+// ---- activations ----------------------------------------------------------------------------
+void tg_quantize_act_row(const float *x, int64_t K, uint8_t *out) {
+    int16_t *q = (int16_t *)out;
+    float *d = (float *)(out + 2 * K);
+    float *ds = d + K / 32;
+    for (int64_t c = 0; c < K / 32; c++) {
+        const float *xc = x + c * 32;
+        float amax = 0.0f;
+        int64_t i = 0;
+#ifdef TG_AVX2
+        if (TG_USE_SIMD) {
+            const __m256 sign = _mm256_set1_ps(-0.0f);
+            __m256 m = _mm256_andnot_ps(sign, _mm256_loadu_ps(xc));
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(xc + 8)));
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(xc + 16)));
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(xc + 24)));
+            __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+            h = _mm_max_ss(h, _mm_movehdup_ps(h));
+            amax = _mm_cvtss_f32(h);
+            i = 32;
+        }
+#endif
+        for (; i < 32; i++) amax = TG_MAX(amax, fabsf(xc[i]));
+        const float dc = amax / 32767.0f;
+        const float id = dc != 0.0f ? 1.0f / dc : 0.0f;
+        int s0 = 0, s1 = 0;
+        for (i = 0; i < 32; i++) {
+            const int v = TG_MIN(32767, TG_MAX(-32767, (int)nearbyintf(xc[i] * id)));
+            q[c * 32 + i] = (int16_t)v;
+            if (i < 16) s0 += v; else s1 += v;
+        }
+        d[c] = dc;
+        ds[2 * c] = dc * (float)s0;
+        ds[2 * c + 1] = dc * (float)s1;
+    }
+}
+
+// dot of one unpacked weight row (w, sc, mn) with one QACT activation row
+float tg_dot_unpacked_qact(int64_t K, const int8_t *w, const float *sc, const float *mn,
+                           const uint8_t *act, int has_min) {
+    const int16_t *q = (const int16_t *)act;
+    const float *d = (const float *)(act + 2 * K);
+    const float *ds = d + K / 32;
+    float sum = 0.0f;
+    int64_t c = 0;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD) {
+        __m256 acc = _mm256_setzero_ps();
+        for (; c < K / 32; c++) {
+            const __m256i vw = _mm256_loadu_si256((const __m256i *)(w + c * 32));
+            const __m256i w0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(vw));       // 0..15
+            const __m256i w1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(vw, 1));  // 16..31
+            const __m256i p0 = _mm256_madd_epi16(w0, _mm256_loadu_si256((const __m256i *)(q + c * 32)));
+            const __m256i p1 = _mm256_madd_epi16(w1, _mm256_loadu_si256((const __m256i *)(q + c * 32 + 16)));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(sc[2 * c] * d[c]), acc);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(sc[2 * c + 1] * d[c]), acc);
+        }
+        sum = tg_hsum256(acc);
+    }
+#endif
+    for (; c < K / 32; c++) {
+        int s0 = 0, s1 = 0;
+        for (int i = 0; i < 16; i++) s0 += w[c * 32 + i] * q[c * 32 + i];
+        for (int i = 16; i < 32; i++) s1 += w[c * 32 + i] * q[c * 32 + i];
+        sum += d[c] * (sc[2 * c] * (float)s0 + sc[2 * c + 1] * (float)s1);
+    }
+    return has_min ? sum - tg_dot_f32(K / 16, mn, ds) : sum;
+}

@@ -1,0 +1,16 @@
+// Quantized weight types: unpack, dequantize, activation quantization, integer dot (quants.c).
+#ifndef TG_QUANTS_H
+#define TG_QUANTS_H
+#include "simd.h"
+
+int tg_is_quantized(int type);         // a block type with an unpack function
+int tg_has_min(int type);              // its blocks carry a min / offset term
+// K values of a quantized row -> int8 w[K], float sc[K/16], float mn[K/16]
+void tg_unpack_row(int type, const void *row, int64_t K, int8_t *w, float *sc, float *mn);
+// K values of a quantized or BF16 row -> float y[K] (w, sc, mn: scratch as above)
+void tg_dequantize_row(int type, const void *row, int64_t K, float *y, int8_t *w, float *sc, float *mn);
+// K floats -> one QACT row: int16 q[K] | float d[K/32] | float ds[K/16]  (K % 32 == 0)
+void tg_quantize_act_row(const float *x, int64_t K, uint8_t *out);
+float tg_dot_unpacked_qact(int64_t K, const int8_t *w, const float *sc, const float *mn,
+                          const uint8_t *act, int has_min);
+#endif
