@@ -84,3 +84,18 @@ def test_bad_model_one_line_exit_1(tmp_path):
 def test_graph_bad_sizes(model):
     r = cli("graph", "-m", model, "--tokens", 2, "--seqs", 3)
     assert r.returncode == 1 and "--seqs" in r.stderr
+
+
+def test_convert_cli(tmp_path):
+    from conftest import FIXTURES, HAVE_FIXTURES
+    r = cli("convert", tmp_path / "nothing", "-o", tmp_path / "x.gguf")
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.gguf").exists()
+    if not HAVE_FIXTURES:
+        pytest.skip(f"shared fixtures not found at {FIXTURES}")
+    out = tmp_path / "c.gguf"
+    r = cli("convert", FIXTURES / "hf" / "mamba2-tiny-g2-spm", "-o", out, "--outtype", "f16", "-q")
+    assert r.returncode == 0, r.stderr
+    assert "wrote" in r.stderr
+    r = cli("run", "-m", out, "-p", "The license", "-n", 5, "--temp", 0)
+    assert r.returncode == 0 and r.stdout.startswith("The license"), r.stderr

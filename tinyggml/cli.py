@@ -2,6 +2,7 @@
 
     tinyggml-cli run [-m MODEL] -p PROMPT | -f FILE [-n N] [sampling flags] [--interactive]
     tinyggml-cli perplexity -m MODEL -f TEXT [--ctx N]
+    tinyggml-cli convert HF_DIR -o OUT.gguf [--outtype f32|f16|bf16|q8_0] [--vocab-from GGUF]
     tinyggml-cli info  -m MODEL                      metadata, tensors, state size
     tinyggml-cli graph -m MODEL [--tokens N] [--seqs S] [--format text|dot|json] [-o FILE]
 """
@@ -175,6 +176,16 @@ def cmd_info(args) -> int:
     return 0
 
 
+# ---- convert ------------------------------------------------------------------------------
+def cmd_convert(args) -> int:
+    from .convert import convert
+    r = convert(args.hf_dir, args.output, outtype=args.outtype, vocab_from=args.vocab_from,
+                progress=not args.quiet, name=args.name)
+    print(f"wrote {r['path']}: {r['arch']} ({r['architecture']}), {r['n_tensors']} tensors, "
+          f"{r['n_params'] / 1e6:.1f}M parameters, {r['bytes'] / 2**20:.1f} MiB", file=sys.stderr)
+    return 0
+
+
 # ---- graph ----------------------------------------------------------------------------------
 def cmd_graph(args) -> int:
     from .alloc import plan_memory
@@ -256,6 +267,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ctx", type=int, default=512, help="tokens per chunk (default 512)")
     s.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
     s.set_defaults(func=cmd_perplexity)
+
+    s = sub.add_parser("convert", help="convert a Hugging Face Mamba checkpoint to GGUF",
+                       description="Convert a Hugging Face Mamba / Mamba-2 / Falcon-Mamba "
+                                   "checkpoint (or Mamba-Codestral's mistral layout: params.json + "
+                                   "consolidated.safetensors + tokenizer.model.v3) to GGUF, with "
+                                   "llama.cpp's names, keys and transforms. No torch needed.")
+    s.add_argument("hf_dir", help="checkpoint folder")
+    s.add_argument("-o", "--output", required=True, help="output .gguf path")
+    s.add_argument("--outtype", choices=["f32", "f16", "bf16", "q8_0"], default="f32",
+                   help="type of the 2-D weights (default f32; small tensors stay F32)")
+    s.add_argument("--vocab-from", help="take the tokenizer of this GGUF (checkpoints without one)")
+    s.add_argument("--name", help="general.name (default: from the folder name)")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("info", help="print a model's metadata, tensors and state size",
                        description="Print a GGUF model's hparams, tensor table (name, type, shape, "

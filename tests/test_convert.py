@@ -1,0 +1,551 @@
+"""The converter (tinyggml.convert) against llama.cpp's convert_hf_to_gguf.py output.
+
+With ../shared/fixtures: the four HF checkpoints convert to the fixture GGUFs (same keys and
+values in the same order, same tensors, bit-exact data; the one exception is ~1% of the
+Mamba-1 ssm_a values, 1 ulp apart: llama.cpp rounds torch's (MKL) exp, we round exp exactly).
+Without them: small random checkpoints written here (the mistral Mamba-Codestral layout, the
+transformers layout, state-spaces configs, shards, bf16), a sentencepiece model trained here,
+and the error cases.
+"""
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+from gguf import GGUFReader, GGMLQuantizationType as Q
+from safetensors.numpy import save_file
+
+import tinyggml
+from tinyggml.convert import convert, gguf_name
+from tinyggml.convert_vocab import CHKTXT
+from tinyggml.errors import TinyGGMLError
+from conftest import FIXTURES, requires_fixtures
+
+MODELS = ["mamba1-tiny", "mamba2-tiny", "mamba2-tiny-g2-spm", "falcon-mamba-tiny"]
+NEOX = FIXTURES / "tokenizers" / "ggml-vocab-gpt-neox.gguf"
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = range(1, 7)
+
+
+def read_gguf(path):
+    r = GGUFReader(path)
+    kv = {k: (f.types, f.contents()) for k, f in r.fields.items() if not k.startswith("GGUF.")}
+    tensors = {t.name: (t.tensor_type, tuple(int(x) for x in t.shape), np.asarray(t.data))
+               for t in r.tensors}
+    return kv, tensors
+
+
+def assert_same_gguf(ours, ref, ssm_a_ulps=0, same_order=True, skip_keys=()):
+    """Keys (in order), values, tensor names (in order unless not same_order), types, shapes
+    and data equal; ssm_a within `ssm_a_ulps` ulps."""
+    if same_order and not skip_keys and ours.read_bytes() == ref.read_bytes():
+        return      # (parsing 100k-string vocab arrays takes the gguf reader seconds)
+    kv, t = read_gguf(ours)
+    kv_ref, t_ref = read_gguf(ref)
+    keys = [k for k in kv if k not in skip_keys]
+    keys_ref = [k for k in kv_ref if k not in skip_keys]
+    assert keys == keys_ref
+    for k in keys:
+        assert kv[k] == kv_ref[k], k
+    assert (list(t) == list(t_ref)) if same_order else sorted(t) == sorted(t_ref)
+    for name, (typ, shape, data) in t_ref.items():
+        typ2, shape2, data2 = t[name]
+        assert (typ2, shape2) == (typ, shape), name
+        if name.endswith("ssm_a") and ssm_a_ulps:
+            ulps = np.abs(data2.view(np.int32).astype(np.int64) - data.view(np.int32))
+            assert ulps.max() <= ssm_a_ulps and np.mean(ulps > 0) < 0.02, name
+        else:
+            assert np.array_equal(data2.view(np.uint8), data.view(np.uint8)), name
+
+
+def convert_fixture(name, outtype, tmp_path, **kw):
+    vocab = None if "spm" in name else NEOX
+    out = tmp_path / f"{name}-{outtype}.gguf"
+    convert(FIXTURES / "hf" / name, out, outtype, vocab_from=vocab, progress=False,
+            name=f"tinyggml-ref-{name}", **kw)
+    return out
+
+
+# ---- against llama.cpp's converter (fixtures) -----------------------------------------------
+
+@requires_fixtures
+@pytest.mark.parametrize("name", MODELS)
+def test_f32_matches_llamacpp(name, tmp_path):
+    out = convert_fixture(name, "f32", tmp_path)
+    ref = FIXTURES / "models" / f"{name}-f32.gguf"
+    assert_same_gguf(out, ref, ssm_a_ulps=1)
+    if name.startswith("mamba2"):   # one scalar A per head: every exp rounds alike
+        assert out.read_bytes() == ref.read_bytes()
+
+
+@requires_fixtures
+@pytest.mark.parametrize("name", ["mamba1-tiny", "mamba2-tiny"])
+def test_f16_matches_llamacpp(name, tmp_path):
+    out = convert_fixture(name, "f16", tmp_path)
+    assert_same_gguf(out, FIXTURES / "models" / f"{name}-f16.gguf", ssm_a_ulps=1)
+
+
+@requires_fixtures
+@pytest.mark.parametrize("name", ["mamba2-tiny", "mamba2-tiny-g2-spm"])
+def test_q8_0_data_matches_llama_quantize(name, tmp_path):
+    """The q8_0 fixtures come from llama-quantize (its own key and tensor order, trailing 1-dims
+    dropped: ssm_norm {128, 1} is {128}); the quantized blocks are the same bytes."""
+    kv, t = read_gguf(convert_fixture(name, "q8_0", tmp_path))
+    kv_ref, t_ref = read_gguf(FIXTURES / "models" / f"{name}-q8_0.gguf")
+    assert kv == kv_ref
+    assert sorted(t) == sorted(t_ref)
+    for n, (typ, shape, data) in t_ref.items():
+        ours = t[n][1]
+        while len(ours) > 1 and ours[-1] == 1:
+            ours = ours[:-1]
+        assert t[n][0] == typ and ours == shape, n
+        assert np.array_equal(t[n][2].ravel().view(np.uint8), data.ravel().view(np.uint8)), n
+
+
+def neox_tokenizer_json():
+    """gpt-neox-20b's tokenizer.json rebuilt from the vocab GGUF (byte-level BPE, NFC)."""
+    r = GGUFReader(NEOX)
+    toks = r.fields["tokenizer.ggml.tokens"].contents()[:50277]
+    types = r.fields["tokenizer.ggml.token_type"].contents()
+    added = [{"id": i, "content": toks[i], "single_word": False, "lstrip": False, "rstrip": False,
+              "normalized": types[i] != CONTROL, "special": types[i] == CONTROL}
+             for i in range(len(toks)) if types[i] in (CONTROL, USER_DEFINED)]
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                  "use_regex": True}
+    return {"version": "1.0", "added_tokens": added, "normalizer": {"type": "NFC"},
+            "pre_tokenizer": byte_level, "post_processor": byte_level, "decoder": byte_level,
+            "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                      "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                      "fuse_unk": False, "byte_fallback": False,
+                      "vocab": {t: i for i, t in enumerate(toks)},
+                      "merges": r.fields["tokenizer.ggml.merges"].contents()}}
+
+
+@requires_fixtures
+def test_gpt_neox_tokenizer_json(tmp_path):
+    """A gpt-neox tokenizer.json converts like llama.cpp's get_vocab_base: pre "mpt" from the
+    check-text hash, the same tokens, types and merges as the built-in vocab."""
+    ckpt = tmp_path / "mamba1-tiny"
+    shutil.copytree(FIXTURES / "hf" / "mamba1-tiny", ckpt)
+    (ckpt / "tokenizer.json").write_text(json.dumps(neox_tokenizer_json(), ensure_ascii=False))
+    out = tmp_path / "out.gguf"
+    convert(ckpt, out, progress=False, name="tinyggml-ref-mamba1-tiny")
+    kv, t = read_gguf(out)
+    kv_ref, t_ref = read_gguf(FIXTURES / "models" / "mamba1-tiny-f32.gguf")
+    assert kv["tokenizer.ggml.model"][1] == "gpt2" and kv["tokenizer.ggml.pre"][1] == "mpt"
+    tokens, types = kv["tokenizer.ggml.tokens"][1], kv["tokenizer.ggml.token_type"][1]
+    assert tokens[:50277] == kv_ref["tokenizer.ggml.tokens"][1][:50277]
+    assert types[:50277] == kv_ref["tokenizer.ggml.token_type"][1][:50277]
+    assert tokens[50277:] == [f"[PAD{i}]" for i in range(50277, 50280)]
+    assert types[50277:] == [UNUSED] * 3     # get_vocab_base's padding (the GGUF has USER_DEFINED)
+    assert kv["tokenizer.ggml.merges"] == kv_ref["tokenizer.ggml.merges"]
+    assert kv["tokenizer.ggml.bos_token_id"][1] == 0 and kv["tokenizer.ggml.eos_token_id"][1] == 0
+    assert list(t) == list(t_ref)
+
+
+# ---- random checkpoints written here --------------------------------------------------------
+
+LINES = ([f"The quick brown fox jumps over the lazy dog number {i}." for i in range(50)]
+         + ["Hello world, this is a small test of tokenizers and models.",
+            "Mamba state space models run in linear time.",
+            "Permission is hereby granted, free of charge, to any person obtaining a copy."] * 5)
+N_SPM = 390                     # Mamba-2 pads it to 400, Mamba-1 to 392
+
+
+@pytest.fixture(scope="module")
+def spm_model():
+    """Bytes of a 390-piece BPE sentencepiece model (byte fallback, unk 0 / bos 1 / eos 2)."""
+    import sentencepiece as spm
+    f = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(LINES), model_writer=f, vocab_size=N_SPM, model_type="bpe",
+        byte_fallback=True, normalization_rule_name="identity", character_coverage=1.0,
+        minloglevel=2)
+    return f.getvalue()
+
+
+def mamba2_weights(rng, prefix, dt_bias_name, embedding="embeddings", lm_head="lm_head.weight",
+                   n_rows=400, n_embd=64, n_layer=2, n_group=2, d_state=128, head_dim=64,
+                   d_conv=4):
+    """Random Mamba-2 weights; checkpoint names `prefix`layers.N..., `prefix``embedding`."""
+    d_inner = 2 * n_embd
+    n_head, ch = d_inner // head_dim, d_inner + 2 * n_group * d_state
+    g = lambda *s, scale=1.0: (scale * rng.standard_normal(s)).astype(np.float32)
+    w = {f"{prefix}{embedding}.weight": g(n_rows, n_embd),
+         f"{prefix}norm_f.weight": 1 + g(n_embd, scale=0.2),
+         lm_head: g(n_rows, n_embd, scale=0.1)}
+    for i in range(n_layer):
+        p = f"{prefix}layers.{i}."
+        w.update({
+            p + "norm.weight": 1 + g(n_embd, scale=0.2),
+            p + "mixer.in_proj.weight": g(2 * d_inner + 2 * n_group * d_state + n_head, n_embd,
+                                          scale=n_embd ** -0.5),
+            p + "mixer.conv1d.weight": g(ch, 1, d_conv, scale=0.3),
+            p + "mixer.conv1d.bias": g(ch, scale=0.1),
+            p + f"mixer.{dt_bias_name}": np.log(np.expm1(rng.uniform(1e-3, 0.1, n_head)))
+            .astype(np.float32),
+            p + "mixer.A_log": np.log(rng.uniform(1, 16, n_head)).astype(np.float32),
+            p + "mixer.D": rng.uniform(0.5, 1.5, n_head).astype(np.float32),
+            p + "mixer.norm.weight": 1 + g(d_inner, scale=0.2),
+            p + "mixer.out_proj.weight": g(n_embd, d_inner, scale=d_inner ** -0.5)})
+    return w
+
+
+def write_codestral(path, spm_model, prefix, seed=0):
+    """The mistral layout of Mamba-Codestral-7B-v0.1, in miniature. Its tensor names: bare
+    (layers.N.mixer.*, embedding.weight) or, as mistral_inference's state dict and the converters
+    that strip "model." suggest, model.backbone.* / model.lm_head.weight."""
+    path.mkdir()
+    (path / "params.json").write_text(json.dumps({
+        "dim": 64, "n_layers": 2, "vocab_size": N_SPM, "n_groups": 2, "rms_norm": True,
+        "residual_in_fp32": True, "fused_add_norm": True, "pad_vocab_size_multiple": 16,
+        "tie_embeddings": False, "model_type": "mamba"}))
+    w = mamba2_weights(np.random.default_rng(seed), prefix, "dt_bias", embedding="embedding",
+                       lm_head=("model." if prefix else "") + "lm_head.weight")
+    save_file(w, str(path / "consolidated.safetensors"))
+    (path / "tokenizer.model.v3").write_bytes(spm_model)
+
+
+def write_transformers_mamba2(path, seed=0, tokenizer=None, weights=None):
+    """The same model in transformers' Mamba2ForCausalLM layout."""
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({
+        "architectures": ["Mamba2ForCausalLM"], "model_type": "mamba2", "hidden_size": 64,
+        "num_hidden_layers": 2, "n_groups": 2, "head_dim": 64, "num_heads": 2,
+        "state_size": 128, "conv_kernel": 4, "expand": 2, "vocab_size": N_SPM,
+        "layer_norm_epsilon": 1e-5, "tie_word_embeddings": False, "bos_token_id": 1,
+        "eos_token_id": 2, "pad_token_id": 0}))
+    w = weights or mamba2_weights(np.random.default_rng(seed), "backbone.", "dt_bias")
+    save_file(w, str(path / "model.safetensors"))
+    for fname, data in (tokenizer or {}).items():
+        (path / fname).write_bytes(data)
+    return w
+
+
+@pytest.mark.parametrize("prefix", ["", "model.backbone."])
+def test_codestral_layout_converts_and_runs(tmp_path, spm_model, prefix):
+    write_codestral(tmp_path / "codestral", spm_model, prefix)
+    write_transformers_mamba2(tmp_path / "hf", tokenizer={"tokenizer.model": spm_model})
+    a, b = tmp_path / "codestral.gguf", tmp_path / "hf.gguf"
+    s = convert(tmp_path / "codestral", a, progress=False, name="mini-codestral")
+    convert(tmp_path / "hf", b, progress=False, name="mini-codestral")
+    assert s["arch"] == "mamba2" and s["n_vocab"] == 400 and s["n_tensors"] == 21
+    kv, _ = read_gguf(a)
+    assert kv["mamba2.ssm.state_size"][1] == 128 and kv["mamba2.ssm.group_count"][1] == 2
+    assert kv["mamba2.ssm.time_step_rank"][1] == 2 and kv["tokenizer.ggml.model"][1] == "llama"
+    assert kv["tokenizer.ggml.tokens"][1][N_SPM:] == [f"[PAD{i}]" for i in range(N_SPM, 400)]
+    assert (kv["tokenizer.ggml.bos_token_id"][1], kv["tokenizer.ggml.eos_token_id"][1],
+            kv["tokenizer.ggml.unknown_token_id"][1]) == (1, 2, 0)    # from the SPM model
+    ids = ("tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id")
+    assert_same_gguf(a, b, same_order=False, skip_keys=ids)     # names sort differently
+    la = tinyggml.Model(str(a), n_threads=1).eval([1, 2, 3])
+    lb = tinyggml.Model(str(b), n_threads=1).eval([1, 2, 3])
+    assert la.shape == (3, 400) and np.isfinite(la).all() and np.abs(la).max() > 0
+    assert np.array_equal(la, lb)
+
+
+def test_sharded_and_bf16_checkpoints(tmp_path):
+    """Shards (model.safetensors.index.json) and bf16 tensors give the same model."""
+    w = write_transformers_mamba2(tmp_path / "one", tokenizer={})
+    bf16 = {k: ((v.view(np.uint32) + 0x8000) >> 16 << 16).view(np.float32) for k, v in w.items()}
+    write_transformers_mamba2(tmp_path / "ref", weights=bf16)
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    shutil.copy(tmp_path / "ref" / "config.json", sharded)
+    names, weight_map = sorted(bf16), {}
+    for k, part in enumerate((names[::2], names[1::2])):
+        fname = f"model-0000{k + 1}-of-00002.safetensors"
+        write_bf16_safetensors(sharded / fname, {n: bf16[n] for n in part})
+        weight_map.update({n: fname for n in part})
+    (sharded / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    out, ref = tmp_path / "sharded.gguf", tmp_path / "ref.gguf"
+    convert(sharded, out, vocab_from=write_vocab_gguf(tmp_path), progress=False, name="m")
+    convert(tmp_path / "ref", ref, vocab_from=write_vocab_gguf(tmp_path), progress=False,
+            name="m")
+    assert_same_gguf(out, ref, same_order=False)
+    _, t = read_gguf(out)       # llama.cpp's order: shards in turn, names sorted in each
+    assert list(t) == [gguf_name(n)[0] for part in (names[::2], names[1::2]) for n in part]
+
+
+def write_bf16_safetensors(path, tensors):
+    """safetensors.numpy cannot write bf16: the header and raw bytes by hand."""
+    header, blobs, off = {}, [], 0
+    for name in sorted(tensors):
+        raw = (tensors[name].view(np.uint32) >> 16).astype("<u2").tobytes()
+        header[name] = {"dtype": "BF16", "shape": list(tensors[name].shape),
+                        "data_offsets": [off, off + len(raw)]}
+        blobs.append(raw)
+        off += len(raw)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    path.write_bytes(len(h).to_bytes(8, "little") + h + b"".join(blobs))
+
+
+def write_vocab_gguf(tmp_path, n=N_SPM):
+    """A vocab-only GGUF like llama.cpp's models/ggml-vocab-*.gguf (no pre key)."""
+    import gguf
+    path = tmp_path / "vocab.gguf"
+    if not path.exists():
+        w = gguf.GGUFWriter(str(path), "llama")
+        w.add_tokenizer_model("gpt2")
+        w.add_token_list([f"t{i}" for i in range(n)])
+        w.add_token_types([NORMAL] * n)
+        w.add_token_merges(["t 1"])
+        w.add_bos_token_id(0)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        w.close()
+    return path
+
+
+def test_vocab_from_pads_and_defaults_pre(tmp_path):
+    write_transformers_mamba2(tmp_path / "hf")
+    out = tmp_path / "out.gguf"
+    convert(tmp_path / "hf", out, vocab_from=write_vocab_gguf(tmp_path), progress=False)
+    kv, _ = read_gguf(out)
+    assert kv["general.name"][1] == "Hf"     # llama.cpp's name heuristic on the folder name
+    assert kv["tokenizer.ggml.pre"][1] == "mpt"  # as llama.cpp's built-in gpt-neox vocab
+    assert len(kv["tokenizer.ggml.tokens"][1]) == 400
+    assert kv["tokenizer.ggml.token_type"][1][N_SPM:] == [UNUSED] * 10
+    assert kv["tokenizer.ggml.merges"][1] == ["t 1"] and kv["tokenizer.ggml.bos_token_id"][1] == 0
+
+
+def spm_tokenize(text, tokens, scores):
+    """llama.cpp's SPM tokenizer (llm_tokenizer_spm): merge the best-scoring adjacent pair,
+    leftmost first; pieces not in the vocab as <0xNN> bytes."""
+    vocab = {t: i for i, t in enumerate(tokens)}
+    syms = list("\u2581" + text.replace(" ", "\u2581"))
+    while True:
+        best = None
+        for i in range(len(syms) - 1):
+            j = vocab.get(syms[i] + syms[i + 1])
+            if j is not None and (best is None or scores[j] > scores[vocab[best[1]]]):
+                best = (i, syms[i] + syms[i + 1])
+        if best is None:
+            break
+        syms[best[0]:best[0] + 2] = [best[1]]
+    return [i for s in syms for i in ([vocab[s]] if s in vocab else
+                                      [vocab[f"<0x{b:02X}>"] for b in s.encode()])]
+
+
+def spm_escaped_tokenizer_json(sp):
+    """sp as a '▁'-escaped BPE tokenizer.json, as transformers' SPM converter writes one."""
+    vocab = {sp.IdToPiece(i): i for i in range(sp.vocab_size())}
+    merges = sorted(((vocab[p], vocab[p[:k]], vocab[p[k:]], p[:k], p[k:])
+                     for p, i in vocab.items() if sp.IsUnknown(i) + sp.IsControl(i)
+                     + sp.IsByte(i) == 0 for k in range(1, len(p))
+                     if p[:k] in vocab and p[k:] in vocab))
+    return {"version": "1.0",
+            "added_tokens": [{"id": i, "content": sp.IdToPiece(i), "special": True,
+                              "normalized": False, "single_word": False, "lstrip": False,
+                              "rstrip": False} for i in range(3)],
+            "normalizer": {"type": "Sequence", "normalizers": [
+                {"type": "Prepend", "prepend": "\u2581"},
+                {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
+            "pre_tokenizer": None,
+            "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>",
+                      "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                      "fuse_unk": True, "byte_fallback": True, "vocab": vocab,
+                      "merges": [f"{a} {b}" for *_, a, b in merges]}}
+
+
+def test_spm_escaped_tokenizer_json_is_written_as_spm(tmp_path, spm_model):
+    """Mamba-Codestral's first transformers export: only a '▁'-escaped BPE tokenizer.json.
+    As "gpt2" llama.cpp would make '[UNK_BYTE_0xe29681▁Hello]Hello' of it; as "llama" it
+    tokenizes like the sentencepiece model."""
+    import sentencepiece
+    from tokenizers import Tokenizer
+    sp = sentencepiece.SentencePieceProcessor(model_proto=spm_model)
+    tj = json.dumps(spm_escaped_tokenizer_json(sp), ensure_ascii=False)
+    texts = ["Hello world", "The lazy dog jumps over 42 foxes.", "héllo wörld \U0001f999 ok"]
+    assert [Tokenizer.from_str(tj).encode(t, add_special_tokens=False).ids
+            for t in texts] == [sp.encode(t) for t in texts]      # a faithful test input
+    write_transformers_mamba2(tmp_path / "json", tokenizer={"tokenizer.json": tj.encode()})
+    write_transformers_mamba2(tmp_path / "spm", tokenizer={"tokenizer.model": spm_model})
+    convert(tmp_path / "json", tmp_path / "json.gguf", progress=False)
+    convert(tmp_path / "spm", tmp_path / "spm.gguf", progress=False)
+    kv, _ = read_gguf(tmp_path / "json.gguf")
+    kv_spm, _ = read_gguf(tmp_path / "spm.gguf")
+    assert kv["tokenizer.ggml.model"][1] == "llama" and kv["tokenizer.ggml.pre"][1] == "default"
+    for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type",
+                "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"):
+        assert kv[key] == kv_spm[key], key
+    tokens, scores = kv["tokenizer.ggml.tokens"][1], kv["tokenizer.ggml.scores"][1]
+    for t in texts + LINES[:5]:
+        assert spm_tokenize(t, tokens, scores) == sp.encode(t), t
+
+
+def write_state_spaces_mamba1(path, spm_model, tied, seed=1, n_embd=32, n_layer=2):
+    """state-spaces/mamba-* layout: d_model / n_layer / ssm_cfg, backbone.embedding."""
+    rng = np.random.default_rng(seed)
+    d_inner, d_state, dt_rank, rows = 2 * n_embd, 16, 2, 392
+    g = lambda *s, scale=1.0: (scale * rng.standard_normal(s)).astype(np.float32)
+    emb = g(rows, n_embd)
+    w = {"backbone.embedding.weight": emb, "backbone.norm_f.weight": 1 + g(n_embd, scale=0.2),
+         "lm_head.weight": emb.copy() if tied else g(rows, n_embd, scale=0.1)}
+    for i in range(n_layer):
+        p = f"backbone.layers.{i}."
+        w.update({p + "norm.weight": 1 + g(n_embd, scale=0.2),
+                  p + "mixer.in_proj.weight": g(2 * d_inner, n_embd, scale=n_embd ** -0.5),
+                  p + "mixer.conv1d.weight": g(d_inner, 1, 4, scale=0.3),
+                  p + "mixer.conv1d.bias": g(d_inner, scale=0.1),
+                  p + "mixer.x_proj.weight": g(dt_rank + 2 * d_state, d_inner, scale=0.1),
+                  p + "mixer.dt_proj.weight": g(d_inner, dt_rank, scale=0.5),
+                  p + "mixer.dt_proj.bias": np.log(np.expm1(rng.uniform(1e-3, 0.1, d_inner)))
+                  .astype(np.float32),
+                  p + "mixer.A_log": np.log(np.tile(np.arange(1, d_state + 1, dtype=np.float32),
+                                                    (d_inner, 1))),
+                  p + "mixer.D": np.ones(d_inner, np.float32),
+                  p + "mixer.out_proj.weight": g(n_embd, d_inner, scale=d_inner ** -0.5)})
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({
+        "d_model": n_embd, "n_layer": n_layer, "vocab_size": N_SPM, "ssm_cfg": {},
+        "rms_norm": True, "residual_in_fp32": True, "fused_add_norm": True,
+        "pad_vocab_size_multiple": 8}))
+    save_file(w, str(path / "model.safetensors"))
+    (path / "tokenizer.model").write_bytes(spm_model)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_state_spaces_mamba1(tmp_path, spm_model, tied):
+    write_state_spaces_mamba1(tmp_path / "m", spm_model, tied)
+    out = tmp_path / "m.gguf"
+    s = convert(tmp_path / "m", out, "f16", progress=False)
+    kv, t = read_gguf(out)
+    assert s["arch"] == "mamba" and s["n_vocab"] == 392
+    assert kv["mamba.ssm.time_step_rank"][1] == 2 and not kv["mamba.ssm.dt_b_c_rms"][1]
+    assert kv["general.file_type"][1] == 1
+    assert ("output.weight" in t) == (not tied)      # an lm_head equal to token_embd: omitted
+    assert t["blk.0.ssm_in.weight"][0] == Q.F16 and t["blk.0.ssm_dt.weight"][0] == Q.F16
+    assert t["blk.0.ssm_conv1d.weight"][0] == Q.F32 and t["blk.0.ssm_conv1d.weight"][1] == (4, 64)
+    assert t["blk.0.ssm_a"][1] == (16, 64) and t["blk.0.ssm_a"][2][0, 1] == -2.0
+    logits = tinyggml.Model(str(out), n_threads=1).eval([1, 5, 9])
+    assert logits.shape == (3, 392) and np.isfinite(logits).all()
+
+
+def test_q8_0_and_bf16_types(tmp_path, spm_model):
+    write_state_spaces_mamba1(tmp_path / "m", spm_model, tied=False)
+    for outtype, big, ftype in (("q8_0", Q.Q8_0, 7), ("bf16", Q.BF16, 32)):
+        out = tmp_path / f"{outtype}.gguf"
+        convert(tmp_path / "m", out, outtype, progress=False)
+        kv, t = read_gguf(out)
+        assert kv["general.file_type"][1] == ftype
+        assert t["blk.0.ssm_in.weight"][0] == big and t["output.weight"][0] == big
+        # dt_rank 2 rows cannot make 32-blocks: llama.cpp falls back to F16 for q8_0
+        assert t["blk.0.ssm_dt.weight"][0] == (Q.F16 if outtype == "q8_0" else Q.BF16)
+        assert t["blk.0.ssm_d"][0] == Q.F32 and t["output_norm.weight"][0] == Q.F32
+
+
+def test_progress_on_stderr(tmp_path, spm_model, capsys):
+    write_state_spaces_mamba1(tmp_path / "m", spm_model, tied=True)
+    convert(tmp_path / "m", tmp_path / "a.gguf", progress=False)
+    assert capsys.readouterr().err == ""
+    convert(tmp_path / "m", tmp_path / "b.gguf", progress=True)
+    assert capsys.readouterr().err != ""
+
+
+def test_state_spaces_mamba2_keeps_equal_lm_head(tmp_path, spm_model):
+    """state-spaces/mamba2-* config (ssm_cfg.layer = "Mamba2", llama.cpp's defaults d_state 128,
+    headdim 64). llama.cpp omits an lm_head equal to the embedding only for Mamba-1; a Mamba-2
+    lm_head that is present is written (transformers' tied checkpoints have none)."""
+    w = mamba2_weights(np.random.default_rng(3), "backbone.", "dt_bias", n_group=1)
+    w["lm_head.weight"] = w["backbone.embeddings.weight"].copy()
+    write_transformers_mamba2(tmp_path / "m", weights=w, tokenizer={"tokenizer.model": spm_model})
+    (tmp_path / "m" / "config.json").write_text(json.dumps({
+        "d_model": 64, "d_intermediate": 0, "n_layer": 2, "vocab_size": N_SPM,
+        "ssm_cfg": {"layer": "Mamba2"}, "rms_norm": True, "residual_in_fp32": True,
+        "fused_add_norm": True, "pad_vocab_size_multiple": 16, "tie_embeddings": True}))
+    s = convert(tmp_path / "m", tmp_path / "m.gguf", progress=False)
+    kv, t = read_gguf(tmp_path / "m.gguf")
+    assert s["architecture"] == "Mamba2ForCausalLM" and "output.weight" in t
+    assert kv["mamba2.ssm.group_count"][1] == 1 and kv["mamba2.ssm.state_size"][1] == 128
+    assert t["blk.0.ssm_norm.weight"][1] == (128, 1) and t["blk.0.ssm_a"][1] == (1, 2)
+
+
+# ---- errors ---------------------------------------------------------------------------------
+
+def test_unknown_architecture(tmp_path):
+    write_transformers_mamba2(tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    cfg["architectures"] = ["LlamaForCausalLM"]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(TinyGGMLError, match="LlamaForCausalLM.*not supported"):
+        convert(tmp_path / "m", tmp_path / "out.gguf", progress=False)
+    assert not (tmp_path / "out.gguf").exists()
+
+
+def test_missing_tensor_and_shape_mismatch(tmp_path):
+    w = mamba2_weights(np.random.default_rng(0), "backbone.", "dt_bias")
+    w.pop("backbone.layers.1.mixer.D")
+    write_transformers_mamba2(tmp_path / "missing", weights=w)
+    with pytest.raises(TinyGGMLError, match=r"missing tensor.*blk\.1\.ssm_d"):
+        convert(tmp_path / "missing", tmp_path / "out.gguf", progress=False)
+    w = mamba2_weights(np.random.default_rng(0), "backbone.", "dt_bias")
+    w["backbone.layers.0.mixer.out_proj.weight"] = np.zeros((64, 100), np.float32)
+    write_transformers_mamba2(tmp_path / "shape", weights=w)
+    with pytest.raises(TinyGGMLError, match=r"model\.safetensors: tensor "
+                       r"'backbone\.layers\.0\.mixer\.out_proj\.weight'.*\[64, 100\], "
+                       r"expected \[64, 128\]"):
+        convert(tmp_path / "shape", tmp_path / "out.gguf", progress=False)
+    assert not (tmp_path / "out.gguf").exists()
+
+
+def test_no_tokenizer(tmp_path):
+    write_transformers_mamba2(tmp_path / "m")
+    with pytest.raises(TinyGGMLError, match="no tokenizer.*vocab_from"):
+        convert(tmp_path / "m", tmp_path / "out.gguf", progress=False)
+    assert not (tmp_path / "out.gguf").exists()
+
+
+def test_unrecognized_bpe_pretokenizer(tmp_path):
+    tj = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [],
+          "normalizer": None, "post_processor": None, "decoder": None,
+          "pre_tokenizer": {"type": "Whitespace"},
+          "model": {"type": "BPE", "vocab": {c: i for i, c in enumerate("abcdefgh")},
+                    "merges": []}}
+    write_transformers_mamba2(tmp_path / "m", tokenizer={"tokenizer.json": json.dumps(tj)
+                                                         .encode()})
+    with pytest.raises(TinyGGMLError, match="pre-tokenizer not recognized"):
+        convert(tmp_path / "m", tmp_path / "out.gguf", progress=False)
+
+
+def test_no_partial_output(tmp_path, spm_model, monkeypatch):
+    """A failure while writing leaves neither the output nor a temporary file, and an existing
+    output file untouched."""
+    from tinyggml import convert as conv
+    write_state_spaces_mamba1(tmp_path / "m", spm_model, tied=True)
+    out = tmp_path / "out" / "m.gguf"
+    out.parent.mkdir()
+    out.write_bytes(b"old")
+    load, calls = conv.SafeTensors.load, []
+
+    def failing_load(self, name):
+        calls.append(name)
+        if len(calls) == 5:
+            raise OSError("disk on fire")
+        return load(self, name)
+    monkeypatch.setattr(conv.SafeTensors, "load", failing_load)
+    with pytest.raises(OSError, match="disk on fire"):
+        convert(tmp_path / "m", out, progress=False)
+    assert [p.name for p in out.parent.iterdir()] == ["m.gguf"] and out.read_bytes() == b"old"
+    monkeypatch.setattr(conv.SafeTensors, "load", load)
+    convert(tmp_path / "m", out, progress=False)
+    assert [p.name for p in out.parent.iterdir()] == ["m.gguf"] and out.stat().st_size > 1000
+
+
+def test_bad_outtype_and_folder(tmp_path):
+    with pytest.raises(TinyGGMLError, match="outtype 'q4_0'"):
+        convert(tmp_path, tmp_path / "o.gguf", "q4_0")
+    with pytest.raises(TinyGGMLError, match="no config.json"):
+        convert(tmp_path, tmp_path / "o.gguf")
+    with pytest.raises(TinyGGMLError, match="not a checkpoint folder"):
+        convert(tmp_path / "nope", tmp_path / "o.gguf")
+
+
+def test_check_text_is_llamacpps():
+    """The hash of its tokenization names the pre-tokenizer, so the text must stay exact (the
+    gpt-neox test above checks it against llama.cpp's hash)."""
+    from hashlib import sha256
+    assert (sha256(CHKTXT.encode()).hexdigest()
+            == "a36179c1e2b1cfcfbfad1dc779addad2ffc778201e4cf0d538bddeafa2c526da")
