@@ -99,3 +99,15 @@ def test_convert_cli(tmp_path):
     assert "wrote" in r.stderr
     r = cli("run", "-m", out, "-p", "The license", "-n", 5, "--temp", 0)
     assert r.returncode == 0 and r.stdout.startswith("The license"), r.stderr
+
+
+def test_bench_json(model):
+    r = cli("bench", "-m", model, "-p", "16", "-n", "4", "-d", "0,8", "-r", 2, "-t", 1, "-o", "json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    tests = [x["test"] for x in out["results"]]
+    assert tests == ["pp16", "tg4", "tg4@d8"]
+    assert all(x["ts_median"] > 0 and len(x["ts_all"]) == 2 for x in out["results"])
+    assert out["state_bytes_per_sequence"] > 0 and out["peak_rss_bytes"] > 0
+    r = cli("bench", "-m", model, "-p", "x")
+    assert r.returncode == 2

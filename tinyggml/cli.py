@@ -3,6 +3,7 @@
     tinyggml-cli run [-m MODEL] -p PROMPT | -f FILE [-n N] [sampling flags] [--interactive]
     tinyggml-cli perplexity -m MODEL -f TEXT [--ctx N]
     tinyggml-cli convert HF_DIR -o OUT.gguf [--outtype f32|f16|bf16|q8_0] [--vocab-from GGUF]
+    tinyggml-cli bench -m MODEL [-p 128,512] [-n 128] [-d 0,4096] [-t 2] [-r 5] [-o md|json]
     tinyggml-cli info  -m MODEL                      metadata, tensors, state size
     tinyggml-cli graph -m MODEL [--tokens N] [--seqs S] [--format text|dot|json] [-o FILE]
 """
@@ -176,6 +177,31 @@ def cmd_info(args) -> int:
     return 0
 
 
+# ---- bench --------------------------------------------------------------------------------
+def _int_list(text: str) -> list:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if any(v < 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"values must be >= 0: {text!r}")
+    return vals
+
+
+def cmd_bench(args) -> int:
+    from .bench import run_bench, to_json, to_markdown
+    if args.reps < 1:
+        raise TinyGGMLError(f"-r must be >= 1, got {args.reps}")
+    m = _model(args.model, args.threads)
+
+    def progress(test, r, n):
+        print(f"\rbench: {test} run {r}/{n}   ", end="", file=sys.stderr, flush=True)
+    res = run_bench(m, args.n_prompt, args.n_gen, args.depth, args.reps, progress)
+    print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
+    print(to_json(m, res) if args.output == "json" else to_markdown(m, res))
+    return 0
+
+
 # ---- convert ------------------------------------------------------------------------------
 def cmd_convert(args) -> int:
     from .convert import convert
@@ -267,6 +293,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ctx", type=int, default=512, help="tokens per chunk (default 512)")
     s.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
     s.set_defaults(func=cmd_perplexity)
+
+    s = sub.add_parser("bench", help="measure prompt (ppN) and generation (tgN) speed",
+                       description="llama-bench style: ppN evaluates N prompt tokens at once, tgN "
+                                   "generates N tokens one by one (after -d tokens of context); "
+                                   "median and range over -r runs, plus peak RSS and state bytes.")
+    s.add_argument("-m", "--model", default=None, help="path to a .gguf model (default: demo model)")
+    s.add_argument("-p", "--n-prompt", type=_int_list, default=[512], help="prompt sizes (default 512)")
+    s.add_argument("-n", "--n-gen", type=_int_list, default=[128], help="generation lengths (default 128)")
+    s.add_argument("-d", "--depth", type=_int_list, default=[0],
+                   help="context tokens before the tg tests (default 0)")
+    s.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
+    s.add_argument("-r", "--reps", type=int, default=5, help="repetitions (default 5)")
+    s.add_argument("-o", "--output", choices=["md", "json"], default="md", help="output format")
+    s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("convert", help="convert a Hugging Face Mamba checkpoint to GGUF",
                        description="Convert a Hugging Face Mamba / Mamba-2 / Falcon-Mamba "
