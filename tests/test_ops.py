@@ -260,3 +260,23 @@ def test_op_table_complete():
     assert set(OPS) == set(Op)
     for op in Op:
         assert (OPS[op].ref is None) == (op in (Op.NONE, Op.VIEW)), op
+
+
+@pytest.mark.parametrize("wtype", [F32, F16])
+def test_mul_mat_batched_equals_column_by_column(simd, wtype):
+    """The 4x3 tiles and the single-column path accumulate each output the same way."""
+    rng = np.random.default_rng(21)
+    dt = np.float16 if wtype == F16 else np.float32
+    a = mk("a", rnd(rng, 23, 77, dtype=dt), type=wtype)
+    x = rnd(rng, 71, 77)
+    g = Graph()
+    out = g.output(ops.mul_mat(a, mk("b", x)))
+    plan = Plan(g, max_threads=2)
+    plan.run(2)
+    whole = plan.numpy(out).copy()
+    for n in range(71):
+        g1 = Graph()
+        o1 = g1.output(ops.mul_mat(a, mk("b1", x[n:n + 1].copy())))
+        p1 = Plan(g1, max_threads=1)
+        p1.run(1)
+        np.testing.assert_array_equal(p1.numpy(o1).reshape(-1), whole[n])

@@ -131,6 +131,44 @@ static void tg_mul_mat_q(const tg_params *p, tg_tensor *dst) {
     }
 }
 
+// 4 weight rows x 3 activation columns: 12 accumulators share each load (the batched path).
+// Each output accumulates exactly as tg_dot4_f32 does, so results do not depend on how the
+// columns are grouped (prompt at once == token by token, bit for bit in mul_mat).
+static inline void tg_dot4x3_f32(int64_t K, const float *const a[4], const float *b0,
+                                 const float *b1, const float *b2, float *d0, float *d1,
+                                 float *d2) {
+    int64_t k = 0;
+    float s[3][4] = {{0}};
+#ifdef TG_AVX2
+    if (TG_USE_SIMD) {
+        __m256 c[3][4];
+        for (int j = 0; j < 3; j++)
+            for (int r = 0; r < 4; r++) c[j][r] = _mm256_setzero_ps();
+        for (; k + 8 <= K; k += 8) {
+            const __m256 x0 = _mm256_loadu_ps(b0 + k), x1 = _mm256_loadu_ps(b1 + k);
+            const __m256 x2 = _mm256_loadu_ps(b2 + k);
+            for (int r = 0; r < 4; r++) {
+                const __m256 w = _mm256_loadu_ps(a[r] + k);
+                c[0][r] = _mm256_fmadd_ps(w, x0, c[0][r]);
+                c[1][r] = _mm256_fmadd_ps(w, x1, c[1][r]);
+                c[2][r] = _mm256_fmadd_ps(w, x2, c[2][r]);
+            }
+        }
+        for (int j = 0; j < 3; j++)
+            for (int r = 0; r < 4; r++) s[j][r] = tg_hsum256(c[j][r]);
+    }
+#endif
+    for (; k < K; k++)
+        for (int r = 0; r < 4; r++) {
+            s[0][r] += a[r][k] * b0[k];
+            s[1][r] += a[r][k] * b1[k];
+            s[2][r] += a[r][k] * b2[k];
+        }
+    for (int r = 0; r < 4; r++) { d0[r] = s[0][r]; d1[r] = s[1][r]; d2[r] = s[2][r]; }
+}
+
+#define MM_NB 64   // activation columns per block: K*64 floats stay in L2 across weight rows
+
 static void tg_mul_mat_f32(const tg_params *p, tg_tensor *dst) {
     const tg_tensor *src0 = dst->src[0];
     const tg_tensor *src1 = dst->src[1];
@@ -149,8 +187,9 @@ static void tg_mul_mat_f32(const tg_params *p, tg_tensor *dst) {
     for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
     for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
         const int64_t i03 = i13 / r3, i02 = i12 / r2;
+        for (int64_t n0 = 0; n0 < N; n0 += MM_NB)
         for (int64_t m0 = ir0; m0 < ir1; m0 += 4) {
-            const int64_t nm = TG_MIN(4, ir1 - m0);
+            const int64_t nm = TG_MIN(4, ir1 - m0), n1 = TG_MIN(N, n0 + MM_NB);
             const float *a[4];
             for (int r = 0; r < 4; r++) {
                 const int64_t m = m0 + TG_MIN(r, nm - 1);   // pad a partial block by repeating
@@ -163,7 +202,17 @@ static void tg_mul_mat_f32(const tg_params *p, tg_tensor *dst) {
                     a[r] = (const float *)row;
                 }
             }
-            for (int64_t n = 0; n < N; n++) {
+            int64_t n = n0;
+            if (nm == 4) {
+                for (; n + 3 <= n1; n += 3)
+                    tg_dot4x3_f32(K, a, (const float *)at(src1, 0, n, i12, i13),
+                                  (const float *)at(src1, 0, n + 1, i12, i13),
+                                  (const float *)at(src1, 0, n + 2, i12, i13),
+                                  (float *)at(dst, m0, n, i12, i13),
+                                  (float *)at(dst, m0, n + 1, i12, i13),
+                                  (float *)at(dst, m0, n + 2, i12, i13));
+            }
+            for (; n < n1; n++) {
                 const float *b = (const float *)at(src1, 0, n, i12, i13);
                 float *d = (float *)at(dst, m0, n, i12, i13);
                 if (nm == 4) {
