@@ -11,7 +11,7 @@ from setuptools import Extension, find_packages, setup
 
 KERNELS = "tinyggml/backend/kernels"
 
-cflags = ["-O3", "-std=c11", "-Wno-unused-function"]
+cflags = ["-O3", "-std=c11", "-Wno-unused-function", "-Werror=implicit-function-declaration"]
 ldflags = []
 if os.environ.get("TINYGGML_PORTABLE", "") in ("", "0"):
     cflags.append("-march=native")

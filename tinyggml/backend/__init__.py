@@ -1,7 +1,9 @@
 """CPU backend: graphs compiled to C plans, run by OpenMP kernels (kernels/*.c)."""
-from ._backend import Plan, openmp_max_threads, set_simd, simd_compiled, simd_enabled
+from ._backend import (Plan, measure_read_bandwidth, openmp_max_threads, set_simd, simd_compiled,
+                       simd_enabled)
 
-__all__ = ["Plan", "set_simd", "simd_compiled", "simd_enabled", "openmp_max_threads"]
+__all__ = ["Plan", "set_simd", "simd_compiled", "simd_enabled", "openmp_max_threads",
+           "measure_read_bandwidth"]
 
 import os as _os
 

@@ -14,7 +14,8 @@ from ..alloc import ALIGN, plan_memory
 from ..ops import EMPTY_OPS, OPS, Op
 from ..tensor import as_numpy
 
-from .tg cimport tg_tensor, tg_graph_compute, tg_simd_enabled, tg_simd_compiled, tg_max_threads
+from .tg cimport (tg_tensor, tg_graph_compute, tg_simd_enabled, tg_simd_compiled, tg_max_threads,
+                 tg_read_bandwidth)
 
 
 def simd_compiled():
@@ -34,6 +35,18 @@ def simd_enabled():
 
 def openmp_max_threads():
     return tg_max_threads()
+
+
+def measure_read_bandwidth(Py_ssize_t nbytes, int n_threads, int reps=5):
+    """Best-of-reps streaming read bandwidth in bytes/s (benchmarks: the decode roofline).
+    Python's wall clock is not used; 0.0 when built without OpenMP (no timer)."""
+    buf = np.ones(nbytes // 4, dtype=np.float32)
+    cdef float sink = 0
+    cdef float *p = <float *><size_t>_addr(buf)
+    cdef Py_ssize_t n = buf.size
+    with nogil:
+        bw = tg_read_bandwidth(p, n, n_threads, reps, &sink)
+    return bw
 
 
 cdef size_t _addr(arr) except? 0:

@@ -43,3 +43,32 @@ void tg_graph_compute(tg_tensor **nodes, int n_nodes, int n_threads, char *wdata
     for (int i = 0; i < n_nodes; i++) tg_compute_forward(&p, nodes[i]);
 #endif
 }
+
+// Streaming read bandwidth (bytes/s) of n floats with n_threads, best of reps: the roofline
+// reference for decode speed (benchmarks only).
+#include "simd.h"
+double tg_read_bandwidth(const float *buf, int64_t n, int n_threads, int reps, float *sink) {
+    double best = 0.0;
+    for (int r = 0; r < reps; r++) {
+        float total = 0.0f;
+#ifdef _OPENMP
+        const double t0 = omp_get_wtime();
+        #pragma omp parallel num_threads(n_threads) reduction(+:total)
+        {
+            const int ith = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+        const double t0 = 0.0;
+        {
+            const int ith = 0, nth = 1;
+#endif
+            const int64_t dr = (n + nth - 1) / nth, i0 = TG_MIN(dr * ith, n), i1 = TG_MIN(i0 + dr, n);
+            total += tg_dot_f32(i1 - i0, buf + i0, buf + i0);   // one read stream per thread
+        }
+#ifdef _OPENMP
+        const double dt = omp_get_wtime() - t0;
+        if (dt > 0 && n * 4.0 / dt > best) best = n * 4.0 / dt;
+#endif
+        *sink += total;
+    }
+    return best;
+}

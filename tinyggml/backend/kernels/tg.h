@@ -76,5 +76,6 @@ void tg_compute_forward(const tg_params *p, tg_tensor *dst);
 void tg_graph_compute(tg_tensor **nodes, int n_nodes, int n_threads,
                       char *wdata, size_t wsize_per_thread);
 int tg_max_threads(void);
+double tg_read_bandwidth(const float *buf, int64_t n, int n_threads, int reps, float *sink);
 
 #endif

@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""tinyggml vs llama.cpp on the same GGUF, same thread count, runs alternated; ratios per workload.
+
+Needs the optional peer: `pip install llama-cpp-python==0.3.36` (builds llama.cpp from source,
+10-15 minutes on a 2-core machine). Both sides are driven from Python the same way: ppN = N
+prompt tokens in one call from an empty state, tgN = N single-token decode steps (after `depth`
+tokens of context). Each repetition runs tinyggml then llama.cpp back to back, so machine noise
+hits both; medians over the repetitions are compared. The memory-bandwidth roofline for tg is
+measured in the same run (a multi-threaded streaming read of a buffer larger than the caches):
+roofline t/s = bandwidth / (weight bytes read per token).
+
+    python tools/bench_vs_llamacpp.py MODEL.gguf [MODEL2.gguf ...] [-t 2] [-p 512] [-n 128] [-r 5]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+
+def weight_bytes_per_token(m) -> int:
+    """Bytes of weights one decode step reads: every 2-D weight once (the LM head included),
+    the embedding table only as the LM head when tied (get_rows reads one row)."""
+    total = 0
+    for key, t in m.weights.items():
+        if key == "token_embd" and m.weights["output"] is not t:
+            total += t.nbytes // t.ne[1]           # one row
+        else:
+            total += t.nbytes
+    return total
+
+
+def read_bandwidth(n_threads: int, mib: int = 512, reps: int = 5) -> float:
+    from tinyggml.backend import measure_read_bandwidth
+    return measure_read_bandwidth(mib * 2**20, n_threads, reps)
+
+
+class TinyGGML:
+    name = "tinyggml"
+
+    def __init__(self, path, n_threads):
+        import tinyggml
+        self.m = tinyggml.Model(path, n_threads=n_threads)
+
+    def pp(self, toks):
+        self.m.reset(0)
+        t0 = time.perf_counter()
+        self.m.eval(toks, logits="last")
+        return time.perf_counter() - t0
+
+    def tg(self, toks, ctx):
+        self.m.reset(0)
+        if len(ctx):
+            self.m.eval(ctx, logits="last")
+        t0 = time.perf_counter()
+        for t in toks:
+            self.m.eval([int(t)], logits="last")
+        return time.perf_counter() - t0
+
+
+class LlamaCpp:
+    name = "llama.cpp"
+
+    def __init__(self, path, n_threads, n_ctx):
+        from llama_cpp import Llama
+        self.llm = Llama(model_path=str(path), n_threads=n_threads, n_threads_batch=n_threads,
+                         n_ctx=n_ctx, n_batch=512, n_ubatch=512, logits_all=False, verbose=False)
+
+    def pp(self, toks):
+        self.llm.reset()
+        t0 = time.perf_counter()
+        self.llm.eval([int(t) for t in toks])
+        return time.perf_counter() - t0
+
+    def tg(self, toks, ctx):
+        self.llm.reset()
+        if len(ctx):
+            self.llm.eval([int(t) for t in ctx])
+        t0 = time.perf_counter()
+        for t in toks:
+            self.llm.eval([int(t)])
+        return time.perf_counter() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", nargs="+")
+    ap.add_argument("-t", "--threads", type=int, default=2)
+    ap.add_argument("-p", "--n-prompt", type=int, default=512)
+    ap.add_argument("-n", "--n-gen", type=int, default=128)
+    ap.add_argument("-d", "--depth", type=int, default=0)
+    ap.add_argument("-r", "--reps", type=int, default=5)
+    ap.add_argument("--json", help="also write the results here")
+    a = ap.parse_args()
+
+    bw = read_bandwidth(a.threads)
+    print(f"read bandwidth ({a.threads} threads): {bw / 1e9:.1f} GB/s", flush=True)
+    rows = []
+    for path in a.models:
+        tg_side = TinyGGML(path, a.threads)
+        n_vocab = tg_side.m.n_vocab
+        peer = LlamaCpp(path, a.threads, n_ctx=max(a.n_prompt, a.depth + a.n_gen) + 16)
+        rng = np.random.default_rng(0)
+        toks = rng.integers(0, n_vocab, size=max(a.n_prompt, a.n_gen))
+        ctx = rng.integers(0, n_vocab, size=a.depth)
+        wbytes = weight_bytes_per_token(tg_side.m)
+        for kind, n in (("pp", a.n_prompt), ("tg", a.n_gen)):
+            if n <= 0:
+                continue
+            run = {s.name: ((lambda s=s: s.pp(toks[:n])) if kind == "pp"
+                            else (lambda s=s: s.tg(toks[:n], ctx))) for s in (tg_side, peer)}
+            for f in run.values():
+                f()                                       # warm-up
+            ts = {k: [] for k in run}
+            for _ in range(a.reps):
+                for k, f in run.items():                  # alternate
+                    ts[k].append(n / f())
+            med = {k: statistics.median(v) for k, v in ts.items()}
+            row = dict(model=os.path.basename(path), test=f"{kind}{n}" + (f"@d{a.depth}" if a.depth and kind == "tg" else ""),
+                       tinyggml=med["tinyggml"], llamacpp=med["llama.cpp"],
+                       ratio=med["tinyggml"] / med["llama.cpp"],
+                       spread={k: (min(v), max(v)) for k, v in ts.items()})
+            if kind == "tg":
+                roof = bw / wbytes
+                row.update(roofline_ts=roof, frac_tinyggml=med["tinyggml"] / roof,
+                           frac_llamacpp=med["llama.cpp"] / roof)
+            rows.append(row)
+            extra = (f"  roofline {row['roofline_ts']:.1f} t/s: tinyggml {row['frac_tinyggml']:.0%}, "
+                     f"llama.cpp {row['frac_llamacpp']:.0%}" if kind == "tg" else "")
+            print(f"{row['model']:<32s} {row['test']:<8s} tinyggml {row['tinyggml']:8.2f} t/s  "
+                  f"llama.cpp {row['llamacpp']:8.2f} t/s  ratio {row['ratio']:.2f}x{extra}", flush=True)
+        del peer
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(dict(threads=a.threads, bandwidth=bw, rows=rows), f, indent=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
