@@ -111,3 +111,16 @@ def test_bench_json(model):
     assert out["state_bytes_per_sequence"] > 0 and out["peak_rss_bytes"] > 0
     r = cli("bench", "-m", model, "-p", "x")
     assert r.returncode == 2
+
+
+def test_quantize_cli(model, tmp_path):
+    out = tmp_path / "q.gguf"
+    r = cli("quantize", model, out, "q8_0", "-q")
+    assert r.returncode == 0, r.stderr
+    r = cli("run", "-m", out, "-p", "x", "-n", 3, "--temp", 0)
+    assert r.returncode == 0, r.stderr
+    r = cli("quantize", model, tmp_path / "z.gguf", "q9_k")
+    assert r.returncode == 2 and "usage" in r.stderr
+    r = cli("quantize", tmp_path / "none.gguf", tmp_path / "z.gguf", "q4_0")
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "z.gguf").exists()

@@ -4,6 +4,8 @@
     tinyggml-cli perplexity -m MODEL -f TEXT [--ctx N]
     tinyggml-cli convert HF_DIR -o OUT.gguf [--outtype f32|f16|bf16|q8_0] [--vocab-from GGUF]
     tinyggml-cli bench -m MODEL [-p 128,512] [-n 128] [-d 0,4096] [-t 2] [-r 5] [-o md|json]
+    tinyggml-cli quantize IN.gguf OUT.gguf TYPE [--threads N]
+    tinyggml-cli make-model PRESET -o OUT.gguf [--type T]   random weights, real sizes
     tinyggml-cli info  -m MODEL                      metadata, tensors, state size
     tinyggml-cli graph -m MODEL [--tokens N] [--seqs S] [--format text|dot|json] [-o FILE]
 """
@@ -160,7 +162,8 @@ def cmd_info(args) -> int:
     out = [f"file: {m.path} ({os.path.getsize(m.path)} bytes)",
            f"name: {f.value('general.name') or '-'}", f"arch: {m.arch}"]
     for k, v in hp.__dict__.items():
-        out.append(f"  {k}: {v}")
+        if k != "arch":
+            out.append(f"  {k}: {v}")
     if m.arch == "mamba2":
         out.append(f"  head_dim: {hp.head_dim}")
     out.append(f"tokenizer: {f.value('tokenizer.ggml.model') or '-'} "
@@ -199,6 +202,25 @@ def cmd_bench(args) -> int:
     res = run_bench(m, args.n_prompt, args.n_gen, args.depth, args.reps, progress)
     print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
     print(to_json(m, res) if args.output == "json" else to_markdown(m, res))
+    return 0
+
+
+# ---- quantize / make-model -----------------------------------------------------------------
+def cmd_quantize(args) -> int:
+    from .quantize import quantize_file
+    if args.threads is not None and args.threads < 1:
+        raise TinyGGMLError(f"--threads must be >= 1, got {args.threads}")
+    r = quantize_file(args.input, args.output, args.type, n_threads=args.threads,
+                      progress=not args.quiet, allow_requantize=args.allow_requantize)
+    print(f"wrote {r['dst']}: {r['qtype']}, {r['src_bytes'] / 2**20:.1f} MiB -> "
+          f"{r['dst_bytes'] / 2**20:.1f} MiB in {r['seconds']:.1f} s", file=sys.stderr)
+    return 0
+
+
+def cmd_make_model(args) -> int:
+    from .make_model import make_model
+    r = make_model(args.preset, args.output, args.type, seed=args.seed, progress=not args.quiet)
+    print(f"wrote {r['path']}: {args.preset} {args.type}, {r['bytes'] / 2**20:.1f} MiB", file=sys.stderr)
     return 0
 
 
@@ -307,6 +329,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-r", "--reps", type=int, default=5, help="repetitions (default 5)")
     s.add_argument("-o", "--output", choices=["md", "json"], default="md", help="output format")
     s.set_defaults(func=cmd_bench)
+
+    from .make_model import PRESETS, TYPES
+    s = sub.add_parser("quantize", help="quantize a GGUF model (llama-quantize's rules)",
+                       description="Write IN.gguf's 2-D weights as TYPE (the small Mamba tensors "
+                                   "stay F32, the output head gets Q6_K/Q8_0 as llama-quantize "
+                                   "chooses). The output appears only when complete.")
+    s.add_argument("input", help="source .gguf (F32, F16 or BF16 weights)")
+    s.add_argument("output", help="destination .gguf")
+    s.add_argument("type", choices=[t for t in TYPES if t != "f32"] + ["f32"], metavar="TYPE",
+                   help="q8_0 | q4_0 | q4_1 | q5_0 | q5_1 | q2_k | q3_k | q4_k | q5_k | q6_k | f16 | bf16 | f32")
+    s.add_argument("-t", "--threads", type=int, default=None, help="threads (default: all cores)")
+    s.add_argument("--allow-requantize", action="store_true",
+                   help="allow re-quantizing already quantized tensors (loses precision)")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_quantize)
+
+    s = sub.add_parser("make-model", help="write a random-weight model of a real size (benchmarks)",
+                       description="A GGUF with random weights in llama.cpp's converter layout, "
+                                   "with trained-like statistics (A, dt bias, D), for benchmarks.")
+    s.add_argument("preset", choices=list(PRESETS))
+    s.add_argument("-o", "--output", required=True, help="output .gguf")
+    s.add_argument("--type", choices=list(TYPES), default="f32", help="weight type (default f32)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    s.set_defaults(func=cmd_make_model)
 
     s = sub.add_parser("convert", help="convert a Hugging Face Mamba checkpoint to GGUF",
                        description="Convert a Hugging Face Mamba / Mamba-2 / Falcon-Mamba "

@@ -306,7 +306,7 @@ OPS: dict[int, OpDef] = {
     Op.RMS_NORM: OpDef("rms_norm", _ref_rms_norm),
     Op.CONCAT: OpDef("concat", lambda t, a, b: np.concatenate([a, b], axis=3 - t.op_params[0])),
     Op.SSM_CONV: OpDef("ssm_conv", _ref_ssm_conv, wsize=_conv_wsize, writes_state=True),
-    Op.SSM_SCAN: OpDef("ssm_scan", _ref_ssm_scan, wsize=lambda t: t.src[0].ne[0] * 4,
+    Op.SSM_SCAN: OpDef("ssm_scan", _ref_ssm_scan, wsize=lambda t: t.src[0].ne[0] * 4 * 16,
                        writes_state=True),
     Op.GATE_SILU: OpDef("gate_silu", lambda t, y, z: y * _silu(z)),
     Op.QUANTIZE: OpDef("quantize", _ref_quantize),

@@ -15,7 +15,7 @@ from ..ops import EMPTY_OPS, OPS, Op
 from ..tensor import as_numpy
 
 from .tg cimport (tg_tensor, tg_graph_compute, tg_simd_enabled, tg_simd_compiled, tg_max_threads,
-                 tg_read_bandwidth)
+                 tg_read_bandwidth, tg_time_now)
 
 
 def simd_compiled():
@@ -132,7 +132,22 @@ cdef class Plan:
             raise ValueError(f"n_threads must be in 1..{self.max_threads}")
         cdef char *w = <char *><size_t>_addr(self.work)
         with nogil:
-            tg_graph_compute(self.nodes, self.n_nodes, n_threads, w, self.wsize)
+            tg_graph_compute(self.nodes, self.n_nodes, n_threads, w, self.wsize, NULL)
+
+    def profile(self, int n_threads=1):
+        """Run once, returning [(node, seconds)] for every computing node (one barrier each)."""
+        if n_threads < 1 or n_threads > self.max_threads:
+            raise ValueError(f"n_threads must be in 1..{self.max_threads}")
+        ends = np.zeros(max(1, self.n_nodes), dtype=np.float64)
+        cdef double *e = <double *><size_t>_addr(ends)
+        cdef char *w = <char *><size_t>_addr(self.work)
+        cdef double t0
+        with nogil:
+            t0 = tg_time_now()
+            tg_graph_compute(self.nodes, self.n_nodes, n_threads, w, self.wsize, e)
+        starts = np.concatenate([[t0], ends[:-1]])
+        compute = [t for t in self.graph.nodes if t.op not in EMPTY_OPS]
+        return list(zip(compute, (ends[:self.n_nodes] - starts[:self.n_nodes]).tolist()))
 
     def numpy(self, t):
         """numpy view (reversed shape) of a tensor's current data."""

@@ -23,7 +23,8 @@ int tg_max_threads(void) {
 #endif
 }
 
-void tg_graph_compute(tg_tensor **nodes, int n_nodes, int n_threads, char *wdata, size_t wsize) {
+void tg_graph_compute(tg_tensor **nodes, int n_nodes, int n_threads, char *wdata, size_t wsize,
+                      double *times) {
 #ifdef _OPENMP
     #pragma omp parallel num_threads(n_threads)
     {
@@ -35,12 +36,22 @@ void tg_graph_compute(tg_tensor **nodes, int n_nodes, int n_threads, char *wdata
         for (int i = 0; i < n_nodes; i++) {
             tg_compute_forward(&p, nodes[i]);
             #pragma omp barrier
+            if (times && p.ith == 0) times[i] = omp_get_wtime();   // profiling: node end times
         }
     }
 #else
     (void)n_threads;
+    (void)times;
     tg_params p = {0, 1, wdata, wsize};
     for (int i = 0; i < n_nodes; i++) tg_compute_forward(&p, nodes[i]);
+#endif
+}
+
+double tg_time_now(void) {
+#ifdef _OPENMP
+    return omp_get_wtime();
+#else
+    return 0.0;
 #endif
 }
 

@@ -437,7 +437,83 @@ static void tg_ssm_conv_f32(const tg_params *p, tg_tensor *dst) {
 // src7: seq info {3, n_s} I32 (slot, first token, n tokens)
 // dst: y {head_dim, n_head, n_t} contiguous
 // ref: mamba_ssm selective_scan_ref; Mamba-2 arXiv 2405.21060 eq. (2) with scalar A per head.
+// Mamba-1 layout (head_dim 1, A per element): lanes are 8 channels, contiguous in x, dt, y;
+// each channel's d_state states live in scratch as S[n][lane]. Per token: softplus of 8 dt at
+// once, then for each state n one exp of dt*A[n] over the 8 channels (B[n], C[n] broadcast).
+static void tg_ssm_scan_m1_f32(const tg_params *p, tg_tensor *dst) {
+    const tg_tensor *st = dst->src[0], *x = dst->src[1], *dt = dst->src[2], *A = dst->src[3];
+    const tg_tensor *B = dst->src[4], *C = dst->src[5], *D = dst->src[6], *info = dst->src[7];
+    const int64_t ds = st->ne[0], nh = st->ne[2], n_s = info->ne[1];
+    const int64_t nblk = (nh + 7) / 8;
+    float *S = (float *)p->wdata;          // [ds][8] states
+    float *At = S + ds * 8;                // [ds][8] A, transposed
+    ROW_RANGE(n_s * nblk);
+    for (int64_t ir = ir0; ir < ir1; ir++) {
+        const int64_t s = ir / nblk, c0 = (ir % nblk) * 8, nc = TG_MIN(8, nh - c0);
+        const int32_t *si = (const int32_t *)(info->data + s * info->nb[1]);
+        const int64_t slot = si[0], t0 = si[1], len = si[2];
+        float d8[8] = {0};
+        for (int64_t l = 0; l < 8; l++) {
+            const int64_t c = c0 + TG_MIN(l, nc - 1);
+            const float *sc = (const float *)(st->data + slot * st->nb[3] + c * st->nb[2]);
+            const float *ac = (const float *)(A->data + c * A->nb[1]);
+            for (int64_t n = 0; n < ds; n++) {
+                S[n * 8 + l] = l < nc ? sc[n] : 0.0f;
+                At[n * 8 + l] = ac[n];
+            }
+            if (D && l < nc) d8[l] = *(const float *)(D->data + c * D->nb[0]);
+        }
+        for (int64_t t = t0; t < t0 + len; t++) {
+            float x8[8] = {0}, dt8[8] = {0}, y8[8];
+            for (int64_t l = 0; l < nc; l++) {
+                x8[l] = *(const float *)at(x, 0, c0 + l, t, 0);
+                dt8[l] = *(const float *)at(dt, c0 + l, t, 0, 0);
+            }
+            const float *b = (const float *)at(B, 0, 0, t, 0);
+            const float *cc = (const float *)at(C, 0, 0, t, 0);
+#ifdef TG_AVX2
+            if (TG_USE_SIMD) {
+                const __m256 vx = _mm256_loadu_ps(x8);
+                const __m256 sp = tg_softplus256(_mm256_loadu_ps(dt8));
+                const __m256 dx = _mm256_mul_ps(sp, vx);
+                __m256 y = _mm256_mul_ps(_mm256_loadu_ps(d8), vx);
+                for (int64_t n = 0; n < ds; n++) {
+                    const __m256 da = tg_exp256(_mm256_mul_ps(sp, _mm256_loadu_ps(At + n * 8)));
+                    const __m256 sn = _mm256_fmadd_ps(_mm256_loadu_ps(S + n * 8), da,
+                                                      _mm256_mul_ps(_mm256_set1_ps(b[n]), dx));
+                    _mm256_storeu_ps(S + n * 8, sn);
+                    y = _mm256_fmadd_ps(sn, _mm256_set1_ps(cc[n]), y);
+                }
+                _mm256_storeu_ps(y8, y);
+            } else
+#endif
+            {
+                float sp[8];
+                for (int l = 0; l < 8; l++) {
+                    sp[l] = tg_softplus_f32(dt8[l]);
+                    y8[l] = d8[l] * x8[l];
+                }
+                for (int64_t n = 0; n < ds; n++)
+                    for (int l = 0; l < 8; l++) {
+                        const float sn = S[n * 8 + l] * expf(sp[l] * At[n * 8 + l]) + b[n] * (sp[l] * x8[l]);
+                        S[n * 8 + l] = sn;
+                        y8[l] += sn * cc[n];
+                    }
+            }
+            for (int64_t l = 0; l < nc; l++) *(float *)at(dst, 0, c0 + l, t, 0) = y8[l];
+        }
+        for (int64_t l = 0; l < nc; l++) {
+            float *sc = (float *)(st->data + slot * st->nb[3] + (c0 + l) * st->nb[2]);
+            for (int64_t n = 0; n < ds; n++) sc[n] = S[n * 8 + l];
+        }
+    }
+}
+
 static void tg_ssm_scan_f32(const tg_params *p, tg_tensor *dst) {
+    if (dst->src[3]->ne[0] != 1 && dst->src[0]->ne[1] == 1) {   // A per element, head_dim 1
+        tg_ssm_scan_m1_f32(p, dst);
+        return;
+    }
     const tg_tensor *st = dst->src[0], *x = dst->src[1], *dt = dst->src[2], *A = dst->src[3];
     const tg_tensor *B = dst->src[4], *C = dst->src[5], *D = dst->src[6], *info = dst->src[7];
     const int64_t ds = st->ne[0], hd = st->ne[1], nh = st->ne[2];

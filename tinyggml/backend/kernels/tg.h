@@ -73,8 +73,10 @@ extern int tg_simd_enabled;
 int tg_simd_compiled(void);   // 1 when built with AVX2+FMA+F16C
 
 void tg_compute_forward(const tg_params *p, tg_tensor *dst);
+// times: NULL, or n_nodes doubles that receive each node's end time (profiling)
 void tg_graph_compute(tg_tensor **nodes, int n_nodes, int n_threads,
-                      char *wdata, size_t wsize_per_thread);
+                      char *wdata, size_t wsize_per_thread, double *times);
+double tg_time_now(void);
 int tg_max_threads(void);
 double tg_read_bandwidth(const float *buf, int64_t n, int n_threads, int reps, float *sink);
 

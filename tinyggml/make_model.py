@@ -1,0 +1,164 @@
+"""Random-weight GGUFs of real Mamba sizes, for benchmarks (`tinyggml-cli make-model`).
+
+Exactly the layout llama.cpp's converter writes (the same writer as tinyggml.testing, checked
+against ../shared/fixtures by tests/test_testing_writer.py), with weight statistics like a trained
+model's where they matter for the numerics: A from A_log = log(1..d_state) (Mamba-1, the S4D-real
+init) or log U(1, 16) per head (Mamba-2), dt bias from the usual dt init (log-uniform in
+[1e-3, 1e-1] through inverse softplus), D ~ U(0.5, 1.5), projections N(0, 1/fan_in).
+Tensors are generated, converted and written one at a time, so a 7B model needs only one
+tensor's worth of memory beyond the output file.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import TinyGGMLError
+
+PRESETS = {
+    # fixture-sized models (../shared/fixtures) for smoke tests
+    "mamba-tiny": dict(arch="mamba", n_embd=64, n_layer=2, d_state=16, n_vocab=50280),
+    "mamba2-tiny": dict(arch="mamba2", n_embd=64, n_layer=2, d_state=32, head_dim=16,
+                        n_group=1, n_vocab=50288),
+    "mamba-130m": dict(arch="mamba", n_embd=768, n_layer=24, d_state=16, n_vocab=50280),
+    "mamba-1.4b": dict(arch="mamba", n_embd=2048, n_layer=48, d_state=16, n_vocab=50280),
+    "mamba2-130m": dict(arch="mamba2", n_embd=768, n_layer=24, d_state=128, head_dim=64,
+                        n_group=1, n_vocab=50288),
+    "mamba2-1.3b": dict(arch="mamba2", n_embd=2048, n_layer=48, d_state=128, head_dim=64,
+                        n_group=1, n_vocab=50288),
+    "mamba-codestral-7b": dict(arch="mamba2", n_embd=4096, n_layer=64, d_state=128, head_dim=64,
+                               n_group=8, n_vocab=32768, tied=False),
+}
+TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k",
+         "q5_k", "q6_k")
+
+
+def _sizes(cfg: dict):
+    arch, n_embd = cfg["arch"], cfg["n_embd"]
+    d_inner = 2 * n_embd
+    dt_rank = -(-n_embd // 16) if arch == "mamba" else None
+    n_head = d_inner // cfg["head_dim"] if arch == "mamba2" else None
+    return arch, n_embd, d_inner, dt_rank, n_head, cfg.get("n_group", 1)
+
+
+def _tensors(cfg: dict, rng):
+    """(name, float32 numpy array) in the converter's order, generated one block at a time."""
+    from .testing import _layer_tensors
+    arch, n_embd, d_inner, dt_rank, n_head, n_group = _sizes(cfg)
+    yield "token_embd.weight", (rng.standard_normal((cfg["n_vocab"], n_embd), np.float32) * 0.5)
+    for il in range(cfg["n_layer"]):
+        layer = _layer_tensors(rng, arch, n_embd, d_inner, cfg["d_state"], 4, dt_rank, n_head,
+                               n_group)
+        if arch == "mamba":                       # S4D-real: A_log[c, n] = log(n + 1)
+            layer["ssm_a"] = -np.tile(np.arange(1, cfg["d_state"] + 1, dtype=np.float64),
+                                      (d_inner, 1))
+        for name, w in layer.items():
+            yield f"blk.{il}.{name}", w.astype(np.float32)
+    yield "output_norm.weight", (1.0 + 0.3 * rng.standard_normal(n_embd)).astype(np.float32)
+    if not cfg.get("tied", True):
+        yield "output.weight", (rng.standard_normal((cfg["n_vocab"], n_embd), np.float32)
+                                * n_embd ** -0.5)
+
+
+def _shapes(cfg: dict) -> list:
+    """(name, numpy shape) of every tensor, without generating the big ones."""
+    from .testing import _layer_tensors
+    arch, n_embd, d_inner, dt_rank, n_head, n_group = _sizes(cfg)
+    one = _layer_tensors(np.random.default_rng(0), arch, n_embd, d_inner, cfg["d_state"], 4,
+                         dt_rank, n_head, n_group)
+    out = [("token_embd.weight", (cfg["n_vocab"], n_embd))]
+    for il in range(cfg["n_layer"]):
+        out += [(f"blk.{il}.{name}", w.shape) for name, w in one.items()]
+    out.append(("output_norm.weight", (n_embd,)))
+    if not cfg.get("tied", True):
+        out.append(("output.weight", (cfg["n_vocab"], n_embd)))
+    return out
+
+
+def make_model(preset: str, out: str, wtype: str = "f32", seed: int = 0, progress: bool = True) -> dict:
+    import gguf
+    from .quantize import quantize_tensor, target_type
+    if preset not in PRESETS:
+        raise TinyGGMLError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+    if wtype not in TYPES:
+        raise TinyGGMLError(f"unknown type {wtype!r} (choose from {', '.join(TYPES)})")
+    cfg = dict(PRESETS[preset])
+    arch = cfg["arch"]
+    from .testing import tiny_bpe_vocab
+    out = Path(out)
+    tmp = out.with_name(out.name + ".part")
+    Q = gguf.GGMLQuantizationType
+    base = Q[wtype.upper()]
+    w = gguf.GGUFWriter(str(tmp), arch)
+    d_inner = 2 * cfg["n_embd"]
+    w.add_type("model")
+    w.add_name(f"tinyggml-random-{preset}")
+    w.add_context_length(1048576)
+    w.add_embedding_length(cfg["n_embd"])
+    w.add_feed_forward_length(0)
+    w.add_head_count(0)
+    w.add_block_count(cfg["n_layer"])
+    w.add_ssm_conv_kernel(4)
+    w.add_ssm_inner_size(d_inner)
+    w.add_ssm_state_size(cfg["d_state"])
+    w.add_ssm_time_step_rank(-(-cfg["n_embd"] // 16) if arch == "mamba" else d_inner // cfg["head_dim"])
+    if arch == "mamba2":
+        w.add_ssm_group_count(cfg["n_group"])
+    w.add_layer_norm_rms_eps(1e-5)
+    if arch == "mamba":
+        w.add_ssm_dt_b_c_rms(False)
+    ftype = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "bf16": "MOSTLY_BF16"}.get(wtype, f"MOSTLY_{wtype.upper()}")
+    if wtype in ("q4_k", "q5_k", "q3_k"):
+        ftype += "_M"
+    w.add_file_type(int(gguf.LlamaFileType[ftype]))
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    tokens, types, merges = tiny_bpe_vocab(cfg["n_vocab"])
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt-2")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    w.add_bos_token_id(0)
+    w.add_eos_token_id(0)
+    w.add_unk_token_id(0)
+    # tensor infos come before the data in a GGUF: shapes and types first, data streamed after
+    plan = []
+    for name, shape in _shapes(cfg):
+        t, _ = target_type(name, shape[::-1], gguf.GGMLQuantizationType.F32, base,
+                           cfg.get("tied", True))
+        plan.append((name, shape, t))
+    w.add_size_label(gguf.size_label(sum(int(np.prod(s)) for _, s, _ in plan), 0, 0, 0))
+    rng_seed = np.random.SeedSequence(seed)
+    try:
+        for name, shape, t in plan:
+            blck, size = gguf.GGML_QUANT_SIZES[t]
+            row_bytes = shape[-1] // blck * size
+            nbytes = int(np.prod(shape[:-1])) * row_bytes
+            if t in (Q.F32, Q.F16):          # element shapes; other types give byte shapes
+                w.add_tensor_info(name, shape, np.dtype(np.float32 if t == Q.F32 else np.float16),
+                                  nbytes, raw_dtype=t)
+            else:
+                w.add_tensor_info(name, tuple(shape[:-1]) + (row_bytes,), np.dtype(np.uint8),
+                                  nbytes, raw_dtype=t)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        for i, (name, arr) in enumerate(_tensors(cfg, np.random.default_rng(rng_seed))):
+            t = plan[i][2]
+            data = arr if t == Q.F32 else quantize_tensor(arr, t)
+            w.write_tensor_data(data)
+            if progress:
+                print(f"\rmake-model: [{i + 1}/{len(plan)}] {name:<28s}", end="", file=sys.stderr,
+                      flush=True)
+        w.close()
+        if progress:
+            print(file=sys.stderr)
+        os.replace(tmp, out)
+    except BaseException:
+        w.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return dict(preset=preset, type=wtype, path=str(out), bytes=out.stat().st_size, **cfg)
