@@ -64,7 +64,7 @@ def test_get_rows_equals_gguf_dequantize(simd, qt, nt):
 
 
 @pytest.mark.parametrize("qt", QUANTIZED, ids=lambda t: gguf.GGMLQuantizationType(t).name)
-@pytest.mark.parametrize("M,N", [(1, 1), (7, 3), (33, 5)])
+@pytest.mark.parametrize("M,N", [(1, 1), (7, 3), (33, 5), (9, 20)])   # N >= 16: widened-row GEMM
 @pytest.mark.parametrize("nt", [1, 2, 3])
 def test_mul_mat_quantized(simd, qt, M, N, nt):
     rng = np.random.default_rng(qt * 100 + M + N)

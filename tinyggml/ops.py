@@ -116,6 +116,7 @@ def cpy(a: Tensor, b: Tensor) -> Tensor:
 
 
 WEIGHT_TYPES = (F32, F16, BF16) + QUANTIZED      # what get_rows and mul_mat read natively
+QUANT_GEMM_MIN_ROWS = 16       # quantized mul_mat: integer dots below, widened-row GEMM from here
 
 
 def get_rows(a: Tensor, ids: Tensor) -> Tensor:
@@ -131,9 +132,11 @@ def mul_mat(a: Tensor, b: Tensor) -> Tensor:
     _check(b.ne[2] % a.ne[2] == 0 and b.ne[3] % a.ne[3] == 0, "mul_mat: cannot broadcast")
     _check(a.type in WEIGHT_TYPES and a.rows_contiguous(), "mul_mat: a's type, rows contiguous")
     _check(b.type == F32 and b.rows_contiguous(), "mul_mat: b F32, rows contiguous")
-    if a.type in QUANTIZED:
+    if a.type in QUANTIZED and b.ne[1] * b.ne[2] * b.ne[3] < QUANT_GEMM_MIN_ROWS:
         # integer dots: the activations are quantized once, by their own node (as ggml does
-        # with vec_dot_type), then every weight row is dotted with the QACT rows
+        # with vec_dot_type), then every weight row is dotted with the QACT rows. Bigger
+        # batches instead widen each weight row to F32 once and use the float GEMM tiles
+        # (compute-bound there; the widening is amortized over the columns).
         b = _new(QACT, b.ne, Op.QUANTIZE, (b,))
     return _new(F32, (a.ne[1], b.ne[1], b.ne[2], b.ne[3]), Op.MUL_MAT, (a, b))
 
@@ -281,9 +284,12 @@ def _ref_quantize(t, x):
 
 
 def _mm_wsize(t):
-    a = t.src[0]
-    if a.type in QUANTIZED:                 # unpacked row: K int8 + K/16 scales + K/16 mins
-        return a.ne[0] + a.ne[0] // 2
+    a, b = t.src
+    unpacked = a.ne[0] + a.ne[0] // 2         # K int8 + K/16 scales + K/16 mins
+    if a.type in QUANTIZED and b.type == QACT:
+        return unpacked
+    if a.type in QUANTIZED:
+        return 16 * a.ne[0] + unpacked        # 4 widened rows + the unpack scratch
     return 16 * a.ne[0] if a.type in (F16, BF16) else 0
 
 

@@ -78,9 +78,10 @@ static void tg_get_rows_f32(const tg_params *p, tg_tensor *dst) {
 
 // ---------------------------------------------------------------------------------------------
 // mul_mat: dst[m, n] = sum_k src0[k, m] * src1[k, n], broadcast over dims 2, 3
-// src0: {K, M, ne02, ne03} F32 | F16 (rows contiguous), src1: {K, N, ne12, ne13} F32 (rows
-// contiguous), dst: {M, N, ne12, ne13} F32. Threads split M; blocks of 4 weight rows share
-// each load of an activation column. F16 rows are widened into scratch first (4*K floats).
+// src0: {K, M, ne02, ne03} any weight type (rows contiguous), src1: {K, N, ne12, ne13} F32
+// (rows contiguous) or QACT (quantized weights, small batches: tg_mul_mat_q), dst: {M, N, ne12,
+// ne13} F32. Threads split M; blocks of 4 weight rows share each load of an activation column.
+// Non-F32 rows are widened into scratch first (4*K floats).
 
 // out[r] = dot(a[r], b) for 4 rows
 static inline void tg_dot4_f32(int64_t K, const float *a0, const float *a1, const float *a2,
@@ -118,11 +119,21 @@ static void tg_mul_mat_q(const tg_params *p, tg_tensor *dst) {
     const int has_min = tg_has_min(src0->type);
     int8_t *w = (int8_t *)p->wdata;
     float *sc = (float *)(p->wdata + K), *mn = sc + K / 16;
+    float (*fused)(int64_t, const void *, const uint8_t *) =
+        src0->type == TG_TYPE_Q4_0 ? tg_dot_q4_0_qact :
+        src0->type == TG_TYPE_Q8_0 ? tg_dot_q8_0_qact : NULL;
     ROW_RANGE(M);
     for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
     for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
         for (int64_t m = ir0; m < ir1; m++) {
-            tg_unpack_row(src0->type, at(src0, 0, m, i12 / r2, i13 / r3), K, w, sc, mn);
+            const char *row = at(src0, 0, m, i12 / r2, i13 / r3);
+            if (fused) {
+                for (int64_t n = 0; n < N; n++)
+                    *(float *)at(dst, m, n, i12, i13) =
+                        fused(K, row, (const uint8_t *)at(src1, 0, n, i12, i13));
+                continue;
+            }
+            tg_unpack_row(src0->type, row, K, w, sc, mn);
             for (int64_t n = 0; n < N; n++) {
                 const uint8_t *act = (const uint8_t *)at(src1, 0, n, i12, i13);
                 *(float *)at(dst, m, n, i12, i13) = tg_dot_unpacked_qact(K, w, sc, mn, act, has_min);
@@ -174,12 +185,15 @@ static void tg_mul_mat_f32(const tg_params *p, tg_tensor *dst) {
     const tg_tensor *src1 = dst->src[1];
     const int64_t K = src0->ne[0], M = src0->ne[1], N = src1->ne[1];
     const int64_t r2 = src1->ne[2] / src0->ne[2], r3 = src1->ne[3] / src0->ne[3];
-    if (tg_is_quantized(src0->type)) {
+    if (tg_is_quantized(src0->type) && src1->type == TG_TYPE_QACT) {
         tg_mul_mat_q(p, dst);
         return;
     }
-    const int is_f16 = src0->type == TG_TYPE_F16, is_bf16 = src0->type == TG_TYPE_BF16;
-    float *wrows = (float *)p->wdata;   // 4*K floats when F16 / BF16
+    // F16 / BF16 / quantized rows (a batch): widened to F32 in scratch, 4 at a time
+    const int widen = src0->type != TG_TYPE_F32, is_f16 = src0->type == TG_TYPE_F16;
+    float *wrows = (float *)p->wdata;                         // 4*K floats
+    int8_t *uw = (int8_t *)(p->wdata + 16 * K);               // unpack scratch: K int8
+    float *usc = (float *)(p->wdata + 17 * K), *umn = usc + K / 16;
 
     // rows per thread rounded up to the 4-row block: results do not depend on the thread count
     const int64_t dr = ((M + p->nth - 1) / p->nth + 3) / 4 * 4;
@@ -194,9 +208,9 @@ static void tg_mul_mat_f32(const tg_params *p, tg_tensor *dst) {
             for (int r = 0; r < 4; r++) {
                 const int64_t m = m0 + TG_MIN(r, nm - 1);   // pad a partial block by repeating
                 const char *row = at(src0, 0, m, i02, i03);
-                if (is_f16 || is_bf16) {
+                if (widen) {
                     if (r < nm && is_f16) tg_fp16_to_fp32_row((const tg_fp16_t *)row, wrows + r * K, K);
-                    if (r < nm && is_bf16) tg_dequantize_row(TG_TYPE_BF16, row, K, wrows + r * K, NULL, NULL, NULL);
+                    else if (r < nm) tg_dequantize_row(src0->type, row, K, wrows + r * K, uw, usc, umn);
                     a[r] = wrows + TG_MIN(r, nm - 1) * K;
                 } else {
                     a[r] = (const float *)row;

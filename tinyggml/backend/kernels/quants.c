@@ -305,3 +305,68 @@ float tg_dot_unpacked_qact(int64_t K, const int8_t *w, const float *sc, const fl
     }
     return has_min ? sum - tg_dot_f32(K / 16, mn, ds) : sum;
 }
+
+// ---- fused dots for the common block types (no unpack buffer) --------------------------------
+#ifdef TG_AVX2
+// sum of madd(int8 w (16 values, as 128 bits), int16 q (16 values)) as 8 int32 lanes
+static inline __m256i madd16(__m128i w8, const int16_t *q) {
+    return _mm256_madd_epi16(_mm256_cvtepi8_epi16(w8), _mm256_loadu_si256((const __m256i *)q));
+}
+#endif
+
+// Q4_0 row x QACT row: per block, (nibble - 8) * q summed in int32, scaled by d_w * d_a
+float tg_dot_q4_0_qact(int64_t K, const void *row, const uint8_t *act) {
+    const uint8_t *b = (const uint8_t *)row;
+    const int16_t *q = (const int16_t *)act;
+    const float *d = (const float *)(act + 2 * K);
+    float sum = 0.0f;
+    int64_t c = 0;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD) {
+        __m256 acc = _mm256_setzero_ps();
+        const __m128i m4 = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
+        for (; c < K / 32; c++, b += 18) {
+            const __m128i v = _mm_loadu_si128((const __m128i *)(b + 2));
+            const __m128i lo = _mm_sub_epi8(_mm_and_si128(v, m4), eight);
+            const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m4), eight);
+            const __m256i p = _mm256_add_epi32(madd16(lo, q + c * 32), madd16(hi, q + c * 32 + 16));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(f16(b) * d[c]), acc);
+        }
+        sum = tg_hsum256(acc);
+    }
+#endif
+    for (; c < K / 32; c++, b += 18) {
+        int s = 0;
+        for (int j = 0; j < 16; j++)
+            s += ((b[2 + j] & 0xF) - 8) * q[c * 32 + j] + ((b[2 + j] >> 4) - 8) * q[c * 32 + j + 16];
+        sum += (float)s * (f16(b) * d[c]);
+    }
+    return sum;
+}
+
+// Q8_0 row x QACT row
+float tg_dot_q8_0_qact(int64_t K, const void *row, const uint8_t *act) {
+    const uint8_t *b = (const uint8_t *)row;
+    const int16_t *q = (const int16_t *)act;
+    const float *d = (const float *)(act + 2 * K);
+    float sum = 0.0f;
+    int64_t c = 0;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD) {
+        __m256 acc = _mm256_setzero_ps();
+        for (; c < K / 32; c++, b += 34) {
+            const __m128i w0 = _mm_loadu_si128((const __m128i *)(b + 2));
+            const __m128i w1 = _mm_loadu_si128((const __m128i *)(b + 18));
+            const __m256i p = _mm256_add_epi32(madd16(w0, q + c * 32), madd16(w1, q + c * 32 + 16));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(f16(b) * d[c]), acc);
+        }
+        sum = tg_hsum256(acc);
+    }
+#endif
+    for (; c < K / 32; c++, b += 34) {
+        int s = 0;
+        for (int j = 0; j < 32; j++) s += (int8_t)b[2 + j] * q[c * 32 + j];
+        sum += (float)s * (f16(b) * d[c]);
+    }
+    return sum;
+}

@@ -13,4 +13,7 @@ void tg_dequantize_row(int type, const void *row, int64_t K, float *y, int8_t *w
 void tg_quantize_act_row(const float *x, int64_t K, uint8_t *out);
 float tg_dot_unpacked_qact(int64_t K, const int8_t *w, const float *sc, const float *mn,
                           const uint8_t *act, int has_min);
+// fused row dots for the most common types (no unpack buffer)
+float tg_dot_q4_0_qact(int64_t K, const void *row, const uint8_t *act);
+float tg_dot_q8_0_qact(int64_t K, const void *row, const uint8_t *act);
 #endif
