@@ -122,6 +122,10 @@ static void tg_mul_mat_q(const tg_params *p, tg_tensor *dst) {
     float (*fused)(int64_t, const void *, const uint8_t *) =
         src0->type == TG_TYPE_Q4_0 ? tg_dot_q4_0_qact :
         src0->type == TG_TYPE_Q8_0 ? tg_dot_q8_0_qact : NULL;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD && src0->type == TG_TYPE_Q4_K) fused = tg_dot_q4_k_qact;
+    if (TG_USE_SIMD && src0->type == TG_TYPE_Q6_K) fused = tg_dot_q6_k_qact;
+#endif
     ROW_RANGE(M);
     for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
     for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {

@@ -370,3 +370,70 @@ float tg_dot_q8_0_qact(int64_t K, const void *row, const uint8_t *act) {
     }
     return sum;
 }
+
+#ifdef TG_AVX2
+// 32 int8 (a 256-bit register) x 32 int16 activations, as two 16-value halves scaled apart
+static inline __m256 fma32(__m256i w, const int16_t *q, float s_lo, float s_hi, __m256 acc) {
+    const __m256i p0 = madd16(_mm256_castsi256_si128(w), q);
+    const __m256i p1 = madd16(_mm256_extracti128_si256(w, 1), q + 16);
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(s_lo), acc);
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(s_hi), acc);
+}
+
+// Q4_K row x QACT row (SIMD only; the scalar path is the generic unpack + dot)
+float tg_dot_q4_k_qact(int64_t K, const void *row, const uint8_t *act) {
+    const uint8_t *b = (const uint8_t *)row;
+    const int16_t *q = (const int16_t *)act;
+    const float *d = (const float *)(act + 2 * K), *ds = d + K / 32;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 acc = _mm256_setzero_ps();
+    float mins = 0.0f;
+    for (int64_t i = 0; i < K; i += 256, b += 144) {
+        const float dd = f16(b), dmin = f16(b + 2);
+        for (int j = 0; j < 4; j++) {
+            int s0, m0, s1, m1;
+            scale_min_k4(2 * j, b + 4, &s0, &m0);
+            scale_min_k4(2 * j + 1, b + 4, &s1, &m1);
+            const int64_t c0 = (i + 64 * j) / 32;          // 32-value chunk of the row
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * j));
+            const float a0 = dd * s0 * d[c0], a1 = dd * s1 * d[c0 + 1];
+            acc = fma32(_mm256_and_si256(v, m4), q + 32 * c0, a0, a0, acc);
+            acc = fma32(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), q + 32 * (c0 + 1), a1, a1, acc);
+            mins += dmin * (m0 * (ds[2 * c0] + ds[2 * c0 + 1]) + m1 * (ds[2 * c0 + 2] + ds[2 * c0 + 3]));
+        }
+    }
+    return tg_hsum256(acc) - mins;
+}
+
+// Q6_K row x QACT row (SIMD only)
+float tg_dot_q6_k_qact(int64_t K, const void *row, const uint8_t *act) {
+    const uint8_t *b = (const uint8_t *)row;
+    const int16_t *q = (const int16_t *)act;
+    const float *d = (const float *)(act + 2 * K);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+    const __m256i m32 = _mm256_set1_epi8(32);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < K; i += 256, b += 210) {
+        const float dd = f16(b + 208);
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = b + 64 * h, *qh = b + 128 + 32 * h;
+            const int8_t *sc = (const int8_t *)(b + 192 + 8 * h);
+            const __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
+            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+            const __m256i hh = _mm256_loadu_si256((const __m256i *)qh);
+            __m256i w[4];
+            w[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hh, 4), m30));
+            w[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hh, 2), m30));
+            w[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hh, m30));
+            w[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                   _mm256_and_si256(_mm256_srli_epi16(hh, 2), m30));
+            for (int k = 0; k < 4; k++) {
+                const int64_t c = (i + 128 * h + 32 * k) / 32;
+                acc = fma32(_mm256_sub_epi8(w[k], m32), q + 32 * c, dd * sc[2 * k] * d[c],
+                            dd * sc[2 * k + 1] * d[c], acc);
+            }
+        }
+    }
+    return tg_hsum256(acc);
+}
+#endif
