@@ -137,3 +137,44 @@ def test_perplexity_equals_numpy_from_eval(paths):
     r2 = cli("perplexity", "-m", paths["model"], "-f", paths["text"], "--ctx", ctx)
     assert r2.returncode == 0, r2.stderr
     assert f"Final estimate: PPL = {r.ppl:.4f}" in r2.stdout and "[1]" in r2.stdout
+
+
+# ---- the bundled demo model (models/, shipped with the package) ------------------------------
+from tinyggml.cli import default_model  # noqa: E402
+
+
+def test_demo_model_runs_by_default():
+    assert os.path.exists(default_model())
+    r = cli("run", "-p", "ROMEO:", "-n", 40, "--temp", 0, "-t", 1)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("ROMEO:") and len(r.stdout) > 60
+    words = r.stdout.split()
+    assert len(words) > 10 and sum(w.isalpha() for w in words) > len(words) / 2
+
+
+def test_demo_stream_continues_prompt_text():
+    """Streamed pieces, joined, are exactly the text the prompt + generated ids decode to,
+    minus the prompt's own text (SPM: no lost space between prompt and reply)."""
+    m = tinyggml.Model(default_model(), n_threads=1)
+    prompt = "JULIET: O Romeo,"
+    text = "".join(m.generate(prompt, max_tokens=25, temperature=0.7, seed=1, stream=True))
+    ids = m.tokenize(prompt) + m.last_generation.tokens
+    head = m.detokenize(m.tokenize(prompt))    # " JULIET: O Romeo," (llama.cpp keeps the space after BOS)
+    assert head.strip() == prompt
+    assert m.detokenize(ids) == head + text
+
+
+def test_demo_perplexity_equals_transformers():
+    """The model card's held-out perplexity was computed by transformers at training time;
+    tinyggml must reproduce it on the same tokens (to ~1e-8 relative; measured 5e-9)."""
+    import json
+    from tinyggml.perplexity import perplexity
+    here = os.path.dirname(default_model())
+    stats = json.load(open(os.path.join(here, "shakespeare-mamba2.json")))
+    m = tinyggml.Model(default_model(), n_threads=2)
+    text = open(os.path.join(here, "shakespeare-heldout-tempest.txt"), encoding="utf-8").read()
+    toks = m.tokenize(text)
+    assert len(toks) == stats["heldout_tokens"]
+    r = perplexity(m, toks, stats["ppl_ctx"])
+    assert r.ppl == pytest.approx(stats["ppl_heldout_transformers"], rel=1e-6)
+    assert r.err == pytest.approx(stats["ppl_heldout_err"], rel=1e-4)

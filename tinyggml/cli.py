@@ -144,6 +144,15 @@ def cmd_perplexity(args) -> int:
     toks = m.tokenize(text)
     n_chunks = len(toks) // args.ctx
     print(f"perplexity: {len(toks)} tokens, {n_chunks} chunks, n_ctx={args.ctx}", file=sys.stderr)
+    if args.kl_base:
+        from .perplexity import kl_divergence
+        base = _model(args.kl_base, args.threads)
+        r = kl_divergence(m, base, toks, args.ctx, on_chunk=lambda i, n, kl: sys.stdout.write(
+            f"[{i + 1}]{kl:.6f},") or sys.stdout.flush())
+        print()
+        print(f"PPL = {r.ppl:.4f} (base {r.base_ppl:.4f}); mean KL divergence = {r.kl_mean:.4g} "
+              f"+/- {r.kl_err:.2g}; top-1 agreement = {r.top1 * 100:.2f}% over {r.n_scored} tokens")
+        return 0
 
     def progress(i, n, ppl):
         sys.stdout.write(f"[{i + 1}]{ppl:.4f},")
@@ -313,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="path to a .gguf model (default: the bundled demo model)")
     s.add_argument("-f", "--file", required=True, help="UTF-8 text file")
     s.add_argument("--ctx", type=int, default=512, help="tokens per chunk (default 512)")
+    s.add_argument("--kl-base", metavar="BASE.gguf",
+                   help="also compare with this model (e.g. the F32 original): mean KL divergence "
+                        "and top-1 agreement, as llama-perplexity --kl-divergence")
     s.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
     s.set_defaults(func=cmd_perplexity)
 

@@ -67,3 +67,55 @@ def perplexity(model, tokens, n_ctx: int, on_chunk=None) -> PerplexityResult:
     nll = np.concatenate(nll_all)
     ppl = math.exp(nll.mean())
     return PerplexityResult(ppl, ppl * nll.std() / math.sqrt(len(nll)), len(nll), n_chunks, running)
+
+
+@dataclass
+class KLResult:
+    ppl: float
+    base_ppl: float
+    kl_mean: float
+    kl_err: float
+    top1: float
+    n_scored: int
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    x = x - x.max(axis=1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
+
+
+def kl_divergence(model, base, tokens, n_ctx: int, on_chunk=None) -> KLResult:
+    """llama-perplexity --kl-divergence: over the scored positions of every chunk, the mean
+    KL(base || model) of the next-token distributions and how often their top-1 agree."""
+    tokens = np.asarray(tokens, dtype=np.int64)
+    n_chunks = len(tokens) // n_ctx
+    if n_chunks == 0:
+        raise TinyGGMLError(f"the text has {len(tokens)} tokens; one chunk needs --ctx {n_ctx}")
+    if base.n_vocab != model.n_vocab:
+        raise TinyGGMLError(f"vocabularies differ: {base.n_vocab} vs {model.n_vocab} tokens")
+    tok = model.tokenizer
+    bos = tok.bos_id if tok.add_bos else None
+    kls, top1, nll_m, nll_b = [], [], [], []
+    for c in range(n_chunks):
+        chunk = tokens[c * n_ctx:(c + 1) * n_ctx].copy()
+        if bos is not None:
+            chunk[0] = bos
+        first = n_ctx // 2
+        outs = []
+        for m in (model, base):
+            m.reset(-1)
+            outs.append(_log_softmax(m.eval(chunk, seq_id=-1)[first:n_ctx - 1]))
+            m.reset(-1)
+        lq, lp = outs
+        kls.append((np.exp(lp) * (lp - lq)).sum(axis=1))
+        top1.append(lp.argmax(axis=1) == lq.argmax(axis=1))
+        tgt = chunk[first + 1:]
+        nll_m.append(-lq[np.arange(len(tgt)), tgt])
+        nll_b.append(-lp[np.arange(len(tgt)), tgt])
+        if on_chunk:
+            on_chunk(c, n_chunks, float(np.concatenate(kls).mean()))
+    kl = np.concatenate(kls)
+    return KLResult(math.exp(np.concatenate(nll_m).mean()), math.exp(np.concatenate(nll_b).mean()),
+                    float(kl.mean()), float(kl.std() / math.sqrt(len(kl))),
+                    float(np.concatenate(top1).mean()), len(kl))
