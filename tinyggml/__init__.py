@@ -6,6 +6,7 @@
 """
 from .errors import ModelLoadError, TinyGGMLError
 from .runtime import Model
+from .tokenizer import StreamDecoder, Tokenizer
 
 __version__ = "0.1.0"
-__all__ = ["Model", "TinyGGMLError", "ModelLoadError"]
+__all__ = ["Model", "Tokenizer", "StreamDecoder", "TinyGGMLError", "ModelLoadError"]
