@@ -288,9 +288,9 @@ def _mm_wsize(t):
     unpacked = a.ne[0] + a.ne[0] // 2         # K int8 + K/16 scales + K/16 mins
     if a.type in QUANTIZED and b.type == QACT:
         return unpacked
-    if a.type in QUANTIZED:
-        return 16 * a.ne[0] + unpacked        # 4 widened rows + the unpack scratch
-    return 16 * a.ne[0] if a.type in (F16, BF16) else 0
+    if a.type in (F16, BF16) + QUANTIZED:     # a panel of 32 widened rows + the unpack scratch
+        return 32 * 4 * a.ne[0] + unpacked
+    return 0
 
 
 def _conv_wsize(t):

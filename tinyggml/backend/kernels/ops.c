@@ -183,6 +183,7 @@ static inline void tg_dot4x3_f32(int64_t K, const float *const a[4], const float
 }
 
 #define MM_NB 64   // activation columns per block: K*64 floats stay in L2 across weight rows
+#define MM_MB 32   // weight rows per panel: non-F32 rows are widened once, into MM_MB*K floats
 
 static void tg_mul_mat_f32(const tg_params *p, tg_tensor *dst) {
     const tg_tensor *src0 = dst->src[0];
@@ -193,11 +194,11 @@ static void tg_mul_mat_f32(const tg_params *p, tg_tensor *dst) {
         tg_mul_mat_q(p, dst);
         return;
     }
-    // F16 / BF16 / quantized rows (a batch): widened to F32 in scratch, 4 at a time
+    // F16 / BF16 / quantized rows: widened to F32 in scratch, a panel of MM_MB rows at a time
     const int widen = src0->type != TG_TYPE_F32, is_f16 = src0->type == TG_TYPE_F16;
-    float *wrows = (float *)p->wdata;                         // 4*K floats
-    int8_t *uw = (int8_t *)(p->wdata + 16 * K);               // unpack scratch: K int8
-    float *usc = (float *)(p->wdata + 17 * K), *umn = usc + K / 16;
+    float *wrows = (float *)p->wdata;                                 // MM_MB*K floats
+    int8_t *uw = (int8_t *)(p->wdata + MM_MB * 4 * K);                // unpack scratch: K int8
+    float *usc = (float *)(p->wdata + MM_MB * 4 * K + K), *umn = usc + K / 16;
 
     // rows per thread rounded up to the 4-row block: results do not depend on the thread count
     const int64_t dr = ((M + p->nth - 1) / p->nth + 3) / 4 * 4;
@@ -205,20 +206,22 @@ static void tg_mul_mat_f32(const tg_params *p, tg_tensor *dst) {
     for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
     for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
         const int64_t i03 = i13 / r3, i02 = i12 / r2;
+        for (int64_t mb = ir0; mb < ir1; mb += MM_MB) {
+        const int64_t mb1 = TG_MIN(ir1, mb + MM_MB);
+        if (widen) {
+            for (int64_t m = mb; m < mb1; m++) {
+                const char *row = at(src0, 0, m, i02, i03);
+                if (is_f16) tg_fp16_to_fp32_row((const tg_fp16_t *)row, wrows + (m - mb) * K, K);
+                else tg_dequantize_row(src0->type, row, K, wrows + (m - mb) * K, uw, usc, umn);
+            }
+        }
         for (int64_t n0 = 0; n0 < N; n0 += MM_NB)
-        for (int64_t m0 = ir0; m0 < ir1; m0 += 4) {
-            const int64_t nm = TG_MIN(4, ir1 - m0), n1 = TG_MIN(N, n0 + MM_NB);
+        for (int64_t m0 = mb; m0 < mb1; m0 += 4) {
+            const int64_t nm = TG_MIN(4, mb1 - m0), n1 = TG_MIN(N, n0 + MM_NB);
             const float *a[4];
             for (int r = 0; r < 4; r++) {
                 const int64_t m = m0 + TG_MIN(r, nm - 1);   // pad a partial block by repeating
-                const char *row = at(src0, 0, m, i02, i03);
-                if (widen) {
-                    if (r < nm && is_f16) tg_fp16_to_fp32_row((const tg_fp16_t *)row, wrows + r * K, K);
-                    else if (r < nm) tg_dequantize_row(src0->type, row, K, wrows + r * K, uw, usc, umn);
-                    a[r] = wrows + TG_MIN(r, nm - 1) * K;
-                } else {
-                    a[r] = (const float *)row;
-                }
+                a[r] = widen ? wrows + (m - mb) * K : (const float *)at(src0, 0, m, i02, i03);
             }
             int64_t n = n0;
             if (nm == 4) {
@@ -239,6 +242,7 @@ static void tg_mul_mat_f32(const tg_params *p, tg_tensor *dst) {
                     for (int r = 0; r < nm; r++) d[r] = tg_dot_f32(K, a[r], b);
                 }
             }
+        }
         }
     }
 }
