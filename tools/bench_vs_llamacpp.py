@@ -26,8 +26,11 @@ import numpy as np
 def weight_bytes_per_token(m) -> int:
     """Bytes of weights one decode step reads: every 2-D weight once (the LM head included),
     the embedding table only as the LM head when tied (get_rows reads one row)."""
-    total = 0
+    total, seen = 0, set()
     for key, t in m.weights.items():
+        if id(t) in seen:                          # a tied head is one tensor under two keys
+            continue
+        seen.add(id(t))
         if key == "token_embd" and m.weights["output"] is not t:
             total += t.nbytes // t.ne[1]           # one row
         else:
