@@ -178,3 +178,22 @@ def test_demo_perplexity_equals_transformers():
     r = perplexity(m, toks, stats["ppl_ctx"])
     assert r.ppl == pytest.approx(stats["ppl_heldout_transformers"], rel=1e-6)
     assert r.err == pytest.approx(stats["ppl_heldout_err"], rel=1e-4)
+
+
+def test_cli_interactive_continues_the_sequence(paths):
+    """--interactive: each input line continues the same sequence; end of input ends cleanly."""
+    p = subprocess.run([sys.executable, "-m", "tinyggml.cli", "run", "-m", str(paths["model"]),
+                        "-p", "hello", "-n", "4", "--temp", "0", "--interactive"],
+                       input="abc\nxyz\n", capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("hello") and p.stdout.count("\n") >= 3
+    assert p.stderr.count("> ") == 3 and "eval time" in p.stderr
+    # the same turns through the API, continuing one sequence, give the same replies
+    m = tinyggml.Model(paths["model"], n_threads=1)
+    from tinyggml.generate import Generation, start
+    from tinyggml.sampling import SamplerParams
+    params = SamplerParams(temperature=0)
+    replies = ["".join(start(m, "hello", 4, params))]
+    for line in ("abc\n", "xyz\n"):
+        replies.append("".join(Generation(m, m.tokenize(line, add_bos=False), params, 4, reset=False)))
+    assert p.stdout == "hello" + "\n".join(replies) + "\n"

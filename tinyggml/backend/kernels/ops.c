@@ -182,6 +182,26 @@ static inline void tg_dot4x3_f32(int64_t K, const float *const a[4], const float
     for (int r = 0; r < 4; r++) { d0[r] = s[0][r]; d1[r] = s[1][r]; d2[r] = s[2][r]; }
 }
 
+// F16 weights, one activation column (decode): 4 rows converted on the fly with F16C, no
+// scratch pass. Accumulates like tg_dot4_f32 on the widened rows (same results).
+static inline void tg_dot4_f16_f32(int64_t K, const tg_fp16_t *const a[4], const float *b, float *out) {
+    int64_t k = 0;
+    float s[4] = {0, 0, 0, 0};
+#ifdef TG_AVX2
+    if (TG_USE_SIMD) {
+        __m256 c[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (; k + 8 <= K; k += 8) {
+            const __m256 vb = _mm256_loadu_ps(b + k);
+            for (int r = 0; r < 4; r++) c[r] = _mm256_fmadd_ps(tg_load_f16x8(a[r] + k), vb, c[r]);
+        }
+        for (int r = 0; r < 4; r++) s[r] = tg_hsum256(c[r]);
+    }
+#endif
+    for (; k < K; k++)
+        for (int r = 0; r < 4; r++) s[r] += tg_fp16_to_fp32(a[r][k]) * b[k];
+    for (int r = 0; r < 4; r++) out[r] = s[r];
+}
+
 #define MM_NB 64   // activation columns per block: K*64 floats stay in L2 across weight rows
 #define MM_MB 32   // weight rows per panel: non-F32 rows are widened once, into MM_MB*K floats
 
@@ -195,7 +215,10 @@ static void tg_mul_mat_f32(const tg_params *p, tg_tensor *dst) {
         return;
     }
     // F16 / BF16 / quantized rows: widened to F32 in scratch, a panel of MM_MB rows at a time
-    const int widen = src0->type != TG_TYPE_F32, is_f16 = src0->type == TG_TYPE_F16;
+    // (one column of F16: converted on the fly instead, see tg_dot4_f16_f32)
+    const int is_f16 = src0->type == TG_TYPE_F16;
+    const int f16_direct = is_f16 && src1->ne[1] == 1;
+    const int widen = src0->type != TG_TYPE_F32 && !f16_direct;
     float *wrows = (float *)p->wdata;                                 // MM_MB*K floats
     int8_t *uw = (int8_t *)(p->wdata + MM_MB * 4 * K);                // unpack scratch: K int8
     float *usc = (float *)(p->wdata + MM_MB * 4 * K + K), *umn = usc + K / 16;
@@ -224,6 +247,15 @@ static void tg_mul_mat_f32(const tg_params *p, tg_tensor *dst) {
                 a[r] = widen ? wrows + (m - mb) * K : (const float *)at(src0, 0, m, i02, i03);
             }
             int64_t n = n0;
+            if (f16_direct) {
+                const tg_fp16_t *h[4];
+                for (int r = 0; r < 4; r++)
+                    h[r] = (const tg_fp16_t *)at(src0, 0, m0 + TG_MIN(r, nm - 1), i02, i03);
+                float o[4];
+                tg_dot4_f16_f32(K, h, (const float *)at(src1, 0, 0, i12, i13), o);
+                for (int r = 0; r < nm; r++) ((float *)at(dst, m0, 0, i12, i13))[r] = o[r];
+                continue;
+            }
             if (nm == 4) {
                 for (; n + 3 <= n1; n += 3)
                     tg_dot4x3_f32(K, a, (const float *)at(src1, 0, n, i12, i13),
@@ -238,8 +270,10 @@ static void tg_mul_mat_f32(const tg_params *p, tg_tensor *dst) {
                 float *d = (float *)at(dst, m0, n, i12, i13);
                 if (nm == 4) {
                     tg_dot4_f32(K, a[0], a[1], a[2], a[3], b, d);
-                } else {
-                    for (int r = 0; r < nm; r++) d[r] = tg_dot_f32(K, a[r], b);
+                } else {                  // padded rows: every output accumulates the same way
+                    float o[4];
+                    tg_dot4_f32(K, a[0], a[1], a[2], a[3], b, o);
+                    for (int r = 0; r < nm; r++) d[r] = o[r];
                 }
             }
         }
