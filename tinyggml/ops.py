@@ -42,7 +42,6 @@ class OpDef:
     name: str
     ref: Callable | None                      # numpy float64 reference: (dst, *src arrays) -> array
     wsize: Callable[[Tensor], int] = lambda t: 0   # scratch bytes per thread
-    writes_state: bool = False                # updates a STATE source in place
 
 
 class ShapeError(ValueError):
@@ -311,9 +310,8 @@ OPS: dict[int, OpDef] = {
     Op.SILU: OpDef("silu", lambda t, a: _silu(a)),
     Op.RMS_NORM: OpDef("rms_norm", _ref_rms_norm),
     Op.CONCAT: OpDef("concat", lambda t, a, b: np.concatenate([a, b], axis=3 - t.op_params[0])),
-    Op.SSM_CONV: OpDef("ssm_conv", _ref_ssm_conv, wsize=_conv_wsize, writes_state=True),
-    Op.SSM_SCAN: OpDef("ssm_scan", _ref_ssm_scan, wsize=lambda t: t.src[0].ne[0] * 4 * 16,
-                       writes_state=True),
+    Op.SSM_CONV: OpDef("ssm_conv", _ref_ssm_conv, wsize=_conv_wsize),
+    Op.SSM_SCAN: OpDef("ssm_scan", _ref_ssm_scan, wsize=lambda t: t.src[0].ne[0] * 4 * 16),
     Op.GATE_SILU: OpDef("gate_silu", lambda t, y, z: y * _silu(z)),
     Op.QUANTIZE: OpDef("quantize", _ref_quantize),
 }
