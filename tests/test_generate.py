@@ -86,9 +86,12 @@ def test_cli_run_eos_stops_early(paths):
 
 
 def test_cli_ctrl_c_stops_cleanly_with_timings(paths):
+    # a shell that starts jobs in the background ignores SIGINT in them, and Python keeps an
+    # ignored SIGINT ignored: give the child the default disposition, as a terminal would
     p = subprocess.Popen([sys.executable, "-m", "tinyggml.cli", "run", "-m", str(paths["model"]),
                           "-p", "x", "-n", "-1", "-t", "1"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE)
+                         stderr=subprocess.PIPE,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.set_blocking(p.stdout.fileno(), False)
     got, t0 = b"", time.time()
     while len(got) < 20 and time.time() - t0 < 60:        # wait until text is streaming
