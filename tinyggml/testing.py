@@ -26,11 +26,10 @@ EOT = "<|endoftext|>"
 
 
 def _byte_symbols():
-    """GPT-2's byte-level alphabet: one printable character per byte value, printable bytes
-    first (they map to themselves), then the others mapped to U+0100 and up, in byte order."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
-    others = [b for b in range(256) if b not in printable]
-    return [chr(b) for b in printable] + [chr(256 + k) for k in range(len(others))]
+    """GPT-2's byte-level alphabet in code-point order: printable bytes first (they map to
+    themselves), then the others, mapped to U+0100 and up (the tokenizer owns the table)."""
+    from .tokenizer import _byte_decoder
+    return sorted(_byte_decoder())
 
 
 def tiny_bpe_vocab(n_vocab):
