@@ -7,8 +7,12 @@ from ..tensor import F32, WEIGHT, Tensor, leaf
 
 
 def name(t: Tensor, what: str, il: int | None = None) -> Tensor:
-    """Name a node like llama.cpp's cb(): "blk.3.ssm_scan" or "result_norm"."""
+    """Name a node like llama.cpp's cb(): "blk.3.ssm_scan" or "result_norm" (and the activation
+    quantization a quantized mul_mat inserted before it: "blk.3.ssm_in.act")."""
     t.name = what if il is None else f"blk.{il}.{what}"
+    for s in t.src:
+        if s is not None and s.op == ops.Op.QUANTIZE and not s.name:
+            s.name = f"{t.name}.act"
     return t
 
 
