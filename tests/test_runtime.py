@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 
 import tinyggml
+from conftest import close
 from reference.mamba_np import RefModel
 from tinyggml.backend import set_simd, simd_compiled
 from tinyggml.testing import write_random_model
+
 
 # odd sizes on purpose, so SIMD tails and group/head splits are exercised
 CONFIGS = {
@@ -64,7 +66,7 @@ def test_chunks_equal_whole(case, chunk):
     whole = m.eval(t)
     m.reset()
     parts = np.concatenate([m.eval(t[i:i + chunk]) for i in range(0, len(t), chunk)])
-    np.testing.assert_allclose(parts, whole, atol=3e-6, rtol=0)
+    close(parts, whole)
 
 
 def test_eval_batch_equals_separate(case):
@@ -78,14 +80,14 @@ def test_eval_batch_equals_separate(case):
     together = m.eval_batch(seqs)
     assert set(together) == set(seqs)
     for sid in seqs:
-        np.testing.assert_allclose(together[sid], alone[sid], atol=3e-6, rtol=0)
+        close(together[sid], alone[sid])
     # continuing the batch continues each sequence
     nxt = m.eval_batch({sid: [int(np.argmax(together[sid][-1]))] for sid in seqs})
     for sid, t in seqs.items():
         m.reset(sid)
         m.eval(t, seq_id=sid)
         one = m.eval([int(np.argmax(together[sid][-1]))], seq_id=sid)
-        np.testing.assert_allclose(nxt[sid], one, atol=3e-6, rtol=0)
+        close(nxt[sid], one)
 
 
 def test_small_ubatch_splits_batches(model_files):
@@ -96,7 +98,7 @@ def test_small_ubatch_splits_batches(model_files):
     seqs = {0: tokens(9, big.n_vocab, 6), 1: tokens(3, big.n_vocab, 7), 2: tokens(6, big.n_vocab, 8)}
     a, b = big.eval_batch(seqs), small.eval_batch(seqs)
     for sid in seqs:
-        np.testing.assert_allclose(a[sid], b[sid], atol=3e-6, rtol=0)
+        close(a[sid], b[sid])
 
 
 def test_reset_clears(case):
@@ -190,7 +192,7 @@ def test_last_logits_only(model_files):
         for sid, t in seqs.items():
             assert got[sid].shape == (min(len(t), 1), m.n_vocab)
             if len(t):
-                np.testing.assert_allclose(got[sid][0], want[sid][-1], atol=3e-6, rtol=0)
+                close(got[sid][0], want[sid][-1])
         m.reset()
     assert any(k[2] == 0 for k in small._compiled)         # a graph without LM head was used
     with pytest.raises(tinyggml.TinyGGMLError, match="logits"):
