@@ -397,29 +397,50 @@ static inline __m256 fma32(__m256i w, const int16_t *q, float s_lo, float s_hi, 
     return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(s_hi), acc);
 }
 
-// Q4_K row x QACT row (SIMD only; the scalar path is the generic unpack + dot)
+// Q4_K row x QACT row (SIMD only; the scalar path is the generic unpack + dot). The 8 six-bit
+// scales and mins of a superblock are unpacked branch-free with 32-bit masks, and the scales
+// (times d and the activation scales) and the min term are computed 8 at a time.
 float tg_dot_q4_k_qact(int64_t K, const void *row, const uint8_t *act) {
     const uint8_t *b = (const uint8_t *)row;
     const int16_t *q = (const int16_t *)act;
     const float *d = (const float *)(act + 2 * K), *ds = d + K / 32;
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    __m256 acc = _mm256_setzero_ps();
-    float mins = 0.0f;
+    const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
+    __m256 acc = _mm256_setzero_ps(), macc = _mm256_setzero_ps();
+    float sc8[8];
     for (int64_t i = 0; i < K; i += 256, b += 144) {
-        const float dd = f16(b), dmin = f16(b + 2);
+        uint32_t u[4];
+        memcpy(u, b + 4, 12);
+        u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
+        const uint32_t mins_lo = u[1] & k1;
+        u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
+        u[2] = mins_lo;
+        u[0] &= k1;                       // bytes 0-7: scales, bytes 8-15: mins
+        const int64_t c0 = i / 32;        // first 32-value chunk of this superblock
+        const __m128i sm = _mm_loadu_si128((const __m128i *)u);
+        const __m256 vsc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm));
+        const __m256 vmn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8)));
+        _mm256_storeu_ps(sc8, _mm256_mul_ps(_mm256_mul_ps(vsc, _mm256_set1_ps(f16(b))),
+                                            _mm256_loadu_ps(d + c0)));
+        // min term: dmin * sum_j m_j * (ds[2(c0+j)] + ds[2(c0+j)+1])
+        const __m256 h0 = _mm256_loadu_ps(ds + 2 * c0), h1 = _mm256_loadu_ps(ds + 2 * c0 + 8);
+        // hadd gives [c0 c1 c4 c5 | c2 c3 c6 c7] pair sums; reorder the 64-bit lanes to c0..c7
+        const __m256 pairs = _mm256_castpd_ps(_mm256_permute4x64_pd(
+            _mm256_castps_pd(_mm256_hadd_ps(h0, h1)), 0xD8));
+        macc = _mm256_fmadd_ps(_mm256_mul_ps(vmn, _mm256_set1_ps(f16(b + 2))), pairs, macc);
         for (int j = 0; j < 4; j++) {
-            int s0, m0, s1, m1;
-            scale_min_k4(2 * j, b + 4, &s0, &m0);
-            scale_min_k4(2 * j + 1, b + 4, &s1, &m1);
-            const int64_t c0 = (i + 64 * j) / 32;          // 32-value chunk of the row
             const __m256i v = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * j));
-            const float a0 = dd * s0 * d[c0], a1 = dd * s1 * d[c0 + 1];
-            acc = fma32(_mm256_and_si256(v, m4), q + 32 * c0, a0, a0, acc);
-            acc = fma32(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), q + 32 * (c0 + 1), a1, a1, acc);
-            mins += dmin * (m0 * (ds[2 * c0] + ds[2 * c0 + 1]) + m1 * (ds[2 * c0 + 2] + ds[2 * c0 + 3]));
+            const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            const int16_t *q0 = q + 32 * (c0 + 2 * j), *q1 = q0 + 32;
+            const __m256i p0 = _mm256_add_epi32(madd16(_mm256_castsi256_si128(lo), q0),
+                                                madd16(_mm256_extracti128_si256(lo, 1), q0 + 16));
+            const __m256i p1 = _mm256_add_epi32(madd16(_mm256_castsi256_si128(hi), q1),
+                                                madd16(_mm256_extracti128_si256(hi, 1), q1 + 16));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_broadcast_ss(sc8 + 2 * j), acc);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_broadcast_ss(sc8 + 2 * j + 1), acc);
         }
     }
-    return tg_hsum256(acc) - mins;
+    return tg_hsum256(acc) - tg_hsum256(macc);
 }
 
 // Q6_K row x QACT row (SIMD only)
