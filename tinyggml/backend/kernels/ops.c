@@ -183,51 +183,6 @@ static inline void tg_dot4x3_f32(int64_t K, const float *const a[4], const float
     for (int r = 0; r < 4; r++) { d0[r] = s[0][r]; d1[r] = s[1][r]; d2[r] = s[2][r]; }
 }
 
-// One activation column (decode): each weight row streams alone through 4 accumulators, 32
-// values per step. Measured on mamba2-130m F16 decode: 14.0 -> 7.7 ms per token against 4
-// rows interleaved 8 values at a time (the load/convert streams of one row pipeline better).
-static inline float tg_dot_row_f16(int64_t K, const tg_fp16_t *a, const float *b) {
-    int64_t k = 0;
-    float s = 0.0f;
-#ifdef TG_AVX2
-    if (TG_USE_SIMD) {
-        __m256 c0 = _mm256_setzero_ps(), c1 = _mm256_setzero_ps();
-        __m256 c2 = _mm256_setzero_ps(), c3 = _mm256_setzero_ps();
-        for (; k + 32 <= K; k += 32) {
-            c0 = _mm256_fmadd_ps(tg_load_f16x8(a + k), _mm256_loadu_ps(b + k), c0);
-            c1 = _mm256_fmadd_ps(tg_load_f16x8(a + k + 8), _mm256_loadu_ps(b + k + 8), c1);
-            c2 = _mm256_fmadd_ps(tg_load_f16x8(a + k + 16), _mm256_loadu_ps(b + k + 16), c2);
-            c3 = _mm256_fmadd_ps(tg_load_f16x8(a + k + 24), _mm256_loadu_ps(b + k + 24), c3);
-        }
-        for (; k + 8 <= K; k += 8) c0 = _mm256_fmadd_ps(tg_load_f16x8(a + k), _mm256_loadu_ps(b + k), c0);
-        s = tg_hsum256(_mm256_add_ps(_mm256_add_ps(c0, c1), _mm256_add_ps(c2, c3)));
-    }
-#endif
-    for (; k < K; k++) s += tg_fp16_to_fp32(a[k]) * b[k];
-    return s;
-}
-
-static inline float tg_dot_row_f32(int64_t K, const float *a, const float *b) {
-    int64_t k = 0;
-    float s = 0.0f;
-#ifdef TG_AVX2
-    if (TG_USE_SIMD) {
-        __m256 c0 = _mm256_setzero_ps(), c1 = _mm256_setzero_ps();
-        __m256 c2 = _mm256_setzero_ps(), c3 = _mm256_setzero_ps();
-        for (; k + 32 <= K; k += 32) {
-            c0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), c0);
-            c1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8), _mm256_loadu_ps(b + k + 8), c1);
-            c2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 16), _mm256_loadu_ps(b + k + 16), c2);
-            c3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 24), _mm256_loadu_ps(b + k + 24), c3);
-        }
-        for (; k + 8 <= K; k += 8) c0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), c0);
-        s = tg_hsum256(_mm256_add_ps(_mm256_add_ps(c0, c1), _mm256_add_ps(c2, c3)));
-    }
-#endif
-    for (; k < K; k++) s += a[k] * b[k];
-    return s;
-}
-
 #define MM_NB 64   // activation columns per block: K*64 floats stay in L2 across weight rows
 #define MM_MB 32   // weight rows per panel: non-F32 rows are widened once, into MM_MB*K floats
 
@@ -250,15 +205,15 @@ static void tg_mul_mat_f32(const tg_params *p, tg_tensor *dst) {
     // rows per thread rounded up to the 4-row block: results do not depend on the thread count
     const int64_t dr = ((M + p->nth - 1) / p->nth + 3) / 4 * 4;
     const int64_t ir0 = TG_MIN(dr * p->ith, M), ir1 = TG_MIN(ir0 + dr, M);
-    if (N == 1 && (src0->type == TG_TYPE_F32 || is_f16)) {      // decode: row by row
+    if (N == 1 && (src0->type == TG_TYPE_F32 || is_f16)) {      // decode: row by row (simd.h)
         for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
         for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
             const float *b = (const float *)at(src1, 0, 0, i12, i13);
             float *d = (float *)at(dst, 0, 0, i12, i13);
             for (int64_t m = ir0; m < ir1; m++) {
                 const char *row = at(src0, 0, m, i12 / r2, i13 / r3);
-                d[m] = is_f16 ? tg_dot_row_f16(K, (const tg_fp16_t *)row, b)
-                              : tg_dot_row_f32(K, (const float *)row, b);
+                d[m] = is_f16 ? tg_dot_f16_f32(K, (const tg_fp16_t *)row, b)
+                              : tg_dot_f32(K, (const float *)row, b);
             }
         }
         return;

@@ -126,23 +126,40 @@ static inline void tg_fp16_to_fp32_row(const tg_fp16_t *x, float *y, int64_t n) 
     for (; i < n; i++) y[i] = tg_fp16_to_fp32(x[i]);
 }
 
-// dot product of two f32 vectors
+// Dot products streaming one row through 4 accumulators, 32 values a step (the decode path:
+// measured on mamba2-130m F16 decode, 14.0 -> 7.7 ms per token against 4 rows interleaved).
+#ifdef TG_AVX2
+#define TG_DOT_BODY(LOAD_X)                                                                     \
+    __m256 c0 = _mm256_setzero_ps(), c1 = _mm256_setzero_ps();                                  \
+    __m256 c2 = _mm256_setzero_ps(), c3 = _mm256_setzero_ps();                                  \
+    for (; i + 32 <= n; i += 32) {                                                              \
+        c0 = _mm256_fmadd_ps(LOAD_X(x + i), _mm256_loadu_ps(y + i), c0);                        \
+        c1 = _mm256_fmadd_ps(LOAD_X(x + i + 8), _mm256_loadu_ps(y + i + 8), c1);                \
+        c2 = _mm256_fmadd_ps(LOAD_X(x + i + 16), _mm256_loadu_ps(y + i + 16), c2);              \
+        c3 = _mm256_fmadd_ps(LOAD_X(x + i + 24), _mm256_loadu_ps(y + i + 24), c3);              \
+    }                                                                                           \
+    for (; i + 8 <= n; i += 8) c0 = _mm256_fmadd_ps(LOAD_X(x + i), _mm256_loadu_ps(y + i), c0); \
+    sum = tg_hsum256(_mm256_add_ps(_mm256_add_ps(c0, c1), _mm256_add_ps(c2, c3)));
+#endif
+
 static inline float tg_dot_f32(int64_t n, const float *x, const float *y) {
     int64_t i = 0;
     float sum = 0.0f;
 #ifdef TG_AVX2
-    if (TG_USE_SIMD) {
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-        for (; i + 16 <= n; i += 16) {
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), a1);
-        }
-        for (; i + 8 <= n; i += 8)
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a0);
-        sum = tg_hsum256(_mm256_add_ps(a0, a1));
-    }
+    if (TG_USE_SIMD) { TG_DOT_BODY(_mm256_loadu_ps) }
 #endif
     for (; i < n; i++) sum += x[i] * y[i];
+    return sum;
+}
+
+// F16 x with F32 y, the F16 values widened on the fly (F16C)
+static inline float tg_dot_f16_f32(int64_t n, const tg_fp16_t *x, const float *y) {
+    int64_t i = 0;
+    float sum = 0.0f;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD) { TG_DOT_BODY(tg_load_f16x8) }
+#endif
+    for (; i < n; i++) sum += tg_fp16_to_fp32(x[i]) * y[i];
     return sum;
 }
 
