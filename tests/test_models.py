@@ -136,6 +136,22 @@ def test_chunked_prompt_equals_whole(name):
         close(np.concatenate(parts), whole, err_msg=f"chunks of {chunk}")
 
 
+@pytest.mark.parametrize("name", ["mamba2-tiny", "mamba2-tiny-g2-spm"])
+@pytest.mark.parametrize("chunk", [4, 7, 64])
+def test_ssd_chunked_scan_vs_float64(name, chunk):
+    """The chunked (SSD) scan, forced for the whole prompt + continuation in chunks of 4 / 7 /
+    64 tokens, against transformers float64 at every position, and equal to the recurrence."""
+    ref = _npz(f"{name}.ref")
+    path = FIXTURES / "models" / f"{name}-f32.gguf"
+    _, head = model_and_head(f"{name}-f32")
+    tol = max(4 * float(ref["gap_f32_f64_max_abs"]), 2e-5)
+    toks = ref["seq_tokens"]
+    got = tinyggml.Model(path, n_threads=2, scan="chunked", ssd_chunk=chunk).eval(toks)
+    assert_close(None, got, ref["seq_final_norm_hidden"] @ head.T, tol, None, None, f"{name} chunked")
+    rec = tinyggml.Model(path, n_threads=2, scan="recurrent").eval(toks)
+    close(got, rec, err_msg="chunked vs recurrent")
+
+
 QUANT_FILES = {"mamba2-tiny-q8_0": "mamba2-tiny", "mamba2-tiny-g2-spm-q8_0": "mamba2-tiny-g2-spm",
                "mamba2-tiny-g2-spm-q4_0": "mamba2-tiny-g2-spm"}
 NON_F32_FILES = {**F16_FILES, **QUANT_FILES}

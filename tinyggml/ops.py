@@ -197,10 +197,22 @@ def ssm_conv(x: Tensor, state: Tensor, w: Tensor, bias: Tensor | None, seq_info:
     return _new(F32, (ch, x.ne[1]), Op.SSM_CONV, (x, state, w, bias, seq_info), (int(apply_silu),))
 
 
+# ssm_scan algorithms (op_params[0]). "chunked" is the state-space-duality form for scalar A per
+# head (Mamba-2, arXiv 2405.21060 sec. 6): per chunk of `chunk` tokens, the outputs within the
+# chunk and the state handed to the next one are small dense matrix products. "auto" takes it
+# for sequences of at least SSD_MIN_LEN tokens in the ubatch and the recurrence otherwise.
+SCAN_ALGOS = {"auto": 0, "recurrent": 1, "chunked": 2}
+SSD_CHUNK = 32
+SSD_MIN_LEN = 16      # measured crossover, see BENCHMARKS.md
+
+
 def ssm_scan(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
-             D: Tensor | None, seq_info: Tensor) -> Tensor:
+             D: Tensor | None, seq_info: Tensor, algo: str = "auto", chunk: int = SSD_CHUNK) -> Tensor:
     # state: {d_state, head_dim, n_head, n_slots}, x: {head_dim, n_head, n_t}, dt: {n_head, n_t},
     # A: {d_state | 1, n_head}, B, C: {d_state, n_group, n_t}, D: {n_head} => y {head_dim, n_head, n_t}
+    _check(algo in SCAN_ALGOS, f"ssm_scan: algo {algo!r} not in {sorted(SCAN_ALGOS)}")
+    _check(1 <= chunk <= 256, f"ssm_scan: chunk {chunk} not in 1..256")
+    _check(algo != "chunked" or A.ne[0] == 1, "ssm_scan: the chunked algorithm needs scalar A per head")
     ds, hd, nh = state.ne[:3]
     n_t, ng = x.ne[2], B.ne[1]
     _check(state.is_contiguous() and state.type == F32, "ssm_scan: state contiguous F32")
@@ -210,9 +222,11 @@ def ssm_scan(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tens
     for t, n in ((B, "B"), (C, "C")):
         _check(t.ne[:3] == (ds, ng, n_t) and t.rows_contiguous(), f"ssm_scan: {n} {t.ne}")
     _check(ng >= 1 and nh % ng == 0, "ssm_scan: n_head must be a multiple of n_group")
+    _check(all(nb % 4 == 0 for t in (x, dt, B, C) for nb in t.nb), "ssm_scan: strides of whole floats")
     _check(D is None or (D.ne[0] == nh and D.is_contiguous()), "ssm_scan: D {n_head}")
     _check(seq_info.type == I32 and seq_info.ne[0] == 3, "seq_info")
-    return _new(F32, (hd, nh, n_t), Op.SSM_SCAN, (state, x, dt, A, B, C, D, seq_info))
+    return _new(F32, (hd, nh, n_t), Op.SSM_SCAN, (state, x, dt, A, B, C, D, seq_info),
+                (SCAN_ALGOS[algo], chunk, SSD_MIN_LEN))
 
 
 # ---- numpy references (float64) -------------------------------------------------------------
@@ -292,6 +306,16 @@ def _mm_wsize(t):
     return 0
 
 
+def _scan_wsize(t):
+    ds, hd = t.src[0].ne[:2]
+    recurrent = ds * 16                                   # Mamba-1: states and A for 8 lanes
+    if t.src[3].ne[0] != 1 or t.op_params[0] == SCAN_ALGOS["recurrent"]:
+        return recurrent * 4
+    L = (t.op_params[1] + 7) // 8 * 8                     # chunk, padded to whole vectors
+    chunked = ds * L + 2 * L * L + 3 * hd * L + 8 * L     # see tg_ssd_heads in ops.c
+    return max(recurrent, chunked) * 4 + 64
+
+
 def _conv_wsize(t):
     x, w = t.src[0], t.src[2]
     return (w.ne[0] - 1 + x.ne[1]) * 8 * 4
@@ -311,7 +335,7 @@ OPS: dict[int, OpDef] = {
     Op.RMS_NORM: OpDef("rms_norm", _ref_rms_norm),
     Op.CONCAT: OpDef("concat", lambda t, a, b: np.concatenate([a, b], axis=3 - t.op_params[0])),
     Op.SSM_CONV: OpDef("ssm_conv", _ref_ssm_conv, wsize=_conv_wsize),
-    Op.SSM_SCAN: OpDef("ssm_scan", _ref_ssm_scan, wsize=lambda t: t.src[0].ne[0] * 4 * 16),
+    Op.SSM_SCAN: OpDef("ssm_scan", _ref_ssm_scan, wsize=_scan_wsize),
     Op.GATE_SILU: OpDef("gate_silu", lambda t, y, z: y * _silu(z)),
     Op.QUANTIZE: OpDef("quantize", _ref_quantize),
 }

@@ -1,6 +1,6 @@
 """Model: GGUF file -> weights (mmapped) -> graphs per ubatch shape -> logits. The Python API.
 
-    m = tinyggml.Model(path, n_threads=None)
+    m = tinyggml.Model(path, n_threads=None, scan="auto")
     logits = m.eval(tokens, seq_id=0)          # [len(tokens), n_vocab] float32, continues seq_id
     out = m.eval_batch({0: toks_a, 1: toks_b})  # one graph run for all sequences (per ubatch)
     m.reset(seq_id=None)
@@ -8,6 +8,8 @@
 A ubatch holds the tokens of one or more sequences back to back; `seq_info` {3, n_seqs} says
 where each starts and which state slot it uses. A graph (and its compiled C plan) is built once
 per (n_tokens, n_seqs) and reused: a step is fill inputs -> one nogil run -> read logits.
+Mamba-2 scans sequences of >= ops.SSD_MIN_LEN tokens in the ubatch in chunks (state-space
+duality) and shorter ones token by token; scan="recurrent" / "chunked" forces one algorithm.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import ops
 from .backend import Plan
 from .errors import TinyGGMLError
 from .gguf_file import GGUFModel, HParams
@@ -57,10 +60,12 @@ class _Compiled:
 
 
 def build_graph(w: dict, hp: HParams, state: RecurrentState, n_tokens: int, n_seqs: int,
-                n_out: int | None = None, keep: tuple = ()) -> Graph:
+                n_out: int | None = None, keep: tuple = (), scan: tuple = ("auto", ops.SSD_CHUNK)
+                ) -> Graph:
     """Record the forward graph of one ubatch of `n_tokens` tokens from `n_seqs` sequences,
     with logits for `n_out` rows (None or n_tokens: every row; 0: no LM head at all).
-    Nodes named in `keep` (e.g. "blk.0.l_out") become outputs, readable after a run."""
+    Nodes named in `keep` (e.g. "blk.0.l_out") become outputs, readable after a run.
+    `scan` = (algorithm, chunk) of Mamba-2's ssm_scan (ops.SCAN_ALGOS)."""
     n_out = n_tokens if n_out is None else n_out
     block = ARCH_MODULES[hp.arch].build_block
     (dc1, ch), (ds, hd, nh) = hp.state_shapes()
@@ -77,7 +82,7 @@ def build_graph(w: dict, hp: HParams, state: RecurrentState, n_tokens: int, n_se
     ssm = [leaf(F32, (ds, hd, nh, state.n_slots), f"cache_ssm_l{il}", STATE, state.ssm[il])
            for il in range(hp.n_layer)]
     out = build_forward(w, hp, tokens,
-                        lambda cur, il: block(w, hp, conv[il], ssm[il], seq_info, cur, il),
+                        lambda cur, il: block(w, hp, conv[il], ssm[il], seq_info, cur, il, scan),
                         out_ids, head=n_out > 0)
     g.output(out)
     for t in g.nodes:
@@ -91,8 +96,14 @@ def build_graph(w: dict, hp: HParams, state: RecurrentState, n_tokens: int, n_se
 class Model:
     """A Mamba-1 / Mamba-2 GGUF model ready to evaluate. See the module docstring."""
 
-    def __init__(self, path: str, n_threads: int | None = None, n_ubatch: int = 512):
+    def __init__(self, path: str, n_threads: int | None = None, n_ubatch: int = 512,
+                 scan: str = "auto", ssd_chunk: int = ops.SSD_CHUNK):
         t0 = time.perf_counter()
+        if scan not in ops.SCAN_ALGOS:
+            raise TinyGGMLError(f"scan must be one of {', '.join(ops.SCAN_ALGOS)}, got {scan!r}")
+        if not 1 <= ssd_chunk <= 256:
+            raise TinyGGMLError(f"ssd_chunk must be in 1..256, got {ssd_chunk}")
+        self.scan = (scan, int(ssd_chunk))
         self.path = str(path)
         self.file = GGUFModel(self.path)
         self.arch: str = self.file.arch
@@ -162,7 +173,8 @@ class Model:
         if c is None or c.state_version != self.state.version:
             if c is None and len(self._compiled) >= 64:      # bound the cache (odd shapes)
                 self._compiled.pop(next(iter(self._compiled)))
-            g = build_graph(self.weights, self.hparams, self.state, n_tokens, n_seqs, n_out, keep)
+            g = build_graph(self.weights, self.hparams, self.state, n_tokens, n_seqs, n_out, keep,
+                            self.scan)
             c = _Compiled(g, Plan(g, max_threads=self.n_threads),
                           {k: t.data for k, t in g.inputs.items()}, g.outputs["logits"],
                           self.state.version)

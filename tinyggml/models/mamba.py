@@ -32,8 +32,9 @@ def load_tensors(f: GGUFModel, hp: HParams) -> dict:
 
 
 def build_block(w: dict, hp: HParams, conv_state: Tensor, ssm_state: Tensor, seq_info: Tensor,
-                cur: Tensor, il: int) -> Tensor:
-    """cur: {n_embd, n_t} (normed) => {n_embd, n_t}"""
+                cur: Tensor, il: int, scan: tuple = ("auto", ops.SSD_CHUNK)) -> Tensor:
+    """cur: {n_embd, n_t} (normed) => {n_embd, n_t}. `scan` is Mamba-2's choice: with A per
+    state element, Mamba-1 always scans token by token."""
     di, ds, r = hp.d_inner, hp.d_state, hp.dt_rank
     n_t = cur.ne[1]
     # {n_embd, 2*d_inner} @ {n_embd, n_t} => {2*d_inner, n_t}

@@ -33,7 +33,7 @@ def load_tensors(f: GGUFModel, hp: HParams) -> dict:
 
 
 def build_block(w: dict, hp: HParams, conv_state: Tensor, ssm_state: Tensor, seq_info: Tensor,
-                cur: Tensor, il: int) -> Tensor:
+                cur: Tensor, il: int, scan: tuple = ("auto", ops.SSD_CHUNK)) -> Tensor:
     """cur: {n_embd, n_t} (normed) => {n_embd, n_t}"""
     di, ds, nh, ng, hd = hp.d_inner, hp.d_state, hp.n_head, hp.n_group, hp.head_dim
     ch = hp.conv_channels
@@ -53,7 +53,7 @@ def build_block(w: dict, hp: HParams, conv_state: Tensor, ssm_state: Tensor, seq
     dt = name(ops.add(dt, w[f"{il}.ssm_dt_b"]), "ssm_dt_b", il)         # {n_head, n_t}
     # scalar A per head => y {head_dim, n_head, n_t}
     y = ops.ssm_scan(ssm_state, x, dt, w[f"{il}.ssm_a"], B, C, ops.reshape(w[f"{il}.ssm_d"], nh),
-                     seq_info)
+                     seq_info, algo=scan[0], chunk=scan[1])
     y = name(y, "ssm_scan", il)
     y = name(ops.gate_silu(ops.reshape(y, di, n_t), z), "ssm_gate", il)  # y * silu(z)
     # grouped RMS norm: {d_inner/n_group, n_group, n_t}

@@ -548,72 +548,272 @@ static void tg_ssm_scan_m1_f32(const tg_params *p, tg_tensor *dst) {
     }
 }
 
+// One head over one sequence, token by token (decode, short sequences, Mamba-2 with A per
+// element). state [hd][ds]; dA: ds floats of scratch.
+static void tg_scan_head_recurrent(const tg_tensor *dst, float *state, int64_t t0, int64_t len,
+                                   int64_t h, float *dA) {
+    const tg_tensor *x = dst->src[1], *dt = dst->src[2], *A = dst->src[3];
+    const tg_tensor *B = dst->src[4], *C = dst->src[5], *D = dst->src[6];
+    const int64_t ds = dst->src[0]->ne[0], hd = dst->src[0]->ne[1];
+    const int64_t g = h / (dst->src[0]->ne[2] / B->ne[1]);
+    const int scalar_a = A->ne[0] == 1;
+    const float *a = (const float *)(A->data + h * A->nb[1]);
+    const float dh = D ? *(const float *)(D->data + h * D->nb[0]) : 0.0f;
+    for (int64_t t = t0; t < t0 + len; t++) {
+        const float dtv = tg_softplus_f32(*(const float *)at(dt, h, t, 0, 0));
+        const float *b = (const float *)at(B, 0, g, t, 0);
+        const float *c = (const float *)at(C, 0, g, t, 0);
+        const float *xp = (const float *)at(x, 0, h, t, 0);
+        float *y = (float *)at(dst, 0, h, t, 0);
+        const float da_scalar = scalar_a ? expf(dtv * a[0]) : 0.0f;
+        if (!scalar_a) {
+            int64_t n = 0;
+#ifdef TG_AVX2
+            if (TG_USE_SIMD) {
+                const __m256 vdt = _mm256_set1_ps(dtv);
+                for (; n + 8 <= ds; n += 8)
+                    _mm256_storeu_ps(dA + n, tg_exp256(_mm256_mul_ps(vdt, _mm256_loadu_ps(a + n))));
+            }
+#endif
+            for (; n < ds; n++) dA[n] = expf(dtv * a[n]);
+        }
+        for (int64_t pi = 0; pi < hd; pi++) {
+            const float xdt = xp[pi] * dtv;
+            float *sp = state + pi * ds;
+            int64_t n = 0;
+            float sum = 0.0f;
+#ifdef TG_AVX2
+            if (TG_USE_SIMD) {
+                const __m256 vx = _mm256_set1_ps(xdt), vda = _mm256_set1_ps(da_scalar);
+                __m256 acc = _mm256_setzero_ps();
+                for (; n + 8 <= ds; n += 8) {
+                    const __m256 da = scalar_a ? vda : _mm256_loadu_ps(dA + n);
+                    const __m256 sn = _mm256_fmadd_ps(_mm256_loadu_ps(sp + n), da,
+                                                      _mm256_mul_ps(_mm256_loadu_ps(b + n), vx));
+                    _mm256_storeu_ps(sp + n, sn);
+                    acc = _mm256_fmadd_ps(sn, _mm256_loadu_ps(c + n), acc);
+                }
+                sum = tg_hsum256(acc);
+            }
+#endif
+            for (; n < ds; n++) {
+                const float sn = sp[n] * (scalar_a ? da_scalar : dA[n]) + b[n] * xdt;
+                sp[n] = sn;
+                sum += sn * c[n];
+            }
+            y[pi] = sum + dh * xp[pi];
+        }
+    }
+}
+
+// C[i, j] = beta * C[i, j] + sum_k A[i, k] * B[k, j] for i < M, j < N (beta 0: C is not
+// read); row-major with leading dims lda, ldb, ldc. causal: column j only sums k <= j rounded
+// up to its 16-column block (the entries past j are zero in the causal matrices this is used
+// for). The small dense products of the chunked scan: 4 rows x 16 columns of C stay in
+// registers across k.
+static void tg_gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                    const float *B, int64_t ldb, float beta, float *C, int64_t ldc, int causal) {
+    for (int64_t j0 = 0; j0 < N; j0 += 16) {
+        const int64_t nj = TG_MIN(16, N - j0);
+        const int64_t kn = causal ? TG_MIN(K, j0 + 16) : K;
+        int64_t i = 0;
+#ifdef TG_AVX2
+        if (TG_USE_SIMD && nj == 16) {
+            const __m256 vbeta = _mm256_set1_ps(beta);
+            for (; i + 4 <= M; i += 4) {
+                float *c0 = C + i * ldc + j0;
+                __m256 acc[4][2];
+                for (int r = 0; r < 4; r++) {
+                    acc[r][0] = beta == 0.0f ? _mm256_setzero_ps() : _mm256_mul_ps(vbeta, _mm256_loadu_ps(c0 + r * ldc));
+                    acc[r][1] = beta == 0.0f ? _mm256_setzero_ps() : _mm256_mul_ps(vbeta, _mm256_loadu_ps(c0 + r * ldc + 8));
+                }
+                const float *a0 = A + i * lda;
+                for (int64_t k = 0; k < kn; k++) {
+                    const __m256 b0 = _mm256_loadu_ps(B + k * ldb + j0);
+                    const __m256 b1 = _mm256_loadu_ps(B + k * ldb + j0 + 8);
+                    for (int r = 0; r < 4; r++) {
+                        const __m256 av = _mm256_broadcast_ss(a0 + r * lda + k);
+                        acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
+                        acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+                    }
+                }
+                for (int r = 0; r < 4; r++) {
+                    _mm256_storeu_ps(c0 + r * ldc, acc[r][0]);
+                    _mm256_storeu_ps(c0 + r * ldc + 8, acc[r][1]);
+                }
+            }
+        }
+#endif
+        for (; i < M; i++) {
+            float *c = C + i * ldc + j0;
+            for (int64_t j = 0; j < nj; j++) c[j] = beta == 0.0f ? 0.0f : beta * c[j];
+            for (int64_t k = 0; k < kn; k++) {
+                const float av = A[i * lda + k];
+                const float *b = B + k * ldb + j0;
+                for (int64_t j = 0; j < nj; j++) c[j] += av * b[j];
+            }
+        }
+    }
+}
+
+// dst[j, i] = src[i, j] for i < rows, j < cols (row-major, leading dims lds, ldd); 8x8 blocks
+// in registers.
+static void tg_transpose(const float *src, int64_t lds, float *dst, int64_t ldd, int64_t rows,
+                         int64_t cols) {
+    int64_t i0 = 0;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD) {
+        for (; i0 + 8 <= rows; i0 += 8) {
+            int64_t j0 = 0;
+            for (; j0 + 8 <= cols; j0 += 8) {
+                __m256 r[8], t[8];
+                for (int k = 0; k < 8; k++) r[k] = _mm256_loadu_ps(src + (i0 + k) * lds + j0);
+                for (int k = 0; k < 8; k += 2) {
+                    t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
+                    t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
+                }
+                for (int k = 0; k < 8; k += 4) {
+                    r[k] = _mm256_shuffle_ps(t[k], t[k + 2], 0x44);
+                    r[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], 0xEE);
+                    r[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0x44);
+                    r[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
+                }
+                for (int k = 0; k < 4; k++) {
+                    _mm256_storeu_ps(dst + (j0 + k) * ldd + i0, _mm256_permute2f128_ps(r[k], r[k + 4], 0x20));
+                    _mm256_storeu_ps(dst + (j0 + k + 4) * ldd + i0, _mm256_permute2f128_ps(r[k], r[k + 4], 0x31));
+                }
+            }
+            for (; j0 < cols; j0++)
+                for (int64_t i = i0; i < i0 + 8; i++) dst[j0 * ldd + i] = src[i * lds + j0];
+        }
+    }
+#endif
+    for (; i0 < rows; i0++)
+        for (int64_t j = 0; j < cols; j++) dst[j * ldd + i0] = src[i0 * lds + j];
+}
+
+// v[i] = exp(v[i]), n values
+static void tg_exp_row(float *v, int64_t n) {
+    int64_t i = 0;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD)
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(v + i, tg_exp256(_mm256_loadu_ps(v + i)));
+#endif
+    for (; i < n; i++) v[i] = expf(v[i]);
+}
+
+// Chunked scan (state-space duality, arXiv 2405.21060 sec. 6) for heads [h0, h1) of one
+// sequence, scalar A per head. For a chunk of Lc tokens, with a_t = softplus(dt_t) * A and
+// cs_t = a_0 + ... + a_t (in double, so exp(cs_t - cs_s) keeps float accuracy):
+//   y_t   = exp(cs_t) C_t . h0  +  sum_{s<=t} exp(cs_t - cs_s) dt_s (C_t . B_s) x_s  +  D x_t
+//   h_end = exp(cs_last) h0  +  sum_s exp(cs_last - cs_s) dt_s x_s B_s^T
+// With the state stored [p][n], every product is tg_gemm's form when the outputs are built
+// transposed: YT = h0 @ CT, YT += XT @ MT (MT[s][t] = exp(cs_t - cs_s) dt_s CB[s][t], causal),
+// h = exp(cs_last) h + XwT @ B. CT and CB[s][t] = B_s . C_t depend on the group only, so the
+// loop is chunk-outer, head-inner and makes them once per group and chunk.
+// Scratch (floats, L = chunk rounded up to 8): CT [ds][L], CB [L][L], MT [L][L], XT, XwT,
+// YT [hd][L], then dtv, ecs, w, tmp [L] and cs [L] doubles: ops.py _scan_wsize.
+static void tg_ssd_heads(const tg_params *p, const tg_tensor *dst, int64_t slot, int64_t t0,
+                         int64_t len, int64_t h0, int64_t h1) {
+    const tg_tensor *st = dst->src[0], *x = dst->src[1], *dt = dst->src[2], *A = dst->src[3];
+    const tg_tensor *B = dst->src[4], *C = dst->src[5], *D = dst->src[6];
+    const int64_t ds = st->ne[0], hd = st->ne[1], hpg = st->ne[2] / B->ne[1];
+    const int64_t L = (dst->op_params[1] + 7) / 8 * 8, chunk = dst->op_params[1];
+    float *CT = (float *)(((uintptr_t)p->wdata + 63) & ~(uintptr_t)63);
+    float *CB = CT + ds * L, *MT = CB + L * L, *XT = MT + L * L, *XwT = XT + hd * L;
+    float *YT = XwT + hd * L, *dtv = YT + hd * L, *ecs = dtv + L, *w = ecs + L;
+    double *cs = (double *)(w + 2 * L);
+    // token strides in floats (ops.py checks they are whole floats)
+    const int64_t ldb = B->nb[2] / 4, ldc = C->nb[2] / 4, ldx = x->nb[2] / 4, ldy = dst->nb[2] / 4;
+    for (int64_t c0 = 0; c0 < len; c0 += chunk) {
+        const int64_t Lc = TG_MIN(chunk, len - c0), tc = t0 + c0;
+        int64_t g_done = -1;
+        for (int64_t h = h0; h < h1; h++) {
+            const int64_t g = h / hpg;
+            const float *Bg = (const float *)at(B, 0, g, tc, 0);
+            if (g != g_done) {                 // CT[n][t] = C_t[n]; CB[s][t] = B_s . C_t
+                if (Lc < L) memset(CT, 0, ds * L * 4);
+                tg_transpose((const float *)at(C, 0, g, tc, 0), ldc, CT, L, Lc, ds);
+                tg_gemm(Lc, L, ds, Bg, ldb, CT, L, 0.0f, CB, L, 0);
+                g_done = g;
+            }
+            const float a = *(const float *)(A->data + h * A->nb[1]);
+            const float dh = D ? *(const float *)(D->data + h * D->nb[0]) : 0.0f;
+            double acc = 0.0;
+            for (int64_t t = 0; t < Lc; t++) {
+                dtv[t] = tg_softplus_f32(*(const float *)at(dt, h, tc + t, 0, 0));
+                acc += (double)dtv[t] * a;
+                cs[t] = acc;
+            }
+            const double last = cs[Lc - 1];
+            for (int64_t t = 0; t < Lc; t++) {
+                ecs[t] = (float)cs[t];
+                w[t] = (float)(last - cs[t]);
+            }
+            tg_exp_row(ecs, Lc);
+            tg_exp_row(w, Lc);
+            for (int64_t t = 0; t < Lc; t++) w[t] *= dtv[t];
+            for (int64_t t = Lc; t < L; t++) ecs[t] = w[t] = 0.0f;
+            // MT[s][t] = exp(cs_t - cs_s) dt_s CB[s][t] for s <= t < Lc, else 0
+            for (int64_t s = 0; s < Lc; s++) {
+                float *m = MT + s * L;
+                const float *cb = CB + s * L;
+                const double css = cs[s];
+                int64_t t = s;
+#ifdef TG_AVX2
+                if (TG_USE_SIMD) {
+                    const __m256d vs = _mm256_set1_pd(css);
+                    for (; t + 4 <= Lc; t += 4)
+                        _mm_storeu_ps(m + t, _mm256_cvtpd_ps(_mm256_sub_pd(_mm256_loadu_pd(cs + t), vs)));
+                }
+#endif
+                for (; t < Lc; t++) m[t] = (float)(cs[t] - css);
+                tg_exp_row(m + s, Lc - s);
+                const float dts = dtv[s];
+                for (t = 0; t < s; t++) m[t] = 0.0f;
+                for (t = s; t < Lc; t++) m[t] *= dts * cb[t];
+                for (t = Lc; t < L; t++) m[t] = 0.0f;
+            }
+            // XT[p][t] = x_t[p] (zero past Lc), XwT = XT * w
+            if (Lc < L) memset(XT, 0, hd * L * 4);
+            tg_transpose((const float *)at(x, 0, h, tc, 0), ldx, XT, L, Lc, hd);
+            for (int64_t pi = 0; pi < hd; pi++)
+                for (int64_t t = 0; t < L; t++) XwT[pi * L + t] = XT[pi * L + t] * w[t];
+            float *state = (float *)(st->data + slot * st->nb[3] + h * st->nb[2]);   // [hd][ds]
+            tg_gemm(hd, L, ds, state, ds, CT, L, 0.0f, YT, L, 0);       // C_t . h0
+            for (int64_t pi = 0; pi < hd; pi++)
+                for (int64_t t = 0; t < L; t++)
+                    YT[pi * L + t] = YT[pi * L + t] * ecs[t] + dh * XT[pi * L + t];
+            tg_gemm(hd, L, Lc, XT, L, MT, L, 1.0f, YT, L, 1);           // within the chunk
+            tg_gemm(hd, ds, Lc, XwT, L, Bg, ldb, (float)exp(last), state, ds, 0);   // next state
+            tg_transpose(YT, L, (float *)at(dst, 0, h, tc, 0), ldy, hd, Lc);
+        }
+    }
+}
+
 static void tg_ssm_scan_f32(const tg_params *p, tg_tensor *dst) {
     if (dst->src[3]->ne[0] != 1 && dst->src[0]->ne[1] == 1) {   // A per element, head_dim 1
         tg_ssm_scan_m1_f32(p, dst);
         return;
     }
-    const tg_tensor *st = dst->src[0], *x = dst->src[1], *dt = dst->src[2], *A = dst->src[3];
-    const tg_tensor *B = dst->src[4], *C = dst->src[5], *D = dst->src[6], *info = dst->src[7];
-    const int64_t ds = st->ne[0], hd = st->ne[1], nh = st->ne[2];
-    const int64_t ng = B->ne[1], heads_per_group = nh / ng;
-    const int64_t n_s = info->ne[1];
-    const int scalar_a = A->ne[0] == 1;
-    float *dA = (float *)p->wdata;   // d_state floats
-
+    const tg_tensor *st = dst->src[0], *info = dst->src[7];
+    const int64_t nh = st->ne[2], n_s = info->ne[1];
+    const int algo = dst->op_params[0], min_len = dst->op_params[2];
+    const int scalar_a = dst->src[3]->ne[0] == 1;
+    // rows are (sequence, head); this thread's rows of one sequence are a run of heads
     ROW_RANGE(n_s * nh);
-    for (int64_t ir = ir0; ir < ir1; ir++) {
-        const int64_t s = ir / nh, h = ir % nh, g = h / heads_per_group;
+    for (int64_t ir = ir0; ir < ir1;) {
+        const int64_t s = ir / nh, h0 = ir % nh, h1 = TG_MIN(nh, h0 + (ir1 - ir));
         const int32_t *si = (const int32_t *)(info->data + s * info->nb[1]);
         const int64_t slot = si[0], t0 = si[1], len = si[2];
-        float *state = (float *)(st->data + slot * st->nb[3] + h * st->nb[2]);   // [hd][ds]
-        const float *a = (const float *)(A->data + h * A->nb[1]);
-        const float dh = D ? *(const float *)(D->data + h * D->nb[0]) : 0.0f;
-        for (int64_t t = t0; t < t0 + len; t++) {
-            const float dtv = tg_softplus_f32(*(const float *)at(dt, h, t, 0, 0));
-            const float *b = (const float *)at(B, 0, g, t, 0);
-            const float *c = (const float *)at(C, 0, g, t, 0);
-            const float *xp = (const float *)at(x, 0, h, t, 0);
-            float *y = (float *)at(dst, 0, h, t, 0);
-            const float da_scalar = scalar_a ? expf(dtv * a[0]) : 0.0f;
-            if (!scalar_a) {
-                int64_t n = 0;
-#ifdef TG_AVX2
-                if (TG_USE_SIMD) {
-                    const __m256 vdt = _mm256_set1_ps(dtv);
-                    for (; n + 8 <= ds; n += 8)
-                        _mm256_storeu_ps(dA + n, tg_exp256(_mm256_mul_ps(vdt, _mm256_loadu_ps(a + n))));
-                }
-#endif
-                for (; n < ds; n++) dA[n] = expf(dtv * a[n]);
-            }
-            for (int64_t pi = 0; pi < hd; pi++) {
-                const float xdt = xp[pi] * dtv;
-                float *sp = state + pi * ds;
-                int64_t n = 0;
-                float sum = 0.0f;
-#ifdef TG_AVX2
-                if (TG_USE_SIMD) {
-                    const __m256 vx = _mm256_set1_ps(xdt), vda = _mm256_set1_ps(da_scalar);
-                    __m256 acc = _mm256_setzero_ps();
-                    for (; n + 8 <= ds; n += 8) {
-                        const __m256 da = scalar_a ? vda : _mm256_loadu_ps(dA + n);
-                        const __m256 sn = _mm256_fmadd_ps(_mm256_loadu_ps(sp + n), da,
-                                                          _mm256_mul_ps(_mm256_loadu_ps(b + n), vx));
-                        _mm256_storeu_ps(sp + n, sn);
-                        acc = _mm256_fmadd_ps(sn, _mm256_loadu_ps(c + n), acc);
-                    }
-                    sum = tg_hsum256(acc);
-                }
-#endif
-                for (; n < ds; n++) {
-                    const float sn = sp[n] * (scalar_a ? da_scalar : dA[n]) + b[n] * xdt;
-                    sp[n] = sn;
-                    sum += sn * c[n];
-                }
-                y[pi] = sum + dh * xp[pi];
-            }
+        if (scalar_a && len > 0 && (algo == 2 || (algo == 0 && len >= min_len))) {
+            tg_ssd_heads(p, dst, slot, t0, len, h0, h1);
+        } else {
+            for (int64_t h = h0; h < h1; h++)
+                tg_scan_head_recurrent(dst, (float *)(st->data + slot * st->nb[3] + h * st->nb[2]),
+                                       t0, len, h, (float *)p->wdata);
         }
+        ir += h1 - h0;
     }
 }
 
