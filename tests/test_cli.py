@@ -109,8 +109,13 @@ def test_bench_json(model):
     assert tests == ["pp16", "tg4", "tg4@d8"]
     assert all(x["ts_median"] > 0 and len(x["ts_all"]) == 2 for x in out["results"])
     assert out["state_bytes_per_sequence"] > 0 and out["peak_rss_bytes"] > 0
+    assert out["scan"] == "auto"
+    r = cli("bench", "-m", model, "-p", "32", "-n", "0", "-r", 1, "-t", 1, "--scan", "recurrent", "-o", "json")
+    assert r.returncode == 0 and json.loads(r.stdout)["scan"] == "recurrent", r.stderr
     r = cli("bench", "-m", model, "-p", "x")
     assert r.returncode == 2
+    r = cli("bench", "-m", model, "--scan", "ssd")
+    assert r.returncode == 2 and "--scan" in r.stderr
 
 
 def test_quantize_cli(model, tmp_path):

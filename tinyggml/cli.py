@@ -40,9 +40,9 @@ def default_model() -> str:
     return os.path.join(os.path.dirname(here), "models", DEMO_MODEL)
 
 
-def _model(path: str, n_threads: int | None = 1):
+def _model(path: str, n_threads: int | None = 1, scan: str = "auto"):
     from .runtime import Model
-    return Model(path, n_threads=n_threads)
+    return Model(path, n_threads=n_threads, scan=scan)
 
 
 def _read_text(path: str) -> str:
@@ -204,7 +204,7 @@ def cmd_bench(args) -> int:
     from .bench import run_bench, to_json, to_markdown
     if args.reps < 1:
         raise TinyGGMLError(f"-r must be >= 1, got {args.reps}")
-    m = _model(args.model, args.threads)
+    m = _model(args.model, args.threads, args.scan)
 
     def progress(test, r, n):
         print(f"\rbench: {test} run {r}/{n}   ", end="", file=sys.stderr, flush=True)
@@ -340,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
     s.add_argument("-r", "--reps", type=int, default=5, help="repetitions (default 5)")
     s.add_argument("-o", "--output", choices=["md", "json"], default="md", help="output format")
+    s.add_argument("--scan", choices=["auto", "recurrent", "chunked"], default="auto",
+                   help="Mamba-2 prompt scan: chunked (SSD) for sequences of >= 16 tokens in a "
+                        "ubatch (auto, default), or one algorithm throughout")
     s.set_defaults(func=cmd_bench)
 
     from .make_model import PRESETS, TYPES
