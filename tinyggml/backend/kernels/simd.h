@@ -17,6 +17,12 @@
 #define TG_USE_SIMD 0
 #endif
 
+// AVX-512 (F + VL + BW + VNNI, e.g. Zen 4, Ice Lake and later) widens the batched GEMM tiles
+// and the integer dots; everything else keeps its AVX2 form.
+#if defined(TG_AVX2) && defined(__AVX512F__) && defined(__AVX512VL__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#define TG_AVX512 1
+#endif
+
 #define TG_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define TG_MAX(a, b) ((a) > (b) ? (a) : (b))
 
@@ -62,6 +68,13 @@ static inline float tg_hsum256(__m256 v) {
     sh = _mm_movehl_ps(sh, lo);
     lo = _mm_add_ss(lo, sh);
     return _mm_cvtss_f32(lo);
+}
+
+// the 8 horizontal sums of a[0..7] as one vector (lane j = sum of a[j])
+static inline __m256 tg_hsum8x8(const __m256 a[8]) {
+    const __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+    const __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
 }
 
 // exp(x) for 8 lanes: x = k*ln2 + r, |r| <= ln2/2, exp(r) by a degree-6 polynomial
