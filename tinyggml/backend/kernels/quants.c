@@ -318,7 +318,28 @@ static inline __m256i madd16(__m128i w8, const int16_t *q) {
 }
 #endif
 
-// Q4_0 row x QACT row: per block, (nibble - 8) * q summed in int32, scaled by d_w * d_a
+#ifdef TG_AVX2
+// acc + madd(w, q) (16 int16 x 16 int16 -> 8 int32 lanes): one VNNI instruction where there is one
+static inline __m256i dp16(__m256i acc, __m256i w, __m256i q) {
+#ifdef TG_AVX512
+    return _mm256_dpwssd_epi32(acc, w, q);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(w, q));
+#endif
+}
+
+// the 8 horizontal sums of a[0..7] (int32 lanes) as one vector
+static inline __m256i hsum8x8_epi32(const __m256i a[8]) {
+    const __m256i u0 = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
+    const __m256i u1 = _mm256_hadd_epi32(_mm256_hadd_epi32(a[4], a[5]), _mm256_hadd_epi32(a[6], a[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20), _mm256_permute2x128_si256(u0, u1, 0x31));
+}
+#endif
+
+// Q4_0 row x QACT row: per block, (nibble - 8) * q summed in int32, scaled by d_w * d_a.
+// SIMD: 8 blocks at a time; each block's 16 bytes widen to 16-bit lanes once, so the low and
+// high nibbles (values 0-15 and 16-31) are one AND and one shift; the 8 block sums are reduced
+// together and scaled by 8 weight scales (F16C) times 8 activation scales in one step.
 float tg_dot_q4_0_qact(int64_t K, const void *row, const uint8_t *act) {
     const uint8_t *b = (const uint8_t *)row;
     const int16_t *q = (const int16_t *)act;
@@ -327,27 +348,22 @@ float tg_dot_q4_0_qact(int64_t K, const void *row, const uint8_t *act) {
     int64_t c = 0;
 #ifdef TG_AVX2
     if (TG_USE_SIMD) {
-        __m256 acc = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps();
-        const __m128i m4 = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
-        for (; c + 2 <= K / 32; c += 2, b += 36) {       // two blocks: independent chains
-            const __m128i v = _mm_loadu_si128((const __m128i *)(b + 2));
-            const __m128i u = _mm_loadu_si128((const __m128i *)(b + 20));
-            const __m256i p = _mm256_add_epi32(
-                madd16(_mm_sub_epi8(_mm_and_si128(v, m4), eight), q + c * 32),
-                madd16(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m4), eight), q + c * 32 + 16));
-            const __m256i r = _mm256_add_epi32(
-                madd16(_mm_sub_epi8(_mm_and_si128(u, m4), eight), q + c * 32 + 32),
-                madd16(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(u, 4), m4), eight), q + c * 32 + 48));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(f16(b) * d[c]), acc);
-            acc2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(r), _mm256_set1_ps(f16(b + 18) * d[c + 1]), acc2);
-        }
-        acc = _mm256_add_ps(acc, acc2);
-        for (; c < K / 32; c++, b += 18) {
-            const __m128i v = _mm_loadu_si128((const __m128i *)(b + 2));
-            const __m128i lo = _mm_sub_epi8(_mm_and_si128(v, m4), eight);
-            const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m4), eight);
-            const __m256i p = _mm256_add_epi32(madd16(lo, q + c * 32), madd16(hi, q + c * 32 + 16));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(f16(b) * d[c]), acc);
+        __m256 acc = _mm256_setzero_ps();
+        const __m256i m4 = _mm256_set1_epi16(0x0F), eight = _mm256_set1_epi16(8);
+        for (; c + 8 <= K / 32; c += 8, b += 8 * 18) {
+            __m256i p[8];
+            for (int j = 0; j < 8; j++) {
+                const __m256i x = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(b + 18 * j + 2)));
+                const __m256i *qj = (const __m256i *)(q + 32 * (c + j));
+                const __m256i lo = _mm256_sub_epi16(_mm256_and_si256(x, m4), eight);
+                const __m256i hi = _mm256_sub_epi16(_mm256_srli_epi16(x, 4), eight);
+                p[j] = dp16(_mm256_madd_epi16(lo, _mm256_loadu_si256(qj)), hi, _mm256_loadu_si256(qj + 1));
+            }
+            uint16_t h[8];
+            for (int j = 0; j < 8; j++) memcpy(&h[j], b + 18 * j, 2);
+            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hsum8x8_epi32(p)),
+                                  _mm256_mul_ps(dw, _mm256_loadu_ps(d + c)), acc);
         }
         sum = tg_hsum256(acc);
     }
