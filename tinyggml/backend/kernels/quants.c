@@ -405,14 +405,6 @@ float tg_dot_q8_0_qact(int64_t K, const void *row, const uint8_t *act) {
 }
 
 #ifdef TG_AVX2
-// 32 int8 (a 256-bit register) x 32 int16 activations, as two 16-value halves scaled apart
-static inline __m256 fma32(__m256i w, const int16_t *q, float s_lo, float s_hi, __m256 acc) {
-    const __m256i p0 = madd16(_mm256_castsi256_si128(w), q);
-    const __m256i p1 = madd16(_mm256_extracti128_si256(w, 1), q + 16);
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(s_lo), acc);
-    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(s_hi), acc);
-}
-
 // Q4_K row x QACT row (SIMD only; the scalar path is the generic unpack + dot). The 8 six-bit
 // scales and mins of a superblock are unpacked branch-free with 32-bit masks, and the scales
 // (times d and the activation scales) and the min term are computed 8 at a time.
@@ -420,7 +412,7 @@ float tg_dot_q4_k_qact(int64_t K, const void *row, const uint8_t *act) {
     const uint8_t *b = (const uint8_t *)row;
     const int16_t *q = (const int16_t *)act;
     const float *d = (const float *)(act + 2 * K), *ds = d + K / 32;
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i m4 = _mm256_set1_epi16(0x0F);
     const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
     __m256 acc = _mm256_setzero_ps(), macc = _mm256_setzero_ps();
     float sc8[8];
@@ -444,17 +436,20 @@ float tg_dot_q4_k_qact(int64_t K, const void *row, const uint8_t *act) {
         const __m256 pairs = _mm256_castpd_ps(_mm256_permute4x64_pd(
             _mm256_castps_pd(_mm256_hadd_ps(h0, h1)), 0xD8));
         macc = _mm256_fmadd_ps(_mm256_mul_ps(vmn, _mm256_set1_ps(f16(b + 2))), pairs, macc);
+        // 32 bytes hold chunk 2j (low nibbles) and 2j+1 (high); each 16-byte half widens to
+        // 16-bit lanes once. The 8 chunk sums are reduced together and scaled by sc8.
+        __m256i p[8];
         for (int j = 0; j < 4; j++) {
-            const __m256i v = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * j));
-            const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-            const int16_t *q0 = q + 32 * (c0 + 2 * j), *q1 = q0 + 32;
-            const __m256i p0 = _mm256_add_epi32(madd16(_mm256_castsi256_si128(lo), q0),
-                                                madd16(_mm256_extracti128_si256(lo, 1), q0 + 16));
-            const __m256i p1 = _mm256_add_epi32(madd16(_mm256_castsi256_si128(hi), q1),
-                                                madd16(_mm256_extracti128_si256(hi, 1), q1 + 16));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_broadcast_ss(sc8 + 2 * j), acc);
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_broadcast_ss(sc8 + 2 * j + 1), acc);
+            const uint8_t *qs = b + 16 + 32 * j;
+            const __m256i x0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)qs));
+            const __m256i x1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(qs + 16)));
+            const __m256i *q0 = (const __m256i *)(q + 32 * (c0 + 2 * j)), *q1 = q0 + 2;
+            p[2 * j] = dp16(_mm256_madd_epi16(_mm256_and_si256(x0, m4), _mm256_loadu_si256(q0)),
+                            _mm256_and_si256(x1, m4), _mm256_loadu_si256(q0 + 1));
+            p[2 * j + 1] = dp16(_mm256_madd_epi16(_mm256_srli_epi16(x0, 4), _mm256_loadu_si256(q1)),
+                                _mm256_srli_epi16(x1, 4), _mm256_loadu_si256(q1 + 1));
         }
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hsum8x8_epi32(p)), _mm256_loadu_ps(sc8), acc);
     }
     return tg_hsum256(acc) - tg_hsum256(macc);
 }
@@ -481,11 +476,21 @@ float tg_dot_q6_k_qact(int64_t K, const void *row, const uint8_t *act) {
             w[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hh, m30));
             w[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
                                    _mm256_and_si256(_mm256_srli_epi16(hh, 2), m30));
+            // the 8 groups of 16 (one scale each): integer sums reduced together, then scaled
+            // by dd * sc[g] * d[chunk of g] as one vector
+            const int64_t c = (i + 128 * h) / 32;
+            const int16_t *qc = q + 32 * c;
+            __m256i p[8];
             for (int k = 0; k < 4; k++) {
-                const int64_t c = (i + 128 * h + 32 * k) / 32;
-                acc = fma32(_mm256_sub_epi8(w[k], m32), q + 32 * c, dd * sc[2 * k] * d[c],
-                            dd * sc[2 * k + 1] * d[c], acc);
+                const __m256i wk = _mm256_sub_epi8(w[k], m32);
+                p[2 * k] = madd16(_mm256_castsi256_si128(wk), qc + 32 * k);
+                p[2 * k + 1] = madd16(_mm256_extracti128_si256(wk, 1), qc + 32 * k + 16);
             }
+            const __m256 scf = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)sc)));
+            const __m256 d2 = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(d + c)),
+                                                       _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
+            acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(hsum8x8_epi32(p)), _mm256_mul_ps(scf, d2)),
+                                  _mm256_set1_ps(dd), acc);
         }
     }
     return tg_hsum256(acc);
