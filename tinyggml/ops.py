@@ -301,9 +301,9 @@ def _mm_wsize(t):
     unpacked = a.ne[0] + a.ne[0] // 2         # K int8 + K/16 scales + K/16 mins
     if a.type in QUANTIZED and b.type == QACT:
         return unpacked
-    if a.type in (F16, BF16) + QUANTIZED:     # a panel of 32 widened rows + the unpack scratch
-        return 32 * 4 * a.ne[0] + unpacked
-    return 0
+    # batches: a packed panel of 16 rows, 16 widened rows, the unpack scratch (ops.c
+    # tg_mul_mat_panels; the scalar path uses a panel of 32 widened rows in the same space)
+    return 2 * 16 * 4 * a.ne[0] + unpacked + 64
 
 
 def _scan_wsize(t):

@@ -146,7 +146,8 @@ static void tg_mul_mat_q(const tg_params *p, tg_tensor *dst) {
     }
 }
 
-// 4 weight rows x 3 activation columns: 12 accumulators share each load (the batched path).
+// 4 weight rows x 3 activation columns: 12 accumulators share each load (the batched path of
+// the scalar build; SIMD builds take tg_mul_mat_panels for batches).
 // Each output accumulates exactly as tg_dot4_f32 does, so results do not depend on how the
 // columns of a batch are grouped. (A single column takes the row-by-row decode path, whose
 // 4-accumulator order rounds differently: prompt vs token by token agree to float rounding.)
@@ -183,6 +184,139 @@ static inline void tg_dot4x3_f32(int64_t K, const float *const a[4], const float
     for (int r = 0; r < 4; r++) { d0[r] = s[0][r]; d1[r] = s[1][r]; d2[r] = s[2][r]; }
 }
 
+// dst[j, i] = src[i, j] for i < rows, j < cols (row-major, leading dims lds, ldd); 8x8 blocks
+// in registers.
+static void tg_transpose(const float *src, int64_t lds, float *dst, int64_t ldd, int64_t rows,
+                         int64_t cols) {
+    int64_t i0 = 0;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD) {
+        for (; i0 + 8 <= rows; i0 += 8) {
+            int64_t j0 = 0;
+            for (; j0 + 8 <= cols; j0 += 8) {
+                __m256 r[8], t[8];
+                for (int k = 0; k < 8; k++) r[k] = _mm256_loadu_ps(src + (i0 + k) * lds + j0);
+                for (int k = 0; k < 8; k += 2) {
+                    t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
+                    t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
+                }
+                for (int k = 0; k < 8; k += 4) {
+                    r[k] = _mm256_shuffle_ps(t[k], t[k + 2], 0x44);
+                    r[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], 0xEE);
+                    r[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0x44);
+                    r[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
+                }
+                for (int k = 0; k < 4; k++) {
+                    _mm256_storeu_ps(dst + (j0 + k) * ldd + i0, _mm256_permute2f128_ps(r[k], r[k + 4], 0x20));
+                    _mm256_storeu_ps(dst + (j0 + k + 4) * ldd + i0, _mm256_permute2f128_ps(r[k], r[k + 4], 0x31));
+                }
+            }
+            for (; j0 < cols; j0++)
+                for (int64_t i = i0; i < i0 + 8; i++) dst[j0 * ldd + i] = src[i * lds + j0];
+        }
+    }
+#endif
+    for (; i0 < rows; i0++)
+        for (int64_t j = 0; j < cols; j++) dst[j * ldd + i0] = src[i0 * lds + j];
+}
+
+// Batched mul_mat on packed panels (SIMD): 16 weight rows are packed k-major, Wp[k][16], so
+// one k step is two 8-row loads; 6 activation columns are broadcast one value at a time, and
+// the 16 x 6 outputs stay in 12 registers for the whole K, then store straight into dst's
+// columns (no horizontal sums). Each output is one fused multiply-add chain over k in order,
+// so it does not depend on the tiling or the thread count.
+#define MM_MR 16
+#define MM_NR 6
+
+#ifdef TG_AVX2
+static inline void tg_panel_16x6(int64_t K, const float *Wp, const float *const b[MM_NR],
+                                 float *const d[MM_NR]) {
+    __m256 c[MM_NR][2];
+    for (int j = 0; j < MM_NR; j++) c[j][0] = c[j][1] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < K; k++) {
+        const __m256 w0 = _mm256_load_ps(Wp + k * MM_MR), w1 = _mm256_load_ps(Wp + k * MM_MR + 8);
+        for (int j = 0; j < MM_NR; j++) {
+            const __m256 bj = _mm256_broadcast_ss(b[j] + k);
+            c[j][0] = _mm256_fmadd_ps(w0, bj, c[j][0]);
+            c[j][1] = _mm256_fmadd_ps(w1, bj, c[j][1]);
+        }
+    }
+    for (int j = 0; j < MM_NR; j++) {
+        _mm256_storeu_ps(d[j], c[j][0]);
+        _mm256_storeu_ps(d[j] + 8, c[j][1]);
+    }
+}
+
+// the same for nr < 6 columns (the last columns of a batch)
+static inline void tg_panel_16xn(int64_t K, const float *Wp, const float *const b[MM_NR],
+                                 float *const d[MM_NR], int nr) {
+    __m256 c[MM_NR][2];
+    for (int j = 0; j < nr; j++) c[j][0] = c[j][1] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < K; k++) {
+        const __m256 w0 = _mm256_load_ps(Wp + k * MM_MR), w1 = _mm256_load_ps(Wp + k * MM_MR + 8);
+        for (int j = 0; j < nr; j++) {
+            const __m256 bj = _mm256_broadcast_ss(b[j] + k);
+            c[j][0] = _mm256_fmadd_ps(w0, bj, c[j][0]);
+            c[j][1] = _mm256_fmadd_ps(w1, bj, c[j][1]);
+        }
+    }
+    for (int j = 0; j < nr; j++) {
+        _mm256_storeu_ps(d[j], c[j][0]);
+        _mm256_storeu_ps(d[j] + 8, c[j][1]);
+    }
+}
+
+// rows [ir0, ir1) of dst for every column; scratch: Wp 16*K floats (64-byte aligned), rows
+// 16*K floats, the unpack scratch after them
+static void tg_mul_mat_panels(const tg_params *p, tg_tensor *dst, int64_t ir0, int64_t ir1) {
+    const tg_tensor *src0 = dst->src[0], *src1 = dst->src[1];
+    const int64_t K = src0->ne[0], N = src1->ne[1];
+    const int64_t r2 = src1->ne[2] / src0->ne[2], r3 = src1->ne[3] / src0->ne[3];
+    float *Wp = (float *)(((uintptr_t)p->wdata + 63) & ~(uintptr_t)63);
+    float *rows = Wp + MM_MR * K;
+    int8_t *uw = (int8_t *)(rows + MM_MR * K);
+    float *usc = (float *)(uw + K), *umn = usc + K / 16;
+    float tmp[MM_NR][MM_MR];
+    for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
+    for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
+        for (int64_t m0 = ir0; m0 < ir1; m0 += MM_MR) {
+            const int64_t nm = TG_MIN(MM_MR, ir1 - m0);
+            // widen (F16, BF16, quantized) and pack: rows[r][k] -> Wp[k][r], zero rows past nm
+            const float *src_rows = rows;
+            int64_t lds = K;
+            if (src0->type == TG_TYPE_F32 && nm == MM_MR) {
+                src_rows = (const float *)at(src0, 0, m0, i12 / r2, i13 / r3);
+                lds = src0->nb[1] / 4;
+            } else {
+                for (int64_t r = 0; r < MM_MR; r++) {
+                    float *row = rows + r * K;
+                    if (r >= nm) { memset(row, 0, K * 4); continue; }
+                    const char *w = at(src0, 0, m0 + r, i12 / r2, i13 / r3);
+                    if (src0->type == TG_TYPE_F32) memcpy(row, w, K * 4);
+                    else if (src0->type == TG_TYPE_F16) tg_fp16_to_fp32_row((const tg_fp16_t *)w, row, K);
+                    else tg_dequantize_row(src0->type, w, K, row, uw, usc, umn);
+                }
+            }
+            tg_transpose(src_rows, lds, Wp, MM_MR, MM_MR, K);
+            for (int64_t n = 0; n < N; n += MM_NR) {
+                const int nr = (int)TG_MIN(MM_NR, N - n);
+                const float *b[MM_NR];
+                float *d[MM_NR];
+                for (int j = 0; j < MM_NR; j++) {
+                    b[j] = (const float *)at(src1, 0, n + TG_MIN(j, nr - 1), i12, i13);
+                    d[j] = nm == MM_MR ? (float *)at(dst, m0, n + TG_MIN(j, nr - 1), i12, i13) : tmp[j];
+                }
+                if (nr == MM_NR) tg_panel_16x6(K, Wp, b, d);
+                else tg_panel_16xn(K, Wp, b, d, nr);
+                if (nm < MM_MR)
+                    for (int j = 0; j < nr; j++)
+                        memcpy(at(dst, m0, n + j, i12, i13), tmp[j], nm * 4);
+            }
+        }
+    }
+}
+#endif
+
 #define MM_NB 64   // activation columns per block: K*64 floats stay in L2 across weight rows
 #define MM_MB 32   // weight rows per panel: non-F32 rows are widened once, into MM_MB*K floats
 
@@ -202,6 +336,14 @@ static void tg_mul_mat_f32(const tg_params *p, tg_tensor *dst) {
     int8_t *uw = (int8_t *)(p->wdata + MM_MB * 4 * K);                // unpack scratch: K int8
     float *usc = (float *)(p->wdata + MM_MB * 4 * K + K), *umn = usc + K / 16;
 
+#ifdef TG_AVX2
+    if (TG_USE_SIMD && N > 1) {            // batches: packed panels, whole 16-row panels per thread
+        const int64_t dr = ((M + p->nth - 1) / p->nth + MM_MR - 1) / MM_MR * MM_MR;
+        const int64_t ir0 = TG_MIN(dr * p->ith, M), ir1 = TG_MIN(ir0 + dr, M);
+        tg_mul_mat_panels(p, dst, ir0, ir1);
+        return;
+    }
+#endif
     // rows per thread rounded up to the 4-row block: results do not depend on the thread count
     const int64_t dr = ((M + p->nth - 1) / p->nth + 3) / 4 * 4;
     const int64_t ir0 = TG_MIN(dr * p->ith, M), ir1 = TG_MIN(ir0 + dr, M);
@@ -678,42 +820,6 @@ static void tg_gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda
             }
         }
     }
-}
-
-// dst[j, i] = src[i, j] for i < rows, j < cols (row-major, leading dims lds, ldd); 8x8 blocks
-// in registers.
-static void tg_transpose(const float *src, int64_t lds, float *dst, int64_t ldd, int64_t rows,
-                         int64_t cols) {
-    int64_t i0 = 0;
-#ifdef TG_AVX2
-    if (TG_USE_SIMD) {
-        for (; i0 + 8 <= rows; i0 += 8) {
-            int64_t j0 = 0;
-            for (; j0 + 8 <= cols; j0 += 8) {
-                __m256 r[8], t[8];
-                for (int k = 0; k < 8; k++) r[k] = _mm256_loadu_ps(src + (i0 + k) * lds + j0);
-                for (int k = 0; k < 8; k += 2) {
-                    t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
-                    t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
-                }
-                for (int k = 0; k < 8; k += 4) {
-                    r[k] = _mm256_shuffle_ps(t[k], t[k + 2], 0x44);
-                    r[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], 0xEE);
-                    r[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0x44);
-                    r[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
-                }
-                for (int k = 0; k < 4; k++) {
-                    _mm256_storeu_ps(dst + (j0 + k) * ldd + i0, _mm256_permute2f128_ps(r[k], r[k + 4], 0x20));
-                    _mm256_storeu_ps(dst + (j0 + k + 4) * ldd + i0, _mm256_permute2f128_ps(r[k], r[k + 4], 0x31));
-                }
-            }
-            for (; j0 < cols; j0++)
-                for (int64_t i = i0; i < i0 + 8; i++) dst[j0 * ldd + i] = src[i * lds + j0];
-        }
-    }
-#endif
-    for (; i0 < rows; i0++)
-        for (int64_t j = 0; j < cols; j++) dst[j * ldd + i0] = src[i0 * lds + j];
 }
 
 // v[i] = exp(v[i]), n values
