@@ -574,9 +574,16 @@ static void tg_ssm_conv_f32(const tg_params *p, tg_tensor *dst) {
                 for (int64_t k = 0; k < dc; k++) wk[k][l] = ((const float *)w->data)[c * dc + k];
                 b8[l] = bias ? ((const float *)bias->data)[c] : 0.0f;
                 for (int64_t j = 0; j < dc - 1; j++) win[j * 8 + l] = state[c * (dc - 1) + j];
-                for (int64_t t = 0; t < len; t++)
-                    win[(dc - 1 + t) * 8 + l] = *(const float *)at(x, c, t0 + t, 0, 0);
             }
+            int64_t tw = 0;
+#ifdef TG_AVX2
+            if (TG_USE_SIMD && nc == 8)         // 8 channels of a token are contiguous in x
+                for (; tw < len; tw++)
+                    _mm256_storeu_ps(win + (dc - 1 + tw) * 8, _mm256_loadu_ps((const float *)at(x, c0, t0 + tw, 0, 0)));
+#endif
+            for (; tw < len; tw++)
+                for (int64_t l = 0; l < 8; l++)
+                    win[(dc - 1 + tw) * 8 + l] = *(const float *)at(x, c0 + TG_MIN(l, nc - 1), t0 + tw, 0, 0);
             int64_t t = 0;
 #ifdef TG_AVX2
             if (TG_USE_SIMD && nc == 8) {
