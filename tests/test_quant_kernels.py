@@ -64,7 +64,7 @@ def test_get_rows_equals_gguf_dequantize(simd, qt, nt):
 
 
 @pytest.mark.parametrize("qt", QUANTIZED, ids=lambda t: gguf.GGMLQuantizationType(t).name)
-@pytest.mark.parametrize("M,N", [(1, 1), (7, 3), (33, 5), (9, 20)])   # N >= 16: widened-row GEMM
+@pytest.mark.parametrize("M,N", [(1, 1), (7, 3), (33, 5), (9, 20), (16, 6), (17, 13)])   # N >= 6: panels
 @pytest.mark.parametrize("nt", [1, 2, 3])
 @pytest.mark.parametrize("blocks", ["16", "odd"])
 def test_mul_mat_quantized(simd, qt, M, N, nt, blocks):
@@ -101,3 +101,23 @@ def test_bf16_weights(simd):
     ids = leaf(I32, (2,), "ids", INPUT, data=np.array([12, 1], np.int32))
     got, _ = run(ops.get_rows(a, ids), 1)
     np.testing.assert_array_equal(got, wf[[12, 1]].astype(np.float32))
+
+
+@pytest.mark.parametrize("qt", [Q4_0, Q8_0, Q4_K, Q6_K, Q2_K, Q5_1],
+                         ids=lambda t: gguf.GGMLQuantizationType(t).name)
+def test_quantized_batch_equals_column_by_column(simd, qt):
+    """A batch (integer panels where compiled, else the per-column dots) and each column alone
+    (the decode dots) agree to float rounding; a column's result does not depend on the tile
+    or thread it lands in."""
+    rng = np.random.default_rng(qt)
+    K, M, N = 512, 37, 23
+    q = random_blocks(rng, qt, M, K)
+    x = rng.standard_normal((N, K)).astype(np.float32)
+    a = leaf(qt, (K, M), "w", INPUT, data=q)
+    whole, _ = run(ops.mul_mat(a, leaf(F32, (K, N), "x", INPUT, data=x)), 2)
+    scale = np.abs(whole).max()
+    for n in range(N):
+        one, _ = run(ops.mul_mat(a, leaf(F32, (K, 1), "x1", INPUT, data=x[n:n + 1].copy())), 1)
+        np.testing.assert_allclose(one.reshape(-1), whole[n], atol=1e-5 * scale, rtol=0)
+    shifted, _ = run(ops.mul_mat(a, leaf(F32, (K, N - 1), "x2", INPUT, data=x[1:].copy())), 3)
+    np.testing.assert_array_equal(shifted, whole[1:])     # other tiles, other threads: bit for bit

@@ -115,7 +115,11 @@ def cpy(a: Tensor, b: Tensor) -> Tensor:
 
 
 WEIGHT_TYPES = (F32, F16, BF16) + QUANTIZED      # what get_rows and mul_mat read natively
-QUANT_GEMM_MIN_ROWS = 16       # quantized mul_mat: integer dots below, widened-row GEMM from here
+# quantized mul_mat: integer dots on quantized activations below this many columns, widened-row
+# float GEMM from here, unless the backend has an integer GEMM (AVX-512 VNNI): it sets
+# QUANT_INT_GEMM at import and every batch then multiplies quantized activations.
+QUANT_GEMM_MIN_ROWS = 16
+QUANT_INT_GEMM = False
 
 
 def get_rows(a: Tensor, ids: Tensor) -> Tensor:
@@ -131,7 +135,7 @@ def mul_mat(a: Tensor, b: Tensor) -> Tensor:
     _check(b.ne[2] % a.ne[2] == 0 and b.ne[3] % a.ne[3] == 0, "mul_mat: cannot broadcast")
     _check(a.type in WEIGHT_TYPES and a.rows_contiguous(), "mul_mat: a's type, rows contiguous")
     _check(b.type == F32 and b.rows_contiguous(), "mul_mat: b F32, rows contiguous")
-    if a.type in QUANTIZED and b.ne[1] * b.ne[2] * b.ne[3] < QUANT_GEMM_MIN_ROWS:
+    if a.type in QUANTIZED and (QUANT_INT_GEMM or b.ne[1] * b.ne[2] * b.ne[3] < QUANT_GEMM_MIN_ROWS):
         # integer dots: the activations are quantized once, by their own node (as ggml does
         # with vec_dot_type), then every weight row is dotted with the QACT rows. Bigger
         # batches instead widen each weight row to F32 once and use the float GEMM tiles
@@ -299,8 +303,8 @@ def _ref_quantize(t, x):
 def _mm_wsize(t):
     a, b = t.src
     unpacked = a.ne[0] + a.ne[0] // 2         # K int8 + K/16 scales + K/16 mins
-    if a.type in QUANTIZED and b.type == QACT:
-        return unpacked
+    if a.type in QUANTIZED and b.type == QACT:    # + integer panels (ops.c tg_mul_mat_qpanels)
+        return 2 * 16 * 2 * a.ne[0] + 2 * 4 * a.ne[0] + unpacked + 64
     # batches: a packed panel of 16 rows, 16 widened rows, the unpack scratch (ops.c
     # tg_mul_mat_panels; the scalar path uses a panel of 32 widened rows in the same space)
     return 2 * 16 * 4 * a.ne[0] + unpacked + 64

@@ -1,11 +1,15 @@
 """CPU backend: graphs compiled to C plans, run by OpenMP kernels (kernels/*.c)."""
-from ._backend import (Plan, measure_read_bandwidth, openmp_max_threads, set_simd, simd_compiled,
-                       simd_enabled)
+from .. import ops as _ops
+from ._backend import (Plan, int_gemm_compiled, measure_read_bandwidth, openmp_max_threads, set_simd,
+                       simd_compiled, simd_enabled)
 
-__all__ = ["Plan", "set_simd", "simd_compiled", "simd_enabled", "openmp_max_threads",
-           "measure_read_bandwidth"]
+__all__ = ["Plan", "set_simd", "simd_compiled", "simd_enabled", "int_gemm_compiled",
+           "openmp_max_threads", "measure_read_bandwidth"]
 
 import os as _os
+
+# with the integer GEMM, quantized weights meet quantized activations at every batch size
+_ops.QUANT_INT_GEMM = int_gemm_compiled()
 
 if _os.environ.get("TINYGGML_FORCE_SCALAR", "") not in ("", "0"):
     set_simd(False)

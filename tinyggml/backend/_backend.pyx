@@ -14,13 +14,20 @@ from ..alloc import ALIGN, plan_memory
 from ..ops import EMPTY_OPS, OPS, Op
 from ..tensor import as_numpy
 
-from .tg cimport (tg_tensor, tg_graph_compute, tg_simd_enabled, tg_simd_compiled, tg_max_threads,
+from .tg cimport (tg_tensor, tg_graph_compute, tg_simd_enabled, tg_simd_compiled,
+                 tg_int_gemm_compiled, tg_max_threads,
                  tg_read_bandwidth, tg_time_now)
 
 
 def simd_compiled():
     """True when the backend was built with AVX2+FMA+F16C kernels."""
     return bool(tg_simd_compiled())
+
+
+def int_gemm_compiled():
+    """True when batched quantized mul_mat multiplies int16 activations on integer panels
+    (AVX-512 VNNI); ops.mul_mat then quantizes the activations of every batch size."""
+    return bool(tg_int_gemm_compiled())
 
 
 def set_simd(bint enabled):

@@ -15,6 +15,15 @@ int tg_simd_compiled(void) {
 #endif
 }
 
+int tg_int_gemm_compiled(void) {
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) && defined(__AVX512F__) && \
+    defined(__AVX512VL__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+    return 1;   // TG_AVX512 in simd.h: tg_mul_mat_qpanels
+#else
+    return 0;
+#endif
+}
+
 int tg_max_threads(void) {
 #ifdef _OPENMP
     return omp_get_max_threads();

@@ -108,82 +108,6 @@ static inline void tg_dot4_f32(int64_t K, const float *a0, const float *a1, cons
     out[0] = s0; out[1] = s1; out[2] = s2; out[3] = s3;
 }
 
-// quantized weights: src0 {K, M} quantized rows, src1 {K, N, ne12, ne13} QACT rows (one
-// QUANTIZE node made them), dst {M, N, ne12, ne13}. Each weight row is unpacked once into
-// scratch (K int8 + K/16 scales + K/16 mins) and dotted with every activation row.
-static void tg_mul_mat_q(const tg_params *p, tg_tensor *dst) {
-    const tg_tensor *src0 = dst->src[0];
-    const tg_tensor *src1 = dst->src[1];
-    const int64_t K = src0->ne[0], M = src0->ne[1], N = src1->ne[1];
-    const int64_t r2 = src1->ne[2] / src0->ne[2], r3 = src1->ne[3] / src0->ne[3];
-    const int has_min = tg_has_min(src0->type);
-    int8_t *w = (int8_t *)p->wdata;
-    float *sc = (float *)(p->wdata + K), *mn = sc + K / 16;
-    float (*fused)(int64_t, const void *, const uint8_t *) =
-        src0->type == TG_TYPE_Q4_0 ? tg_dot_q4_0_qact :
-        src0->type == TG_TYPE_Q8_0 ? tg_dot_q8_0_qact : NULL;
-#ifdef TG_AVX2
-    if (TG_USE_SIMD && src0->type == TG_TYPE_Q4_K) fused = tg_dot_q4_k_qact;
-    if (TG_USE_SIMD && src0->type == TG_TYPE_Q6_K) fused = tg_dot_q6_k_qact;
-#endif
-    ROW_RANGE(M);
-    for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
-    for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
-        for (int64_t m = ir0; m < ir1; m++) {
-            const char *row = at(src0, 0, m, i12 / r2, i13 / r3);
-            if (fused) {
-                for (int64_t n = 0; n < N; n++)
-                    *(float *)at(dst, m, n, i12, i13) =
-                        fused(K, row, (const uint8_t *)at(src1, 0, n, i12, i13));
-                continue;
-            }
-            tg_unpack_row(src0->type, row, K, w, sc, mn);
-            for (int64_t n = 0; n < N; n++) {
-                const uint8_t *act = (const uint8_t *)at(src1, 0, n, i12, i13);
-                *(float *)at(dst, m, n, i12, i13) = tg_dot_unpacked_qact(K, w, sc, mn, act, has_min);
-            }
-        }
-    }
-}
-
-// 4 weight rows x 3 activation columns: 12 accumulators share each load (the batched path of
-// the scalar build; SIMD builds take tg_mul_mat_panels for batches).
-// Each output accumulates exactly as tg_dot4_f32 does, so results do not depend on how the
-// columns of a batch are grouped. (A single column takes the row-by-row decode path, whose
-// 4-accumulator order rounds differently: prompt vs token by token agree to float rounding.)
-static inline void tg_dot4x3_f32(int64_t K, const float *const a[4], const float *b0,
-                                 const float *b1, const float *b2, float *d0, float *d1,
-                                 float *d2) {
-    int64_t k = 0;
-    float s[3][4] = {{0}};
-#ifdef TG_AVX2
-    if (TG_USE_SIMD) {
-        __m256 c[3][4];
-        for (int j = 0; j < 3; j++)
-            for (int r = 0; r < 4; r++) c[j][r] = _mm256_setzero_ps();
-        for (; k + 8 <= K; k += 8) {
-            const __m256 x0 = _mm256_loadu_ps(b0 + k), x1 = _mm256_loadu_ps(b1 + k);
-            const __m256 x2 = _mm256_loadu_ps(b2 + k);
-            for (int r = 0; r < 4; r++) {
-                const __m256 w = _mm256_loadu_ps(a[r] + k);
-                c[0][r] = _mm256_fmadd_ps(w, x0, c[0][r]);
-                c[1][r] = _mm256_fmadd_ps(w, x1, c[1][r]);
-                c[2][r] = _mm256_fmadd_ps(w, x2, c[2][r]);
-            }
-        }
-        for (int j = 0; j < 3; j++)
-            for (int r = 0; r < 4; r++) s[j][r] = tg_hsum256(c[j][r]);
-    }
-#endif
-    for (; k < K; k++)
-        for (int r = 0; r < 4; r++) {
-            s[0][r] += a[r][k] * b0[k];
-            s[1][r] += a[r][k] * b1[k];
-            s[2][r] += a[r][k] * b2[k];
-        }
-    for (int r = 0; r < 4; r++) { d0[r] = s[0][r]; d1[r] = s[1][r]; d2[r] = s[2][r]; }
-}
-
 // dst[j, i] = src[i, j] for i < rows, j < cols (row-major, leading dims lds, ldd); 8x8 blocks
 // in registers.
 static void tg_transpose(const float *src, int64_t lds, float *dst, int64_t ldd, int64_t rows,
@@ -316,6 +240,203 @@ static void tg_mul_mat_panels(const tg_params *p, tg_tensor *dst, int64_t ir0, i
     }
 }
 #endif
+
+#ifdef TG_AVX512
+// Batched quantized mul_mat with VNNI (QACT activations, any N >= MM_NR): the integer twin of
+// tg_mul_mat_panels. 16 weight rows are unpacked to int16 and packed pair-interleaved,
+// Wq[k/2][row][2], so one vpdpwssd multiplies 8 rows by 2 activation values (one broadcast
+// int32 holding q[k], q[k+1]) and adds into 8 int32 lanes: 16 multiply-adds per instruction,
+// twice an FMA's. Per scale group (16 or 32 values) the exact integer sums are scaled by the
+// rows' weight scales times the column's activation scale into float accumulators; the min
+// term of Q4_1/Q5_1/Q2_K/Q4_K/Q5_K is subtracted per 16 values (mins times the activation half
+// sums, as in tg_dot_unpacked_qact). 16 x nr outputs: 12 int32 + 12 float accumulators in the
+// 32 registers AVX-512 gives.
+static inline __attribute__((always_inline)) void tg_qpanel_tile(
+        int nr, int64_t K, int G, int has_min, const int16_t *Wq, const float *Ws, const float *Wm,
+        const uint8_t *const act[MM_NR], float *const d[MM_NR]) {
+    __m256 f[MM_NR][2];
+    const int16_t *q[MM_NR];
+    const float *da[MM_NR], *ds[MM_NR];
+    for (int j = 0; j < nr; j++) {
+        f[j][0] = f[j][1] = _mm256_setzero_ps();
+        q[j] = (const int16_t *)act[j];
+        da[j] = (const float *)(act[j] + 2 * K);
+        ds[j] = da[j] + K / 32;
+    }
+    for (int64_t k0 = 0; k0 < K; k0 += G) {
+        __m256i s[MM_NR][2];
+        for (int j = 0; j < nr; j++) s[j][0] = s[j][1] = _mm256_setzero_si256();
+        for (int64_t kp = k0 / 2; kp < (k0 + G) / 2; kp++) {
+            const __m256i w0 = _mm256_load_si256((const __m256i *)(Wq + kp * 32));
+            const __m256i w1 = _mm256_load_si256((const __m256i *)(Wq + kp * 32 + 16));
+            for (int j = 0; j < nr; j++) {
+                int32_t pair;
+                memcpy(&pair, q[j] + 2 * kp, 4);
+                const __m256i b = _mm256_set1_epi32(pair);
+                s[j][0] = _mm256_dpwssd_epi32(s[j][0], w0, b);
+                s[j][1] = _mm256_dpwssd_epi32(s[j][1], w1, b);
+            }
+        }
+        const __m256 ws0 = _mm256_load_ps(Ws + (k0 / 16) * 16), ws1 = _mm256_load_ps(Ws + (k0 / 16) * 16 + 8);
+        for (int j = 0; j < nr; j++) {
+            const __m256 a = _mm256_set1_ps(da[j][k0 / 32]);
+            f[j][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[j][0]), _mm256_mul_ps(ws0, a), f[j][0]);
+            f[j][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[j][1]), _mm256_mul_ps(ws1, a), f[j][1]);
+        }
+        if (has_min) {
+            for (int64_t h = k0 / 16; h < (k0 + G) / 16; h++) {
+                const __m256 m0 = _mm256_load_ps(Wm + h * 16), m1 = _mm256_load_ps(Wm + h * 16 + 8);
+                for (int j = 0; j < nr; j++) {
+                    const __m256 b = _mm256_set1_ps(ds[j][h]);
+                    f[j][0] = _mm256_fnmadd_ps(m0, b, f[j][0]);
+                    f[j][1] = _mm256_fnmadd_ps(m1, b, f[j][1]);
+                }
+            }
+        }
+    }
+    for (int j = 0; j < nr; j++) {
+        _mm256_storeu_ps(d[j], f[j][0]);
+        _mm256_storeu_ps(d[j] + 8, f[j][1]);
+    }
+}
+
+// rows [ir0, ir1) of dst for every column. Scratch (64-byte aligned): Wq 32*K bytes, rows
+// int16 [16][K] 32*K bytes, Ws and Wm [K/16][16] floats, then the unpack scratch.
+static void tg_mul_mat_qpanels(const tg_params *p, tg_tensor *dst, int64_t ir0, int64_t ir1) {
+    const tg_tensor *src0 = dst->src[0], *src1 = dst->src[1];
+    const int64_t K = src0->ne[0], N = src1->ne[1];
+    const int64_t r2 = src1->ne[2] / src0->ne[2], r3 = src1->ne[3] / src0->ne[3];
+    const int G = tg_scale_group(src0->type), has_min = tg_has_min(src0->type);
+    int16_t *Wq = (int16_t *)(((uintptr_t)p->wdata + 63) & ~(uintptr_t)63);
+    int16_t *rows = Wq + 16 * K;
+    float *Ws = (float *)(rows + 16 * K), *Wm = Ws + K;
+    int8_t *uw = (int8_t *)(Wm + K);
+    float *usc = (float *)(uw + K), *umn = usc + K / 16;
+    float tmp[MM_NR][MM_MR];
+    for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
+    for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
+        for (int64_t m0 = ir0; m0 < ir1; m0 += MM_MR) {
+            const int64_t nm = TG_MIN(MM_MR, ir1 - m0);
+            for (int64_t r = 0; r < MM_MR; r++) {
+                if (r >= nm) {
+                    memset(rows + r * K, 0, K * 2);
+                    for (int64_t h = 0; h < K / 16; h++) Ws[h * 16 + r] = Wm[h * 16 + r] = 0.0f;
+                    continue;
+                }
+                tg_unpack_row(src0->type, at(src0, 0, m0 + r, i12 / r2, i13 / r3), K, uw, usc, umn);
+                int64_t k = 0;
+                for (; k + 16 <= K; k += 16)
+                    _mm256_storeu_si256((__m256i *)(rows + r * K + k),
+                                        _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(uw + k))));
+                for (int64_t h = 0; h < K / 16; h++) {
+                    Ws[h * 16 + r] = usc[h];
+                    Wm[h * 16 + r] = umn[h];
+                }
+            }
+            // pairs of int16 moved as 32-bit units: rows[r][k/2] -> Wq[k/2][r]
+            tg_transpose((const float *)rows, K / 2, (float *)Wq, MM_MR, MM_MR, K / 2);
+            for (int64_t n = 0; n < N; n += MM_NR) {
+                const int nr = (int)TG_MIN(MM_NR, N - n);
+                const uint8_t *act[MM_NR];
+                float *d[MM_NR];
+                for (int j = 0; j < MM_NR; j++) {
+                    act[j] = (const uint8_t *)at(src1, 0, n + TG_MIN(j, nr - 1), i12, i13);
+                    d[j] = nm == MM_MR ? (float *)at(dst, m0, n + TG_MIN(j, nr - 1), i12, i13) : tmp[j];
+                }
+                if (nr == MM_NR) tg_qpanel_tile(MM_NR, K, G, has_min, Wq, Ws, Wm, act, d);
+                else tg_qpanel_tile(nr, K, G, has_min, Wq, Ws, Wm, act, d);
+                if (nm < MM_MR)
+                    for (int j = 0; j < nr; j++)
+                        memcpy(at(dst, m0, n + j, i12, i13), tmp[j], nm * 4);
+            }
+        }
+    }
+}
+#endif
+
+// quantized weights: src0 {K, M} quantized rows, src1 {K, N, ne12, ne13} QACT rows (one
+// QUANTIZE node made them), dst {M, N, ne12, ne13}. Each weight row is unpacked once into
+// scratch (K int8 + K/16 scales + K/16 mins) and dotted with every activation row.
+static void tg_mul_mat_q(const tg_params *p, tg_tensor *dst) {
+    const tg_tensor *src0 = dst->src[0];
+    const tg_tensor *src1 = dst->src[1];
+    const int64_t K = src0->ne[0], M = src0->ne[1], N = src1->ne[1];
+    const int64_t r2 = src1->ne[2] / src0->ne[2], r3 = src1->ne[3] / src0->ne[3];
+    const int has_min = tg_has_min(src0->type);
+    int8_t *w = (int8_t *)p->wdata;
+    float *sc = (float *)(p->wdata + K), *mn = sc + K / 16;
+    float (*fused)(int64_t, const void *, const uint8_t *) =
+        src0->type == TG_TYPE_Q4_0 ? tg_dot_q4_0_qact :
+        src0->type == TG_TYPE_Q8_0 ? tg_dot_q8_0_qact : NULL;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD && src0->type == TG_TYPE_Q4_K) fused = tg_dot_q4_k_qact;
+    if (TG_USE_SIMD && src0->type == TG_TYPE_Q6_K) fused = tg_dot_q6_k_qact;
+#endif
+#ifdef TG_AVX512
+    if (TG_USE_SIMD && N >= MM_NR) {       // batches: integer panels, whole 16-row panels per thread
+        const int64_t dr = ((M + p->nth - 1) / p->nth + MM_MR - 1) / MM_MR * MM_MR;
+        const int64_t ir0 = TG_MIN(dr * p->ith, M), ir1 = TG_MIN(ir0 + dr, M);
+        tg_mul_mat_qpanels(p, dst, ir0, ir1);
+        return;
+    }
+#endif
+    ROW_RANGE(M);
+    for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
+    for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
+        for (int64_t m = ir0; m < ir1; m++) {
+            const char *row = at(src0, 0, m, i12 / r2, i13 / r3);
+            if (fused) {
+                for (int64_t n = 0; n < N; n++)
+                    *(float *)at(dst, m, n, i12, i13) =
+                        fused(K, row, (const uint8_t *)at(src1, 0, n, i12, i13));
+                continue;
+            }
+            tg_unpack_row(src0->type, row, K, w, sc, mn);
+            for (int64_t n = 0; n < N; n++) {
+                const uint8_t *act = (const uint8_t *)at(src1, 0, n, i12, i13);
+                *(float *)at(dst, m, n, i12, i13) = tg_dot_unpacked_qact(K, w, sc, mn, act, has_min);
+            }
+        }
+    }
+}
+
+// 4 weight rows x 3 activation columns: 12 accumulators share each load (the batched path of
+// the scalar build; SIMD builds take tg_mul_mat_panels for batches).
+// Each output accumulates exactly as tg_dot4_f32 does, so results do not depend on how the
+// columns of a batch are grouped. (A single column takes the row-by-row decode path, whose
+// 4-accumulator order rounds differently: prompt vs token by token agree to float rounding.)
+static inline void tg_dot4x3_f32(int64_t K, const float *const a[4], const float *b0,
+                                 const float *b1, const float *b2, float *d0, float *d1,
+                                 float *d2) {
+    int64_t k = 0;
+    float s[3][4] = {{0}};
+#ifdef TG_AVX2
+    if (TG_USE_SIMD) {
+        __m256 c[3][4];
+        for (int j = 0; j < 3; j++)
+            for (int r = 0; r < 4; r++) c[j][r] = _mm256_setzero_ps();
+        for (; k + 8 <= K; k += 8) {
+            const __m256 x0 = _mm256_loadu_ps(b0 + k), x1 = _mm256_loadu_ps(b1 + k);
+            const __m256 x2 = _mm256_loadu_ps(b2 + k);
+            for (int r = 0; r < 4; r++) {
+                const __m256 w = _mm256_loadu_ps(a[r] + k);
+                c[0][r] = _mm256_fmadd_ps(w, x0, c[0][r]);
+                c[1][r] = _mm256_fmadd_ps(w, x1, c[1][r]);
+                c[2][r] = _mm256_fmadd_ps(w, x2, c[2][r]);
+            }
+        }
+        for (int j = 0; j < 3; j++)
+            for (int r = 0; r < 4; r++) s[j][r] = tg_hsum256(c[j][r]);
+    }
+#endif
+    for (; k < K; k++)
+        for (int r = 0; r < 4; r++) {
+            s[0][r] += a[r][k] * b0[k];
+            s[1][r] += a[r][k] * b1[k];
+            s[2][r] += a[r][k] * b2[k];
+        }
+    for (int r = 0; r < 4; r++) { d0[r] = s[0][r]; d1[r] = s[1][r]; d2[r] = s[2][r]; }
+}
 
 #define MM_NB 64   // activation columns per block: K*64 floats stay in L2 across weight rows
 #define MM_MB 32   // weight rows per panel: non-F32 rows are widened once, into MM_MB*K floats

@@ -220,6 +220,10 @@ int tg_has_min(int type) {
            type == TG_TYPE_Q4_K || type == TG_TYPE_Q5_K;
 }
 
+int tg_scale_group(int type) {
+    return type == TG_TYPE_Q2_K || type == TG_TYPE_Q3_K || type == TG_TYPE_Q6_K ? 16 : 32;
+}
+
 void tg_unpack_row(int type, const void *row, int64_t K, int8_t *w, float *sc, float *mn) {
     const qtype_info *qt = qtype(type);
     const uint8_t *b = (const uint8_t *)row;
