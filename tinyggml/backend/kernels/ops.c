@@ -673,7 +673,8 @@ static void tg_concat_f32(const tg_params *p, tg_tensor *dst) {
 // src4: seq info {3, n_s} I32: (slot, first token, n tokens) per sequence
 // dst:  {ch, n_t} contiguous
 // Threads split channels in blocks of 8. The window [state | x] of one block lives in scratch
-// as win[t][8] so the SIMD path computes 8 channels per instruction.
+// as win[t][8] so the SIMD path computes 8 channels per instruction; a one-token sequence
+// (decode) goes channel by channel without the window, SiLU over the row afterwards.
 static void tg_ssm_conv_f32(const tg_params *p, tg_tensor *dst) {
     const tg_tensor *x = dst->src[0], *st = dst->src[1], *w = dst->src[2], *bias = dst->src[3];
     const tg_tensor *info = dst->src[4];
@@ -685,6 +686,31 @@ static void tg_ssm_conv_f32(const tg_params *p, tg_tensor *dst) {
     for (int64_t s = 0; s < n_s; s++) {
         const int32_t *si = (const int32_t *)(info->data + s * info->nb[1]);
         const int64_t slot = si[0], t0 = si[1], len = si[2];
+        if (len == 1) {                      // decode: channel by channel, no window
+            const int64_t c0 = ir0 * 8, c1 = TG_MIN(ch, ir1 * 8);
+            float *state = (float *)(st->data + slot * st->nb[2]);
+            float *d = (float *)at(dst, 0, t0, 0, 0);
+            const float *xt = (const float *)at(x, 0, t0, 0, 0);
+            for (int64_t c = c0; c < c1; c++) {
+                const float *wc = (const float *)w->data + c * dc;
+                float *sc = state + c * (dc - 1);
+                float acc = bias ? ((const float *)bias->data)[c] : 0.0f;
+                for (int64_t k = 0; k < dc - 1; k++) acc += wc[k] * sc[k];
+                acc += wc[dc - 1] * xt[c];
+                for (int64_t k = 0; k + 1 < dc - 1; k++) sc[k] = sc[k + 1];
+                sc[dc - 2] = xt[c];
+                d[c] = acc;
+            }
+            if (silu) {
+                int64_t c = c0;
+#ifdef TG_AVX2
+                if (TG_USE_SIMD)
+                    for (; c + 8 <= c1; c += 8) _mm256_storeu_ps(d + c, tg_silu256(_mm256_loadu_ps(d + c)));
+#endif
+                for (; c < c1; c++) d[c] = tg_silu_f32(d[c]);
+            }
+            continue;
+        }
         for (int64_t blk = ir0; blk < ir1; blk++) {
             const int64_t c0 = blk * 8, nc = TG_MIN(8, ch - c0);
             float wk[16][8];     // weights transposed: wk[k][lane] (d_conv <= 16, checked by the builder)
