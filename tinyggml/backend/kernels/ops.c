@@ -249,8 +249,8 @@ static void tg_mul_mat_panels(const tg_params *p, tg_tensor *dst, int64_t ir0, i
 // twice an FMA's. Per scale group (16 or 32 values) the exact integer sums are scaled by the
 // rows' weight scales times the column's activation scale into float accumulators; the min
 // term of Q4_1/Q5_1/Q2_K/Q4_K/Q5_K is subtracted per 16 values (mins times the activation half
-// sums, as in tg_dot_unpacked_qact). 16 x nr outputs: 12 int32 + 12 float accumulators in the
-// 32 registers AVX-512 gives.
+// sums, as in tg_dot_unpacked_qact; once per 32 where the type's mins are per 32). 16 x nr
+// outputs: 12 int32 + 12 float accumulators in the 32 registers AVX-512 gives.
 static inline __attribute__((always_inline)) void tg_qpanel_tile(
         int nr, int64_t K, int G, int has_min, const int16_t *Wq, const float *Ws, const float *Wm,
         const uint8_t *const act[MM_NR], float *const d[MM_NR]) {
@@ -266,6 +266,7 @@ static inline __attribute__((always_inline)) void tg_qpanel_tile(
     for (int64_t k0 = 0; k0 < K; k0 += G) {
         __m256i s[MM_NR][2];
         for (int j = 0; j < nr; j++) s[j][0] = s[j][1] = _mm256_setzero_si256();
+        #pragma GCC unroll 16
         for (int64_t kp = k0 / 2; kp < (k0 + G) / 2; kp++) {
             const __m256i w0 = _mm256_load_si256((const __m256i *)(Wq + kp * 32));
             const __m256i w1 = _mm256_load_si256((const __m256i *)(Wq + kp * 32 + 16));
@@ -283,7 +284,15 @@ static inline __attribute__((always_inline)) void tg_qpanel_tile(
             f[j][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[j][0]), _mm256_mul_ps(ws0, a), f[j][0]);
             f[j][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[j][1]), _mm256_mul_ps(ws1, a), f[j][1]);
         }
-        if (has_min) {
+        if (has_min && G == 32) {            // mins per 32 (equal halves): one step
+            const int64_t h = k0 / 16;
+            const __m256 m0 = _mm256_load_ps(Wm + h * 16), m1 = _mm256_load_ps(Wm + h * 16 + 8);
+            for (int j = 0; j < nr; j++) {
+                const __m256 b = _mm256_set1_ps(ds[j][h] + ds[j][h + 1]);
+                f[j][0] = _mm256_fnmadd_ps(m0, b, f[j][0]);
+                f[j][1] = _mm256_fnmadd_ps(m1, b, f[j][1]);
+            }
+        } else if (has_min) {
             for (int64_t h = k0 / 16; h < (k0 + G) / 16; h++) {
                 const __m256 m0 = _mm256_load_ps(Wm + h * 16), m1 = _mm256_load_ps(Wm + h * 16 + 8);
                 for (int j = 0; j < nr; j++) {
@@ -298,6 +307,20 @@ static inline __attribute__((always_inline)) void tg_qpanel_tile(
         _mm256_storeu_ps(d[j], f[j][0]);
         _mm256_storeu_ps(d[j] + 8, f[j][1]);
     }
+}
+
+// the full 6-column tile for each scale group size, compiled on their own so the tile width
+// and the group length are constants (loops unroll, accumulators stay in place)
+static __attribute__((noinline)) void tg_qpanel_16x6_g32(
+        int64_t K, int has_min, const int16_t *Wq, const float *Ws, const float *Wm,
+        const uint8_t *const act[MM_NR], float *const d[MM_NR]) {
+    tg_qpanel_tile(MM_NR, K, 32, has_min, Wq, Ws, Wm, act, d);
+}
+
+static __attribute__((noinline)) void tg_qpanel_16x6_g16(
+        int64_t K, int has_min, const int16_t *Wq, const float *Ws, const float *Wm,
+        const uint8_t *const act[MM_NR], float *const d[MM_NR]) {
+    tg_qpanel_tile(MM_NR, K, 16, has_min, Wq, Ws, Wm, act, d);
 }
 
 // rows [ir0, ir1) of dst for every column. Scratch (64-byte aligned): Wq 32*K bytes, rows
@@ -343,7 +366,8 @@ static void tg_mul_mat_qpanels(const tg_params *p, tg_tensor *dst, int64_t ir0, 
                     act[j] = (const uint8_t *)at(src1, 0, n + TG_MIN(j, nr - 1), i12, i13);
                     d[j] = nm == MM_MR ? (float *)at(dst, m0, n + TG_MIN(j, nr - 1), i12, i13) : tmp[j];
                 }
-                if (nr == MM_NR) tg_qpanel_tile(MM_NR, K, G, has_min, Wq, Ws, Wm, act, d);
+                if (nr == MM_NR && G == 32) tg_qpanel_16x6_g32(K, has_min, Wq, Ws, Wm, act, d);
+                else if (nr == MM_NR) tg_qpanel_16x6_g16(K, has_min, Wq, Ws, Wm, act, d);
                 else tg_qpanel_tile(nr, K, G, has_min, Wq, Ws, Wm, act, d);
                 if (nm < MM_MR)
                     for (int j = 0; j < nr; j++)
