@@ -353,21 +353,25 @@ float tg_dot_q4_0_qact(int64_t K, const void *row, const uint8_t *act) {
 #ifdef TG_AVX2
     if (TG_USE_SIMD) {
         __m256 acc = _mm256_setzero_ps();
-        const __m256i m4 = _mm256_set1_epi16(0x0F), eight = _mm256_set1_epi16(8);
+        const __m256i m4 = _mm256_set1_epi16(0x0F);
+        const float *ds = d + K / 32;
         for (; c + 8 <= K / 32; c += 8, b += 8 * 18) {
             __m256i p[8];
-            for (int j = 0; j < 8; j++) {
+            for (int j = 0; j < 8; j++) {     // sum of nibble * q; the -8 comes from ds below
                 const __m256i x = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(b + 18 * j + 2)));
                 const __m256i *qj = (const __m256i *)(q + 32 * (c + j));
-                const __m256i lo = _mm256_sub_epi16(_mm256_and_si256(x, m4), eight);
-                const __m256i hi = _mm256_sub_epi16(_mm256_srli_epi16(x, 4), eight);
-                p[j] = dp16(_mm256_madd_epi16(lo, _mm256_loadu_si256(qj)), hi, _mm256_loadu_si256(qj + 1));
+                p[j] = dp16(_mm256_madd_epi16(_mm256_and_si256(x, m4), _mm256_loadu_si256(qj)),
+                            _mm256_srli_epi16(x, 4), _mm256_loadu_si256(qj + 1));
             }
             uint16_t h[8];
             for (int j = 0; j < 8; j++) memcpy(&h[j], b + 18 * j, 2);
             const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hsum8x8_epi32(p)),
-                                  _mm256_mul_ps(dw, _mm256_loadu_ps(d + c)), acc);
+            // per block: d_a * sum(n q) - 8 * d_a * sum(q), the latter from the two half sums
+            const __m256 qsum = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(
+                _mm256_hadd_ps(_mm256_loadu_ps(ds + 2 * c), _mm256_loadu_ps(ds + 2 * c + 8))), 0xD8));
+            const __m256 blk = _mm256_fnmadd_ps(_mm256_set1_ps(8.0f), qsum,
+                _mm256_mul_ps(_mm256_cvtepi32_ps(hsum8x8_epi32(p)), _mm256_loadu_ps(d + c)));
+            acc = _mm256_fmadd_ps(blk, dw, acc);
         }
         sum = tg_hsum256(acc);
     }
