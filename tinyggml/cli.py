@@ -341,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-r", "--reps", type=int, default=5, help="repetitions (default 5)")
     s.add_argument("-o", "--output", choices=["md", "json"], default="md", help="output format")
     s.add_argument("--scan", choices=["auto", "recurrent", "chunked"], default="auto",
-                   help="Mamba-2 prompt scan: chunked (SSD) for sequences of >= 16 tokens in a "
+                   help="Mamba-2 prompt scan: chunked (SSD) for sequences of >= 8 tokens in a "
                         "ubatch (auto, default), or one algorithm throughout")
     s.set_defaults(func=cmd_bench)
 

@@ -206,8 +206,8 @@ def ssm_conv(x: Tensor, state: Tensor, w: Tensor, bias: Tensor | None, seq_info:
 # chunk and the state handed to the next one are small dense matrix products. "auto" takes it
 # for sequences of at least SSD_MIN_LEN tokens in the ubatch and the recurrence otherwise.
 SCAN_ALGOS = {"auto": 0, "recurrent": 1, "chunked": 2}
-SSD_CHUNK = 32
-SSD_MIN_LEN = 16      # measured crossover, see BENCHMARKS.md
+SSD_CHUNK = 16
+SSD_MIN_LEN = 8       # measured crossover (tools/bench_scan.py, BENCHMARKS.md)
 
 
 def ssm_scan(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,

@@ -1,0 +1,91 @@
+// Peak arithmetic of this machine, the compute roofline for prompt processing:
+// FP32 FMA (the float GEMM) and, where the CPU has AVX-512 VNNI, vpdpwssd (int16 pairs into
+// int32: the integer GEMM of quantized batches), each as 12 independent chains per thread.
+//
+//   gcc -O2 -march=native -fopenmp tools/peak_compute.c -o peak_compute && ./peak_compute 2
+#include <immintrin.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define ITERS 400000000L   // per thread, in steps of 12 instructions
+
+// 12 accumulators in named variables (an array would live in memory); the empty asm keeps
+// the compiler from folding the chains
+#define X12(M) M(0) M(1) M(2) M(3) M(4) M(5) M(6) M(7) M(8) M(9) M(10) M(11)
+#define KEEP() __asm__ volatile("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(a4), "+x"(a5), \
+                                "+x"(a6), "+x"(a7), "+x"(a8), "+x"(a9), "+x"(a10), "+x"(a11))
+
+static double fma_gflops(int nth) {
+    float sink = 0.0f;
+    const double t0 = omp_get_wtime();
+    #pragma omp parallel num_threads(nth) reduction(+:sink)
+    {
+#define DECL(i) __m256 a##i = _mm256_set1_ps(0.001f * i);
+#define STEP(i) a##i = _mm256_fmadd_ps(a##i, b, c);
+#define SUM(i) s = _mm256_add_ps(s, a##i);
+        X12(DECL)
+        const __m256 b = _mm256_set1_ps(0.9999f), c = _mm256_set1_ps(1e-7f);
+        for (long i = 0; i < ITERS / 12; i++) {
+            X12(STEP)
+            KEEP();
+        }
+        __m256 s = _mm256_setzero_ps();
+        X12(SUM)
+        float out[8];
+        _mm256_storeu_ps(out, s);
+        sink += out[0];
+#undef DECL
+#undef STEP
+#undef SUM
+    }
+    const double t = omp_get_wtime() - t0;
+    if (sink == 12345.0f) printf(" ");
+    return (double)nth * ITERS * 8 * 2 / t / 1e9;
+}
+
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+static double dpwssd_gmacs(int nth) {
+    int sink = 0;
+    const double t0 = omp_get_wtime();
+    #pragma omp parallel num_threads(nth) reduction(+:sink)
+    {
+#define DECL(i) __m256i a##i = _mm256_set1_epi32(i);
+#define STEP(i) a##i = _mm256_dpwssd_epi32(a##i, b, c);
+#define SUM(i) s = _mm256_add_epi32(s, a##i);
+        X12(DECL)
+        const __m256i b = _mm256_set1_epi16(3), c = _mm256_set1_epi16(5);
+        for (long i = 0; i < ITERS / 12; i++) {
+            X12(STEP)
+            KEEP();
+        }
+        __m256i s = _mm256_setzero_si256();
+        X12(SUM)
+        int out[8];
+        _mm256_storeu_si256((__m256i *)out, s);
+        sink += out[0];
+#undef DECL
+#undef STEP
+#undef SUM
+    }
+    const double t = omp_get_wtime() - t0;
+    if (sink == 12345) printf(" ");
+    return (double)nth * ITERS * 16 / t / 1e9;
+}
+#endif
+
+int main(int argc, char **argv) {
+    const int nth = argc > 1 ? atoi(argv[1]) : 2;
+    double best = 0.0;
+    for (int r = 0; r < 3; r++) { const double g = fma_gflops(nth); if (g > best) best = g; }
+    printf("FP32 FMA, %d threads: %.1f GFLOP/s (best of 3)\n", nth, best);
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    best = 0.0;
+    for (int r = 0; r < 3; r++) { const double g = dpwssd_gmacs(nth); if (g > best) best = g; }
+    printf("int16 vpdpwssd, %d threads: %.1f G multiply-adds/s = %.1f GOP/s (best of 3)\n",
+           nth, best, 2 * best);
+#else
+    printf("no AVX-512 VNNI: the integer GEMM is not compiled here\n");
+#endif
+    return 0;
+}
