@@ -213,29 +213,9 @@ SCAN_SHAPES = [(16, 1, 13, 1, True), (5, 1, 9, 1, True), (16, 1, 128, 1, True),
                (128, 4, 8, 8, False)]
 
 
-@pytest.mark.parametrize("ds,hd,nh,ng,m1", SCAN_SHAPES)
-@pytest.mark.parametrize("lens", [[1], [6], [2, 5, 1]])
-@pytest.mark.parametrize("nt", THREADS)
-def test_ssm_scan(simd, ds, hd, nh, ng, m1, lens, nt):
-    rng = np.random.default_rng(ds * hd + nh + len(lens))
-    n_slots, n_t = 4, sum(lens)
-    state = mk("state", rnd(rng, n_slots, nh, hd, ds, scale=0.5), flags=STATE)
-    # x, B, C as views into one xBC-like buffer (Mamba-2 layout), dt strided too
-    width = hd * nh + 2 * ng * ds + 3
-    xbc = mk("xbc", rnd(rng, n_t, width))
-    x = ops.view(xbc, (hd, nh, n_t), (4, hd * 4, width * 4), 0)
-    B = ops.view(xbc, (ds, ng, n_t), (4, ds * 4, width * 4), hd * nh * 4)
-    C = ops.view(xbc, (ds, ng, n_t), (4, ds * 4, width * 4), (hd * nh + ng * ds) * 4)
-    dtb = mk("dt", rnd(rng, n_t, nh + 2, scale=2.0))
-    dt = ops.view(dtb, (nh, n_t), (4, (nh + 2) * 4), 4)
-    a_np = -np.exp(rng.uniform(0, np.log(16), size=(nh, ds if m1 else 1))).astype(np.float32)
-    A = mk("A", a_np)
-    D = mk("D", rng.uniform(0.5, 1.5, size=nh).astype(np.float32))
-    info = mk("info", _seq_info(rng, lens, n_slots), type=I32)
-    check_op(ops.ssm_scan(state, x, dt, A, B, C, D, info), nt, atol=2e-5, states=[state])
-
-
-def _scan_inputs(rng, ds, hd, nh, ng, lens, n_slots=4, dt_scale=2.0):
+def _scan_inputs(rng, ds, hd, nh, ng, lens, n_slots=4, dt_scale=2.0, m1=False):
+    """state, x, dt, A, B, C, D, seq_info; x, B, C are views into one xBC-like buffer (the
+    Mamba-2 layout), dt strided too; A per state element when m1, else scalar per head."""
     n_t = sum(lens)
     state = mk("state", rnd(rng, n_slots, nh, hd, ds, scale=0.5), flags=STATE)
     width = hd * nh + 2 * ng * ds + 3
@@ -245,10 +225,19 @@ def _scan_inputs(rng, ds, hd, nh, ng, lens, n_slots=4, dt_scale=2.0):
     C = ops.view(xbc, (ds, ng, n_t), (4, ds * 4, width * 4), (hd * nh + ng * ds) * 4)
     dtb = mk("dt", rnd(rng, n_t, nh + 2, scale=dt_scale))
     dt = ops.view(dtb, (nh, n_t), (4, (nh + 2) * 4), 4)
-    A = mk("A", -np.exp(rng.uniform(0, np.log(16), size=(nh, 1))).astype(np.float32))
+    A = mk("A", -np.exp(rng.uniform(0, np.log(16), size=(nh, ds if m1 else 1))).astype(np.float32))
     D = mk("D", rng.uniform(0.5, 1.5, size=nh).astype(np.float32))
     info = mk("info", _seq_info(rng, lens, n_slots), type=I32)
     return state, x, dt, A, B, C, D, info
+
+
+@pytest.mark.parametrize("ds,hd,nh,ng,m1", SCAN_SHAPES)
+@pytest.mark.parametrize("lens", [[1], [6], [2, 5, 1]])
+@pytest.mark.parametrize("nt", THREADS)
+def test_ssm_scan(simd, ds, hd, nh, ng, m1, lens, nt):
+    rng = np.random.default_rng(ds * hd + nh + len(lens))
+    args = _scan_inputs(rng, ds, hd, nh, ng, lens, m1=m1)
+    check_op(ops.ssm_scan(*args), nt, atol=2e-5, states=[args[0]])
 
 
 # The chunked (SSD) scan against the float64 recurrence: chunk sizes that split sequences
