@@ -6,7 +6,8 @@ Needs the optional peer: `pip install llama-cpp-python==0.3.36` (builds llama.cp
 prompt tokens in one call from an empty state, tgN = N single-token decode steps (after `depth`
 tokens of context). Each repetition runs tinyggml then llama.cpp back to back, so machine noise
 hits both; medians over the repetitions are compared. The memory-bandwidth roofline for tg is
-measured in the same run (a multi-threaded streaming read of a buffer larger than the caches):
+measured in the same run (a multi-threaded streaming read of a buffer larger than the caches,
+before each tg repetition too: the best of them, since a shared machine's bandwidth drifts):
 roofline t/s = bandwidth / (weight bytes read per token).
 
     python tools/bench_vs_llamacpp.py MODEL.gguf [MODEL2.gguf ...] [-t 2] [-p 512] [-n 128] [-r 5]
@@ -120,7 +121,10 @@ def main():
             for f in run.values():
                 f()                                       # warm-up
             ts = {k: [] for k in run}
+            row_bw = bw
             for _ in range(a.reps):
+                if kind == "tg":    # the machine's bandwidth drifts (shared): probe every repetition
+                    row_bw = max(row_bw, read_bandwidth(a.threads, mib=256, reps=2))
                 for k, f in run.items():                  # alternate
                     ts[k].append(n / f())
             med = {k: statistics.median(v) for k, v in ts.items()}
@@ -129,11 +133,12 @@ def main():
                        ratio=med["tinyggml"] / med["llama.cpp"],
                        spread={k: (min(v), max(v)) for k, v in ts.items()})
             if kind == "tg":
-                roof = bw / wbytes
-                row.update(roofline_ts=roof, frac_tinyggml=med["tinyggml"] / roof,
+                roof = row_bw / wbytes
+                row.update(bandwidth=row_bw, roofline_ts=roof, frac_tinyggml=med["tinyggml"] / roof,
                            frac_llamacpp=med["llama.cpp"] / roof)
             rows.append(row)
-            extra = (f"  roofline {row['roofline_ts']:.1f} t/s: tinyggml {row['frac_tinyggml']:.0%}, "
+            extra = (f"  roofline {row['roofline_ts']:.1f} t/s ({row['bandwidth'] / 1e9:.1f} GB/s): "
+                     f"tinyggml {row['frac_tinyggml']:.0%}, "
                      f"llama.cpp {row['frac_llamacpp']:.0%}" if kind == "tg" else "")
             print(f"{row['model']:<32s} {row['test']:<8s} tinyggml {row['tinyggml']:8.2f} t/s  "
                   f"llama.cpp {row['llamacpp']:8.2f} t/s  ratio {row['ratio']:.2f}x{extra}", flush=True)
