@@ -63,6 +63,11 @@ def test_info(model):
     assert r.returncode == 0, r.stderr
     assert "arch: mamba2" in r.stdout and "blk.1.ssm_norm.weight" in r.stdout
     assert "state bytes per sequence: " in r.stdout
+    from tinyggml.backend import int_gemm_compiled, simd_compiled
+    line = next(l for l in r.stdout.splitlines() if l.startswith("backend: "))
+    assert ("AVX2" in line) == simd_compiled() and ("VNNI integer GEMM" in line) == int_gemm_compiled()
+    r = cli("info", "-m", model, env={**os.environ, "TINYGGML_FORCE_SCALAR": "1"})
+    assert "backend: portable scalar kernels" in r.stdout
 
 
 @pytest.mark.parametrize("args", [["graph"], ["graph", "-m"], ["frobnicate"], ["graph", "-m", "x", "--tokens", "abc"], []])

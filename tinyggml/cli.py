@@ -178,6 +178,8 @@ def cmd_info(args) -> int:
     out.append(f"tokenizer: {f.value('tokenizer.ggml.model') or '-'} "
                f"(pre: {f.value('tokenizer.ggml.pre') or '-'})")
     out.append(f"state bytes per sequence: {m.state_bytes_per_sequence}")
+    from .backend import describe
+    out.append(f"backend: {describe()}")
     out.append(f"tensors: {len(f.tensors)}")
     total = 0
     for name, t in f.tensors.items():

@@ -4,7 +4,7 @@ from ._backend import (Plan, int_gemm_compiled, measure_read_bandwidth, openmp_m
                        simd_compiled, simd_enabled)
 
 __all__ = ["Plan", "set_simd", "simd_compiled", "simd_enabled", "int_gemm_compiled",
-           "openmp_max_threads", "measure_read_bandwidth"]
+           "openmp_max_threads", "measure_read_bandwidth", "describe"]
 
 import os as _os
 
@@ -13,3 +13,14 @@ _ops.QUANT_INT_GEMM = int_gemm_compiled()
 
 if _os.environ.get("TINYGGML_FORCE_SCALAR", "") not in ("", "0"):
     set_simd(False)
+
+
+def describe() -> str:
+    """One line on the kernels this build runs (for `info` and `bench`)."""
+    if not simd_enabled():
+        kernels = "portable scalar kernels" + ("" if simd_compiled() else " (built without AVX2)")
+    else:
+        kernels = "AVX2/FMA/F16C kernels"
+        kernels += (", AVX-512 VNNI integer GEMM" if int_gemm_compiled()
+                    else ", float GEMM for quantized batches (no AVX-512 VNNI)")
+    return f"{kernels}; OpenMP, up to {openmp_max_threads()} threads"
