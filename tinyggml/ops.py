@@ -137,9 +137,9 @@ def mul_mat(a: Tensor, b: Tensor) -> Tensor:
     _check(b.type == F32 and b.rows_contiguous(), "mul_mat: b F32, rows contiguous")
     if a.type in QUANTIZED and (QUANT_INT_GEMM or b.ne[1] * b.ne[2] * b.ne[3] < QUANT_GEMM_MIN_ROWS):
         # integer dots: the activations are quantized once, by their own node (as ggml does
-        # with vec_dot_type), then every weight row is dotted with the QACT rows. Bigger
-        # batches instead widen each weight row to F32 once and use the float GEMM tiles
-        # (compute-bound there; the widening is amortized over the columns).
+        # with vec_dot_type), then every weight row is dotted with the QACT rows (or, with the
+        # integer GEMM, multiplied on int16 panels). Without it, bigger batches widen the
+        # weight rows to F32 once per panel and use the float GEMM (compute-bound there).
         b = _new(QACT, b.ne, Op.QUANTIZE, (b,))
     return _new(F32, (a.ne[1], b.ne[1], b.ne[2], b.ne[3]), Op.MUL_MAT, (a, b))
 
