@@ -207,6 +207,7 @@ def ssm_conv(x: Tensor, state: Tensor, w: Tensor, bias: Tensor | None, seq_info:
 # for sequences of at least SSD_MIN_LEN tokens in the ubatch and the recurrence otherwise.
 SCAN_ALGOS = {"auto": 0, "recurrent": 1, "chunked": 2}
 SSD_CHUNK = 16
+SSD_CHUNK_MAX = 256   # scratch grows with chunk^2
 SSD_MIN_LEN = 8       # measured crossover (tools/bench_scan.py, BENCHMARKS.md)
 
 
@@ -215,7 +216,7 @@ def ssm_scan(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tens
     # state: {d_state, head_dim, n_head, n_slots}, x: {head_dim, n_head, n_t}, dt: {n_head, n_t},
     # A: {d_state | 1, n_head}, B, C: {d_state, n_group, n_t}, D: {n_head} => y {head_dim, n_head, n_t}
     _check(algo in SCAN_ALGOS, f"ssm_scan: algo {algo!r} not in {sorted(SCAN_ALGOS)}")
-    _check(1 <= chunk <= 256, f"ssm_scan: chunk {chunk} not in 1..256")
+    _check(1 <= chunk <= SSD_CHUNK_MAX, f"ssm_scan: chunk {chunk} not in 1..{SSD_CHUNK_MAX}")
     _check(algo != "chunked" or A.ne[0] == 1, "ssm_scan: the chunked algorithm needs scalar A per head")
     ds, hd, nh = state.ne[:3]
     n_t, ng = x.ne[2], B.ne[1]

@@ -101,8 +101,8 @@ class Model:
         t0 = time.perf_counter()
         if scan not in ops.SCAN_ALGOS:
             raise TinyGGMLError(f"scan must be one of {', '.join(ops.SCAN_ALGOS)}, got {scan!r}")
-        if not 1 <= ssd_chunk <= 256:
-            raise TinyGGMLError(f"ssd_chunk must be in 1..256, got {ssd_chunk}")
+        if not 1 <= ssd_chunk <= ops.SSD_CHUNK_MAX:
+            raise TinyGGMLError(f"ssd_chunk must be in 1..{ops.SSD_CHUNK_MAX}, got {ssd_chunk}")
         self.scan = (scan, int(ssd_chunk))
         self.path = str(path)
         self.file = GGUFModel(self.path)

@@ -173,27 +173,6 @@ static inline void tg_panel_16x6(int64_t K, const float *Wp, const float *const 
     }
 }
 
-// the same for nr < 6 columns (the last columns of a batch). Kept as a separate copy on
-// purpose: one always_inline body shared with the 6-column tile (as the integer panels do)
-// measured 106 -> 45 GFLOP/s on this gcc, the 12 accumulators no longer held in registers.
-static inline void tg_panel_16xn(int64_t K, const float *Wp, const float *const b[MM_NR],
-                                 float *const d[MM_NR], int nr) {
-    __m256 c[MM_NR][2];
-    for (int j = 0; j < nr; j++) c[j][0] = c[j][1] = _mm256_setzero_ps();
-    for (int64_t k = 0; k < K; k++) {
-        const __m256 w0 = _mm256_load_ps(Wp + k * MM_MR), w1 = _mm256_load_ps(Wp + k * MM_MR + 8);
-        for (int j = 0; j < nr; j++) {
-            const __m256 bj = _mm256_broadcast_ss(b[j] + k);
-            c[j][0] = _mm256_fmadd_ps(w0, bj, c[j][0]);
-            c[j][1] = _mm256_fmadd_ps(w1, bj, c[j][1]);
-        }
-    }
-    for (int j = 0; j < nr; j++) {
-        _mm256_storeu_ps(d[j], c[j][0]);
-        _mm256_storeu_ps(d[j] + 8, c[j][1]);
-    }
-}
-
 // rows [ir0, ir1) of dst for every column; scratch: Wp 16*K floats (64-byte aligned), rows
 // 16*K floats, the unpack scratch after them
 static void tg_mul_mat_panels(const tg_params *p, tg_tensor *dst, int64_t ir0, int64_t ir1) {
@@ -234,8 +213,7 @@ static void tg_mul_mat_panels(const tg_params *p, tg_tensor *dst, int64_t ir0, i
                     b[j] = (const float *)at(src1, 0, n + TG_MIN(j, nr - 1), i12, i13);
                     d[j] = nm == MM_MR ? (float *)at(dst, m0, n + TG_MIN(j, nr - 1), i12, i13) : tmp[j];
                 }
-                if (nr == MM_NR) tg_panel_16x6(K, Wp, b, d);
-                else tg_panel_16xn(K, Wp, b, d, nr);
+                tg_panel_16x6(K, Wp, b, d);  // a last partial tile repeats its last column
                 if (nm < MM_MR)
                     for (int j = 0; j < nr; j++)
                         memcpy(at(dst, m0, n + j, i12, i13), tmp[j], nm * 4);
@@ -430,34 +408,13 @@ static void tg_mul_mat_q(const tg_params *p, tg_tensor *dst) {
 
 // 4 weight rows x 3 activation columns: 12 accumulators share each load (the batched path of
 // the scalar build; SIMD builds take tg_mul_mat_panels for batches).
-// Each output accumulates exactly as tg_dot4_f32 does, so results do not depend on how the
-// columns of a batch are grouped. (A single column takes the row-by-row decode path, whose
-// 4-accumulator order rounds differently: prompt vs token by token agree to float rounding.)
+// Each output is one sum over k in order, as in tg_dot4_f32's scalar path, so results do not
+// depend on how the columns of a batch are grouped.
 static inline void tg_dot4x3_f32(int64_t K, const float *const a[4], const float *b0,
                                  const float *b1, const float *b2, float *d0, float *d1,
                                  float *d2) {
-    int64_t k = 0;
     float s[3][4] = {{0}};
-#ifdef TG_AVX2
-    if (TG_USE_SIMD) {
-        __m256 c[3][4];
-        for (int j = 0; j < 3; j++)
-            for (int r = 0; r < 4; r++) c[j][r] = _mm256_setzero_ps();
-        for (; k + 8 <= K; k += 8) {
-            const __m256 x0 = _mm256_loadu_ps(b0 + k), x1 = _mm256_loadu_ps(b1 + k);
-            const __m256 x2 = _mm256_loadu_ps(b2 + k);
-            for (int r = 0; r < 4; r++) {
-                const __m256 w = _mm256_loadu_ps(a[r] + k);
-                c[0][r] = _mm256_fmadd_ps(w, x0, c[0][r]);
-                c[1][r] = _mm256_fmadd_ps(w, x1, c[1][r]);
-                c[2][r] = _mm256_fmadd_ps(w, x2, c[2][r]);
-            }
-        }
-        for (int j = 0; j < 3; j++)
-            for (int r = 0; r < 4; r++) s[j][r] = tg_hsum256(c[j][r]);
-    }
-#endif
-    for (; k < K; k++)
+    for (int64_t k = 0; k < K; k++)
         for (int r = 0; r < 4; r++) {
             s[0][r] += a[r][k] * b0[k];
             s[1][r] += a[r][k] * b1[k];
