@@ -116,8 +116,9 @@ def cpy(a: Tensor, b: Tensor) -> Tensor:
 
 WEIGHT_TYPES = (F32, F16, BF16) + QUANTIZED      # what get_rows and mul_mat read natively
 # quantized mul_mat: integer dots on quantized activations below this many columns, widened-row
-# float GEMM from here, unless the backend has an integer GEMM (AVX-512 VNNI): it sets
-# QUANT_INT_GEMM at import and every batch then multiplies quantized activations.
+# float GEMM from here, unless the backend has an integer GEMM (AVX2 or AVX-512 VNNI; only the
+# portable scalar build lacks it): it sets QUANT_INT_GEMM at import and every batch then
+# multiplies quantized activations.
 QUANT_GEMM_MIN_ROWS = 16
 QUANT_INT_GEMM = False
 
@@ -323,7 +324,7 @@ def _scan_wsize(t):
 
 def _conv_wsize(t):
     x, w = t.src[0], t.src[2]
-    return (w.ne[0] - 1 + x.ne[1]) * 8 * 4
+    return w.ne[0] * (x.ne[0] + 8) * 4        # the weights of a thread's channels, transposed
 
 
 OPS: dict[int, OpDef] = {

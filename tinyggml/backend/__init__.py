@@ -9,7 +9,7 @@ __all__ = ["Plan", "set_simd", "simd_compiled", "simd_enabled", "int_gemm_compil
 import os as _os
 
 # with the integer GEMM, quantized weights meet quantized activations at every batch size
-_ops.QUANT_INT_GEMM = int_gemm_compiled()
+_ops.QUANT_INT_GEMM = bool(int_gemm_compiled())
 
 if _os.environ.get("TINYGGML_FORCE_SCALAR", "") not in ("", "0"):
     set_simd(False)
@@ -21,6 +21,5 @@ def describe() -> str:
         kernels = "portable scalar kernels" + ("" if simd_compiled() else " (built without AVX2)")
     else:
         kernels = "AVX2/FMA/F16C kernels"
-        kernels += (", AVX-512 VNNI integer GEMM" if int_gemm_compiled()
-                    else ", float GEMM for quantized batches (no AVX-512 VNNI)")
+        kernels += f", {int_gemm_compiled()} integer GEMM for quantized batches"
     return f"{kernels}; OpenMP, up to {openmp_max_threads()} threads"

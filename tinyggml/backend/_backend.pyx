@@ -25,9 +25,10 @@ def simd_compiled():
 
 
 def int_gemm_compiled():
-    """True when batched quantized mul_mat multiplies int16 activations on integer panels
-    (AVX-512 VNNI); ops.mul_mat then quantizes the activations of every batch size."""
-    return bool(tg_int_gemm_compiled())
+    """The instruction set batched quantized mul_mat multiplies int16 activations with on
+    integer panels: "AVX-512 VNNI", "AVX2", or "" (none: the portable build). Where there is
+    one, ops.mul_mat quantizes the activations of every batch size."""
+    return {2: "AVX-512 VNNI", 1: "AVX2"}.get(tg_int_gemm_compiled(), "")
 
 
 def set_simd(bint enabled):

@@ -18,7 +18,9 @@ int tg_simd_compiled(void) {
 int tg_int_gemm_compiled(void) {
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) && defined(__AVX512F__) && \
     defined(__AVX512VL__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
-    return 1;   // TG_AVX512 in simd.h: tg_mul_mat_qpanels
+    return 2;   // TG_AVX512 in simd.h: tg_mul_mat_qpanels with vpdpwssd
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+    return 1;   // TG_AVX2: tg_mul_mat_qpanels with vpmaddwd + vpaddd
 #else
     return 0;
 #endif

@@ -223,22 +223,30 @@ static void tg_mul_mat_panels(const tg_params *p, tg_tensor *dst, int64_t ir0, i
 }
 #endif
 
+#ifdef TG_AVX2
+// Batched quantized mul_mat on integer panels (QACT activations, any N >= MM_NR): the integer
+// twin of tg_mul_mat_panels. 16 weight rows are unpacked to int16 and packed pair-interleaved,
+// Wq[k/2][row][2], so one multiply-add step takes 8 rows times 2 activation values (one
+// broadcast int32 holding q[k], q[k+1]) into 8 int32 lanes: 16 multiply-adds per instruction
+// (VNNI vpdpwssd) or per vpmaddwd + vpaddd pair (AVX2), twice an FMA's. Per scale group (16 or
+// 32 values) the exact integer sums are scaled by the rows' weight scales times the column's
+// activation scale into float accumulators; the min term of Q4_1/Q5_1/Q2_K/Q4_K/Q5_K is
+// subtracted per 16 values (mins times the activation half sums, as in tg_dot_unpacked_qact;
+// once per 32 where the type's mins are per 32). A tile is 16 rows x QP_NR columns: 4 int32 +
+// float accumulators per column, 6 columns in AVX-512's 32 registers, 3 in AVX2's 16.
+// Integer sums stay exact: |w| <= 127 and |q| <= 32767, so 32 products per lane group fit.
 #ifdef TG_AVX512
-// Batched quantized mul_mat with VNNI (QACT activations, any N >= MM_NR): the integer twin of
-// tg_mul_mat_panels. 16 weight rows are unpacked to int16 and packed pair-interleaved,
-// Wq[k/2][row][2], so one vpdpwssd multiplies 8 rows by 2 activation values (one broadcast
-// int32 holding q[k], q[k+1]) and adds into 8 int32 lanes: 16 multiply-adds per instruction,
-// twice an FMA's. Per scale group (16 or 32 values) the exact integer sums are scaled by the
-// rows' weight scales times the column's activation scale into float accumulators; the min
-// term of Q4_1/Q5_1/Q2_K/Q4_K/Q5_K is subtracted per 16 values (mins times the activation half
-// sums, as in tg_dot_unpacked_qact; once per 32 where the type's mins are per 32). 16 x nr
-// outputs: 12 int32 + 12 float accumulators in the 32 registers AVX-512 gives.
+#define QP_NR 6
+#else
+#define QP_NR 3
+#endif
+
 static inline __attribute__((always_inline)) void tg_qpanel_tile(
         int nr, int64_t K, int G, int has_min, const int16_t *Wq, const float *Ws, const float *Wm,
-        const uint8_t *const act[MM_NR], float *const d[MM_NR]) {
-    __m256 f[MM_NR][2];
-    const int16_t *q[MM_NR];
-    const float *da[MM_NR], *ds[MM_NR];
+        const uint8_t *const act[QP_NR], float *const d[QP_NR]) {
+    __m256 f[QP_NR][2];
+    const int16_t *q[QP_NR];
+    const float *da[QP_NR], *ds[QP_NR];
     for (int j = 0; j < nr; j++) {
         f[j][0] = f[j][1] = _mm256_setzero_ps();
         q[j] = (const int16_t *)act[j];
@@ -246,8 +254,9 @@ static inline __attribute__((always_inline)) void tg_qpanel_tile(
         ds[j] = da[j] + K / 32;
     }
     for (int64_t k0 = 0; k0 < K; k0 += G) {
-        __m256i s[MM_NR][2];
+        __m256i s[QP_NR][2];
         for (int j = 0; j < nr; j++) s[j][0] = s[j][1] = _mm256_setzero_si256();
+#ifdef TG_AVX512
         #pragma GCC unroll 16
         for (int64_t kp = k0 / 2; kp < (k0 + G) / 2; kp++) {
             const __m256i w0 = _mm256_load_si256((const __m256i *)(Wq + kp * 32));
@@ -260,6 +269,26 @@ static inline __attribute__((always_inline)) void tg_qpanel_tile(
                 s[j][1] = _mm256_dpwssd_epi32(s[j][1], w1, b);
             }
         }
+#else
+        // two pairs at a time, their products added before they meet the accumulator (one
+        // vpaddd chain step per two vpmaddwd: 40 vs 34 G multiply-adds/s per core on Zen 3)
+        #pragma GCC unroll 8
+        for (int64_t kp = k0 / 2; kp < (k0 + G) / 2; kp += 2) {
+            const __m256i w0 = _mm256_load_si256((const __m256i *)(Wq + kp * 32));
+            const __m256i w1 = _mm256_load_si256((const __m256i *)(Wq + kp * 32 + 16));
+            const __m256i v0 = _mm256_load_si256((const __m256i *)(Wq + kp * 32 + 32));
+            const __m256i v1 = _mm256_load_si256((const __m256i *)(Wq + kp * 32 + 48));
+            for (int j = 0; j < nr; j++) {
+                int32_t pair[2];
+                memcpy(pair, q[j] + 2 * kp, 8);
+                const __m256i b = _mm256_set1_epi32(pair[0]), c = _mm256_set1_epi32(pair[1]);
+                s[j][0] = _mm256_add_epi32(s[j][0], _mm256_add_epi32(_mm256_madd_epi16(w0, b),
+                                                                     _mm256_madd_epi16(v0, c)));
+                s[j][1] = _mm256_add_epi32(s[j][1], _mm256_add_epi32(_mm256_madd_epi16(w1, b),
+                                                                     _mm256_madd_epi16(v1, c)));
+            }
+        }
+#endif
         const __m256 ws0 = _mm256_load_ps(Ws + (k0 / 16) * 16), ws1 = _mm256_load_ps(Ws + (k0 / 16) * 16 + 8);
         for (int j = 0; j < nr; j++) {
             const __m256 a = _mm256_set1_ps(da[j][k0 / 32]);
@@ -291,18 +320,18 @@ static inline __attribute__((always_inline)) void tg_qpanel_tile(
     }
 }
 
-// the full 6-column tile for each scale group size, compiled on their own so the tile width
-// and the group length are constants (loops unroll, accumulators stay in place)
-static __attribute__((noinline)) void tg_qpanel_16x6_g32(
+// the full tile for each scale group size, compiled on their own so the tile width and the
+// group length are constants (loops unroll, accumulators stay in place)
+static __attribute__((noinline)) void tg_qpanel_full_g32(
         int64_t K, int has_min, const int16_t *Wq, const float *Ws, const float *Wm,
-        const uint8_t *const act[MM_NR], float *const d[MM_NR]) {
-    tg_qpanel_tile(MM_NR, K, 32, has_min, Wq, Ws, Wm, act, d);
+        const uint8_t *const act[QP_NR], float *const d[QP_NR]) {
+    tg_qpanel_tile(QP_NR, K, 32, has_min, Wq, Ws, Wm, act, d);
 }
 
-static __attribute__((noinline)) void tg_qpanel_16x6_g16(
+static __attribute__((noinline)) void tg_qpanel_full_g16(
         int64_t K, int has_min, const int16_t *Wq, const float *Ws, const float *Wm,
-        const uint8_t *const act[MM_NR], float *const d[MM_NR]) {
-    tg_qpanel_tile(MM_NR, K, 16, has_min, Wq, Ws, Wm, act, d);
+        const uint8_t *const act[QP_NR], float *const d[QP_NR]) {
+    tg_qpanel_tile(QP_NR, K, 16, has_min, Wq, Ws, Wm, act, d);
 }
 
 // rows [ir0, ir1) of dst for every column. Scratch (64-byte aligned): Wq 32*K bytes, rows
@@ -317,7 +346,7 @@ static void tg_mul_mat_qpanels(const tg_params *p, tg_tensor *dst, int64_t ir0, 
     float *Ws = (float *)(rows + 16 * K), *Wm = Ws + K;
     int8_t *uw = (int8_t *)(Wm + K);
     float *usc = (float *)(uw + K), *umn = usc + K / 16;
-    float tmp[MM_NR][MM_MR];
+    float tmp[QP_NR][MM_MR];
     for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
     for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
         for (int64_t m0 = ir0; m0 < ir1; m0 += MM_MR) {
@@ -340,16 +369,16 @@ static void tg_mul_mat_qpanels(const tg_params *p, tg_tensor *dst, int64_t ir0, 
             }
             // pairs of int16 moved as 32-bit units: rows[r][k/2] -> Wq[k/2][r]
             tg_transpose((const float *)rows, K / 2, (float *)Wq, MM_MR, MM_MR, K / 2);
-            for (int64_t n = 0; n < N; n += MM_NR) {
-                const int nr = (int)TG_MIN(MM_NR, N - n);
-                const uint8_t *act[MM_NR];
-                float *d[MM_NR];
-                for (int j = 0; j < MM_NR; j++) {
+            for (int64_t n = 0; n < N; n += QP_NR) {
+                const int nr = (int)TG_MIN(QP_NR, N - n);
+                const uint8_t *act[QP_NR];
+                float *d[QP_NR];
+                for (int j = 0; j < QP_NR; j++) {
                     act[j] = (const uint8_t *)at(src1, 0, n + TG_MIN(j, nr - 1), i12, i13);
                     d[j] = nm == MM_MR ? (float *)at(dst, m0, n + TG_MIN(j, nr - 1), i12, i13) : tmp[j];
                 }
-                if (nr == MM_NR && G == 32) tg_qpanel_16x6_g32(K, has_min, Wq, Ws, Wm, act, d);
-                else if (nr == MM_NR) tg_qpanel_16x6_g16(K, has_min, Wq, Ws, Wm, act, d);
+                if (nr == QP_NR && G == 32) tg_qpanel_full_g32(K, has_min, Wq, Ws, Wm, act, d);
+                else if (nr == QP_NR) tg_qpanel_full_g16(K, has_min, Wq, Ws, Wm, act, d);
                 else tg_qpanel_tile(nr, K, G, has_min, Wq, Ws, Wm, act, d);
                 if (nm < MM_MR)
                     for (int j = 0; j < nr; j++)
@@ -378,7 +407,7 @@ static void tg_mul_mat_q(const tg_params *p, tg_tensor *dst) {
     if (TG_USE_SIMD && src0->type == TG_TYPE_Q4_K) fused = tg_dot_q4_k_qact;
     if (TG_USE_SIMD && src0->type == TG_TYPE_Q6_K) fused = tg_dot_q6_k_qact;
 #endif
-#ifdef TG_AVX512
+#ifdef TG_AVX2
     if (TG_USE_SIMD && N >= MM_NR) {       // batches: integer panels, whole 16-row panels per thread
         const int64_t dr = ((M + p->nth - 1) / p->nth + MM_MR - 1) / MM_MR * MM_MR;
         const int64_t ir0 = TG_MIN(dr * p->ith, M), ir1 = TG_MIN(ir0 + dr, M);
@@ -657,16 +686,16 @@ static void tg_concat_f32(const tg_params *p, tg_tensor *dst) {
 // src2: weight {d_conv, ch} contiguous     src3: bias {ch} or NULL
 // src4: seq info {3, n_s} I32: (slot, first token, n tokens) per sequence
 // dst:  {ch, n_t} contiguous
-// Threads split channels in blocks of 8. The window [state | x] of one block lives in scratch
-// as win[t][8] so the SIMD path computes 8 channels per instruction; a one-token sequence
-// (decode) goes channel by channel without the window, SiLU over the row afterwards.
+// Threads split channels in blocks of 8. A prompt goes token by token, each thread over its
+// channels of the row (contiguous in x, 8 per instruction), with its weights transposed into
+// scratch; a one-token sequence (decode) goes channel by channel, SiLU over the row afterwards.
 static void tg_ssm_conv_f32(const tg_params *p, tg_tensor *dst) {
     const tg_tensor *x = dst->src[0], *st = dst->src[1], *w = dst->src[2], *bias = dst->src[3];
     const tg_tensor *info = dst->src[4];
     const int silu = dst->op_params[0];
     const int64_t ch = x->ne[0], dc = w->ne[0], n_s = info->ne[1];
     const int64_t nblk = (ch + 7) / 8;
-    float *win = (float *)p->wdata;
+    float *wT = (float *)p->wdata;        // [d_conv][channels of this thread]
     ROW_RANGE(nblk);
     for (int64_t s = 0; s < n_s; s++) {
         const int32_t *si = (const int32_t *)(info->data + s * info->nb[1]);
@@ -696,52 +725,55 @@ static void tg_ssm_conv_f32(const tg_params *p, tg_tensor *dst) {
             }
             continue;
         }
-        for (int64_t blk = ir0; blk < ir1; blk++) {
-            const int64_t c0 = blk * 8, nc = TG_MIN(8, ch - c0);
-            float wk[16][8];     // weights transposed: wk[k][lane] (d_conv <= 16, checked by the builder)
-            float b8[8];
-            float *state = (float *)(st->data + slot * st->nb[2]);
-            for (int64_t l = 0; l < 8; l++) {
-                const int64_t c = c0 + TG_MIN(l, nc - 1);
-                for (int64_t k = 0; k < dc; k++) wk[k][l] = ((const float *)w->data)[c * dc + k];
-                b8[l] = bias ? ((const float *)bias->data)[c] : 0.0f;
-                for (int64_t j = 0; j < dc - 1; j++) win[j * 8 + l] = state[c * (dc - 1) + j];
-            }
-            int64_t tw = 0;
+        // a prompt: token by token over this thread's channels [c0, c1), so each row of x is
+        // read in order (channels are contiguous); the weights transposed once, wT[k][c - c0]
+        const int64_t c0 = ir0 * 8, c1 = TG_MIN(ch, ir1 * 8), nc = c1 - c0;
+        if (nc <= 0) continue;
+        float *state = (float *)(st->data + slot * st->nb[2]);
+        const float *b = bias ? (const float *)bias->data : NULL;
+        for (int64_t c = c0; c < c1; c++)
+            for (int64_t k = 0; k < dc; k++) wT[k * nc + c - c0] = ((const float *)w->data)[c * dc + k];
+        for (int64_t t = 0; t < len; t++) {
+            float *d = (float *)at(dst, 0, t0 + t, 0, 0);
+            int64_t c = c0;
+            if (t >= dc - 1) {               // the whole window is in x: rows t-dc+1 .. t
+                const float *xr[16];
+                for (int64_t k = 0; k < dc; k++) xr[k] = (const float *)at(x, 0, t0 + t + k - (dc - 1), 0, 0);
 #ifdef TG_AVX2
-            if (TG_USE_SIMD && nc == 8)         // 8 channels of a token are contiguous in x
-                for (; tw < len; tw++)
-                    _mm256_storeu_ps(win + (dc - 1 + tw) * 8, _mm256_loadu_ps((const float *)at(x, c0, t0 + tw, 0, 0)));
+                if (TG_USE_SIMD)
+                    for (; c + 8 <= c1; c += 8) {
+                        __m256 acc = b ? _mm256_loadu_ps(b + c) : _mm256_setzero_ps();
+                        for (int64_t k = 0; k < dc; k++)
+                            acc = _mm256_fmadd_ps(_mm256_loadu_ps(xr[k] + c), _mm256_loadu_ps(wT + k * nc + c - c0), acc);
+                        _mm256_storeu_ps(d + c, silu ? tg_silu256(acc) : acc);
+                    }
 #endif
-            for (; tw < len; tw++)
-                for (int64_t l = 0; l < 8; l++)
-                    win[(dc - 1 + tw) * 8 + l] = *(const float *)at(x, c0 + TG_MIN(l, nc - 1), t0 + tw, 0, 0);
-            int64_t t = 0;
-#ifdef TG_AVX2
-            if (TG_USE_SIMD && nc == 8) {
-                const __m256 vb = _mm256_loadu_ps(b8);
-                for (; t < len; t++) {
-                    __m256 acc = vb;
-                    for (int64_t k = 0; k < dc; k++)
-                        acc = _mm256_fmadd_ps(_mm256_loadu_ps(win + (t + k) * 8), _mm256_loadu_ps(wk[k]), acc);
-                    if (silu) acc = tg_silu256(acc);
-                    _mm256_storeu_ps((float *)at(dst, c0, t0 + t, 0, 0), acc);
+                for (; c < c1; c++) {
+                    float acc = b ? b[c] : 0.0f;
+                    for (int64_t k = 0; k < dc; k++) acc += wT[k * nc + c - c0] * xr[k][c];
+                    d[c] = silu ? tg_silu_f32(acc) : acc;
+                }
+            } else {                         // the first d_conv-1 tokens reach into the state
+                for (; c < c1; c++) {
+                    float acc = b ? b[c] : 0.0f;
+                    for (int64_t k = 0; k < dc; k++) {
+                        const int64_t j = t + k;         // index in the window [state | x]
+                        const float v = j < dc - 1 ? state[c * (dc - 1) + j]
+                                                   : *(const float *)at(x, c, t0 + j - (dc - 1), 0, 0);
+                        acc += wT[k * nc + c - c0] * v;
+                    }
+                    d[c] = silu ? tg_silu_f32(acc) : acc;
                 }
             }
-#endif
-            for (; t < len; t++) {
-                float *d = (float *)at(dst, c0, t0 + t, 0, 0);
-                for (int64_t l = 0; l < nc; l++) {
-                    float acc = b8[l];
-                    for (int64_t k = 0; k < dc; k++) acc += win[(t + k) * 8 + l] * wk[k][l];
-                    d[l] = silu ? tg_silu_f32(acc) : acc;
-                }
-            }
-            // the new state is the last d_conv-1 inputs of the window
-            for (int64_t l = 0; l < nc; l++)
-                for (int64_t j = 0; j < dc - 1; j++)
-                    state[(c0 + l) * (dc - 1) + j] = win[(len + j) * 8 + l];
         }
+        // the new state is the last d_conv-1 entries of [state | x]; in place, ascending j
+        // reads only entries not yet overwritten (len + j > j)
+        for (int64_t c = c0; c < c1; c++)
+            for (int64_t j = 0; j < dc - 1; j++) {
+                const int64_t i = len + j;
+                state[c * (dc - 1) + j] = i < dc - 1 ? state[c * (dc - 1) + i]
+                                                     : *(const float *)at(x, c, t0 + i - (dc - 1), 0, 0);
+            }
     }
 }
 

@@ -71,7 +71,7 @@ typedef struct tg_params {
 // 1 = use the SIMD kernels where compiled in; 0 = force the portable scalar path.
 extern int tg_simd_enabled;
 int tg_simd_compiled(void);   // 1 when built with AVX2+FMA+F16C
-int tg_int_gemm_compiled(void);   // 1 when batched quantized mul_mat has the VNNI integer GEMM
+int tg_int_gemm_compiled(void);   // batched quantized mul_mat on integer panels: 2 VNNI, 1 AVX2, 0 none
 
 void tg_compute_forward(const tg_params *p, tg_tensor *dst);
 // times: NULL, or n_nodes doubles that receive each node's end time (profiling)
