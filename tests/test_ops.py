@@ -190,7 +190,7 @@ def _seq_info(rng, lens, n_slots):
 
 
 @pytest.mark.parametrize("ch", [1, 7, 8, 37, 64])
-@pytest.mark.parametrize("lens", [[1], [5], [3, 1, 6], [1, 1]])
+@pytest.mark.parametrize("lens", [[1], [5], [3, 1, 6], [1, 1], [2, 7]])   # len 2 < d_conv-1: state kept in part
 @pytest.mark.parametrize("nt", THREADS)
 def test_ssm_conv(simd, ch, lens, nt):
     rng = np.random.default_rng(ch + sum(lens))
@@ -232,7 +232,7 @@ def _scan_inputs(rng, ds, hd, nh, ng, lens, n_slots=4, dt_scale=2.0, m1=False):
 
 
 @pytest.mark.parametrize("ds,hd,nh,ng,m1", SCAN_SHAPES)
-@pytest.mark.parametrize("lens", [[1], [6], [2, 5, 1]])
+@pytest.mark.parametrize("lens", [[1], [6], [2, 5, 1], [3, 11]])   # Mamba-1: < 8 direct, >= 8 transposed
 @pytest.mark.parametrize("nt", THREADS)
 def test_ssm_scan(simd, ds, hd, nh, ng, m1, lens, nt):
     rng = np.random.default_rng(ds * hd + nh + len(lens))

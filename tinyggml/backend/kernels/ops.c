@@ -789,6 +789,51 @@ static void tg_ssm_conv_f32(const tg_params *p, tg_tensor *dst) {
 // src7: seq info {3, n_s} I32 (slot, first token, n tokens)
 // dst: y {head_dim, n_head, n_t} contiguous
 // ref: mamba_ssm selective_scan_ref; Mamba-2 arXiv 2405.21060 eq. (2) with scalar A per head.
+#ifdef TG_AVX2
+// Mamba-1 on the state's own layout, [channel][n] (d_state a multiple of 8): per token,
+// softplus of the block's 8 dt at once, then per channel d_state/8 vectors of exp(dt*A[c])
+// and the state update in place; the 8 channels' output sums are reduced together. Nothing is
+// transposed, so a decode step reads and writes each state once (mamba-130m Q4_0 decode, 24
+// layers of 1536 channels, d_state 16, 2 threads: 1.5 -> 0.6-1.0 ms per token in profiles of
+// separate runs). Prompts keep the
+// transposed form below, which reloads nothing per token (pp512 scan 198 ms there, 229 here).
+static void tg_scan_m1_direct(const tg_tensor *dst, int64_t slot, int64_t t0, int64_t len,
+                              int64_t c0, int64_t nc) {
+    const tg_tensor *st = dst->src[0], *x = dst->src[1], *dt = dst->src[2], *A = dst->src[3];
+    const tg_tensor *B = dst->src[4], *C = dst->src[5], *D = dst->src[6];
+    const int64_t ds = st->ne[0];
+    float d8[8] = {0};
+    for (int64_t l = 0; l < nc; l++) d8[l] = D ? *(const float *)(D->data + (c0 + l) * D->nb[0]) : 0.0f;
+    for (int64_t t = t0; t < t0 + len; t++) {
+        float x8[8] = {0}, dt8[8] = {0}, sp[8], y8[8];
+        for (int64_t l = 0; l < nc; l++) {
+            x8[l] = *(const float *)at(x, 0, c0 + l, t, 0);
+            dt8[l] = *(const float *)at(dt, c0 + l, t, 0, 0);
+        }
+        _mm256_storeu_ps(sp, tg_softplus256(_mm256_loadu_ps(dt8)));
+        const float *b = (const float *)at(B, 0, 0, t, 0);
+        const float *cc = (const float *)at(C, 0, 0, t, 0);
+        __m256 acc[8];
+        for (int64_t l = 0; l < 8; l++) {
+            acc[l] = _mm256_setzero_ps();
+            if (l >= nc) continue;
+            const float *a = (const float *)(A->data + (c0 + l) * A->nb[1]);
+            float *s = (float *)(st->data + slot * st->nb[3] + (c0 + l) * st->nb[2]);
+            const __m256 vdt = _mm256_set1_ps(sp[l]), vdx = _mm256_set1_ps(sp[l] * x8[l]);
+            for (int64_t n = 0; n < ds; n += 8) {
+                const __m256 da = tg_exp256(_mm256_mul_ps(vdt, _mm256_loadu_ps(a + n)));
+                const __m256 sn = _mm256_fmadd_ps(_mm256_loadu_ps(s + n), da,
+                                                  _mm256_mul_ps(_mm256_loadu_ps(b + n), vdx));
+                _mm256_storeu_ps(s + n, sn);
+                acc[l] = _mm256_fmadd_ps(sn, _mm256_loadu_ps(cc + n), acc[l]);
+            }
+        }
+        _mm256_storeu_ps(y8, _mm256_fmadd_ps(_mm256_loadu_ps(d8), _mm256_loadu_ps(x8), tg_hsum8x8(acc)));
+        for (int64_t l = 0; l < nc; l++) *(float *)at(dst, 0, c0 + l, t, 0) = y8[l];
+    }
+}
+#endif
+
 // Mamba-1 layout (head_dim 1, A per element): lanes are 8 channels, contiguous in x, dt, y;
 // each channel's d_state states live in scratch as S[n][lane]. Per token: softplus of 8 dt at
 // once, then for each state n one exp of dt*A[n] over the 8 channels (B[n], C[n] broadcast).
@@ -804,6 +849,12 @@ static void tg_ssm_scan_m1_f32(const tg_params *p, tg_tensor *dst) {
         const int64_t s = ir / nblk, c0 = (ir % nblk) * 8, nc = TG_MIN(8, nh - c0);
         const int32_t *si = (const int32_t *)(info->data + s * info->nb[1]);
         const int64_t slot = si[0], t0 = si[1], len = si[2];
+#ifdef TG_AVX2
+        if (TG_USE_SIMD && ds % 8 == 0 && len < 8) {   // decode; prompts amortize the transposes
+            tg_scan_m1_direct(dst, slot, t0, len, c0, nc);
+            continue;
+        }
+#endif
         float d8[8] = {0};
         for (int64_t l = 0; l < 8; l++) {
             const int64_t c = c0 + TG_MIN(l, nc - 1);
