@@ -228,13 +228,15 @@ static void tg_mul_mat_panels(const tg_params *p, tg_tensor *dst, int64_t ir0, i
 // twin of tg_mul_mat_panels. 16 weight rows are unpacked to int16 and packed pair-interleaved,
 // Wq[k/2][row][2], so one multiply-add step takes 8 rows times 2 activation values (one
 // broadcast int32 holding q[k], q[k+1]) into 8 int32 lanes: 16 multiply-adds per instruction
-// (VNNI vpdpwssd) or per vpmaddwd + vpaddd pair (AVX2), twice an FMA's. Per scale group (16 or
+// (VNNI vpdpwssd) or per vpmaddwd + vpaddd pair (AVX2), against an FMA's 8 (on Zen 3 the AVX2
+// tile is bound by its loads and runs at about the float panels' rate: BENCHMARKS.md; it is
+// kept for prompts whose activations match the decode dots'). Per scale group (16 or
 // 32 values) the exact integer sums are scaled by the rows' weight scales times the column's
 // activation scale into float accumulators; the min term of Q4_1/Q5_1/Q2_K/Q4_K/Q5_K is
 // subtracted per 16 values (mins times the activation half sums, as in tg_dot_unpacked_qact;
-// once per 32 where the type's mins are per 32). A tile is 16 rows x QP_NR columns: 4 int32 +
-// float accumulators per column, 6 columns in AVX-512's 32 registers, 3 in AVX2's 16.
-// Integer sums stay exact: |w| <= 127 and |q| <= 32767, so 32 products per lane group fit.
+// once per 32 where the type's mins are per 32). A tile is 16 rows x QP_NR columns, 2 int32
+// and 2 float accumulators per column: 6 columns in AVX-512's 32 registers, 3 in AVX2's 16.
+// Integer sums stay exact: |w| <= 127 and |q| <= 32767, so a lane's 32 products per group fit.
 #ifdef TG_AVX512
 #define QP_NR 6
 #else
@@ -795,8 +797,8 @@ static void tg_ssm_conv_f32(const tg_params *p, tg_tensor *dst) {
 // and the state update in place; the 8 channels' output sums are reduced together. Nothing is
 // transposed, so a decode step reads and writes each state once (mamba-130m Q4_0 decode, 24
 // layers of 1536 channels, d_state 16, 2 threads: 1.5 -> 0.6-1.0 ms per token in profiles of
-// separate runs). Prompts keep the
-// transposed form below, which reloads nothing per token (pp512 scan 198 ms there, 229 here).
+// separate runs). Prompts of 8 tokens or more keep the transposed form below, which reloads
+// nothing per token (mamba-130m pp512 scan: 198 ms there, 229 ms here).
 static void tg_scan_m1_direct(const tg_tensor *dst, int64_t slot, int64_t t0, int64_t len,
                               int64_t c0, int64_t nc) {
     const tg_tensor *st = dst->src[0], *x = dst->src[1], *dt = dst->src[2], *A = dst->src[3];
@@ -837,6 +839,7 @@ static void tg_scan_m1_direct(const tg_tensor *dst, int64_t slot, int64_t t0, in
 // Mamba-1 layout (head_dim 1, A per element): lanes are 8 channels, contiguous in x, dt, y;
 // each channel's d_state states live in scratch as S[n][lane]. Per token: softplus of 8 dt at
 // once, then for each state n one exp of dt*A[n] over the 8 channels (B[n], C[n] broadcast).
+// Sequences of under 8 tokens (decode) take tg_scan_m1_direct where d_state is a multiple of 8.
 static void tg_ssm_scan_m1_f32(const tg_params *p, tg_tensor *dst) {
     const tg_tensor *st = dst->src[0], *x = dst->src[1], *dt = dst->src[2], *A = dst->src[3];
     const tg_tensor *B = dst->src[4], *C = dst->src[5], *D = dst->src[6], *info = dst->src[7];
