@@ -737,35 +737,29 @@ static void tg_ssm_conv_f32(const tg_params *p, tg_tensor *dst) {
             for (int64_t k = 0; k < dc; k++) wT[k * nc + c - c0] = ((const float *)w->data)[c * dc + k];
         for (int64_t t = 0; t < len; t++) {
             float *d = (float *)at(dst, 0, t0 + t, 0, 0);
+            // window entry k of channel c is xr[k][c * xs[k]]: the old state for the first
+            // d_conv-1 tokens (stride d_conv-1), else a row of x (channels contiguous)
+            const float *xr[16];
+            int64_t xs[16];
+            for (int64_t k = 0; k < dc; k++) {
+                const int64_t j = t + k;             // index in the window [state | x]
+                xr[k] = j < dc - 1 ? state + j : (const float *)at(x, 0, t0 + j - (dc - 1), 0, 0);
+                xs[k] = j < dc - 1 ? dc - 1 : 1;
+            }
             int64_t c = c0;
-            if (t >= dc - 1) {               // the whole window is in x: rows t-dc+1 .. t
-                const float *xr[16];
-                for (int64_t k = 0; k < dc; k++) xr[k] = (const float *)at(x, 0, t0 + t + k - (dc - 1), 0, 0);
 #ifdef TG_AVX2
-                if (TG_USE_SIMD)
-                    for (; c + 8 <= c1; c += 8) {
-                        __m256 acc = b ? _mm256_loadu_ps(b + c) : _mm256_setzero_ps();
-                        for (int64_t k = 0; k < dc; k++)
-                            acc = _mm256_fmadd_ps(_mm256_loadu_ps(xr[k] + c), _mm256_loadu_ps(wT + k * nc + c - c0), acc);
-                        _mm256_storeu_ps(d + c, silu ? tg_silu256(acc) : acc);
-                    }
+            if (TG_USE_SIMD && t >= dc - 1)      // the whole window is in x
+                for (; c + 8 <= c1; c += 8) {
+                    __m256 acc = b ? _mm256_loadu_ps(b + c) : _mm256_setzero_ps();
+                    for (int64_t k = 0; k < dc; k++)
+                        acc = _mm256_fmadd_ps(_mm256_loadu_ps(xr[k] + c), _mm256_loadu_ps(wT + k * nc + c - c0), acc);
+                    _mm256_storeu_ps(d + c, silu ? tg_silu256(acc) : acc);
+                }
 #endif
-                for (; c < c1; c++) {
-                    float acc = b ? b[c] : 0.0f;
-                    for (int64_t k = 0; k < dc; k++) acc += wT[k * nc + c - c0] * xr[k][c];
-                    d[c] = silu ? tg_silu_f32(acc) : acc;
-                }
-            } else {                         // the first d_conv-1 tokens reach into the state
-                for (; c < c1; c++) {
-                    float acc = b ? b[c] : 0.0f;
-                    for (int64_t k = 0; k < dc; k++) {
-                        const int64_t j = t + k;         // index in the window [state | x]
-                        const float v = j < dc - 1 ? state[c * (dc - 1) + j]
-                                                   : *(const float *)at(x, c, t0 + j - (dc - 1), 0, 0);
-                        acc += wT[k * nc + c - c0] * v;
-                    }
-                    d[c] = silu ? tg_silu_f32(acc) : acc;
-                }
+            for (; c < c1; c++) {
+                float acc = b ? b[c] : 0.0f;
+                for (int64_t k = 0; k < dc; k++) acc += wT[k * nc + c - c0] * xr[k][c * xs[k]];
+                d[c] = silu ? tg_silu_f32(acc) : acc;
             }
         }
         // the new state is the last d_conv-1 entries of [state | x]; in place, ascending j
