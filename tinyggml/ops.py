@@ -307,9 +307,11 @@ def _mm_wsize(t):
     unpacked = a.ne[0] + a.ne[0] // 2         # K int8 + K/16 scales + K/16 mins
     if a.type in QUANTIZED and b.type == QACT:    # + integer panels (ops.c tg_mul_mat_qpanels)
         return 2 * 16 * 2 * a.ne[0] + 2 * 4 * a.ne[0] + unpacked + 64
-    # batches: a packed panel of 16 rows, 16 widened rows, the unpack scratch (ops.c
-    # tg_mul_mat_panels; the scalar path uses a panel of 32 widened rows in the same space)
-    return 2 * 16 * 4 * a.ne[0] + unpacked + 64
+    # batches: a packed panel of 16 rows, 16 widened rows, the activations packed by 6 columns,
+    # the unpack scratch (ops.c tg_mul_mat_panels; the scalar path uses a panel of 32 widened
+    # rows in the same space)
+    packed_b = -(-b.ne[1] // 6) * 6 * 4 * a.ne[0] if b.ne[1] > 1 else 0
+    return 2 * 16 * 4 * a.ne[0] + packed_b + unpacked + 64
 
 
 def _scan_wsize(t):

@@ -147,22 +147,24 @@ static void tg_transpose(const float *src, int64_t lds, float *dst, int64_t ldd,
 }
 
 // Batched mul_mat on packed panels (SIMD): 16 weight rows are packed k-major, Wp[k][16], so
-// one k step is two 8-row loads; 6 activation columns are broadcast one value at a time, and
-// the 16 x 6 outputs stay in 12 registers for the whole K, then store straight into dst's
-// columns (no horizontal sums). Each output is one fused multiply-add chain over k in order,
-// so it does not depend on the tiling or the thread count.
+// one k step is two 8-row loads; the activations are packed too, 6 columns k-major,
+// Bp[k][6], so the 6 broadcasts of a k step read one stream (not 6 rows K floats apart). The
+// 16 x 6 outputs stay in 12 registers for the whole K, then store straight into dst's columns
+// (no horizontal sums). Each output is one fused multiply-add chain over k in order, so it
+// does not depend on the tiling or the thread count.
 #define MM_MR 16
 #define MM_NR 6
 
 #ifdef TG_AVX2
-static inline void tg_panel_16x6(int64_t K, const float *Wp, const float *const b[MM_NR],
+static inline void tg_panel_16x6(int64_t K, const float *Wp, const float *Bp,
                                  float *const d[MM_NR]) {
     __m256 c[MM_NR][2];
     for (int j = 0; j < MM_NR; j++) c[j][0] = c[j][1] = _mm256_setzero_ps();
+    #pragma GCC unroll 4
     for (int64_t k = 0; k < K; k++) {
         const __m256 w0 = _mm256_load_ps(Wp + k * MM_MR), w1 = _mm256_load_ps(Wp + k * MM_MR + 8);
         for (int j = 0; j < MM_NR; j++) {
-            const __m256 bj = _mm256_broadcast_ss(b[j] + k);
+            const __m256 bj = _mm256_broadcast_ss(Bp + k * MM_NR + j);
             c[j][0] = _mm256_fmadd_ps(w0, bj, c[j][0]);
             c[j][1] = _mm256_fmadd_ps(w1, bj, c[j][1]);
         }
@@ -174,18 +176,28 @@ static inline void tg_panel_16x6(int64_t K, const float *Wp, const float *const 
 }
 
 // rows [ir0, ir1) of dst for every column; scratch: Wp 16*K floats (64-byte aligned), rows
-// 16*K floats, the unpack scratch after them
+// 16*K floats, Bp (N rounded up to 6)*K floats, the unpack scratch after them. Every thread
+// packs all of src1 itself (a copy of the activations, small beside the K*N*rows/16 panel
+// work; no barrier needed).
 static void tg_mul_mat_panels(const tg_params *p, tg_tensor *dst, int64_t ir0, int64_t ir1) {
     const tg_tensor *src0 = dst->src[0], *src1 = dst->src[1];
-    const int64_t K = src0->ne[0], N = src1->ne[1];
+    const int64_t K = src0->ne[0], N = src1->ne[1], NP = (N + MM_NR - 1) / MM_NR * MM_NR;
     const int64_t r2 = src1->ne[2] / src0->ne[2], r3 = src1->ne[3] / src0->ne[3];
     float *Wp = (float *)(((uintptr_t)p->wdata + 63) & ~(uintptr_t)63);
-    float *rows = Wp + MM_MR * K;
-    int8_t *uw = (int8_t *)(rows + MM_MR * K);
+    float *rows = Wp + MM_MR * K, *Bp = rows + MM_MR * K;
+    int8_t *uw = (int8_t *)(Bp + NP * K);
     float *usc = (float *)(uw + K), *umn = usc + K / 16;
     float tmp[MM_NR][MM_MR];
     for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
     for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
+        if (ir0 >= ir1) break;
+        // Bp[n/6][k][n%6] = src1[k, n]; a last partial group repeats its last column
+        for (int64_t n0 = 0; n0 < N; n0 += MM_NR)
+            for (int j = 0; j < MM_NR; j++) {
+                const float *b = (const float *)at(src1, 0, TG_MIN(n0 + j, N - 1), i12, i13);
+                float *bp = Bp + n0 * K + j;
+                for (int64_t k = 0; k < K; k++) bp[k * MM_NR] = b[k];
+            }
         for (int64_t m0 = ir0; m0 < ir1; m0 += MM_MR) {
             const int64_t nm = TG_MIN(MM_MR, ir1 - m0);
             // widen (F16, BF16, quantized) and pack: rows[r][k] -> Wp[k][r], zero rows past nm
@@ -207,13 +219,10 @@ static void tg_mul_mat_panels(const tg_params *p, tg_tensor *dst, int64_t ir0, i
             tg_transpose(src_rows, lds, Wp, MM_MR, MM_MR, K);
             for (int64_t n = 0; n < N; n += MM_NR) {
                 const int nr = (int)TG_MIN(MM_NR, N - n);
-                const float *b[MM_NR];
                 float *d[MM_NR];
-                for (int j = 0; j < MM_NR; j++) {
-                    b[j] = (const float *)at(src1, 0, n + TG_MIN(j, nr - 1), i12, i13);
+                for (int j = 0; j < MM_NR; j++)
                     d[j] = nm == MM_MR ? (float *)at(dst, m0, n + TG_MIN(j, nr - 1), i12, i13) : tmp[j];
-                }
-                tg_panel_16x6(K, Wp, b, d);  // a last partial tile repeats its last column
+                tg_panel_16x6(K, Wp, Bp + n * K, d);  // a partial tile repeats its last column
                 if (nm < MM_MR)
                     for (int j = 0; j < nr; j++)
                         memcpy(at(dst, m0, n + j, i12, i13), tmp[j], nm * 4);
