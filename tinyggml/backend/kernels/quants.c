@@ -332,12 +332,12 @@ static inline __m256i dp16(__m256i acc, __m256i w, __m256i q) {
 #endif
 }
 
-// the 8 horizontal sums of a[0..7] (int32 lanes) as one vector
-static inline __m256i hsum8x8_epi32(const __m256i a[8]) {
-    const __m256i u0 = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
-    const __m256i u1 = _mm256_hadd_epi32(_mm256_hadd_epi32(a[4], a[5]), _mm256_hadd_epi32(a[6], a[7]));
-    return _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20), _mm256_permute2x128_si256(u0, u1, 0x31));
+// the 4 horizontal sums of a[0..3] (int32 lanes) as one 128-bit vector
+static inline __m128i hsum4x8_epi32(const __m256i a[4]) {
+    const __m256i u = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
+    return _mm_add_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
 }
+
 #endif
 
 // Q4_0 row x QACT row: per block, (nibble - 8) * q summed in int32, scaled by d_w * d_a.
@@ -364,12 +364,17 @@ float tg_dot_q4_0_qact(int64_t K, const void *row, const uint8_t *act) {
             _mm_prefetch((const char *)(b + 1024), _MM_HINT_NTA);
             _mm_prefetch((const char *)(b + 1088), _MM_HINT_NTA);
             _mm_prefetch((const char *)(b + 1152), _MM_HINT_NTA);
-            __m256i p[8];
-            for (int j = 0; j < 8; j++) {     // sum of nibble * q; the -8 comes from ds below
-                const __m256i x = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(b + 18 * j + 2)));
-                const __m256i *qj = (const __m256i *)(q + 32 * (c + j));
-                p[j] = dp16(_mm256_madd_epi16(_mm256_and_si256(x, m4), _mm256_loadu_si256(qj)),
-                            _mm256_srli_epi16(x, 4), _mm256_loadu_si256(qj + 1));
+            __m128i s4[2];
+            for (int h = 0; h < 2; h++) {      // 4 blocks at a time: fewer live registers
+                __m256i p[4];
+                for (int j = 0; j < 4; j++) {  // sum of nibble * q; the -8 comes from ds below
+                    const uint8_t *bj = b + 18 * (4 * h + j);
+                    const __m256i x = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(bj + 2)));
+                    const __m256i *qj = (const __m256i *)(q + 32 * (c + 4 * h + j));
+                    p[j] = dp16(_mm256_madd_epi16(_mm256_and_si256(x, m4), _mm256_loadu_si256(qj)),
+                                _mm256_srli_epi16(x, 4), _mm256_loadu_si256(qj + 1));
+                }
+                s4[h] = hsum4x8_epi32(p);
             }
             uint16_t h[8];
             for (int j = 0; j < 8; j++) memcpy(&h[j], b + 18 * j, 2);
@@ -378,7 +383,7 @@ float tg_dot_q4_0_qact(int64_t K, const void *row, const uint8_t *act) {
             const __m256 qsum = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(
                 _mm256_hadd_ps(_mm256_loadu_ps(ds + 2 * c), _mm256_loadu_ps(ds + 2 * c + 8))), 0xD8));
             const __m256 blk = _mm256_fnmadd_ps(_mm256_set1_ps(8.0f), qsum,
-                _mm256_mul_ps(_mm256_cvtepi32_ps(hsum8x8_epi32(p)), _mm256_loadu_ps(d + c)));
+                _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_set_m128i(s4[1], s4[0])), _mm256_loadu_ps(d + c)));
             acc = _mm256_fmadd_ps(blk, dw, acc);
         }
         sum = tg_hsum256(acc);
@@ -458,18 +463,22 @@ float tg_dot_q4_k_qact(int64_t K, const void *row, const uint8_t *act) {
         macc = _mm256_fmadd_ps(_mm256_mul_ps(vmn, _mm256_set1_ps(f16(b + 2))), pairs, macc);
         // 32 bytes hold chunk 2j (low nibbles) and 2j+1 (high); each 16-byte half widens to
         // 16-bit lanes once. The 8 chunk sums are reduced together and scaled by sc8.
-        __m256i p[8];
-        for (int j = 0; j < 4; j++) {
-            const uint8_t *qs = b + 16 + 32 * j;
-            const __m256i x0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)qs));
-            const __m256i x1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(qs + 16)));
-            const __m256i *q0 = (const __m256i *)(q + 32 * (c0 + 2 * j)), *q1 = q0 + 2;
-            p[2 * j] = dp16(_mm256_madd_epi16(_mm256_and_si256(x0, m4), _mm256_loadu_si256(q0)),
-                            _mm256_and_si256(x1, m4), _mm256_loadu_si256(q0 + 1));
-            p[2 * j + 1] = dp16(_mm256_madd_epi16(_mm256_srli_epi16(x0, 4), _mm256_loadu_si256(q1)),
-                                _mm256_srli_epi16(x1, 4), _mm256_loadu_si256(q1 + 1));
+        __m128i s4[2];
+        for (int h = 0; h < 2; h++) {      // 4 chunks at a time: fewer live registers
+            __m256i p[4];
+            for (int j = 0; j < 2; j++) {
+                const uint8_t *qs = b + 16 + 32 * (2 * h + j);
+                const __m256i x0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)qs));
+                const __m256i x1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(qs + 16)));
+                const __m256i *q0 = (const __m256i *)(q + 32 * (c0 + 4 * h + 2 * j)), *q1 = q0 + 2;
+                p[2 * j] = dp16(_mm256_madd_epi16(_mm256_and_si256(x0, m4), _mm256_loadu_si256(q0)),
+                                _mm256_and_si256(x1, m4), _mm256_loadu_si256(q0 + 1));
+                p[2 * j + 1] = dp16(_mm256_madd_epi16(_mm256_srli_epi16(x0, 4), _mm256_loadu_si256(q1)),
+                                    _mm256_srli_epi16(x1, 4), _mm256_loadu_si256(q1 + 1));
+            }
+            s4[h] = hsum4x8_epi32(p);
         }
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hsum8x8_epi32(p)), _mm256_loadu_ps(sc8), acc);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_set_m128i(s4[1], s4[0])), _mm256_loadu_ps(sc8), acc);
     }
     return tg_hsum256(acc) - tg_hsum256(macc);
 }
@@ -501,16 +510,21 @@ float tg_dot_q6_k_qact(int64_t K, const void *row, const uint8_t *act) {
             // by dd * sc[g] * d[chunk of g] as one vector
             const int64_t c = (i + 128 * h) / 32;
             const int16_t *qc = q + 32 * c;
-            __m256i p[8];
-            for (int k = 0; k < 4; k++) {
-                const __m256i wk = _mm256_sub_epi8(w[k], m32);
-                p[2 * k] = madd16(_mm256_castsi256_si128(wk), qc + 32 * k);
-                p[2 * k + 1] = madd16(_mm256_extracti128_si256(wk, 1), qc + 32 * k + 16);
+            __m128i s4[2];
+            for (int g = 0; g < 2; g++) {  // 4 groups at a time: fewer live registers
+                __m256i p[4];
+                for (int k = 2 * g; k < 2 * g + 2; k++) {
+                    const __m256i wk = _mm256_sub_epi8(w[k], m32);
+                    p[2 * (k - 2 * g)] = madd16(_mm256_castsi256_si128(wk), qc + 32 * k);
+                    p[2 * (k - 2 * g) + 1] = madd16(_mm256_extracti128_si256(wk, 1), qc + 32 * k + 16);
+                }
+                s4[g] = hsum4x8_epi32(p);
             }
             const __m256 scf = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)sc)));
             const __m256 d2 = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(d + c)),
                                                        _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
-            acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(hsum8x8_epi32(p)), _mm256_mul_ps(scf, d2)),
+            acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_set_m128i(s4[1], s4[0])),
+                                                _mm256_mul_ps(scf, d2)),
                                   _mm256_set1_ps(dd), acc);
         }
     }
