@@ -191,10 +191,11 @@ def _seq_info(rng, lens, n_slots):
 
 @pytest.mark.parametrize("ch", [1, 7, 8, 37, 64])
 @pytest.mark.parametrize("lens", [[1], [5], [3, 1, 6], [1, 1], [2, 7]])   # len 2 < d_conv-1: state kept in part
+@pytest.mark.parametrize("dc", [4, 3])     # 4: every Mamba model (an unrolled decode path)
 @pytest.mark.parametrize("nt", THREADS)
-def test_ssm_conv(simd, ch, lens, nt):
+def test_ssm_conv(simd, ch, lens, dc, nt):
     rng = np.random.default_rng(ch + sum(lens))
-    dc, n_slots = 4, 5
+    n_slots = 5
     n_t = sum(lens)
     big = mk("xz", rnd(rng, n_t, 2 * ch + 3))                 # x is a strided view, like xz
     x = ops.view(big, (ch, n_t), (4, (2 * ch + 3) * 4), 0)

@@ -716,7 +716,23 @@ static void tg_ssm_conv_f32(const tg_params *p, tg_tensor *dst) {
             float *state = (float *)(st->data + slot * st->nb[2]);
             float *d = (float *)at(dst, 0, t0, 0, 0);
             const float *xt = (const float *)at(x, 0, t0, 0, 0);
-            for (int64_t c = c0; c < c1; c++) {
+            int64_t c = c0;
+            if (dc == 4)                     // every Mamba model's d_conv: the loops unrolled
+                for (; c < c1; c++) {
+                    const float *wc = (const float *)w->data + c * 4;
+                    float *sc = state + c * 3;
+                    const float s0 = sc[0], s1 = sc[1], s2 = sc[2], xc = xt[c];
+                    float acc = bias ? ((const float *)bias->data)[c] : 0.0f;
+                    acc += wc[0] * s0;
+                    acc += wc[1] * s1;
+                    acc += wc[2] * s2;
+                    acc += wc[3] * xc;
+                    sc[0] = s1;
+                    sc[1] = s2;
+                    sc[2] = xc;
+                    d[c] = acc;
+                }
+            for (; c < c1; c++) {
                 const float *wc = (const float *)w->data + c * dc;
                 float *sc = state + c * (dc - 1);
                 float acc = bias ? ((const float *)bias->data)[c] : 0.0f;
