@@ -121,6 +121,9 @@ WEIGHT_TYPES = (F32, F16, BF16) + QUANTIZED      # what get_rows and mul_mat rea
 # multiplies quantized activations.
 QUANT_GEMM_MIN_ROWS = 16
 QUANT_INT_GEMM = False
+# quantized types whose batches take the float GEMM even with an integer GEMM compiled, where
+# that measured faster (the backend sets it: Q4_K on AVX2, BENCHMARKS.md)
+QUANT_FLOAT_GEMM_TYPES: frozenset = frozenset()
 
 
 def get_rows(a: Tensor, ids: Tensor) -> Tensor:
@@ -136,7 +139,8 @@ def mul_mat(a: Tensor, b: Tensor) -> Tensor:
     _check(b.ne[2] % a.ne[2] == 0 and b.ne[3] % a.ne[3] == 0, "mul_mat: cannot broadcast")
     _check(a.type in WEIGHT_TYPES and a.rows_contiguous(), "mul_mat: a's type, rows contiguous")
     _check(b.type == F32 and b.rows_contiguous(), "mul_mat: b F32, rows contiguous")
-    if a.type in QUANTIZED and (QUANT_INT_GEMM or b.ne[1] * b.ne[2] * b.ne[3] < QUANT_GEMM_MIN_ROWS):
+    int_gemm = QUANT_INT_GEMM and a.type not in QUANT_FLOAT_GEMM_TYPES
+    if a.type in QUANTIZED and (int_gemm or b.ne[1] * b.ne[2] * b.ne[3] < QUANT_GEMM_MIN_ROWS):
         # integer dots: the activations are quantized once, by their own node (as ggml does
         # with vec_dot_type), then every weight row is dotted with the QACT rows (or, with the
         # integer GEMM, multiplied on int16 panels). Without it, bigger batches widen the
