@@ -116,14 +116,12 @@ def cpy(a: Tensor, b: Tensor) -> Tensor:
 
 WEIGHT_TYPES = (F32, F16, BF16) + QUANTIZED      # what get_rows and mul_mat read natively
 # quantized mul_mat: integer dots on quantized activations below this many columns, widened-row
-# float GEMM from here, unless the backend has an integer GEMM (AVX2 or AVX-512 VNNI; only the
-# portable scalar build lacks it): it sets QUANT_INT_GEMM at import and every batch then
-# multiplies quantized activations.
+# float GEMM from here, unless QUANT_INT_GEMM: then every batch multiplies quantized activations
+# on the integer GEMM. The backend turns it on at import where it measured faster than the float
+# GEMM (AVX-512 VNNI); on AVX2 alone the integer GEMM is compiled but off (BENCHMARKS.md), and
+# setting QUANT_INT_GEMM = True before a model's graphs are built selects it.
 QUANT_GEMM_MIN_ROWS = 16
 QUANT_INT_GEMM = False
-# quantized types whose batches take the float GEMM even with an integer GEMM compiled, where
-# that measured faster (the backend sets it: Q4_K on AVX2, BENCHMARKS.md)
-QUANT_FLOAT_GEMM_TYPES: frozenset = frozenset()
 
 
 def get_rows(a: Tensor, ids: Tensor) -> Tensor:
@@ -139,8 +137,7 @@ def mul_mat(a: Tensor, b: Tensor) -> Tensor:
     _check(b.ne[2] % a.ne[2] == 0 and b.ne[3] % a.ne[3] == 0, "mul_mat: cannot broadcast")
     _check(a.type in WEIGHT_TYPES and a.rows_contiguous(), "mul_mat: a's type, rows contiguous")
     _check(b.type == F32 and b.rows_contiguous(), "mul_mat: b F32, rows contiguous")
-    int_gemm = QUANT_INT_GEMM and a.type not in QUANT_FLOAT_GEMM_TYPES
-    if a.type in QUANTIZED and (int_gemm or b.ne[1] * b.ne[2] * b.ne[3] < QUANT_GEMM_MIN_ROWS):
+    if a.type in QUANTIZED and (QUANT_INT_GEMM or b.ne[1] * b.ne[2] * b.ne[3] < QUANT_GEMM_MIN_ROWS):
         # integer dots: the activations are quantized once, by their own node (as ggml does
         # with vec_dot_type), then every weight row is dotted with the QACT rows (or, with the
         # integer GEMM, multiplied on int16 panels). Without it, bigger batches widen the

@@ -1,6 +1,5 @@
 """CPU backend: graphs compiled to C plans, run by OpenMP kernels (kernels/*.c)."""
 from .. import ops as _ops
-from .. import tensor as _tensor
 from ._backend import (Plan, int_gemm_compiled, measure_read_bandwidth, openmp_max_threads, set_simd,
                        simd_compiled, simd_enabled)
 
@@ -9,12 +8,11 @@ __all__ = ["Plan", "set_simd", "simd_compiled", "simd_enabled", "int_gemm_compil
 
 import os as _os
 
-# with the integer GEMM, quantized weights meet quantized activations at every batch size;
-# on AVX2 (no VNNI) Q4_K batches measured faster on the float GEMM (its per-32 mins cost the
-# integer tile more than widening the rows once per panel): mamba2-130m pp512 513 -> 566 t/s
-_ops.QUANT_INT_GEMM = bool(int_gemm_compiled())
-if int_gemm_compiled() == "AVX2":
-    _ops.QUANT_FLOAT_GEMM_TYPES = frozenset({_tensor.Q4_K})
+# with the integer GEMM on, quantized weights meet quantized activations at every batch size.
+# On AVX2 alone (no VNNI) the float GEMM on rows widened once per 16-row panel measured faster
+# (Zen 3, pp512 one process alternated: mamba2-130m Q4_0 547 -> 601, Q8_0 538 -> 599, mamba-130m
+# Q4_0 509 -> 558 t/s), so there it stays off: prompts multiply float activations.
+_ops.QUANT_INT_GEMM = int_gemm_compiled() == "AVX-512 VNNI"
 
 if _os.environ.get("TINYGGML_FORCE_SCALAR", "") not in ("", "0"):
     set_simd(False)
@@ -26,8 +24,10 @@ def describe() -> str:
         kernels = "portable scalar kernels" + ("" if simd_compiled() else " (built without AVX2)")
     else:
         kernels = "AVX2/FMA/F16C kernels"
-        kernels += f", {int_gemm_compiled()} integer GEMM for quantized batches"
-        if _ops.QUANT_FLOAT_GEMM_TYPES:
-            names = ", ".join(sorted(_tensor.TYPE_NAME[t].upper() for t in _ops.QUANT_FLOAT_GEMM_TYPES))
-            kernels += f" (float GEMM for {names})"
+        if _ops.QUANT_INT_GEMM:
+            kernels += f", {int_gemm_compiled()} integer GEMM for quantized batches"
+        else:
+            kernels += ", float GEMM for quantized batches"
+            if int_gemm_compiled():
+                kernels += f" ({int_gemm_compiled()} integer GEMM compiled, off)"
     return f"{kernels}; OpenMP, up to {openmp_max_threads()} threads"

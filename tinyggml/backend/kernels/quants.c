@@ -241,7 +241,19 @@ void tg_dequantize_row(int type, const void *row, int64_t K, float *y, int8_t *w
         return;
     }
     tg_unpack_row(type, row, K, w, sc, mn);
-    for (int64_t i = 0; i < K; i++) y[i] = sc[i / 16] * w[i] - mn[i / 16];
+    int64_t i = 0;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD)                       // 16 values (one scale and min) at a time
+        for (; i + 16 <= K; i += 16) {
+            const __m256 s = _mm256_set1_ps(sc[i / 16]), m = _mm256_set1_ps(mn[i / 16]);
+            const __m128i b = _mm_loadu_si128((const __m128i *)(w + i));
+            const __m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+            const __m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(b, b)));
+            _mm256_storeu_ps(y + i, _mm256_fmsub_ps(s, lo, m));
+            _mm256_storeu_ps(y + i + 8, _mm256_fmsub_ps(s, hi, m));
+        }
+#endif
+    for (; i < K; i++) y[i] = sc[i / 16] * w[i] - mn[i / 16];
 }
 
 // ---- activations ----------------------------------------------------------------------------
