@@ -17,6 +17,20 @@
 #define KEEP() __asm__ volatile("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(a4), "+x"(a5), \
                                 "+x"(a6), "+x"(a7), "+x"(a8), "+x"(a9), "+x"(a10), "+x"(a11))
 
+// lane 0 of an accumulator sum (kept in a sink so the chains are not dead code)
+static inline int lane0_epi32(__m256i v) { return _mm_cvtsi128_si32(_mm256_castsi256_si128(v)); }
+
+// G operations per second over nth threads that each did per_thread since t0
+static double giga_per_s(int nth, double per_thread, double t0) {
+    return nth * per_thread / (omp_get_wtime() - t0) / 1e9;
+}
+
+static double best_of_3(double (*rate)(int), int nth) {
+    double best = 0.0;
+    for (int r = 0; r < 3; r++) { const double g = rate(nth); if (g > best) best = g; }
+    return best;
+}
+
 static double fma_gflops(int nth) {
     float sink = 0.0f;
     const double t0 = omp_get_wtime();
@@ -33,16 +47,14 @@ static double fma_gflops(int nth) {
         }
         __m256 s = _mm256_setzero_ps();
         X12(SUM)
-        float out[8];
-        _mm256_storeu_ps(out, s);
-        sink += out[0];
+        sink += _mm256_cvtss_f32(s);
 #undef DECL
 #undef STEP
 #undef SUM
     }
-    const double t = omp_get_wtime() - t0;
+    const double g = giga_per_s(nth, (double)ITERS * 8 * 2, t0);
     if (sink == 12345.0f) printf(" ");
-    return (double)nth * ITERS * 8 * 2 / t / 1e9;
+    return g;
 }
 
 // as the GEMM tile issues them: 2 weight vectors x 4 broadcast activations, 8 distinct
@@ -68,17 +80,15 @@ static double madd_gmacs(int nth) {
         }
         __m256i s = _mm256_setzero_si256();
         X8(SUM)
-        int out[8];
-        _mm256_storeu_si256((__m256i *)out, s);
-        sink += out[0];
+        sink += lane0_epi32(s);
 #undef X8
 #undef DECL
 #undef STEP
 #undef SUM
     }
-    const double t = omp_get_wtime() - t0;
+    const double g = giga_per_s(nth, (double)ITERS * 16, t0);
     if (sink == 12345) printf(" ");
-    return (double)nth * ITERS * 16 / t / 1e9;
+    return g;
 }
 
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
@@ -98,31 +108,25 @@ static double dpwssd_gmacs(int nth) {
         }
         __m256i s = _mm256_setzero_si256();
         X12(SUM)
-        int out[8];
-        _mm256_storeu_si256((__m256i *)out, s);
-        sink += out[0];
+        sink += lane0_epi32(s);
 #undef DECL
 #undef STEP
 #undef SUM
     }
-    const double t = omp_get_wtime() - t0;
+    const double g = giga_per_s(nth, (double)ITERS * 16, t0);
     if (sink == 12345) printf(" ");
-    return (double)nth * ITERS * 16 / t / 1e9;
+    return g;
 }
 #endif
 
 int main(int argc, char **argv) {
     const int nth = argc > 1 ? atoi(argv[1]) : 2;
-    double best = 0.0;
-    for (int r = 0; r < 3; r++) { const double g = fma_gflops(nth); if (g > best) best = g; }
-    printf("FP32 FMA, %d threads: %.1f GFLOP/s (best of 3)\n", nth, best);
-    best = 0.0;
-    for (int r = 0; r < 3; r++) { const double g = madd_gmacs(nth); if (g > best) best = g; }
+    printf("FP32 FMA, %d threads: %.1f GFLOP/s (best of 3)\n", nth, best_of_3(fma_gflops, nth));
+    double best = best_of_3(madd_gmacs, nth);
     printf("int16 vpmaddwd + vpaddd, %d threads: %.1f G multiply-adds/s = %.1f GOP/s (best of 3)\n",
            nth, best, 2 * best);
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-    best = 0.0;
-    for (int r = 0; r < 3; r++) { const double g = dpwssd_gmacs(nth); if (g > best) best = g; }
+    best = best_of_3(dpwssd_gmacs, nth);
     printf("int16 vpdpwssd, %d threads: %.1f G multiply-adds/s = %.1f GOP/s (best of 3)\n",
            nth, best, 2 * best);
 #else

@@ -26,8 +26,8 @@ def simd_compiled():
 
 def int_gemm_compiled():
     """The instruction set batched quantized mul_mat multiplies int16 activations with on
-    integer panels: "AVX-512 VNNI", "AVX2", or "" (none: the portable build). Where there is
-    one, ops.mul_mat quantizes the activations of every batch size."""
+    integer panels: "AVX-512 VNNI", "AVX2", or "" (none: the portable build). Whether batches
+    use it is ops.QUANT_INT_GEMM (the package turns it on with AVX-512 VNNI only)."""
     return {2: "AVX-512 VNNI", 1: "AVX2"}.get(tg_int_gemm_compiled(), "")
 
 
