@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from .tensor import BF16, F16, F32, I32, QACT, QUANTIZED, Tensor
+from .tensor import BF16, F16, F32, I32, Q6_K, QACT, QACT_K, QUANTIZED, Tensor
 
 
 class Op(IntEnum):
@@ -122,6 +122,10 @@ WEIGHT_TYPES = (F32, F16, BF16) + QUANTIZED      # what get_rows and mul_mat rea
 # setting QUANT_INT_GEMM = True before a model's graphs are built selects it.
 QUANT_GEMM_MIN_ROWS = 16
 QUANT_INT_GEMM = False
+# below this many columns a quantized mul_mat dots each column on its own (ops.c MM_NR); Q6_K
+# weights then take QACT_K activations (int16 split into int8 halves: vpmaddubsw on the raw
+# 6-bit weights, no widening; the output layer of Q4_0 / Q4_K files)
+QUANT_PANEL_MIN_COLS = 6
 
 
 def get_rows(a: Tensor, ids: Tensor) -> Tensor:
@@ -137,12 +141,14 @@ def mul_mat(a: Tensor, b: Tensor) -> Tensor:
     _check(b.ne[2] % a.ne[2] == 0 and b.ne[3] % a.ne[3] == 0, "mul_mat: cannot broadcast")
     _check(a.type in WEIGHT_TYPES and a.rows_contiguous(), "mul_mat: a's type, rows contiguous")
     _check(b.type == F32 and b.rows_contiguous(), "mul_mat: b F32, rows contiguous")
-    if a.type in QUANTIZED and (QUANT_INT_GEMM or b.ne[1] * b.ne[2] * b.ne[3] < QUANT_GEMM_MIN_ROWS):
+    n_cols = b.ne[1] * b.ne[2] * b.ne[3]
+    if a.type in QUANTIZED and (QUANT_INT_GEMM or n_cols < QUANT_GEMM_MIN_ROWS):
         # integer dots: the activations are quantized once, by their own node (as ggml does
         # with vec_dot_type), then every weight row is dotted with the QACT rows (or, with the
         # integer GEMM, multiplied on int16 panels). Without it, bigger batches widen the
         # weight rows to F32 once per panel and use the float GEMM (compute-bound there).
-        b = _new(QACT, b.ne, Op.QUANTIZE, (b,))
+        split = a.type == Q6_K and n_cols < QUANT_PANEL_MIN_COLS
+        b = _new(QACT_K if split else QACT, b.ne, Op.QUANTIZE, (b,))
     return _new(F32, (a.ne[1], b.ne[1], b.ne[2], b.ne[3]), Op.MUL_MAT, (a, b))
 
 
@@ -295,11 +301,13 @@ def _ref_ssm_scan(t, state, x, dt, A, B, C, D, info):
 
 
 def _ref_quantize(t, x):
-    """What the QACT rows hold: per 32 values d = amax/32767, q = round(x/d) (float32 math)."""
-    x32 = x.astype(np.float32).reshape(-1, 32)
-    d = np.abs(x32).max(axis=1, keepdims=True) / np.float32(32767)
+    """What the QACT rows hold: per 32 values d = amax/32767, q = round(x/d) (float32 math);
+    QACT_K rows: the same per 256 values with d = amax/32639 (hi and lo halves stay int8)."""
+    n, qmax = (256, 32639) if t.type == QACT_K else (32, 32767)
+    x32 = x.astype(np.float32).reshape(-1, n)
+    d = np.abs(x32).max(axis=1, keepdims=True) / np.float32(qmax)
     inv = np.where(d > 0, np.float32(1) / np.where(d > 0, d, 1), 0).astype(np.float32)
-    q = np.clip(np.rint(x32 * inv), -32767, 32767)
+    q = np.clip(np.rint(x32 * inv), -qmax, qmax)
     return (q * d).astype(np.float64).reshape(x.shape)
 
 

@@ -10,19 +10,21 @@ from __future__ import annotations
 import numpy as np
 
 # GGUF / ggml type ids (gguf.GGMLQuantizationType), and QACT: activations quantized (int16, one
-# scale per 32) for the integer dots of quantized mul_mat (backend/kernels/quants.c); not a file type.
+# scale per 32) for the integer dots of quantized mul_mat (backend/kernels/quants.c), QACT_K:
+# the same as int16 split into two int8 halves, one scale per 256 (Q6_K columns); not file types.
 F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 = 0, 1, 2, 3, 6, 7, 8
 Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, I32, BF16 = 10, 11, 12, 13, 14, 26, 30
-QACT = 1000
+QACT, QACT_K = 1000, 1001
 # type -> (elements per block, bytes per block)
 BLOCK = {F32: (1, 4), F16: (1, 2), BF16: (1, 2), I32: (1, 4),
          Q4_0: (32, 18), Q4_1: (32, 20), Q5_0: (32, 22), Q5_1: (32, 24), Q8_0: (32, 34),
          Q2_K: (256, 84), Q3_K: (256, 110), Q4_K: (256, 144), Q5_K: (256, 176), Q6_K: (256, 210),
-         QACT: (32, 76)}
+         QACT: (32, 76), QACT_K: (256, 580)}
 QUANTIZED = (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)
 TYPE_NAME = {F32: "f32", F16: "f16", BF16: "bf16", I32: "i32", Q4_0: "q4_0", Q4_1: "q4_1",
              Q5_0: "q5_0", Q5_1: "q5_1", Q8_0: "q8_0", Q2_K: "q2_K", Q3_K: "q3_K", Q4_K: "q4_K",
-             Q5_K: "q5_K", Q6_K: "q6_K", QACT: "qact"}
+             Q5_K: "q5_K", Q6_K: "q6_K", QACT: "qact",
+             QACT_K: "qact_k"}
 TYPE_SIZE = {t: size for t, (_, size) in BLOCK.items()}     # bytes per block (element)
 NP_DTYPE = {F32: np.float32, F16: np.float16, I32: np.int32}   # others: raw bytes (uint8)
 

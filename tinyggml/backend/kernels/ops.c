@@ -401,8 +401,8 @@ static void tg_mul_mat_qpanels(const tg_params *p, tg_tensor *dst, int64_t ir0, 
 }
 #endif
 
-// quantized weights: src0 {K, M} quantized rows, src1 {K, N, ne12, ne13} QACT rows (one
-// QUANTIZE node made them), dst {M, N, ne12, ne13}. Each weight row is unpacked once into
+// quantized weights: src0 {K, M} quantized rows, src1 {K, N, ne12, ne13} QACT rows (QACT_K
+// for Q6_K weights and N < MM_NR; one QUANTIZE node made them), dst {M, N, ne12, ne13}. Each weight row is unpacked once into
 // scratch (K int8 + K/16 scales + K/16 mins) and dotted with every activation row.
 static void tg_mul_mat_q(const tg_params *p, tg_tensor *dst) {
     const tg_tensor *src0 = dst->src[0];
@@ -412,15 +412,17 @@ static void tg_mul_mat_q(const tg_params *p, tg_tensor *dst) {
     const int has_min = tg_has_min(src0->type);
     int8_t *w = (int8_t *)p->wdata;
     float *sc = (float *)(p->wdata + K), *mn = sc + K / 16;
+    const int split = src1->type == TG_TYPE_QACT_K;    // Q6_K columns (ops.py mul_mat)
     float (*fused)(int64_t, const void *, const uint8_t *) =
+        split ? tg_dot_q6_k_kact :
         src0->type == TG_TYPE_Q4_0 ? tg_dot_q4_0_qact :
         src0->type == TG_TYPE_Q8_0 ? tg_dot_q8_0_qact : NULL;
 #ifdef TG_AVX2
     if (TG_USE_SIMD && src0->type == TG_TYPE_Q4_K) fused = tg_dot_q4_k_qact;
-    if (TG_USE_SIMD && src0->type == TG_TYPE_Q6_K) fused = tg_dot_q6_k_qact;
+    if (TG_USE_SIMD && src0->type == TG_TYPE_Q6_K && !split) fused = tg_dot_q6_k_qact;
 #endif
 #ifdef TG_AVX2
-    if (TG_USE_SIMD && N >= MM_NR) {       // batches: integer panels, whole 16-row panels per thread
+    if (TG_USE_SIMD && N >= MM_NR && !split) {   // batches: integer panels, whole 16-row panels per thread
         const int64_t dr = ((M + p->nth - 1) / p->nth + MM_MR - 1) / MM_MR * MM_MR;
         const int64_t ir0 = TG_MIN(dr * p->ith, M), ir1 = TG_MIN(ir0 + dr, M);
         tg_mul_mat_qpanels(p, dst, ir0, ir1);
@@ -472,7 +474,7 @@ static void tg_mul_mat_f32(const tg_params *p, tg_tensor *dst) {
     const tg_tensor *src1 = dst->src[1];
     const int64_t K = src0->ne[0], M = src0->ne[1], N = src1->ne[1];
     const int64_t r2 = src1->ne[2] / src0->ne[2], r3 = src1->ne[3] / src0->ne[3];
-    if (tg_is_quantized(src0->type) && src1->type == TG_TYPE_QACT) {
+    if (tg_is_quantized(src0->type) && (src1->type == TG_TYPE_QACT || src1->type == TG_TYPE_QACT_K)) {
         tg_mul_mat_q(p, dst);
         return;
     }
@@ -1198,15 +1200,18 @@ static void tg_ssm_scan_f32(const tg_params *p, tg_tensor *dst) {
 
 // ---------------------------------------------------------------------------------------------
 // quantize: F32 rows -> QACT rows (activations for integer dots with quantized weights)
-// src0: {K, n1, n2, n3} F32 (nb0 == 4), dst: same ne, QACT (row bytes 2*K + 12*K/32)
+// src0: {K, n1, n2, n3} F32 (nb0 == 4), dst: same ne, QACT (row bytes 2*K + 12*K/32) or
+// QACT_K (row bytes 2*K + 68*K/256)
 static void tg_quantize_f32(const tg_params *p, tg_tensor *dst) {
     const tg_tensor *src0 = dst->src[0];
     const int64_t nr = src0->ne[1] * src0->ne[2] * src0->ne[3];
     ROW_RANGE(nr);
     for (int64_t ir = ir0; ir < ir1; ir++) {
         UNRAVEL(ir, src0->ne, i1, i2, i3);
-        tg_quantize_act_row((const float *)at(src0, 0, i1, i2, i3), src0->ne[0],
-                            (uint8_t *)at(dst, 0, i1, i2, i3));
+        const float *x = (const float *)at(src0, 0, i1, i2, i3);
+        uint8_t *q = (uint8_t *)at(dst, 0, i1, i2, i3);
+        if (dst->type == TG_TYPE_QACT_K) tg_quantize_kact_row(x, src0->ne[0], q);
+        else tg_quantize_act_row(x, src0->ne[0], q);
     }
 }
 

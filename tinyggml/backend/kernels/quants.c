@@ -294,6 +294,123 @@ void tg_quantize_act_row(const float *x, int64_t K, uint8_t *out) {
     }
 }
 
+// K floats -> one QACT_K row (K % 256 == 0): per 256 values d = amax / 32639 and q = round(x / d),
+// stored split as q = 256 hi + lo with hi, lo int8 (lo the sign-extended low byte), so that
+// vpmaddubsw can multiply unsigned 6-bit Q6_K weights by each half; |q| <= 32639 keeps hi in
+// int8. Layout: per superblock hi[256] | lo[256], then d[K/256], then the sums of q per 16
+// values as floats (exact: |sum| < 2^24), for the weights' -32 offset.
+void tg_quantize_kact_row(const float *x, int64_t K, uint8_t *out) {
+    float *d = (float *)(out + 2 * K), *qs = d + K / 256;
+    for (int64_t s = 0; s < K / 256; s++) {
+        const float *xs = x + 256 * s;
+        int8_t *hi = (int8_t *)out + 512 * s, *lo = hi + 256;
+        float amax = 0.0f;
+        int64_t i = 0;
+#ifdef TG_AVX2
+        if (TG_USE_SIMD) {
+            const __m256 sign = _mm256_set1_ps(-0.0f);
+            __m256 m = _mm256_setzero_ps();
+            for (; i < 256; i += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(xs + i)));
+            __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+            h = _mm_max_ss(h, _mm_movehdup_ps(h));
+            amax = _mm_cvtss_f32(h);
+        }
+#endif
+        for (; i < 256; i++) amax = TG_MAX(amax, fabsf(xs[i]));
+        const float dc = amax / 32639.0f;
+        const float id = dc != 0.0f ? 1.0f / dc : 0.0f;
+        for (int g = 0; g < 16; g++) {
+            int sum = 0;
+            for (i = 16 * g; i < 16 * g + 16; i++) {
+                const int v = TG_MIN(32639, TG_MAX(-32639, (int)nearbyintf(xs[i] * id)));
+                const int l = (int8_t)(v & 0xFF);
+                lo[i] = (int8_t)l;
+                hi[i] = (int8_t)((v - l) / 256);
+                sum += v;
+            }
+            qs[16 * s + g] = (float)sum;
+        }
+        d[s] = dc;
+    }
+}
+
+// Q6_K row x QACT_K row. SIMD: per 32 weights (raw 6-bit, unsigned) two vpmaddubsw (times hi
+// and lo) and two vpmaddwd by the two group scales (int16, one per 128-bit lane), summed in
+// int32 over the superblock: no per-group horizontal sums, no widening of the weights. The
+// -32 offset is 32 * sum_g scale_g * (sum of q over group g), in float.
+float tg_dot_q6_k_kact(int64_t K, const void *row, const uint8_t *act) {
+    const uint8_t *b = (const uint8_t *)row;
+    const float *d = (const float *)(act + 2 * K);
+    float sum = 0.0f;
+    int64_t i = 0;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD) {
+        const float *qs = d + K / 256;
+        const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+        // vpshufb masks over a lane-broadcast of 8 int16 scales: for the 32 weights k of a
+        // 128-value half, low lane = scale 2k (weights 0-15), high lane = scale 2k+1
+        __m256i msk[4];
+        for (int k = 0; k < 4; k++) {
+            const char a0 = (char)(4 * k), a1 = (char)(4 * k + 1), b0 = (char)(4 * k + 2), b1 = (char)(4 * k + 3);
+            msk[k] = _mm256_setr_epi8(a0, a1, a0, a1, a0, a1, a0, a1, a0, a1, a0, a1, a0, a1, a0, a1,
+                                      b0, b1, b0, b1, b0, b1, b0, b1, b0, b1, b0, b1, b0, b1, b0, b1);
+        }
+        __m256 acc = _mm256_setzero_ps();
+        for (; i < K; i += 256, b += 210) {
+            for (int l = 0; l < 4; l++) _mm_prefetch((const char *)(b + 1024 + 64 * l), _MM_HINT_NTA);
+            const int8_t *hi = (const int8_t *)act + 2 * i, *lo = hi + 256;
+            const __m128i sc8 = _mm_loadu_si128((const __m128i *)(b + 192));
+            const __m256i S = _mm256_cvtepi8_epi16(sc8);            // scales 0-7 | 8-15
+            __m256i sh = _mm256_setzero_si256(), sl = _mm256_setzero_si256();
+            for (int h = 0; h < 2; h++) {
+                const uint8_t *ql = b + 64 * h, *qh = b + 128 + 32 * h;
+                const __m256i Sh = _mm256_permute2x128_si256(S, S, h ? 0x11 : 0x00);
+                const __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
+                const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+                const __m256i hh = _mm256_loadu_si256((const __m256i *)qh);
+                __m256i w[4];
+                w[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hh, 4), m30));
+                w[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hh, 2), m30));
+                w[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hh, m30));
+                w[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                       _mm256_and_si256(_mm256_srli_epi16(hh, 2), m30));
+                for (int k = 0; k < 4; k++) {
+                    const __m256i scv = _mm256_shuffle_epi8(Sh, msk[k]);
+                    const __m256i *a = (const __m256i *)(hi + 128 * h + 32 * k);
+                    const __m256i *c = (const __m256i *)(lo + 128 * h + 32 * k);
+                    sh = _mm256_add_epi32(sh, _mm256_madd_epi16(_mm256_maddubs_epi16(w[k], _mm256_loadu_si256(a)), scv));
+                    sl = _mm256_add_epi32(sl, _mm256_madd_epi16(_mm256_maddubs_epi16(w[k], _mm256_loadu_si256(c)), scv));
+                }
+            }
+            const __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sh), _mm256_set1_ps(256.0f),
+                                             _mm256_cvtepi32_ps(sl));
+            const __m256 sf0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc8));
+            const __m256 sf1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(sc8, sc8)));
+            const __m256 off = _mm256_fmadd_ps(sf0, _mm256_loadu_ps(qs + i / 16),
+                                               _mm256_mul_ps(sf1, _mm256_loadu_ps(qs + i / 16 + 8)));
+            acc = _mm256_fmadd_ps(_mm256_fnmadd_ps(_mm256_set1_ps(32.0f), off, v),
+                                  _mm256_set1_ps(f16(b + 208) * d[i / 256]), acc);
+        }
+        sum = tg_hsum256(acc);
+    }
+#endif
+    for (; i < K; i += 256, b += 210) {
+        int8_t w[256];
+        float sc[16], mn[16];
+        const int8_t *hi = (const int8_t *)act + 2 * i, *lo = hi + 256;
+        unpack_q6_k(b, w, sc, mn);
+        float blk = 0.0f;
+        for (int g = 0; g < 16; g++) {
+            int s = 0;
+            for (int j = 16 * g; j < 16 * g + 16; j++) s += w[j] * (256 * hi[j] + lo[j]);
+            blk += sc[g] * (float)s;
+        }
+        sum += blk * d[i / 256];
+    }
+    return sum;
+}
+
 // dot of one unpacked weight row (w, sc, mn) with one QACT activation row
 float tg_dot_unpacked_qact(int64_t K, const int8_t *w, const float *sc, const float *mn,
                            const uint8_t *act, int has_min) {

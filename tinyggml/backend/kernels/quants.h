@@ -12,6 +12,10 @@ void tg_unpack_row(int type, const void *row, int64_t K, int8_t *w, float *sc, f
 void tg_dequantize_row(int type, const void *row, int64_t K, float *y, int8_t *w, float *sc, float *mn);
 // K floats -> one QACT row: int16 q[K] | float d[K/32] | float ds[K/16]  (K % 32 == 0)
 void tg_quantize_act_row(const float *x, int64_t K, uint8_t *out);
+// K floats -> one QACT_K row (K % 256 == 0): per superblock int8 hi[256] | lo[256] with
+// q = 256 hi + lo, then float d[K/256], then float sums of q per 16 values
+void tg_quantize_kact_row(const float *x, int64_t K, uint8_t *out);
+float tg_dot_q6_k_kact(int64_t K, const void *row, const uint8_t *act);
 float tg_dot_unpacked_qact(int64_t K, const int8_t *w, const float *sc, const float *mn,
                           const uint8_t *act, int has_min);
 // fused row dots for the most common types (no unpack buffer)

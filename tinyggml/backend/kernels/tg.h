@@ -27,6 +27,7 @@ enum tg_type {
     TG_TYPE_I32 = 26,
     TG_TYPE_BF16 = 30,
     TG_TYPE_QACT = 1000,  // internal: activations quantized for integer dots (quants.c)
+    TG_TYPE_QACT_K = 1001, // internal: split int16 activations for Q6_K decode dots (quants.c)
 };
 
 // Op ids. Keep in sync with tinyggml/ops.py (test_op_table_complete checks it).
