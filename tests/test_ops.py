@@ -306,6 +306,26 @@ def test_op_table_complete():
 
 
 @pytest.mark.parametrize("wtype", [F32, F16])
+@pytest.mark.parametrize("nt", [1, 3])
+def test_mul_mat_k_blocked(simd, wtype, nt):
+    """Rows longer than 2048 times 256+ columns are multiplied in k blocks of 256 (ops.c
+    tg_mul_mat_panels): against float64, and bit for bit against the same columns in a batch
+    of 255 (not blocked). K = 2085 leaves a last partial block, M = 37 a partial row panel,
+    N = 263 a partial column tile."""
+    rng = np.random.default_rng(5)
+    K, M, N = 2085, 37, 263
+    dt = np.float16 if wtype == F16 else np.float32
+    a = mk("a", rnd(rng, M, K, dtype=dt), type=wtype)
+    x = rnd(rng, N, K)
+    blocked = check_op(ops.mul_mat(a, mk("b", x)), nt, atol=1e-3, rtol=1e-4).copy()
+    g = Graph()
+    out = g.output(ops.mul_mat(a, mk("b2", x[8:].copy())))
+    plan = Plan(g, max_threads=3)
+    plan.run(nt)
+    np.testing.assert_array_equal(plan.numpy(out), blocked[8:])
+
+
+@pytest.mark.parametrize("wtype", [F32, F16])
 def test_mul_mat_batched_equals_column_by_column(simd, wtype):
     """The batched path (4x3 tiles) and the decode path (one column, row by row) agree to float
     rounding; columns of a batch do not depend on the tile they land in (bit for bit)."""

@@ -131,3 +131,21 @@ def test_quantized_batch_equals_column_by_column(simd, qt, int_gemm, monkeypatch
         np.testing.assert_allclose(one.reshape(-1), whole[n], atol=tol * scale, rtol=0)
     shifted, _ = run(ops.mul_mat(a, leaf(F32, (K, N - 1), "x2", INPUT, data=x[1:].copy())), 3)
     np.testing.assert_array_equal(shifted, whole[1:])     # other tiles, other threads: bit for bit
+
+
+@pytest.mark.parametrize("qt", [Q4_0, Q4_K, Q6_K, Q8_0], ids=lambda t: gguf.GGMLQuantizationType(t).name)
+def test_quantized_k_blocked(simd, qt, monkeypatch):
+    """Quantized rows longer than 2048 times 256+ columns go through the float panels in k
+    blocks of 256 (each block of a row dequantized from its own offset): against the float64
+    product of the dequantized weights, and bit for bit against a batch of 255 (not blocked)."""
+    monkeypatch.setattr(ops, "QUANT_INT_GEMM", False)
+    rng = np.random.default_rng(qt + 7)
+    K, M, N = 2304, 19, 260
+    q = random_blocks(rng, qt, M, K)
+    x = rng.standard_normal((N, K)).astype(np.float32)
+    a = leaf(qt, (K, M), "w", INPUT, data=q)
+    got, _ = run(ops.mul_mat(a, leaf(F32, (K, N), "x", INPUT, data=x)), 2)
+    exact = x.astype(np.float64) @ dequant(q, qt).T
+    np.testing.assert_allclose(got, exact, atol=1e-5 * np.abs(exact).max(), rtol=0)
+    part, _ = run(ops.mul_mat(a, leaf(F32, (K, N - 5), "x2", INPUT, data=x[5:].copy())), 3)
+    np.testing.assert_array_equal(part, got[5:])

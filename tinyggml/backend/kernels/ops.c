@@ -156,10 +156,14 @@ static void tg_transpose(const float *src, int64_t lds, float *dst, int64_t ldd,
 #define MM_NR 6
 
 #ifdef TG_AVX2
+// acc: continue the sums already in d (a later k block), else start from zero
 static inline void tg_panel_16x6(int64_t K, const float *Wp, const float *Bp,
-                                 float *const d[MM_NR]) {
+                                 float *const d[MM_NR], int acc) {
     __m256 c[MM_NR][2];
-    for (int j = 0; j < MM_NR; j++) c[j][0] = c[j][1] = _mm256_setzero_ps();
+    for (int j = 0; j < MM_NR; j++) {
+        c[j][0] = acc ? _mm256_loadu_ps(d[j]) : _mm256_setzero_ps();
+        c[j][1] = acc ? _mm256_loadu_ps(d[j] + 8) : _mm256_setzero_ps();
+    }
     #pragma GCC unroll 4
     for (int64_t k = 0; k < K; k++) {
         const __m256 w0 = _mm256_load_ps(Wp + k * MM_MR), w1 = _mm256_load_ps(Wp + k * MM_MR + 8);
@@ -175,57 +179,73 @@ static inline void tg_panel_16x6(int64_t K, const float *Wp, const float *Bp,
     }
 }
 
-// rows [ir0, ir1) of dst for every column; scratch: Wp 16*K floats (64-byte aligned), rows
-// 16*K floats, Bp (N rounded up to 6)*K floats, the unpack scratch after them. Every thread
-// packs all of src1 itself (a copy of the activations, small beside the K*N*rows/16 panel
-// work; no barrier needed).
+// Long rows times wide batches are multiplied in k blocks of MM_KC: a panel's block (16 x
+// MM_KC floats, 16 KiB) stays in L1 across all the column tiles, and each thread's packed
+// activations are one block (N x MM_KC floats), where a whole panel of 16 x K floats (512 KiB
+// at K = 8192) streamed for every tile and the activations (16 MiB at K = 8192, N = 512) from
+// memory for every panel. The sums carry over between blocks through dst (stored and reloaded
+// exactly), so results equal the unblocked ones bit for bit. Measured (BENCHMARKS.md): +12%
+// pp512 on Mamba-Codestral-7B; no gain for K <= 2048, about even at N = 128.
+#define MM_KC 256
+#define MM_KBLOCK_MIN_K 2048   // K above this and N at least MM_KBLOCK_MIN_N are blocked
+#define MM_KBLOCK_MIN_N 256    // (ops.py _mm_wsize)
+
+// rows [ir0, ir1) of dst for every column; scratch: Wp 16*KC floats (64-byte aligned), rows
+// 16*KC floats, Bp (N rounded up to 6)*KC floats, Cp (N rounded up to 6)*16 floats (a last
+// partial panel's sums), the unpack scratch after them. KC = K, or MM_KC for long rows. Every
+// thread packs all of src1 itself (a copy of the activations, small beside the K*N*rows/16
+// panel work; no barrier needed).
 static void tg_mul_mat_panels(const tg_params *p, tg_tensor *dst, int64_t ir0, int64_t ir1) {
     const tg_tensor *src0 = dst->src[0], *src1 = dst->src[1];
     const int64_t K = src0->ne[0], N = src1->ne[1], NP = (N + MM_NR - 1) / MM_NR * MM_NR;
+    const int64_t KC = K > MM_KBLOCK_MIN_K && N >= MM_KBLOCK_MIN_N ? MM_KC : K;
     const int64_t r2 = src1->ne[2] / src0->ne[2], r3 = src1->ne[3] / src0->ne[3];
     float *Wp = (float *)(((uintptr_t)p->wdata + 63) & ~(uintptr_t)63);
-    float *rows = Wp + MM_MR * K, *Bp = rows + MM_MR * K;
-    int8_t *uw = (int8_t *)(Bp + NP * K);
+    float *rows = Wp + MM_MR * KC, *Bp = rows + MM_MR * KC, *Cp = Bp + NP * KC;
+    int8_t *uw = (int8_t *)(Cp + NP * MM_MR);
     float *usc = (float *)(uw + K), *umn = usc + K / 16;
-    float tmp[MM_NR][MM_MR];
     for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
     for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
         if (ir0 >= ir1) break;
-        // Bp[n/6][k][n%6] = src1[k, n]; a last partial group repeats its last column
-        for (int64_t n0 = 0; n0 < N; n0 += MM_NR)
-            for (int j = 0; j < MM_NR; j++) {
-                const float *b = (const float *)at(src1, 0, TG_MIN(n0 + j, N - 1), i12, i13);
-                float *bp = Bp + n0 * K + j;
-                for (int64_t k = 0; k < K; k++) bp[k * MM_NR] = b[k];
-            }
-        for (int64_t m0 = ir0; m0 < ir1; m0 += MM_MR) {
-            const int64_t nm = TG_MIN(MM_MR, ir1 - m0);
-            // widen (F16, BF16, quantized) and pack: rows[r][k] -> Wp[k][r], zero rows past nm
-            const float *src_rows = rows;
-            int64_t lds = K;
-            if (src0->type == TG_TYPE_F32 && nm == MM_MR) {
-                src_rows = (const float *)at(src0, 0, m0, i12 / r2, i13 / r3);
-                lds = src0->nb[1] / 4;
-            } else {
-                for (int64_t r = 0; r < MM_MR; r++) {
-                    float *row = rows + r * K;
-                    if (r >= nm) { memset(row, 0, K * 4); continue; }
-                    const char *w = at(src0, 0, m0 + r, i12 / r2, i13 / r3);
-                    if (src0->type == TG_TYPE_F32) memcpy(row, w, K * 4);
-                    else if (src0->type == TG_TYPE_F16) tg_fp16_to_fp32_row((const tg_fp16_t *)w, row, K);
-                    else tg_dequantize_row(src0->type, w, K, row, uw, usc, umn);
+        for (int64_t k0 = 0; k0 < K; k0 += KC) {
+            const int64_t kc = TG_MIN(KC, K - k0), first = k0 == 0, last = k0 + kc == K;
+            // Bp[n/6][k][n%6] = src1[k0 + k, n]; a last partial group repeats its last column
+            for (int64_t n0 = 0; n0 < N; n0 += MM_NR)
+                for (int j = 0; j < MM_NR; j++) {
+                    const float *b = (const float *)at(src1, k0, TG_MIN(n0 + j, N - 1), i12, i13);
+                    float *bp = Bp + n0 * kc + j;
+                    for (int64_t k = 0; k < kc; k++) bp[k * MM_NR] = b[k];
                 }
-            }
-            tg_transpose(src_rows, lds, Wp, MM_MR, MM_MR, K);
-            for (int64_t n = 0; n < N; n += MM_NR) {
-                const int nr = (int)TG_MIN(MM_NR, N - n);
-                float *d[MM_NR];
-                for (int j = 0; j < MM_NR; j++)
-                    d[j] = nm == MM_MR ? (float *)at(dst, m0, n + TG_MIN(j, nr - 1), i12, i13) : tmp[j];
-                tg_panel_16x6(K, Wp, Bp + n * K, d);  // a partial tile repeats its last column
-                if (nm < MM_MR)
-                    for (int j = 0; j < nr; j++)
-                        memcpy(at(dst, m0, n + j, i12, i13), tmp[j], nm * 4);
+            for (int64_t m0 = ir0; m0 < ir1; m0 += MM_MR) {
+                const int64_t nm = TG_MIN(MM_MR, ir1 - m0);
+                // widen (F16, BF16, quantized) and pack: rows[r][k] -> Wp[k][r], zero rows past nm
+                const float *src_rows = rows;
+                int64_t lds = kc;
+                if (src0->type == TG_TYPE_F32 && nm == MM_MR) {
+                    src_rows = (const float *)at(src0, k0, m0, i12 / r2, i13 / r3);
+                    lds = src0->nb[1] / 4;
+                } else {
+                    for (int64_t r = 0; r < MM_MR; r++) {
+                        float *row = rows + r * kc;
+                        if (r >= nm) { memset(row, 0, kc * 4); continue; }
+                        const char *w = at(src0, 0, m0 + r, i12 / r2, i13 / r3) + tg_row_bytes(src0->type, k0);
+                        if (src0->type == TG_TYPE_F32) memcpy(row, w, kc * 4);
+                        else if (src0->type == TG_TYPE_F16) tg_fp16_to_fp32_row((const tg_fp16_t *)w, row, kc);
+                        else tg_dequantize_row(src0->type, w, kc, row, uw, usc, umn);
+                    }
+                }
+                tg_transpose(src_rows, lds, Wp, MM_MR, MM_MR, kc);
+                for (int64_t n = 0; n < N; n += MM_NR) {
+                    const int nr = (int)TG_MIN(MM_NR, N - n);
+                    float *d[MM_NR];
+                    for (int j = 0; j < MM_NR; j++)   // a partial tile repeats its last column
+                        d[j] = nm == MM_MR ? (float *)at(dst, m0, n + TG_MIN(j, nr - 1), i12, i13)
+                                           : Cp + (n + j) * MM_MR;
+                    tg_panel_16x6(kc, Wp, Bp + n * kc, d, !first);
+                    if (nm < MM_MR && last)
+                        for (int j = 0; j < nr; j++)
+                            memcpy(at(dst, m0, n + j, i12, i13), Cp + (n + j) * MM_MR, nm * 4);
+                }
             }
         }
     }

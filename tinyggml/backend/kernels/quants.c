@@ -224,6 +224,13 @@ int tg_scale_group(int type) {
     return type == TG_TYPE_Q2_K || type == TG_TYPE_Q3_K || type == TG_TYPE_Q6_K ? 16 : 32;
 }
 
+int64_t tg_row_bytes(int type, int64_t n) {
+    if (type == TG_TYPE_F32) return 4 * n;
+    if (type == TG_TYPE_F16 || type == TG_TYPE_BF16) return 2 * n;
+    const qtype_info *qt = qtype(type);
+    return n / qt->qk * qt->size;
+}
+
 void tg_unpack_row(int type, const void *row, int64_t K, int8_t *w, float *sc, float *mn) {
     const qtype_info *qt = qtype(type);
     const uint8_t *b = (const uint8_t *)row;
