@@ -197,3 +197,24 @@ def test_last_logits_only(model_files):
     assert any(k[2] == 0 for k in small._compiled)         # a graph without LM head was used
     with pytest.raises(tinyggml.TinyGGMLError, match="logits"):
         full.eval([1], logits="first")
+
+
+def test_q4_k_file_with_q6_k_head_matches_float64_reference(tmp_path):
+    """A Q4_K file (d_model 256, so llama-quantize's rules give the tied LM head Q6_K): decoding
+    token by token runs the Q6_K head on split int16 activations (QACT_K), the blocks on int16
+    QACT dots, a prompt at once the float panels; all against the file's own float64 model."""
+    from tinyggml.quantize import quantize_file
+    from tinyggml.tensor import Q6_K
+    src, dst = tmp_path / "m.gguf", tmp_path / "m-q4_k.gguf"
+    write_random_model(src, "mamba2", n_embd=256, n_layer=2, d_state=16, head_dim=64,
+                       n_vocab=300, seed=7)
+    quantize_file(src, dst, "q4_k", progress=False)
+    m, ref = tinyggml.Model(dst, n_threads=2), RefModel(dst)
+    assert m.weights["token_embd"].type == Q6_K
+    t = tokens(17, m.n_vocab, 3)
+    want, _, _ = ref.forward(t)
+    scale = np.abs(want).max()
+    np.testing.assert_allclose(m.eval(t), want, atol=1e-5 * scale, rtol=0)       # 5e-7 measured
+    m.reset(0)
+    steps = np.concatenate([m.eval([int(x)]) for x in t])
+    np.testing.assert_allclose(steps, want, atol=2e-4 * scale, rtol=0)       # 4.7e-5 measured
