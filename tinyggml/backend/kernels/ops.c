@@ -422,8 +422,9 @@ static void tg_mul_mat_qpanels(const tg_params *p, tg_tensor *dst, int64_t ir0, 
 #endif
 
 // quantized weights: src0 {K, M} quantized rows, src1 {K, N, ne12, ne13} QACT rows (QACT_K
-// for Q6_K weights and N < MM_NR; one QUANTIZE node made them), dst {M, N, ne12, ne13}. Each weight row is unpacked once into
-// scratch (K int8 + K/16 scales + K/16 mins) and dotted with every activation row.
+// for Q6_K weights and N < MM_NR; one QUANTIZE node made them), dst {M, N, ne12, ne13}. Each
+// weight row is unpacked once into scratch (K int8 + K/16 scales + K/16 mins) and dotted with
+// every activation row.
 static void tg_mul_mat_q(const tg_params *p, tg_tensor *dst) {
     const tg_tensor *src0 = dst->src[0];
     const tg_tensor *src1 = dst->src[1];

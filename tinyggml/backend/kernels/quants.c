@@ -301,6 +301,22 @@ void tg_quantize_act_row(const float *x, int64_t K, uint8_t *out) {
     }
 }
 
+#ifdef TG_AVX2
+// the 128 raw 6-bit values (0-63, before the -32) of half a Q6_K superblock, as 4 x 32 bytes:
+// w[k] = values 32k..32k+31 of the half (low nibbles of ql then high, plus 2 bits of qh each)
+static inline void q6k_half(const uint8_t *ql, const uint8_t *qh, __m256i w[4]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+    const __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
+    const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+    const __m256i hh = _mm256_loadu_si256((const __m256i *)qh);
+    w[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hh, 4), m30));
+    w[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hh, 2), m30));
+    w[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hh, m30));
+    w[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                           _mm256_and_si256(_mm256_srli_epi16(hh, 2), m30));
+}
+#endif
+
 // K floats -> one QACT_K row (K % 256 == 0): per 256 values d = amax / 32639 and q = round(x / d),
 // stored split as q = 256 hi + lo with hi, lo int8 (lo the sign-extended low byte), so that
 // vpmaddubsw can multiply unsigned 6-bit Q6_K weights by each half; |q| <= 32639 keeps hi in
@@ -354,7 +370,6 @@ float tg_dot_q6_k_kact(int64_t K, const void *row, const uint8_t *act) {
 #ifdef TG_AVX2
     if (TG_USE_SIMD) {
         const float *qs = d + K / 256;
-        const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
         // vpshufb masks over a lane-broadcast of 8 int16 scales: for the 32 weights k of a
         // 128-value half, low lane = scale 2k (weights 0-15), high lane = scale 2k+1
         __m256i msk[4];
@@ -373,15 +388,8 @@ float tg_dot_q6_k_kact(int64_t K, const void *row, const uint8_t *act) {
             for (int h = 0; h < 2; h++) {
                 const uint8_t *ql = b + 64 * h, *qh = b + 128 + 32 * h;
                 const __m256i Sh = _mm256_permute2x128_si256(S, S, h ? 0x11 : 0x00);
-                const __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
-                const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
-                const __m256i hh = _mm256_loadu_si256((const __m256i *)qh);
                 __m256i w[4];
-                w[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hh, 4), m30));
-                w[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hh, 2), m30));
-                w[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hh, m30));
-                w[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                       _mm256_and_si256(_mm256_srli_epi16(hh, 2), m30));
+                q6k_half(ql, qh, w);
                 for (int k = 0; k < 4; k++) {
                     const __m256i scv = _mm256_shuffle_epi8(Sh, msk[k]);
                     const __m256i *a = (const __m256i *)(hi + 128 * h + 32 * k);
@@ -624,7 +632,6 @@ float tg_dot_q6_k_qact(int64_t K, const void *row, const uint8_t *act) {
     const uint8_t *b = (const uint8_t *)row;
     const int16_t *q = (const int16_t *)act;
     const float *d = (const float *)(act + 2 * K);
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
     const __m256i m32 = _mm256_set1_epi8(32);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < K; i += 256, b += 210) {
@@ -633,15 +640,8 @@ float tg_dot_q6_k_qact(int64_t K, const void *row, const uint8_t *act) {
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = b + 64 * h, *qh = b + 128 + 32 * h;
             const int8_t *sc = (const int8_t *)(b + 192 + 8 * h);
-            const __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
-            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
-            const __m256i hh = _mm256_loadu_si256((const __m256i *)qh);
             __m256i w[4];
-            w[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hh, 4), m30));
-            w[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hh, 2), m30));
-            w[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hh, m30));
-            w[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                   _mm256_and_si256(_mm256_srli_epi16(hh, 2), m30));
+            q6k_half(ql, qh, w);
             // the 8 groups of 16 (one scale each): integer sums reduced together, then scaled
             // by dd * sc[g] * d[chunk of g] as one vector
             const int64_t c = (i + 128 * h) / 32;
