@@ -332,7 +332,7 @@ def _scan_wsize(t):
     if t.src[3].ne[0] != 1 or t.op_params[0] == SCAN_ALGOS["recurrent"]:
         return recurrent * 4
     L = (t.op_params[1] + 7) // 8 * 8                     # chunk, padded to whole vectors
-    chunked = ds * L + 2 * L * L + 3 * hd * L + 8 * L     # see tg_ssd_heads in ops.c
+    chunked = 2 * ds * L + 2 * L * L + 3 * hd * L + 8 * L     # see tg_ssd_heads in ops.c
     return max(recurrent, chunked) * 4 + 64
 
 
