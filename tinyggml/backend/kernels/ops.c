@@ -1038,31 +1038,28 @@ static void tg_scan_head_recurrent(const tg_tensor *dst, float *state, int64_t t
 // C[i, j] = beta * C[i, j] + sum_k A[i, k] * B[k, j] for i < M, j < N (beta 0: C is not
 // read); row-major with leading dims lda, ldb, ldc. causal: column j only sums k <= j rounded
 // up to its 16-column block (the entries past j are zero in the causal matrices this is used
-// for). The small dense products of the chunked scan: 6 rows x 16 columns of C stay in
-// registers across k.
+// for). The small dense products of the chunked scan: 6 rows x 16 (or 8) columns of C stay
+// in registers across k.
 #ifdef TG_AVX2
-// mr (<= 6) rows x 16 columns of C in registers across k
+// mr (<= 6) rows x 8 nv (1 or 2) columns of C in registers across k
 static inline __attribute__((always_inline)) void tg_gemm_tile(
-        int mr, int64_t kn, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
-        float *C, int64_t ldc) {
+        int mr, int nv, int64_t kn, const float *A, int64_t lda, const float *B, int64_t ldb,
+        float beta, float *C, int64_t ldc) {
     __m256 acc[6][2];
     const __m256 vbeta = _mm256_set1_ps(beta);
-    for (int r = 0; r < mr; r++) {
-        acc[r][0] = beta == 0.0f ? _mm256_setzero_ps() : _mm256_mul_ps(vbeta, _mm256_loadu_ps(C + r * ldc));
-        acc[r][1] = beta == 0.0f ? _mm256_setzero_ps() : _mm256_mul_ps(vbeta, _mm256_loadu_ps(C + r * ldc + 8));
-    }
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < nv; v++)
+            acc[r][v] = beta == 0.0f ? _mm256_setzero_ps() : _mm256_mul_ps(vbeta, _mm256_loadu_ps(C + r * ldc + 8 * v));
     for (int64_t k = 0; k < kn; k++) {
-        const __m256 b0 = _mm256_loadu_ps(B + k * ldb), b1 = _mm256_loadu_ps(B + k * ldb + 8);
+        __m256 b[2];
+        for (int v = 0; v < nv; v++) b[v] = _mm256_loadu_ps(B + k * ldb + 8 * v);
         for (int r = 0; r < mr; r++) {
             const __m256 av = _mm256_broadcast_ss(A + r * lda + k);
-            acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
-            acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+            for (int v = 0; v < nv; v++) acc[r][v] = _mm256_fmadd_ps(av, b[v], acc[r][v]);
         }
     }
-    for (int r = 0; r < mr; r++) {
-        _mm256_storeu_ps(C + r * ldc, acc[r][0]);
-        _mm256_storeu_ps(C + r * ldc + 8, acc[r][1]);
-    }
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < nv; v++) _mm256_storeu_ps(C + r * ldc + 8 * v, acc[r][v]);
 }
 #endif
 
@@ -1075,9 +1072,16 @@ static void tg_gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda
 #ifdef TG_AVX2
         if (TG_USE_SIMD && nj == 16) {
             for (; i + 6 <= M; i += 6)
-                tg_gemm_tile(6, kn, A + i * lda, lda, B + j0, ldb, beta, C + i * ldc + j0, ldc);
+                tg_gemm_tile(6, 2, kn, A + i * lda, lda, B + j0, ldb, beta, C + i * ldc + j0, ldc);
             if (i + 4 <= M) {
-                tg_gemm_tile(4, kn, A + i * lda, lda, B + j0, ldb, beta, C + i * ldc + j0, ldc);
+                tg_gemm_tile(4, 2, kn, A + i * lda, lda, B + j0, ldb, beta, C + i * ldc + j0, ldc);
+                i += 4;
+            }
+        } else if (TG_USE_SIMD && nj == 8) {     // chunks that are not a multiple of 16
+            for (; i + 6 <= M; i += 6)
+                tg_gemm_tile(6, 1, kn, A + i * lda, lda, B + j0, ldb, beta, C + i * ldc + j0, ldc);
+            if (i + 4 <= M) {
+                tg_gemm_tile(4, 1, kn, A + i * lda, lda, B + j0, ldb, beta, C + i * ldc + j0, ldc);
                 i += 4;
             }
         }
