@@ -314,6 +314,8 @@ def _ref_quantize(t, x):
 def _mm_wsize(t):
     a, b = t.src
     unpacked = a.ne[0] + a.ne[0] // 2         # K int8 + K/16 scales + K/16 mins
+    if b.type == QACT_K:                          # Q6_K columns: fused dots, no scratch used
+        return unpacked + 64
     if a.type in QUANTIZED and b.type == QACT:    # + integer panels (ops.c tg_mul_mat_qpanels)
         return 2 * 16 * 2 * a.ne[0] + 2 * 4 * a.ne[0] + unpacked + 64
     # batches: a packed panel of 16 rows, 16 widened rows, the activations packed by 6 columns

@@ -5,8 +5,8 @@
 
 int tg_is_quantized(int type);         // a block type with an unpack function
 int tg_has_min(int type);              // its blocks carry a min / offset term
-int tg_scale_group(int type);
-int64_t tg_row_bytes(int type, int64_t n);   // bytes of n values (F32, F16, BF16, quantized: n % block == 0)          // values per weight scale: 16 (Q2_K, Q3_K, Q6_K) or 32
+int tg_scale_group(int type);          // values per weight scale: 16 (Q2_K, Q3_K, Q6_K) or 32
+int64_t tg_row_bytes(int type, int64_t n);   // bytes of n values (F32, F16, BF16; quantized: n % block == 0)
 // K values of a quantized row -> int8 w[K], float sc[K/16], float mn[K/16]
 void tg_unpack_row(int type, const void *row, int64_t K, int8_t *w, float *sc, float *mn);
 // K values of a quantized or BF16 row -> float y[K] (w, sc, mn: scratch as above)
