@@ -264,33 +264,35 @@ void tg_dequantize_row(int type, const void *row, int64_t K, float *y, int8_t *w
 }
 
 // ---- activations ----------------------------------------------------------------------------
+// max |x[i]| of n floats (n a multiple of 8 on the SIMD path; inlined with a constant n)
+static inline __attribute__((always_inline)) float amax_f32(const float *x, int64_t n) {
+    float amax = 0.0f;
+    int64_t i = 0;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD) {
+        const __m256 sign = _mm256_set1_ps(-0.0f);
+        __m256 m = _mm256_setzero_ps();
+        for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        amax = _mm_cvtss_f32(h);
+    }
+#endif
+    for (; i < n; i++) amax = TG_MAX(amax, fabsf(x[i]));
+    return amax;
+}
+
 void tg_quantize_act_row(const float *x, int64_t K, uint8_t *out) {
     int16_t *q = (int16_t *)out;
     float *d = (float *)(out + 2 * K);
     float *ds = d + K / 32;
     for (int64_t c = 0; c < K / 32; c++) {
         const float *xc = x + c * 32;
-        float amax = 0.0f;
-        int64_t i = 0;
-#ifdef TG_AVX2
-        if (TG_USE_SIMD) {
-            const __m256 sign = _mm256_set1_ps(-0.0f);
-            __m256 m = _mm256_andnot_ps(sign, _mm256_loadu_ps(xc));
-            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(xc + 8)));
-            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(xc + 16)));
-            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(xc + 24)));
-            __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-            h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-            h = _mm_max_ss(h, _mm_movehdup_ps(h));
-            amax = _mm_cvtss_f32(h);
-            i = 32;
-        }
-#endif
-        for (; i < 32; i++) amax = TG_MAX(amax, fabsf(xc[i]));
-        const float dc = amax / 32767.0f;
+        const float dc = amax_f32(xc, 32) / 32767.0f;
         const float id = dc != 0.0f ? 1.0f / dc : 0.0f;
         int s0 = 0, s1 = 0;
-        for (i = 0; i < 32; i++) {
+        for (int i = 0; i < 32; i++) {
             const int v = TG_MIN(32767, TG_MAX(-32767, (int)nearbyintf(xc[i] * id)));
             q[c * 32 + i] = (int16_t)v;
             if (i < 16) s0 += v; else s1 += v;
@@ -327,25 +329,11 @@ void tg_quantize_kact_row(const float *x, int64_t K, uint8_t *out) {
     for (int64_t s = 0; s < K / 256; s++) {
         const float *xs = x + 256 * s;
         int8_t *hi = (int8_t *)out + 512 * s, *lo = hi + 256;
-        float amax = 0.0f;
-        int64_t i = 0;
-#ifdef TG_AVX2
-        if (TG_USE_SIMD) {
-            const __m256 sign = _mm256_set1_ps(-0.0f);
-            __m256 m = _mm256_setzero_ps();
-            for (; i < 256; i += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(xs + i)));
-            __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-            h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-            h = _mm_max_ss(h, _mm_movehdup_ps(h));
-            amax = _mm_cvtss_f32(h);
-        }
-#endif
-        for (; i < 256; i++) amax = TG_MAX(amax, fabsf(xs[i]));
-        const float dc = amax / 32639.0f;
+        const float dc = amax_f32(xs, 256) / 32639.0f;
         const float id = dc != 0.0f ? 1.0f / dc : 0.0f;
         for (int g = 0; g < 16; g++) {
             int sum = 0;
-            for (i = 16 * g; i < 16 * g + 16; i++) {
+            for (int i = 16 * g; i < 16 * g + 16; i++) {
                 const int v = TG_MIN(32639, TG_MAX(-32639, (int)nearbyintf(xs[i] * id)));
                 const int l = (int8_t)(v & 0xFF);
                 lo[i] = (int8_t)l;
