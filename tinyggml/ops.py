@@ -334,7 +334,8 @@ def _scan_wsize(t):
     if t.src[3].ne[0] != 1 or t.op_params[0] == SCAN_ALGOS["recurrent"]:
         return recurrent * 4
     L = (t.op_params[1] + 7) // 8 * 8                     # chunk, padded to whole vectors
-    chunked = 2 * ds * L + 2 * L * L + 3 * hd * L + 8 * L     # see tg_ssd_heads in ops.c
+    n_chunks = -(-t.src[1].ne[2] // t.op_params[1])       # of the longest sequence: all tokens
+    chunked = ds * hd + ds * L + L * L + L * hd + 5 * L + n_chunks * L * L   # tg_ssd_heads, ops.c
     return max(recurrent, chunked) * 4 + 64
 
 

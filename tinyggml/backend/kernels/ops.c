@@ -1035,22 +1035,18 @@ static void tg_scan_head_recurrent(const tg_tensor *dst, float *state, int64_t t
     }
 }
 
-// C[i, j] = beta * C[i, j] + sum_k A[i, k] * B[k, j] for i < M, j < N (beta 0: C is not
-// read); row-major with leading dims lda, ldb, ldc. causal: column j only sums k <= j rounded
-// up to its 16-column block (the entries past j are zero in the causal matrices this is used
-// for). The small dense products of the chunked scan: 6 rows x 16 (or 8) columns of C stay
-// in registers across k.
+// C[i, j] = sum_k A[i, k] * B[k, j] for i < M, j < N, row-major with leading dims lda, ldb,
+// ldc (the chunked scan's C_t . B_s): 6 rows x 16 (or 8) columns of C stay in registers
+// across k.
 #ifdef TG_AVX2
 // mr (<= 6) rows x 8 nv (1 or 2) columns of C in registers across k
 static inline __attribute__((always_inline)) void tg_gemm_tile(
-        int mr, int nv, int64_t kn, const float *A, int64_t lda, const float *B, int64_t ldb,
-        float beta, float *C, int64_t ldc) {
+        int mr, int nv, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
+        float *C, int64_t ldc) {
     __m256 acc[6][2];
-    const __m256 vbeta = _mm256_set1_ps(beta);
     for (int r = 0; r < mr; r++)
-        for (int v = 0; v < nv; v++)
-            acc[r][v] = beta == 0.0f ? _mm256_setzero_ps() : _mm256_mul_ps(vbeta, _mm256_loadu_ps(C + r * ldc + 8 * v));
-    for (int64_t k = 0; k < kn; k++) {
+        for (int v = 0; v < nv; v++) acc[r][v] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < K; k++) {
         __m256 b[2];
         for (int v = 0; v < nv; v++) b[v] = _mm256_loadu_ps(B + k * ldb + 8 * v);
         for (int r = 0; r < mr; r++) {
@@ -1064,32 +1060,29 @@ static inline __attribute__((always_inline)) void tg_gemm_tile(
 #endif
 
 static void tg_gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
-                    const float *B, int64_t ldb, float beta, float *C, int64_t ldc, int causal) {
+                    const float *B, int64_t ldb, float *C, int64_t ldc) {
     for (int64_t j0 = 0; j0 < N; j0 += 16) {
         const int64_t nj = TG_MIN(16, N - j0);
-        const int64_t kn = causal ? TG_MIN(K, j0 + 16) : K;
         int64_t i = 0;
 #ifdef TG_AVX2
         if (TG_USE_SIMD && nj == 16) {
-            for (; i + 6 <= M; i += 6)
-                tg_gemm_tile(6, 2, kn, A + i * lda, lda, B + j0, ldb, beta, C + i * ldc + j0, ldc);
+            for (; i + 6 <= M; i += 6) tg_gemm_tile(6, 2, K, A + i * lda, lda, B + j0, ldb, C + i * ldc + j0, ldc);
             if (i + 4 <= M) {
-                tg_gemm_tile(4, 2, kn, A + i * lda, lda, B + j0, ldb, beta, C + i * ldc + j0, ldc);
+                tg_gemm_tile(4, 2, K, A + i * lda, lda, B + j0, ldb, C + i * ldc + j0, ldc);
                 i += 4;
             }
         } else if (TG_USE_SIMD && nj == 8) {     // chunks that are not a multiple of 16
-            for (; i + 6 <= M; i += 6)
-                tg_gemm_tile(6, 1, kn, A + i * lda, lda, B + j0, ldb, beta, C + i * ldc + j0, ldc);
+            for (; i + 6 <= M; i += 6) tg_gemm_tile(6, 1, K, A + i * lda, lda, B + j0, ldb, C + i * ldc + j0, ldc);
             if (i + 4 <= M) {
-                tg_gemm_tile(4, 1, kn, A + i * lda, lda, B + j0, ldb, beta, C + i * ldc + j0, ldc);
+                tg_gemm_tile(4, 1, K, A + i * lda, lda, B + j0, ldb, C + i * ldc + j0, ldc);
                 i += 4;
             }
         }
 #endif
         for (; i < M; i++) {
             float *c = C + i * ldc + j0;
-            for (int64_t j = 0; j < nj; j++) c[j] = beta == 0.0f ? 0.0f : beta * c[j];
-            for (int64_t k = 0; k < kn; k++) {
+            for (int64_t j = 0; j < nj; j++) c[j] = 0.0f;
+            for (int64_t k = 0; k < K; k++) {
                 const float av = A[i * lda + k];
                 const float *b = B + k * ldb + j0;
                 for (int64_t j = 0; j < nj; j++) c[j] += av * b[j];
@@ -1113,45 +1106,161 @@ static void tg_exp_row(float *v, int64_t n) {
 // cs_t = a_0 + ... + a_t (in double, so exp(cs_t - cs_s) keeps float accuracy):
 //   y_t   = exp(cs_t) C_t . h0  +  sum_{s<=t} exp(cs_t - cs_s) dt_s (C_t . B_s) x_s  +  D x_t
 //   h_end = exp(cs_last) h0  +  sum_s exp(cs_last - cs_s) dt_s x_s B_s^T
-// With the state stored [p][n], every product is tg_gemm's form when the outputs are built
-// transposed: YT = h0 @ CT, YT += XT @ MT (MT[s][t] = exp(cs_t - cs_s) dt_s CB[s][t], causal),
-// h = exp(cs_last) h + XwT @ B. CT and CB[s][t] = B_s . C_t depend on the group only, so the
-// loop is chunk-outer, head-inner and makes them once per group and chunk.
-// Scratch (floats, L = chunk rounded up to 8): CT [ds][L], CB [L][L], MT [L][L], XT, XwT,
-// YT [hd][L], then dtv, ecs, w, tmp [L], cs [L] doubles and BP [L][ds] (the chunk's B rows,
-// packed once per group: the state update read them 7 KiB apart in the xBC rows, 4-8% slower
-// scan at 512 tokens): ops.py _scan_wsize.
+// Each head runs through all its chunks with its state transposed into scratch, S[n][p], so
+// both products read and write token rows where they lie, nothing transposed per chunk:
+//   y[t][p]  = exp(cs_t) sum_n C_t[n] S[n][p]  +  sum_s M[t][s] x_s[p]     (ytile)
+//   S[n][p]  = exp(cs_last) S[n][p]  +  sum_s B_s[n] Xw[s][p]             (stile)
+// with M[t][s] = exp(cs_t - cs_s) dt_s (C_t . B_s) for s <= t (else 0), D added on its
+// diagonal, and Xw[s][p] = exp(cs_last - cs_s) dt_s x_s[p]. The tiles of one 16-column block
+// of S run back to back (outputs, then the update), so the block stays in L1; the state stays
+// in L1/L2 for the whole sequence. CB[t][s] = C_t . B_s depends on the group only: made for
+// all chunks when a thread's heads enter a group.
+// Scratch (floats, L = chunk rounded up to 8): S [ds][hd], BT [ds][L], M [L][L], Xw [L][hd],
+// dtv, ecs, w [L], cs [L] doubles, then CB [chunks][L][L]: ops.py _scan_wsize.
+#ifdef TG_AVX2
+// y rows t (mr <= 6) x 8 nv columns: exp(cs_t) (C_t . S) + M[t][:ks] x[:ks]
+static inline __attribute__((always_inline)) void tg_ssd_ytile(
+        int mr, int nv, int64_t ds, const float *C, int64_t ldc, const float *S, int64_t lds,
+        const float *ecs, int64_t ks, const float *M, int64_t ldm, const float *X, int64_t ldx,
+        float *Y, int64_t ldy) {
+    __m256 acc[6][2];
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < nv; v++) acc[r][v] = _mm256_setzero_ps();
+    for (int64_t n = 0; n < ds; n++) {
+        __m256 b[2];
+        for (int v = 0; v < nv; v++) b[v] = _mm256_loadu_ps(S + n * lds + 8 * v);
+        for (int r = 0; r < mr; r++) {
+            const __m256 a = _mm256_broadcast_ss(C + r * ldc + n);
+            for (int v = 0; v < nv; v++) acc[r][v] = _mm256_fmadd_ps(a, b[v], acc[r][v]);
+        }
+    }
+    for (int r = 0; r < mr; r++) {
+        const __m256 e = _mm256_broadcast_ss(ecs + r);
+        for (int v = 0; v < nv; v++) acc[r][v] = _mm256_mul_ps(acc[r][v], e);
+    }
+    for (int64_t s = 0; s < ks; s++) {
+        __m256 b[2];
+        for (int v = 0; v < nv; v++) b[v] = _mm256_loadu_ps(X + s * ldx + 8 * v);
+        for (int r = 0; r < mr; r++) {
+            const __m256 a = _mm256_broadcast_ss(M + r * ldm + s);
+            for (int v = 0; v < nv; v++) acc[r][v] = _mm256_fmadd_ps(a, b[v], acc[r][v]);
+        }
+    }
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < nv; v++) _mm256_storeu_ps(Y + r * ldy + 8 * v, acc[r][v]);
+}
+
+// S rows n (mr <= 6) x 8 nv columns: decay S + sum_s B_s[n] Xw[s]
+static inline __attribute__((always_inline)) void tg_ssd_stile(
+        int mr, int nv, int64_t Lc, const float *Bn, int64_t ldb, const float *Xw, int64_t ldw,
+        float decay, float *S, int64_t lds) {
+    __m256 acc[6][2];
+    const __m256 vd = _mm256_set1_ps(decay);
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < nv; v++) acc[r][v] = _mm256_mul_ps(vd, _mm256_loadu_ps(S + r * lds + 8 * v));
+    for (int64_t s = 0; s < Lc; s++) {
+        __m256 b[2];
+        for (int v = 0; v < nv; v++) b[v] = _mm256_loadu_ps(Xw + s * ldw + 8 * v);
+        for (int r = 0; r < mr; r++) {
+            const __m256 a = _mm256_broadcast_ss(Bn + s * ldb + r);
+            for (int v = 0; v < nv; v++) acc[r][v] = _mm256_fmadd_ps(a, b[v], acc[r][v]);
+        }
+    }
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < nv; v++) _mm256_storeu_ps(S + r * lds + 8 * v, acc[r][v]);
+}
+
+// one block of 8 nv columns: all output rows of the chunk, then all state rows
+static inline __attribute__((always_inline)) void tg_ssd_block(
+        int nv, int64_t Lc, int64_t ds, const float *C, int64_t ldc, const float *Bn, int64_t ldb,
+        const float *ecs, const float *M, int64_t ldm, const float *X, int64_t ldx,
+        const float *Xw, int64_t ldw, float decay, float *S, int64_t lds, float *Y, int64_t ldy) {
+    int64_t t = 0;
+    for (; t + 6 <= Lc; t += 6)
+        tg_ssd_ytile(6, nv, ds, C + t * ldc, ldc, S, lds, ecs + t, t + 6, M + t * ldm, ldm, X, ldx, Y + t * ldy, ldy);
+    switch (Lc - t) {     // mr as a constant: the tile's registers stay registers
+        case 5: tg_ssd_ytile(5, nv, ds, C + t * ldc, ldc, S, lds, ecs + t, Lc, M + t * ldm, ldm, X, ldx, Y + t * ldy, ldy); break;
+        case 4: tg_ssd_ytile(4, nv, ds, C + t * ldc, ldc, S, lds, ecs + t, Lc, M + t * ldm, ldm, X, ldx, Y + t * ldy, ldy); break;
+        case 3: tg_ssd_ytile(3, nv, ds, C + t * ldc, ldc, S, lds, ecs + t, Lc, M + t * ldm, ldm, X, ldx, Y + t * ldy, ldy); break;
+        case 2: tg_ssd_ytile(2, nv, ds, C + t * ldc, ldc, S, lds, ecs + t, Lc, M + t * ldm, ldm, X, ldx, Y + t * ldy, ldy); break;
+        case 1: tg_ssd_ytile(1, nv, ds, C + t * ldc, ldc, S, lds, ecs + t, Lc, M + t * ldm, ldm, X, ldx, Y + t * ldy, ldy); break;
+        default: break;
+    }
+    int64_t n = 0;
+    for (; n + 6 <= ds; n += 6) tg_ssd_stile(6, nv, Lc, Bn + n, ldb, Xw, ldw, decay, S + n * lds, lds);
+    switch (ds - n) {
+        case 5: tg_ssd_stile(5, nv, Lc, Bn + n, ldb, Xw, ldw, decay, S + n * lds, lds); break;
+        case 4: tg_ssd_stile(4, nv, Lc, Bn + n, ldb, Xw, ldw, decay, S + n * lds, lds); break;
+        case 3: tg_ssd_stile(3, nv, Lc, Bn + n, ldb, Xw, ldw, decay, S + n * lds, lds); break;
+        case 2: tg_ssd_stile(2, nv, Lc, Bn + n, ldb, Xw, ldw, decay, S + n * lds, lds); break;
+        case 1: tg_ssd_stile(1, nv, Lc, Bn + n, ldb, Xw, ldw, decay, S + n * lds, lds); break;
+        default: break;
+    }
+}
+#endif
+
+// the same for columns [p0, p1) one at a time (the scalar build, and SIMD tails)
+static void tg_ssd_columns(int64_t p0, int64_t p1, int64_t Lc, int64_t ds, const float *C,
+                           int64_t ldc, const float *Bn, int64_t ldb, const float *ecs,
+                           const float *M, int64_t ldm, const float *X, int64_t ldx,
+                           const float *Xw, int64_t ldw, float decay, float *S, int64_t lds,
+                           float *Y, int64_t ldy) {
+    for (int64_t pc = p0; pc < p1; pc++) {
+        for (int64_t t = 0; t < Lc; t++) {
+            float a = 0.0f, b = 0.0f;
+            for (int64_t n = 0; n < ds; n++) a += C[t * ldc + n] * S[n * lds + pc];
+            for (int64_t s = 0; s <= t; s++) b += M[t * ldm + s] * X[s * ldx + pc];
+            Y[t * ldy + pc] = a * ecs[t] + b;
+        }
+        for (int64_t n = 0; n < ds; n++) {
+            float a = decay * S[n * lds + pc];
+            for (int64_t s = 0; s < Lc; s++) a += Bn[s * ldb + n] * Xw[s * ldw + pc];
+            S[n * lds + pc] = a;
+        }
+    }
+}
+
 static void tg_ssd_heads(const tg_params *p, const tg_tensor *dst, int64_t slot, int64_t t0,
                          int64_t len, int64_t h0, int64_t h1) {
     const tg_tensor *st = dst->src[0], *x = dst->src[1], *dt = dst->src[2], *A = dst->src[3];
     const tg_tensor *B = dst->src[4], *C = dst->src[5], *D = dst->src[6];
     const int64_t ds = st->ne[0], hd = st->ne[1], hpg = st->ne[2] / B->ne[1];
     const int64_t L = (dst->op_params[1] + 7) / 8 * 8, chunk = dst->op_params[1];
-    float *CT = (float *)(((uintptr_t)p->wdata + 63) & ~(uintptr_t)63);
-    float *CB = CT + ds * L, *MT = CB + L * L, *XT = MT + L * L, *XwT = XT + hd * L;
-    float *YT = XwT + hd * L, *dtv = YT + hd * L, *ecs = dtv + L, *w = ecs + L;
-    double *cs = (double *)(w + 2 * L);
-    float *BP = (float *)(cs + L);                  // B_s of the chunk, packed [L][ds]
+    float *S = (float *)(((uintptr_t)p->wdata + 63) & ~(uintptr_t)63);
+    float *BT = S + ds * hd, *M = BT + ds * L, *Xw = M + L * L;
+    float *dtv = Xw + L * hd, *ecs = dtv + L, *w = ecs + L;
+    double *cs = (double *)(w + L);
+    float *CBs = (float *)(cs + L);                 // [chunk][t][s], this group's
     // token strides in floats (ops.py checks they are whole floats)
     const int64_t ldb = B->nb[2] / 4, ldc = C->nb[2] / 4, ldx = x->nb[2] / 4, ldy = dst->nb[2] / 4;
-    for (int64_t c0 = 0; c0 < len; c0 += chunk) {
-        const int64_t Lc = TG_MIN(chunk, len - c0), tc = t0 + c0;
-        int64_t g_done = -1;
-        for (int64_t h = h0; h < h1; h++) {
-            const int64_t g = h / hpg;
-            const float *Bg = (const float *)at(B, 0, g, tc, 0);
-            if (g != g_done) {                 // CT[n][t] = C_t[n]; CB[s][t] = B_s . C_t
-                if (Lc < L) memset(CT, 0, ds * L * 4);
-                tg_transpose((const float *)at(C, 0, g, tc, 0), ldc, CT, L, Lc, ds);
-                tg_gemm(Lc, L, ds, Bg, ldb, CT, L, 0.0f, CB, L, 0);
-                for (int64_t t = 0; t < Lc; t++) memcpy(BP + t * ds, Bg + t * ldb, ds * 4);
-                g_done = g;
+    int64_t g_done = -1;
+    for (int64_t h = h0; h < h1; h++) {
+        const int64_t g = h / hpg;
+        if (g != g_done) {                   // CB[t][s] = C_t . B_s for every chunk
+            for (int64_t c0 = 0; c0 < len; c0 += chunk) {
+                const int64_t Lc = TG_MIN(chunk, len - c0), tc = t0 + c0;
+                if (Lc < L) memset(BT, 0, ds * L * 4);
+                tg_transpose((const float *)at(B, 0, g, tc, 0), ldb, BT, L, Lc, ds);
+                tg_gemm(Lc, L, ds, (const float *)at(C, 0, g, tc, 0), ldc, BT, L, CBs + c0 / chunk * L * L, L);
             }
-            const float a = *(const float *)(A->data + h * A->nb[1]);
-            const float dh = D ? *(const float *)(D->data + h * D->nb[0]) : 0.0f;
+            g_done = g;
+        }
+        const float a = *(const float *)(A->data + h * A->nb[1]);
+        const float dh = D ? *(const float *)(D->data + h * D->nb[0]) : 0.0f;
+        float *state = (float *)(st->data + slot * st->nb[3] + h * st->nb[2]);   // [hd][ds]
+        tg_transpose(state, ds, S, hd, hd, ds);
+        for (int64_t c0 = 0; c0 < len; c0 += chunk) {
+            const int64_t Lc = TG_MIN(chunk, len - c0), tc = t0 + c0;
+            const float *CB = CBs + c0 / chunk * L * L;
+            for (int64_t t = 0; t < Lc; t++) dtv[t] = *(const float *)at(dt, h, tc + t, 0, 0);
+            int64_t t8 = 0;
+#ifdef TG_AVX2
+            if (TG_USE_SIMD)
+                for (; t8 + 8 <= Lc; t8 += 8) _mm256_storeu_ps(dtv + t8, tg_softplus256(_mm256_loadu_ps(dtv + t8)));
+#endif
+            for (; t8 < Lc; t8++) dtv[t8] = tg_softplus_f32(dtv[t8]);
             double acc = 0.0;
             for (int64_t t = 0; t < Lc; t++) {
-                dtv[t] = tg_softplus_f32(*(const float *)at(dt, h, tc + t, 0, 0));
                 acc += (double)dtv[t] * a;
                 cs[t] = acc;
             }
@@ -1163,41 +1272,56 @@ static void tg_ssd_heads(const tg_params *p, const tg_tensor *dst, int64_t slot,
             tg_exp_row(ecs, Lc);
             tg_exp_row(w, Lc);
             for (int64_t t = 0; t < Lc; t++) w[t] *= dtv[t];
-            for (int64_t t = Lc; t < L; t++) ecs[t] = w[t] = 0.0f;
-            // MT[s][t] = exp(cs_t - cs_s) dt_s CB[s][t] for s <= t < Lc, else 0
-            for (int64_t s = 0; s < Lc; s++) {
-                float *m = MT + s * L;
-                const float *cb = CB + s * L;
-                const double css = cs[s];
-                int64_t t = s;
+            // M[t][s] = exp(cs_t - cs_s) dt_s CB[t][s] for s <= t, + D on the diagonal, 0 after
+            int64_t t = 0;
 #ifdef TG_AVX2
-                if (TG_USE_SIMD) {
-                    const __m256d vs = _mm256_set1_pd(css);
-                    for (; t + 4 <= Lc; t += 4)
-                        _mm_storeu_ps(m + t, _mm256_cvtpd_ps(_mm256_sub_pd(_mm256_loadu_pd(cs + t), vs)));
+            if (TG_USE_SIMD) {    // whole rows of 8 exps; the lanes past t are masked to 0
+                const int64_t L8 = (Lc + 7) / 8 * 8;  // whatever they hold (inf, nan, stale)
+                for (; t < Lc; t++) {
+                    float *m = M + t * L;
+                    const float *cb = CB + t * L;
+                    const __m256d vt = _mm256_set1_pd(cs[t]);
+                    const __m256 vti = _mm256_set1_ps((float)t);
+                    for (int64_t s = 0; s < L8; s += 8) {
+                        const __m128 lo = _mm256_cvtpd_ps(_mm256_sub_pd(vt, _mm256_loadu_pd(cs + s)));
+                        const __m128 hi = _mm256_cvtpd_ps(_mm256_sub_pd(vt, _mm256_loadu_pd(cs + s + 4)));
+                        const __m256 e = tg_exp256(_mm256_insertf128_ps(_mm256_castps128_ps256(lo), hi, 1));
+                        const __m256 si = _mm256_add_ps(_mm256_set1_ps((float)s), _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7));
+                        const __m256 v = _mm256_mul_ps(e, _mm256_mul_ps(_mm256_loadu_ps(dtv + s), _mm256_loadu_ps(cb + s)));
+                        _mm256_storeu_ps(m + s, _mm256_and_ps(v, _mm256_cmp_ps(si, vti, _CMP_LE_OQ)));
+                    }
+                    m[t] += dh;
                 }
-#endif
-                for (; t < Lc; t++) m[t] = (float)(cs[t] - css);
-                tg_exp_row(m + s, Lc - s);
-                const float dts = dtv[s];
-                for (t = 0; t < s; t++) m[t] = 0.0f;
-                for (t = s; t < Lc; t++) m[t] *= dts * cb[t];
-                for (t = Lc; t < L; t++) m[t] = 0.0f;
             }
-            // XT[p][t] = x_t[p] (zero past Lc), XwT = XT * w
-            if (Lc < L) memset(XT, 0, hd * L * 4);
-            tg_transpose((const float *)at(x, 0, h, tc, 0), ldx, XT, L, Lc, hd);
-            for (int64_t pi = 0; pi < hd; pi++)
-                for (int64_t t = 0; t < L; t++) XwT[pi * L + t] = XT[pi * L + t] * w[t];
-            float *state = (float *)(st->data + slot * st->nb[3] + h * st->nb[2]);   // [hd][ds]
-            tg_gemm(hd, L, ds, state, ds, CT, L, 0.0f, YT, L, 0);       // C_t . h0
-            for (int64_t pi = 0; pi < hd; pi++)
-                for (int64_t t = 0; t < L; t++)
-                    YT[pi * L + t] = YT[pi * L + t] * ecs[t] + dh * XT[pi * L + t];
-            tg_gemm(hd, L, Lc, XT, L, MT, L, 1.0f, YT, L, 1);           // within the chunk
-            tg_gemm(hd, ds, Lc, XwT, L, BP, ds, (float)exp(last), state, ds, 0);   // next state
-            tg_transpose(YT, L, (float *)at(dst, 0, h, tc, 0), ldy, hd, Lc);
+#endif
+            for (; t < Lc; t++) {
+                float *m = M + t * L;
+                const float *cb = CB + t * L;
+                for (int64_t s = 0; s <= t; s++) m[s] = expf((float)(cs[t] - cs[s])) * (dtv[s] * cb[s]);
+                m[t] += dh;
+                for (int64_t s = t + 1; s < Lc; s++) m[s] = 0.0f;
+            }
+            // Xw[s][p] = w_s x_s[p]
+            const float *xc = (const float *)at(x, 0, h, tc, 0);
+            for (int64_t s = 0; s < Lc; s++)
+                for (int64_t pc = 0; pc < hd; pc++) Xw[s * hd + pc] = w[s] * xc[s * ldx + pc];
+            const float *Cc = (const float *)at(C, 0, g, tc, 0), *Bc = (const float *)at(B, 0, g, tc, 0);
+            float *yc = (float *)at(dst, 0, h, tc, 0);
+            const float decay = (float)exp(last);
+            int64_t pc = 0;
+#ifdef TG_AVX2
+            if (TG_USE_SIMD) {
+                for (; pc + 16 <= hd; pc += 16)
+                    tg_ssd_block(2, Lc, ds, Cc, ldc, Bc, ldb, ecs, M, L, xc + pc, ldx, Xw + pc, hd,
+                                 decay, S + pc, hd, yc + pc, ldy);
+                for (; pc + 8 <= hd; pc += 8)
+                    tg_ssd_block(1, Lc, ds, Cc, ldc, Bc, ldb, ecs, M, L, xc + pc, ldx, Xw + pc, hd,
+                                 decay, S + pc, hd, yc + pc, ldy);
+            }
+#endif
+            tg_ssd_columns(pc, hd, Lc, ds, Cc, ldc, Bc, ldb, ecs, M, L, xc, ldx, Xw, hd, decay, S, hd, yc, ldy);
         }
+        tg_transpose(S, hd, state, ds, ds, hd);
     }
 }
 
