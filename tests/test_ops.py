@@ -11,7 +11,7 @@ import pytest
 from tinyggml import ops
 from tinyggml.backend import Plan, set_simd, simd_compiled
 from tinyggml.graph import Graph
-from tinyggml.ops import OPS, Op
+from tinyggml.ops import OPS, Op, ShapeError
 from tinyggml.tensor import F16, F32, I32, INPUT, STATE, leaf
 
 THREADS = [1, 2, 3]
@@ -110,6 +110,50 @@ def test_rms_norm_strided_rows(simd):
     rng = np.random.default_rng(4)
     big = mk("big", rnd(rng, 5, 40))
     check_op(ops.rms_norm(ops.view(big, (17, 5), (4, 160), 12), 1e-5), 2)
+
+
+# The fused form: weight broadcast over rows (one per row group, as Mamba-2's ssm_norm) and a
+# gate read through a strided view (z inside the in_proj rows), against float64, and bit for
+# bit against the separate gate_silu -> rms_norm -> mul it replaces in the models (where rows
+# are whole vectors of 8; otherwise the SIMD silu and the scalar tail split the values
+# differently and the two agree to rounding).
+@pytest.mark.parametrize("ne0,groups,rows", [(1, 1, 1), (7, 1, 3), (16, 2, 5), (21, 3, 4), (64, 8, 2)])
+@pytest.mark.parametrize("nt", THREADS)
+def test_rms_norm_weight_gate(simd, ne0, groups, rows, nt):
+    rng = np.random.default_rng(ne0 * 7 + groups + rows)
+    a = mk("a", rnd(rng, rows, groups, ne0, scale=3))                   # {ne0, groups, rows}
+    w = mk("w", rnd(rng, groups, ne0))                                  # {ne0, groups}
+    w1 = mk("w1", rnd(rng, 1, ne0))                                     # {ne0, 1}: every row
+    zx = mk("zx", rnd(rng, rows, ne0 * groups + 5, scale=3))            # z inside wider rows
+    z = ops.view(zx, (ne0, groups, rows), (4, ne0 * 4, (ne0 * groups + 5) * 4), 4)
+    check_op(ops.rms_norm(a, 1e-5, w), nt)
+    check_op(ops.rms_norm(a, 1e-5, w1), nt)
+    check_op(ops.rms_norm(a, 1e-5, gate=z), nt)
+    fused = ops.rms_norm(a, 1e-5, w, gate=z)
+    check_op(fused, nt)
+    flat = ops.view(zx, (ne0 * groups, rows), (4, (ne0 * groups + 5) * 4), 4)
+    gated = ops.gate_silu(ops.reshape(a, ne0 * groups, rows), flat)
+    sep = ops.mul(ops.rms_norm(ops.reshape(gated, ne0, groups, rows), 1e-5), w)
+    g = Graph()
+    g.output(fused)
+    g.output(sep)
+    plan = Plan(g, max_threads=3)
+    plan.run(nt)
+    if ne0 % 8 == 0 or not simd:
+        np.testing.assert_array_equal(plan.numpy(fused), plan.numpy(sep))
+    else:
+        np.testing.assert_allclose(plan.numpy(fused), plan.numpy(sep), rtol=1e-6, atol=1e-7)
+
+
+def test_rms_norm_weight_gate_checked():
+    rng = np.random.default_rng(0)
+    a = mk("a", rnd(rng, 3, 8))
+    with pytest.raises(ShapeError, match="weight"):
+        ops.rms_norm(a, 1e-5, mk("w", rnd(rng, 1, 7)))
+    with pytest.raises(ShapeError, match="weight"):
+        ops.rms_norm(a, 1e-5, mk("w", rnd(rng, 2, 8)))                  # 3 rows, 2 weights
+    with pytest.raises(ShapeError, match="gate"):
+        ops.rms_norm(a, 1e-5, gate=mk("z", rnd(rng, 4, 8)))
 
 
 # ---- cpy / concat / views -------------------------------------------------------------------

@@ -182,9 +182,19 @@ def gate_silu(y: Tensor, z: Tensor) -> Tensor:
     return _new(F32, y.ne, Op.GATE_SILU, (y, z))
 
 
-def rms_norm(a: Tensor, eps: float) -> Tensor:
+def rms_norm(a: Tensor, eps: float, weight: Tensor | None = None, gate: Tensor | None = None) -> Tensor:
+    """Per row of ne0: g / sqrt(mean(g^2) + eps), g = a, or a * silu(gate) with a gate of a's
+    shape; times `weight` (broadcast over rows as mul's) when given. One pass for what would be
+    gate_silu, rms_norm and mul, with the same arithmetic."""
     _check(a.type == F32 and a.rows_contiguous(), "rms_norm: F32 with contiguous rows")
-    return _new(F32, a.ne, Op.RMS_NORM, (a,), (_f32_bits(eps),))
+    if weight is not None:
+        _check(weight.type == F32 and weight.rows_contiguous() and weight.ne[0] == a.ne[0]
+               and all(n % m == 0 for n, m in zip(a.ne, weight.ne)),
+               f"rms_norm: weight {weight.ne} does not broadcast over the rows of {a.ne}")
+    if gate is not None:
+        _check(gate.type == F32 and gate.rows_contiguous() and gate.ne == a.ne,
+               f"rms_norm: gate {gate.ne} is not {a.ne} (F32, contiguous rows)")
+    return _new(F32, a.ne, Op.RMS_NORM, (a, weight, gate), (_f32_bits(eps),))
 
 
 def concat(a: Tensor, b: Tensor, dim: int) -> Tensor:
@@ -262,8 +272,11 @@ def _ref_rows(a, b, f):
     return f(a, np.tile(b, reps))
 
 
-def _ref_rms_norm(t, a):
-    return a / np.sqrt(np.mean(a * a, axis=-1, keepdims=True) + _bits_f32(t.op_params[0]))
+def _ref_rms_norm(t, a, w=None, z=None):
+    if z is not None:
+        a = a * _silu(z)
+    out = a / np.sqrt(np.mean(a * a, axis=-1, keepdims=True) + _bits_f32(t.op_params[0]))
+    return out if w is None else _ref_rows(out, w, np.multiply)
 
 
 def _ref_ssm_conv(t, x, state, w, bias, info):

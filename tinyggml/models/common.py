@@ -42,15 +42,13 @@ def build_forward(w: dict, hp: HParams, tokens: Tensor, block, out_ids: Tensor |
     block's output {n_embd, n_t} (a ubatch whose logits nobody reads)."""
     cur = name(ops.get_rows(w["token_embd"], tokens), "inp_embd")     # {n_embd, n_t}
     for il in range(hp.n_layer):
-        x = name(ops.rms_norm(cur, hp.eps), "norm", il)
-        x = name(ops.mul(x, w[f"{il}.attn_norm"]), "attn_norm", il)
+        x = name(ops.rms_norm(cur, hp.eps, w[f"{il}.attn_norm"]), "attn_norm", il)
         x = block(x, il)                                                # {n_embd, n_t}
         cur = name(ops.add(x, cur), "l_out", il)
     if not head:
         return cur
     if out_ids is not None:
         cur = name(ops.get_rows(cur, out_ids), "out_rows")               # {n_embd, n_out}
-    cur = name(ops.rms_norm(cur, hp.eps), "norm")
-    cur = name(ops.mul(cur, w["output_norm"]), "result_norm")
+    cur = name(ops.rms_norm(cur, hp.eps, w["output_norm"]), "result_norm")
     # {n_embd, n_vocab} @ {n_embd, n_out} => {n_vocab, n_out}
     return name(ops.mul_mat(w["output"], cur), "result_output")

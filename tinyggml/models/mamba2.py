@@ -55,9 +55,10 @@ def build_block(w: dict, hp: HParams, conv_state: Tensor, ssm_state: Tensor, seq
     y = ops.ssm_scan(ssm_state, x, dt, w[f"{il}.ssm_a"], B, C, ops.reshape(w[f"{il}.ssm_d"], nh),
                      seq_info, algo=scan[0], chunk=scan[1])
     y = name(y, "ssm_scan", il)
-    y = name(ops.gate_silu(ops.reshape(y, di, n_t), z), "ssm_gate", il)  # y * silu(z)
-    # grouped RMS norm: {d_inner/n_group, n_group, n_t}
-    y = name(ops.rms_norm(ops.reshape(y, di // ng, ng, n_t), hp.eps), "ssm_gnorm", il)
-    y = name(ops.mul(y, w[f"{il}.ssm_norm"]), "ssm_norm", il)
+    # gated RMS norm per group of channels, rms_norm(y * silu(z)) * ssm_norm, in one pass:
+    # {d_inner/n_group, n_group, n_t}
+    zg = ops.view(zxbcdt, (di // ng, ng, n_t), (4, di // ng * 4, rs), 0)
+    y = name(ops.rms_norm(ops.reshape(y, di // ng, ng, n_t), hp.eps, w[f"{il}.ssm_norm"], gate=zg),
+             "ssm_norm", il)
     # {d_inner, n_embd} @ {d_inner, n_t} => {n_embd, n_t}
     return name(ops.mul_mat(w[f"{il}.ssm_out"], ops.reshape(y, di, n_t)), "ssm_out", il)

@@ -657,10 +657,15 @@ static inline void tg_unary_f32(const tg_params *p, tg_tensor *dst, int kind) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// rms_norm: dst row = src0 row / sqrt(mean(src0 row^2) + eps), eps = op_params[0] (f32 bits)
-// src0: {ne0, ...} F32 with nb0 == 4, dst: same shape, contiguous
+// rms_norm: dst row = g / sqrt(mean(g^2) + eps) (* w), eps = op_params[0] (f32 bits), where
+// g = src0 row (* silu(gate row)). The weight and the gate fuse the Mamba norms' neighbours
+// into one pass over the rows; the arithmetic is theirs in their order (bit for bit the
+// separate gate_silu, rms_norm and mul).
+// src0: {ne0, ...} F32 with nb0 == 4; src1: NULL or the weight {ne0, w1, w2, w3} F32 with
+// nb0 == 4, broadcast over rows as mul's; src2: NULL or the gate, src0's shape, nb0 == 4;
+// dst: same shape, contiguous
 static void tg_rms_norm_f32(const tg_params *p, tg_tensor *dst) {
-    const tg_tensor *src0 = dst->src[0];
+    const tg_tensor *src0 = dst->src[0], *wt = dst->src[1], *gz = dst->src[2];
     const float eps = tg_f32_param(dst, 0);
     const int64_t ne0 = src0->ne[0];
     const int64_t nr = src0->ne[1] * src0->ne[2] * src0->ne[3];
@@ -668,9 +673,21 @@ static void tg_rms_norm_f32(const tg_params *p, tg_tensor *dst) {
     for (int64_t ir = ir0; ir < ir1; ir++) {
         UNRAVEL(ir, src0->ne, i1, i2, i3);
         const float *x = (const float *)at(src0, 0, i1, i2, i3);
+        const float *z = gz ? (const float *)at(gz, 0, i1, i2, i3) : NULL;
+        const float *w = wt ? (const float *)at(wt, 0, i1 % wt->ne[1], i2 % wt->ne[2], i3 % wt->ne[3]) : NULL;
         float *d = (float *)at(dst, 0, i1, i2, i3);
         int64_t i = 0;
         double sum = 0.0;
+        if (z) {                   // d = x * silu(z) first, then normed in place
+#ifdef TG_AVX2
+            if (TG_USE_SIMD)
+                for (; i + 8 <= ne0; i += 8)
+                    _mm256_storeu_ps(d + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), tg_silu256(_mm256_loadu_ps(z + i))));
+#endif
+            for (; i < ne0; i++) d[i] = x[i] * tg_silu_f32(z[i]);
+            x = d;
+            i = 0;
+        }
 #ifdef TG_AVX2
         if (TG_USE_SIMD) {
             __m256 acc = _mm256_setzero_ps();
@@ -687,10 +704,14 @@ static void tg_rms_norm_f32(const tg_params *p, tg_tensor *dst) {
 #ifdef TG_AVX2
         if (TG_USE_SIMD) {
             const __m256 vs = _mm256_set1_ps(scale);
-            for (; i + 8 <= ne0; i += 8) _mm256_storeu_ps(d + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vs));
+            if (w)
+                for (; i + 8 <= ne0; i += 8)
+                    _mm256_storeu_ps(d + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vs), _mm256_loadu_ps(w + i)));
+            else
+                for (; i + 8 <= ne0; i += 8) _mm256_storeu_ps(d + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vs));
         }
 #endif
-        for (; i < ne0; i++) d[i] = x[i] * scale;
+        for (; i < ne0; i++) d[i] = w ? (x[i] * scale) * w[i] : x[i] * scale;
     }
 }
 
