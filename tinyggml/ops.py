@@ -348,7 +348,7 @@ def _scan_wsize(t):
         return recurrent * 4
     L = (t.op_params[1] + 7) // 8 * 8                     # chunk, padded to whole vectors
     n_chunks = -(-t.src[1].ne[2] // t.op_params[1])       # of the longest sequence: all tokens
-    chunked = ds * hd + ds * L + L * L + L * hd + 5 * L + n_chunks * L * L   # tg_ssd_heads, ops.c
+    chunked = -(-ds * hd // 8) * 8 + ds * L + L * L + L * hd + 5 * L + n_chunks * L * L   # tg_ssd_heads
     return max(recurrent, chunked) * 4 + 64
 
 

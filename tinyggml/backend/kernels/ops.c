@@ -1136,8 +1136,9 @@ static void tg_exp_row(float *v, int64_t n) {
 // of S run back to back (outputs, then the update), so the block stays in L1; the state stays
 // in L1/L2 for the whole sequence. CB[t][s] = C_t . B_s depends on the group only: made for
 // all chunks when a thread's heads enter a group.
-// Scratch (floats, L = chunk rounded up to 8): S [ds][hd], BT [ds][L], M [L][L], Xw [L][hd],
-// dtv, ecs, w [L], cs [L] doubles, then CB [chunks][L][L]: ops.py _scan_wsize.
+// Scratch (floats, L = chunk rounded up to 8): S [ds][hd] (rounded up to 8, so what follows
+// stays 32-byte aligned), BT [ds][L], M [L][L], Xw [L][hd], dtv, ecs, w [L], cs [L] doubles,
+// then CB [chunks][L][L]: ops.py _scan_wsize.
 #ifdef TG_AVX2
 // y rows t (mr <= 6) x 8 nv columns: exp(cs_t) (C_t . S) + M[t][:ks] x[:ks]
 static inline __attribute__((always_inline)) void tg_ssd_ytile(
@@ -1196,27 +1197,31 @@ static inline __attribute__((always_inline)) void tg_ssd_block(
         int nv, int64_t Lc, int64_t ds, const float *C, int64_t ldc, const float *Bn, int64_t ldb,
         const float *ecs, const float *M, int64_t ldm, const float *X, int64_t ldx,
         const float *Xw, int64_t ldw, float decay, float *S, int64_t lds, float *Y, int64_t ldy) {
+#define YTILE(mr, ks) tg_ssd_ytile(mr, nv, ds, C + t * ldc, ldc, S, lds, ecs + t, ks, M + t * ldm, ldm, \
+                                  X, ldx, Y + t * ldy, ldy)
+#define STILE(mr) tg_ssd_stile(mr, nv, Lc, Bn + n, ldb, Xw, ldw, decay, S + n * lds, lds)
     int64_t t = 0;
-    for (; t + 6 <= Lc; t += 6)
-        tg_ssd_ytile(6, nv, ds, C + t * ldc, ldc, S, lds, ecs + t, t + 6, M + t * ldm, ldm, X, ldx, Y + t * ldy, ldy);
+    for (; t + 6 <= Lc; t += 6) YTILE(6, t + 6);
     switch (Lc - t) {     // mr as a constant: the tile's registers stay registers
-        case 5: tg_ssd_ytile(5, nv, ds, C + t * ldc, ldc, S, lds, ecs + t, Lc, M + t * ldm, ldm, X, ldx, Y + t * ldy, ldy); break;
-        case 4: tg_ssd_ytile(4, nv, ds, C + t * ldc, ldc, S, lds, ecs + t, Lc, M + t * ldm, ldm, X, ldx, Y + t * ldy, ldy); break;
-        case 3: tg_ssd_ytile(3, nv, ds, C + t * ldc, ldc, S, lds, ecs + t, Lc, M + t * ldm, ldm, X, ldx, Y + t * ldy, ldy); break;
-        case 2: tg_ssd_ytile(2, nv, ds, C + t * ldc, ldc, S, lds, ecs + t, Lc, M + t * ldm, ldm, X, ldx, Y + t * ldy, ldy); break;
-        case 1: tg_ssd_ytile(1, nv, ds, C + t * ldc, ldc, S, lds, ecs + t, Lc, M + t * ldm, ldm, X, ldx, Y + t * ldy, ldy); break;
+        case 5: YTILE(5, Lc); break;
+        case 4: YTILE(4, Lc); break;
+        case 3: YTILE(3, Lc); break;
+        case 2: YTILE(2, Lc); break;
+        case 1: YTILE(1, Lc); break;
         default: break;
     }
     int64_t n = 0;
-    for (; n + 6 <= ds; n += 6) tg_ssd_stile(6, nv, Lc, Bn + n, ldb, Xw, ldw, decay, S + n * lds, lds);
+    for (; n + 6 <= ds; n += 6) STILE(6);
     switch (ds - n) {
-        case 5: tg_ssd_stile(5, nv, Lc, Bn + n, ldb, Xw, ldw, decay, S + n * lds, lds); break;
-        case 4: tg_ssd_stile(4, nv, Lc, Bn + n, ldb, Xw, ldw, decay, S + n * lds, lds); break;
-        case 3: tg_ssd_stile(3, nv, Lc, Bn + n, ldb, Xw, ldw, decay, S + n * lds, lds); break;
-        case 2: tg_ssd_stile(2, nv, Lc, Bn + n, ldb, Xw, ldw, decay, S + n * lds, lds); break;
-        case 1: tg_ssd_stile(1, nv, Lc, Bn + n, ldb, Xw, ldw, decay, S + n * lds, lds); break;
+        case 5: STILE(5); break;
+        case 4: STILE(4); break;
+        case 3: STILE(3); break;
+        case 2: STILE(2); break;
+        case 1: STILE(1); break;
         default: break;
     }
+#undef YTILE
+#undef STILE
 }
 #endif
 
@@ -1248,7 +1253,7 @@ static void tg_ssd_heads(const tg_params *p, const tg_tensor *dst, int64_t slot,
     const int64_t ds = st->ne[0], hd = st->ne[1], hpg = st->ne[2] / B->ne[1];
     const int64_t L = (dst->op_params[1] + 7) / 8 * 8, chunk = dst->op_params[1];
     float *S = (float *)(((uintptr_t)p->wdata + 63) & ~(uintptr_t)63);
-    float *BT = S + ds * hd, *M = BT + ds * L, *Xw = M + L * L;
+    float *BT = S + (ds * hd + 7) / 8 * 8, *M = BT + ds * L, *Xw = M + L * L;   // 32-byte blocks
     float *dtv = Xw + L * hd, *ecs = dtv + L, *w = ecs + L;
     double *cs = (double *)(w + L);
     float *CBs = (float *)(cs + L);                 // [chunk][t][s], this group's
