@@ -41,7 +41,8 @@ def build_block(w: dict, hp: HParams, conv_state: Tensor, ssm_state: Tensor, seq
     # {n_embd, d_inner + ch + n_head} @ {n_embd, n_t} => {d_inner + ch + n_head, n_t}
     zxbcdt = name(ops.mul_mat(w[f"{il}.ssm_in"], cur), "ssm_in", il)
     rs = zxbcdt.nb[1]
-    z = name(ops.view(zxbcdt, (di, n_t), (4, rs), 0), "z", il)                   # {d_inner, n_t}
+    # z per group of channels, as the gated norm reads it: {d_inner/n_group, n_group, n_t}
+    z = name(ops.view(zxbcdt, (di // ng, ng, n_t), (4, di // ng * 4, rs), 0), "z", il)
     xbc = name(ops.view(zxbcdt, (ch, n_t), (4, rs), di * 4), "xBC", il)          # {ch, n_t}
     dt = name(ops.view(zxbcdt, (nh, n_t), (4, rs), (di + ch) * 4), "dt", il)     # {n_head, n_t}
     # causal conv + bias + SiLU over x, B and C; conv state in place => {ch, n_t}
@@ -57,8 +58,7 @@ def build_block(w: dict, hp: HParams, conv_state: Tensor, ssm_state: Tensor, seq
     y = name(y, "ssm_scan", il)
     # gated RMS norm per group of channels, rms_norm(y * silu(z)) * ssm_norm, in one pass:
     # {d_inner/n_group, n_group, n_t}
-    zg = ops.view(zxbcdt, (di // ng, ng, n_t), (4, di // ng * 4, rs), 0)
-    y = name(ops.rms_norm(ops.reshape(y, di // ng, ng, n_t), hp.eps, w[f"{il}.ssm_norm"], gate=zg),
+    y = name(ops.rms_norm(ops.reshape(y, di // ng, ng, n_t), hp.eps, w[f"{il}.ssm_norm"], gate=z),
              "ssm_norm", il)
     # {d_inner, n_embd} @ {d_inner, n_t} => {n_embd, n_t}
     return name(ops.mul_mat(w[f"{il}.ssm_out"], ops.reshape(y, di, n_t)), "ssm_out", il)
