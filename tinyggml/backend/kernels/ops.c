@@ -1060,6 +1060,29 @@ static void tg_scan_head_recurrent(const tg_tensor *dst, float *state, int64_t t
 // ldc (the chunked scan's C_t . B_s): 6 rows x 16 (or 8) columns of C stay in registers
 // across k.
 #ifdef TG_AVX2
+// The register tile of the scan's small products: acc[r][v] (r < mr <= 6 rows, v < nv <= 2
+// vectors of 8 columns) += sum_{k < K} A[r * ar + k * ak] * B[k * ldb + 8 v], in k order.
+// A is addressed by a row and a k stride, so row-major (ak = 1) and column-major (ar = 1)
+// operands are read where they lie.
+static inline __attribute__((always_inline)) void tg_tile_fma(
+        int mr, int nv, int64_t K, const float *A, int64_t ar, int64_t ak, const float *B,
+        int64_t ldb, __m256 acc[6][2]) {
+    for (int64_t k = 0; k < K; k++) {
+        __m256 b[2];
+        for (int v = 0; v < nv; v++) b[v] = _mm256_loadu_ps(B + k * ldb + 8 * v);
+        for (int r = 0; r < mr; r++) {
+            const __m256 a = _mm256_broadcast_ss(A + r * ar + k * ak);
+            for (int v = 0; v < nv; v++) acc[r][v] = _mm256_fmadd_ps(a, b[v], acc[r][v]);
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void tg_tile_store(int mr, int nv, const __m256 acc[6][2],
+                                                                float *C, int64_t ldc) {
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < nv; v++) _mm256_storeu_ps(C + r * ldc + 8 * v, acc[r][v]);
+}
+
 // mr (<= 6) rows x 8 nv (1 or 2) columns of C in registers across k
 static inline __attribute__((always_inline)) void tg_gemm_tile(
         int mr, int nv, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
@@ -1067,16 +1090,8 @@ static inline __attribute__((always_inline)) void tg_gemm_tile(
     __m256 acc[6][2];
     for (int r = 0; r < mr; r++)
         for (int v = 0; v < nv; v++) acc[r][v] = _mm256_setzero_ps();
-    for (int64_t k = 0; k < K; k++) {
-        __m256 b[2];
-        for (int v = 0; v < nv; v++) b[v] = _mm256_loadu_ps(B + k * ldb + 8 * v);
-        for (int r = 0; r < mr; r++) {
-            const __m256 av = _mm256_broadcast_ss(A + r * lda + k);
-            for (int v = 0; v < nv; v++) acc[r][v] = _mm256_fmadd_ps(av, b[v], acc[r][v]);
-        }
-    }
-    for (int r = 0; r < mr; r++)
-        for (int v = 0; v < nv; v++) _mm256_storeu_ps(C + r * ldc + 8 * v, acc[r][v]);
+    tg_tile_fma(mr, nv, K, A, lda, 1, B, ldb, acc);
+    tg_tile_store(mr, nv, acc, C, ldc);
 }
 #endif
 
@@ -1148,28 +1163,13 @@ static inline __attribute__((always_inline)) void tg_ssd_ytile(
     __m256 acc[6][2];
     for (int r = 0; r < mr; r++)
         for (int v = 0; v < nv; v++) acc[r][v] = _mm256_setzero_ps();
-    for (int64_t n = 0; n < ds; n++) {
-        __m256 b[2];
-        for (int v = 0; v < nv; v++) b[v] = _mm256_loadu_ps(S + n * lds + 8 * v);
-        for (int r = 0; r < mr; r++) {
-            const __m256 a = _mm256_broadcast_ss(C + r * ldc + n);
-            for (int v = 0; v < nv; v++) acc[r][v] = _mm256_fmadd_ps(a, b[v], acc[r][v]);
-        }
-    }
+    tg_tile_fma(mr, nv, ds, C, ldc, 1, S, lds, acc);
     for (int r = 0; r < mr; r++) {
         const __m256 e = _mm256_broadcast_ss(ecs + r);
         for (int v = 0; v < nv; v++) acc[r][v] = _mm256_mul_ps(acc[r][v], e);
     }
-    for (int64_t s = 0; s < ks; s++) {
-        __m256 b[2];
-        for (int v = 0; v < nv; v++) b[v] = _mm256_loadu_ps(X + s * ldx + 8 * v);
-        for (int r = 0; r < mr; r++) {
-            const __m256 a = _mm256_broadcast_ss(M + r * ldm + s);
-            for (int v = 0; v < nv; v++) acc[r][v] = _mm256_fmadd_ps(a, b[v], acc[r][v]);
-        }
-    }
-    for (int r = 0; r < mr; r++)
-        for (int v = 0; v < nv; v++) _mm256_storeu_ps(Y + r * ldy + 8 * v, acc[r][v]);
+    tg_tile_fma(mr, nv, ks, M, ldm, 1, X, ldx, acc);
+    tg_tile_store(mr, nv, acc, Y, ldy);
 }
 
 // S rows n (mr <= 6) x 8 nv columns: decay S + sum_s B_s[n] Xw[s]
@@ -1180,16 +1180,8 @@ static inline __attribute__((always_inline)) void tg_ssd_stile(
     const __m256 vd = _mm256_set1_ps(decay);
     for (int r = 0; r < mr; r++)
         for (int v = 0; v < nv; v++) acc[r][v] = _mm256_mul_ps(vd, _mm256_loadu_ps(S + r * lds + 8 * v));
-    for (int64_t s = 0; s < Lc; s++) {
-        __m256 b[2];
-        for (int v = 0; v < nv; v++) b[v] = _mm256_loadu_ps(Xw + s * ldw + 8 * v);
-        for (int r = 0; r < mr; r++) {
-            const __m256 a = _mm256_broadcast_ss(Bn + s * ldb + r);
-            for (int v = 0; v < nv; v++) acc[r][v] = _mm256_fmadd_ps(a, b[v], acc[r][v]);
-        }
-    }
-    for (int r = 0; r < mr; r++)
-        for (int v = 0; v < nv; v++) _mm256_storeu_ps(S + r * lds + 8 * v, acc[r][v]);
+    tg_tile_fma(mr, nv, Lc, Bn, 1, ldb, Xw, ldw, acc);
+    tg_tile_store(mr, nv, acc, S, lds);
 }
 
 // one block of 8 nv columns: all output rows of the chunk, then all state rows
