@@ -1,4 +1,4 @@
-"""Open and validate a GGUF model (the `gguf` package's reader); typed hparams per arch.
+"""Open and validate a GGUF model (gguf_reader.GGUFReader); typed hparams per arch.
 
 Weights are numpy views of the reader's read-only memmap: zero-copy. Every problem with a file
 becomes a ModelLoadError naming the file and, where it applies, the key or tensor, and what was
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ModelLoadError
+from .gguf_reader import GGUFReader
 from .tensor import BF16, F16, F32, QUANTIZED, TYPE_NAME
 
 ARCHS = ("mamba", "mamba2")
@@ -63,32 +64,6 @@ class HParams:
         return self.n_layer * 4 * (a * b + c * d * e)
 
 
-def _reader_class():
-    """gguf.GGUFReader, parsing through a plain ndarray view of its memmap when it can.
-
-    The reader parses every vocabulary string eagerly with several slices each, and slicing an
-    np.memmap is slow (__array_finalize__ per slice): a 50k-token vocabulary takes ~2 s. The
-    same parse over a plain view of the same mapping takes about half that; the data returned
-    are views of the same mapped file either way (zero-copy). If a future gguf release changes
-    the private `_get` this relies on, the stock reader is used."""
-    import gguf
-    if not callable(getattr(gguf.GGUFReader, "_get", None)):
-        return gguf.GGUFReader
-
-    class Reader(gguf.GGUFReader):
-        def _get(self, *args, **kwargs):
-            mm = self.data
-            plain = self.__dict__.get("_plain")
-            if plain is None:
-                plain = self._plain = mm.view(np.ndarray)
-            self.data = plain
-            try:
-                return super()._get(*args, **kwargs)
-            finally:
-                self.data = mm
-    return Reader
-
-
 class GGUFModel:
     """A validated GGUF model file: `.arch`, `.hparams`, `.value(key)`, `.weight(name, ne)`."""
 
@@ -106,7 +81,7 @@ class GGUFModel:
         if magic != b"GGUF":
             raise ModelLoadError(f"{self.path}: not a GGUF file (magic {magic!r}, expected b'GGUF')")
         try:
-            self.reader = _reader_class()(self.path, "r")
+            self.reader = GGUFReader(self.path)
         except Exception as e:   # the reader fails in many ways on damaged files
             size = os.path.getsize(self.path)
             raise ModelLoadError(f"{self.path}: damaged or truncated GGUF ({size} bytes; "

@@ -139,15 +139,16 @@ class Tokenizer:
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def from_gguf(cls, path_or_reader) -> "Tokenizer":
-        """From a GGUF path, an open gguf.GGUFReader, or anything with a `.reader` (GGUFModel)."""
-        import gguf
+        """From a GGUF path, an open reader (gguf_reader.GGUFReader or gguf.GGUFReader), or
+        anything with a `.reader` (GGUFModel)."""
+        from .gguf_reader import GGUFReader
         reader = getattr(path_or_reader, "reader", path_or_reader)
         if isinstance(reader, (str, os.PathLike)):
             path = os.fspath(reader)
             if not os.path.isfile(path):
                 raise ModelLoadError(f"{path}: no such file")
             try:
-                reader = gguf.GGUFReader(path, "r")
+                reader = GGUFReader(path)
             except Exception as e:
                 raise ModelLoadError(f"{path}: not a readable GGUF file "
                                      f"({type(e).__name__}: {e})") from None
@@ -174,8 +175,14 @@ class Tokenizer:
     def _build_pieces(self) -> list:
         """llama.cpp token_to_piece(special=True, lstrip=0) for every id, as raw bytes."""
         decoder = _byte_decoder() if self.model == "gpt2" else None
+        if decoder is not None:       # symbol -> the byte as a latin-1 char: one translate per token
+            symbols = frozenset(decoder)
+            to_latin1 = {ord(c): b for c, b in decoder.items()}
         pieces = []
         for text, t in zip(self.tokens, self.types):
+            if t == NORMAL and decoder is not None and symbols.issuperset(text):
+                pieces.append(text.translate(to_latin1).encode("latin-1"))
+                continue
             if t in (CONTROL, UNKNOWN, USER_DEFINED):
                 piece = text.encode()
             elif t == BYTE:
