@@ -8,9 +8,12 @@ tokens of context). Each repetition runs tinyggml then llama.cpp back to back, s
 hits both; medians over the repetitions are compared. The memory-bandwidth roofline for tg is
 measured in the same run (a multi-threaded streaming read of a buffer larger than the caches,
 before each tg repetition too: the best of them, since a shared machine's bandwidth drifts):
-roofline t/s = bandwidth / (weight bytes read per token).
+roofline t/s = bandwidth / (weight bytes read per token). With --load R, also the time from
+opening the file to the first logits of a short prompt (tokenizer included), fresh objects,
+alternated, median of R (the file already in the page cache for both).
 
     python tools/bench_vs_llamacpp.py MODEL.gguf [MODEL2.gguf ...] [-t 2] [-p 512] [-n 128] [-r 5]
+                                      [--load 3]
 """
 from __future__ import annotations
 
@@ -51,6 +54,9 @@ class TinyGGML:
         import tinyggml
         self.m = tinyggml.Model(path, n_threads=n_threads)
 
+    def first_logits(self, text):
+        self.m.eval(self.m.tokenize(text), logits="last")
+
     def pp(self, toks):
         self.m.reset(0)
         t0 = time.perf_counter()
@@ -74,6 +80,9 @@ class LlamaCpp:
         from llama_cpp import Llama
         self.llm = Llama(model_path=str(path), n_threads=n_threads, n_threads_batch=n_threads,
                          n_ctx=n_ctx, n_batch=512, n_ubatch=512, logits_all=False, verbose=False)
+
+    def first_logits(self, text):
+        self.llm.eval(self.llm.tokenize(text.encode()))
 
     def pp(self, toks):
         self.llm.reset()
@@ -99,6 +108,8 @@ def main():
     ap.add_argument("-n", "--n-gen", type=int, default=128)
     ap.add_argument("-d", "--depth", type=int, default=0)
     ap.add_argument("-r", "--reps", type=int, default=5)
+    ap.add_argument("--load", type=int, default=0, metavar="R",
+                    help="also time open -> first logits, R alternated repetitions")
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args()
 
@@ -106,6 +117,24 @@ def main():
     print(f"read bandwidth ({a.threads} threads): {bw / 1e9:.1f} GB/s", flush=True)
     rows = []
     for path in a.models:
+        if a.load > 0:
+            secs = {"tinyggml": [], "llama.cpp": []}
+            for _ in range(a.load):
+                for name, make in (("tinyggml", lambda: TinyGGML(path, a.threads)),
+                                   ("llama.cpp", lambda: LlamaCpp(path, a.threads, n_ctx=64))):
+                    t0 = time.perf_counter()
+                    side = make()
+                    side.first_logits("Hello world")
+                    secs[name].append(time.perf_counter() - t0)
+                    del side
+            med = {k: statistics.median(v) for k, v in secs.items()}
+            rows.append(dict(model=os.path.basename(path), test="load", unit="s",
+                             tinyggml=med["tinyggml"], llamacpp=med["llama.cpp"],
+                             ratio=med["llama.cpp"] / med["tinyggml"],
+                             spread={k: (min(v), max(v)) for k, v in secs.items()}))
+            print(f"{rows[-1]['model']:<32s} {'load':<8s} tinyggml {med['tinyggml']:8.2f} s    "
+                  f"llama.cpp {med['llama.cpp']:8.2f} s    ratio {rows[-1]['ratio']:.2f}x "
+                  f"(open -> first logits; > 1: tinyggml faster)", flush=True)
         tg_side = TinyGGML(path, a.threads)
         n_vocab = tg_side.m.n_vocab
         peer = LlamaCpp(path, a.threads, n_ctx=max(a.n_prompt, a.depth + a.n_gen) + 16)
