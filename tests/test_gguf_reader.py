@@ -113,17 +113,17 @@ def read_error(tmp_path, data: bytes) -> str:
     return str(e.value)
 
 
-def test_every_truncation_of_the_metadata(tmp_path, sample):
-    end = GGUFReader_data_offset(tmp_path, sample) - 32     # the tables end in the last 32
-    for n in list(range(0, 64)) + list(range(64, end, 7)):
-        msg = read_error(tmp_path, sample[:n])
-        assert "file ends inside" in msg or "not a GGUF" in msg, (n, msg)
-
-
-def GGUFReader_data_offset(tmp_path, data):
+def data_offset_of(tmp_path, data):
     p = tmp_path / "ok.gguf"
     p.write_bytes(data)
     return GGUFReader(p).data_offset
+
+
+def test_every_truncation_of_the_metadata(tmp_path, sample):
+    end = data_offset_of(tmp_path, sample) - 32     # the tables end in the last 32
+    for n in list(range(0, 64)) + list(range(64, end, 7)):
+        msg = read_error(tmp_path, sample[:n])
+        assert "file ends inside" in msg or "not a GGUF" in msg, (n, msg)
 
 
 def test_truncated_tensor_data_has_no_view(tmp_path, sample):
