@@ -1137,6 +1137,16 @@ static void tg_exp_row(float *v, int64_t n) {
     for (; i < n; i++) v[i] = expf(v[i]);
 }
 
+// v[i] = softplus(v[i]), n values
+static void tg_softplus_row(float *v, int64_t n) {
+    int64_t i = 0;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD)
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(v + i, tg_softplus256(_mm256_loadu_ps(v + i)));
+#endif
+    for (; i < n; i++) v[i] = tg_softplus_f32(v[i]);
+}
+
 // Chunked scan (state-space duality, arXiv 2405.21060 sec. 6) for heads [h0, h1) of one
 // sequence, scalar A per head. For a chunk of Lc tokens, with a_t = softplus(dt_t) * A and
 // cs_t = a_0 + ... + a_t (in double, so exp(cs_t - cs_s) keeps float accuracy):
@@ -1271,12 +1281,7 @@ static void tg_ssd_heads(const tg_params *p, const tg_tensor *dst, int64_t slot,
             const int64_t Lc = TG_MIN(chunk, len - c0), tc = t0 + c0;
             const float *CB = CBs + c0 / chunk * L * L;
             for (int64_t t = 0; t < Lc; t++) dtv[t] = *(const float *)at(dt, h, tc + t, 0, 0);
-            int64_t t8 = 0;
-#ifdef TG_AVX2
-            if (TG_USE_SIMD)
-                for (; t8 + 8 <= Lc; t8 += 8) _mm256_storeu_ps(dtv + t8, tg_softplus256(_mm256_loadu_ps(dtv + t8)));
-#endif
-            for (; t8 < Lc; t8++) dtv[t8] = tg_softplus_f32(dtv[t8]);
+            tg_softplus_row(dtv, Lc);
             double acc = 0.0;
             for (int64_t t = 0; t < Lc; t++) {
                 acc += (double)dtv[t] * a;
