@@ -352,7 +352,7 @@ def test_op_table_complete():
 @pytest.mark.parametrize("wtype", [F32, F16])
 @pytest.mark.parametrize("nt", [1, 3])
 def test_mul_mat_k_blocked(simd, wtype, nt):
-    """Rows longer than 2048 times 256+ columns are multiplied in k blocks of 256 (ops.c
+    """Rows longer than 2048 times 256+ columns are multiplied in k blocks of 1024 (ops.c
     tg_mul_mat_panels): against float64, and bit for bit against the same columns in a batch
     of 255 (not blocked). K = 2085 leaves a last partial block, M = 37 a partial row panel,
     N = 263 a partial column tile."""

@@ -136,7 +136,7 @@ def test_quantized_batch_equals_column_by_column(simd, qt, int_gemm, monkeypatch
 @pytest.mark.parametrize("qt", [Q4_0, Q4_K, Q6_K, Q8_0], ids=lambda t: gguf.GGMLQuantizationType(t).name)
 def test_quantized_k_blocked(simd, qt, monkeypatch):
     """Quantized rows longer than 2048 times 256+ columns go through the float panels in k
-    blocks of 256 (each block of a row dequantized from its own offset): against the float64
+    blocks of 1024 (each block of a row dequantized from its own offset): against the float64
     product of the dequantized weights, and bit for bit against a batch of 255 (not blocked)."""
     monkeypatch.setattr(ops, "QUANT_INT_GEMM", False)
     rng = np.random.default_rng(qt + 7)

@@ -332,10 +332,10 @@ def _mm_wsize(t):
     if a.type in QUANTIZED and b.type == QACT:    # + integer panels (ops.c tg_mul_mat_qpanels)
         return 2 * 16 * 2 * a.ne[0] + 2 * 4 * a.ne[0] + unpacked + 64
     # batches: a packed panel of 16 rows, 16 widened rows, the activations packed by 6 columns
-    # (of one k block: rows longer than 2048 times 256+ columns go in blocks of 256), a partial
+    # (of one k block: rows longer than 2048 times 256+ columns go in blocks of 1024), a partial
     # panel's sums, the unpack scratch (ops.c tg_mul_mat_panels; the scalar path uses a panel
     # of 32 widened rows in the same space)
-    kc = 256 if a.ne[0] > 2048 and b.ne[1] >= 256 else a.ne[0]
+    kc = 1024 if a.ne[0] > 2048 and b.ne[1] >= 256 else a.ne[0]
     n_pad = -(-b.ne[1] // 6) * 6
     packed_b = n_pad * 4 * (kc + 16) if b.ne[1] > 1 else 0
     return 2 * 16 * 4 * a.ne[0] + packed_b + unpacked + 64

@@ -180,13 +180,16 @@ static inline void tg_panel_16x6(int64_t K, const float *Wp, const float *Bp,
 }
 
 // Long rows times wide batches are multiplied in k blocks of MM_KC: a panel's block (16 x
-// MM_KC floats, 16 KiB) stays in L1 across all the column tiles, and each thread's packed
-// activations are one block (N x MM_KC floats), where a whole panel of 16 x K floats (512 KiB
-// at K = 8192) streamed for every tile and the activations (16 MiB at K = 8192, N = 512) from
-// memory for every panel. The sums carry over between blocks through dst (stored and reloaded
-// exactly), so results equal the unblocked ones bit for bit. Measured (BENCHMARKS.md): +12%
-// pp512 on Mamba-Codestral-7B; no gain for K <= 2048, about even at N = 128.
-#define MM_KC 256
+// MM_KC floats, 64 KiB) stays in L2 across all the column tiles, and each thread's packed
+// activations are one block (N x MM_KC floats, 2 MiB at N = 512), where a whole panel of 16 x K
+// floats (512 KiB at K = 8192) streamed for every tile and the activations (16 MiB at K = 8192,
+// N = 512) from memory for every panel. The sums carry over between blocks through dst (stored
+// and reloaded exactly), so results equal the unblocked ones bit for bit. Each block restarts
+// every tile on sums reloaded from dst (cache misses), so blocks are long: 1024 measured 6-15%
+// faster than 256 (16 KiB panels in L1) on 2048 x 4096 and 4096 x 8192 (BENCHMARKS.md).
+// Measured: +12% pp512 on Mamba-Codestral-7B (blocks of 256 against none); no gain for K <=
+// 2048, about even at N = 128.
+#define MM_KC 1024
 #define MM_KBLOCK_MIN_K 2048   // K above this and N at least MM_KBLOCK_MIN_N are blocked
 #define MM_KBLOCK_MIN_N 256    // (ops.py _mm_wsize)
 
