@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tinyggml import ops
-from tinyggml.backend import Plan, set_simd, simd_compiled
+from tinyggml.backend import Plan, mm_kblock, set_simd, simd_compiled
 from tinyggml.graph import Graph
 from tinyggml.ops import OPS, Op, ShapeError
 from tinyggml.tensor import F16, F32, I32, INPUT, STATE, leaf
@@ -335,6 +335,13 @@ def test_ssm_scan_large_dt_softplus_threshold(simd):
     assert np.isfinite(out).all()
 
 
+def test_kblock_sizes_come_from_the_kernels():
+    """ops.py sizes the panels' scratch by the kernels' own k blocking (one source of truth)."""
+    assert ops.MM_KBLOCK == mm_kblock()
+    kc, min_k, min_n = ops.MM_KBLOCK
+    assert kc > 0 and kc % 256 == 0      # block boundaries fall on every type's block boundaries
+
+
 def test_op_table_complete():
     """Every op id has a table entry, a reference and a C kernel id (tg.h enum order)."""
     import re
@@ -358,6 +365,8 @@ def test_mul_mat_k_blocked(simd, wtype, nt):
     N = 263 a partial column tile."""
     rng = np.random.default_rng(5)
     K, M, N = 2085, 37, 263
+    kc, min_k, min_n = ops.MM_KBLOCK
+    assert (K > min_k and N >= min_n and K > kc) and not N - 8 >= min_n   # blocked; the batch of 255 not
     dt = np.float16 if wtype == F16 else np.float32
     a = mk("a", rnd(rng, M, K, dtype=dt), type=wtype)
     x = rnd(rng, N, K)

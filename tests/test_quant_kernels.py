@@ -141,6 +141,8 @@ def test_quantized_k_blocked(simd, qt, monkeypatch):
     monkeypatch.setattr(ops, "QUANT_INT_GEMM", False)
     rng = np.random.default_rng(qt + 7)
     K, M, N = 2304, 19, 260
+    kc, min_k, min_n = ops.MM_KBLOCK
+    assert (K > min_k and N >= min_n and K > kc) and not N - 5 >= min_n   # blocked; N - 5 not
     q = random_blocks(rng, qt, M, K)
     x = rng.standard_normal((N, K)).astype(np.float32)
     a = leaf(qt, (K, M), "w", INPUT, data=q)

@@ -126,6 +126,9 @@ QUANT_INT_GEMM = False
 # weights then take QACT_K activations (int16 split into int8 halves: vpmaddubsw on the raw
 # 6-bit weights, no widening; the output layer of Q4_0 / Q4_K files)
 QUANT_PANEL_MIN_COLS = 6
+# float panels: rows longer than MM_KBLOCK[1] times batches of MM_KBLOCK[2]+ columns are packed
+# in k blocks of MM_KBLOCK[0] (ops.c MM_KC); the backend sets it from the kernels at import
+MM_KBLOCK = (1024, 2048, 256)
 
 
 def get_rows(a: Tensor, ids: Tensor) -> Tensor:
@@ -332,10 +335,10 @@ def _mm_wsize(t):
     if a.type in QUANTIZED and b.type == QACT:    # + integer panels (ops.c tg_mul_mat_qpanels)
         return 2 * 16 * 2 * a.ne[0] + 2 * 4 * a.ne[0] + unpacked + 64
     # batches: a packed panel of 16 rows, 16 widened rows, the activations packed by 6 columns
-    # (of one k block: rows longer than 2048 times 256+ columns go in blocks of 1024), a partial
-    # panel's sums, the unpack scratch (ops.c tg_mul_mat_panels; the scalar path uses a panel
-    # of 32 widened rows in the same space)
-    kc = 1024 if a.ne[0] > 2048 and b.ne[1] >= 256 else a.ne[0]
+    # (of one k block, MM_KBLOCK), a partial panel's sums, the unpack scratch (ops.c
+    # tg_mul_mat_panels; the scalar path uses a panel of 32 widened rows in the same space)
+    kc_block, min_k, min_n = MM_KBLOCK
+    kc = kc_block if a.ne[0] > min_k and b.ne[1] >= min_n else a.ne[0]
     n_pad = -(-b.ne[1] // 6) * 6
     packed_b = n_pad * 4 * (kc + 16) if b.ne[1] > 1 else 0
     return 2 * 16 * 4 * a.ne[0] + packed_b + unpacked + 64

@@ -1,10 +1,10 @@
 """CPU backend: graphs compiled to C plans, run by OpenMP kernels (kernels/*.c)."""
 from .. import ops as _ops
-from ._backend import (Plan, int_gemm_compiled, measure_read_bandwidth, openmp_max_threads, set_simd,
-                       simd_compiled, simd_enabled)
+from ._backend import (Plan, int_gemm_compiled, measure_read_bandwidth, mm_kblock, openmp_max_threads,
+                       set_simd, simd_compiled, simd_enabled)
 
 __all__ = ["Plan", "set_simd", "simd_compiled", "simd_enabled", "int_gemm_compiled",
-           "openmp_max_threads", "measure_read_bandwidth", "describe"]
+           "openmp_max_threads", "measure_read_bandwidth", "mm_kblock", "describe"]
 
 import os as _os
 
@@ -13,6 +13,8 @@ import os as _os
 # (Zen 3, pp512 one process alternated: mamba2-130m Q4_0 547 -> 601, Q8_0 538 -> 599, mamba-130m
 # Q4_0 509 -> 558 t/s), so there it stays off: prompts multiply float activations.
 _ops.QUANT_INT_GEMM = int_gemm_compiled() == "AVX-512 VNNI"
+# the float panels' k blocking, from the kernels themselves: ops.py sizes their scratch by it
+_ops.MM_KBLOCK = mm_kblock()
 
 if _os.environ.get("TINYGGML_FORCE_SCALAR", "") not in ("", "0"):
     set_simd(False)

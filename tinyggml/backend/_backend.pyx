@@ -6,6 +6,7 @@ data pointers (external arrays for leafs, the arena for computed roots, root + o
 and keeps the list of nodes that compute. run(n_threads) is the whole per-step cost in Python.
 """
 from libc.stdlib cimport calloc, free
+from libc.stdint cimport int64_t
 from libc.string cimport memset
 
 import numpy as np
@@ -15,7 +16,7 @@ from ..ops import EMPTY_OPS, OPS, Op
 from ..tensor import as_numpy
 
 from .tg cimport (tg_tensor, tg_graph_compute, tg_simd_enabled, tg_simd_compiled,
-                 tg_int_gemm_compiled, tg_max_threads,
+                 tg_int_gemm_compiled, tg_max_threads, tg_mm_kblock,
                  tg_read_bandwidth, tg_time_now)
 
 
@@ -29,6 +30,14 @@ def int_gemm_compiled():
     integer panels: "AVX-512 VNNI", "AVX2", or "" (none: the portable build). Whether batches
     use it is ops.QUANT_INT_GEMM (the package turns it on with AVX-512 VNNI only)."""
     return {2: "AVX-512 VNNI", 1: "AVX2"}.get(tg_int_gemm_compiled(), "")
+
+
+def mm_kblock():
+    """(KC, min K, min N) of the float panels: rows longer than min K times batches of at
+    least min N columns are multiplied in k blocks of KC (kernels/ops.c)."""
+    cdef int64_t out[3]
+    tg_mm_kblock(out)
+    return int(out[0]), int(out[1]), int(out[2])
 
 
 def set_simd(bint enabled):
@@ -153,7 +162,7 @@ cdef class Plan:
         with nogil:
             t0 = tg_time_now()
             tg_graph_compute(self.nodes, self.n_nodes, n_threads, w, self.wsize, e)
-        starts = np.concatenate([[t0], ends[:-1]])
+        starts = np.concatenate([[t0], ends[:len(ends) - 1]])
         compute = [t for t in self.graph.nodes if t.op not in EMPTY_OPS]
         return list(zip(compute, (ends[:self.n_nodes] - starts[:self.n_nodes]).tolist()))
 

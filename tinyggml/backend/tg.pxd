@@ -18,6 +18,7 @@ cdef extern from "tg.h" nogil:
     int tg_simd_enabled
     int tg_simd_compiled()
     int tg_int_gemm_compiled()
+    void tg_mm_kblock(int64_t out[3])
     int tg_max_threads()
     double tg_read_bandwidth(const float *buf, int64_t n, int n_threads, int reps, float *sink)
     void tg_graph_compute(tg_tensor **nodes, int n_nodes, int n_threads, char *wdata, size_t wsize,

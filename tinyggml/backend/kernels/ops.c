@@ -178,6 +178,7 @@ static inline void tg_panel_16x6(int64_t K, const float *Wp, const float *Bp,
         _mm256_storeu_ps(d[j] + 8, c[j][1]);
     }
 }
+#endif
 
 // Long rows times wide batches are multiplied in k blocks of MM_KC: a panel's block (16 x
 // MM_KC floats, 64 KiB) stays in L2 across all the column tiles, and each thread's packed
@@ -188,10 +189,20 @@ static inline void tg_panel_16x6(int64_t K, const float *Wp, const float *Bp,
 // every tile on sums reloaded from dst (cache misses), so blocks are long: 1024 measured 6-15%
 // faster than 256 (16 KiB panels in L1) on 2048 x 4096 and 4096 x 8192 (BENCHMARKS.md).
 // Measured: +12% pp512 on Mamba-Codestral-7B (blocks of 256 against none); no gain for K <=
-// 2048, about even at N = 128.
+// 2048; under 256 columns blocks of 1024 measured slower (2048 x 4096 x 128 Q4_0: 115-117
+// against 129-132 GFLOP/s unblocked), as 256 was about even at 128.
 #define MM_KC 1024
 #define MM_KBLOCK_MIN_K 2048   // K above this and N at least MM_KBLOCK_MIN_N are blocked
-#define MM_KBLOCK_MIN_N 256    // (ops.py _mm_wsize)
+#define MM_KBLOCK_MIN_N 256
+
+// the blocking above, for the scratch sizes ops.py computes (ops.MM_KBLOCK, set at import)
+void tg_mm_kblock(int64_t out[3]) {
+    out[0] = MM_KC;
+    out[1] = MM_KBLOCK_MIN_K;
+    out[2] = MM_KBLOCK_MIN_N;
+}
+
+#ifdef TG_AVX2
 
 // rows [ir0, ir1) of dst for every column; scratch: Wp 16*KC floats (64-byte aligned), rows
 // 16*KC floats, Bp (N rounded up to 6)*KC floats, Cp (N rounded up to 6)*16 floats (a last

@@ -73,6 +73,7 @@ typedef struct tg_params {
 extern int tg_simd_enabled;
 int tg_simd_compiled(void);   // 1 when built with AVX2+FMA+F16C
 int tg_int_gemm_compiled(void);   // batched quantized mul_mat on integer panels: 2 VNNI, 1 AVX2, 0 none
+void tg_mm_kblock(int64_t out[3]);   // float panels' k blocks: MM_KC, MM_KBLOCK_MIN_K, MM_KBLOCK_MIN_N
 
 void tg_compute_forward(const tg_params *p, tg_tensor *dst);
 // times: NULL, or n_nodes doubles that receive each node's end time (profiling)
