@@ -133,6 +133,23 @@ def test_quantized_batch_equals_column_by_column(simd, qt, int_gemm, monkeypatch
     np.testing.assert_array_equal(shifted, whole[1:])     # other tiles, other threads: bit for bit
 
 
+@pytest.mark.parametrize("K", [512, 608])          # 8-block groups only / a tail of 3 blocks
+@pytest.mark.parametrize("N", [2, 7, 11])
+def test_q4_0_column_pairs_equal_single_columns(simd, K, N):
+    """Small Q4_0 batches dot two columns per pass over a row (ops.c QDOT2_MAX_N): every column
+    equals that column alone (the decode dot) bit for bit, whatever its partner."""
+    rng = np.random.default_rng(K + N)
+    M = 21
+    q = random_blocks(rng, Q4_0, M, K)
+    x = rng.standard_normal((N, K)).astype(np.float32)
+    a = leaf(Q4_0, (K, M), "w", INPUT, data=q)
+    whole, ref = run(ops.mul_mat(a, leaf(F32, (K, N), "x", INPUT, data=x)), 2)
+    np.testing.assert_allclose(whole, ref, atol=2e-5 * np.abs(ref).max(), rtol=0)
+    for n in range(N):
+        one, _ = run(ops.mul_mat(a, leaf(F32, (K, 1), "x1", INPUT, data=x[n:n + 1].copy())), 1)
+        np.testing.assert_array_equal(one.reshape(-1), whole[n])
+
+
 @pytest.mark.parametrize("qt", [Q4_0, Q4_K, Q6_K, Q8_0], ids=lambda t: gguf.GGMLQuantizationType(t).name)
 def test_quantized_k_blocked(simd, qt, monkeypatch):
     """Quantized rows longer than 2048 times 256+ columns go through the float panels in k

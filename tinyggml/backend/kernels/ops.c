@@ -435,6 +435,11 @@ static void tg_mul_mat_qpanels(const tg_params *p, tg_tensor *dst, int64_t ir0, 
 }
 #endif
 
+// Q4_0 batches under this many columns take the fused dots two columns at a time instead of the
+// integer panels (no packing): 3352 x 768, 2 threads, alternated builds, GFLOP/s: N = 2 55-61
+// vs 50-51 (one column at a time), 4: 64-71 vs 54, 6: 63-64 vs 42-45, 8: 61-62 vs 50-55 (panels),
+// 12: 59-61 vs 63-73 (BENCHMARKS.md)
+#define QDOT2_MAX_N 12
 // quantized weights: src0 {K, M} quantized rows, src1 {K, N, ne12, ne13} QACT rows (QACT_K
 // for Q6_K weights and N < MM_NR; one QUANTIZE node made them), dst {M, N, ne12, ne13}. Each
 // weight row is unpacked once into scratch (K int8 + K/16 scales + K/16 mins) and dotted with
@@ -456,8 +461,10 @@ static void tg_mul_mat_q(const tg_params *p, tg_tensor *dst) {
     if (TG_USE_SIMD && src0->type == TG_TYPE_Q4_K) fused = tg_dot_q4_k_qact;
     if (TG_USE_SIMD && src0->type == TG_TYPE_Q6_K && !split) fused = tg_dot_q6_k_qact;
 #endif
+    // Q4_0 columns in pairs: each row's blocks widen once for two columns
+    const int pairs = TG_USE_SIMD && src0->type == TG_TYPE_Q4_0 && !split && N < QDOT2_MAX_N;
 #ifdef TG_AVX2
-    if (TG_USE_SIMD && N >= MM_NR && !split) {   // batches: integer panels, whole 16-row panels per thread
+    if (TG_USE_SIMD && N >= MM_NR && !split && !pairs) {   // batches: integer panels, whole 16-row panels per thread
         const int64_t dr = ((M + p->nth - 1) / p->nth + MM_MR - 1) / MM_MR * MM_MR;
         const int64_t ir0 = TG_MIN(dr * p->ith, M), ir1 = TG_MIN(ir0 + dr, M);
         tg_mul_mat_qpanels(p, dst, ir0, ir1);
@@ -470,7 +477,15 @@ static void tg_mul_mat_q(const tg_params *p, tg_tensor *dst) {
         for (int64_t m = ir0; m < ir1; m++) {
             const char *row = at(src0, 0, m, i12 / r2, i13 / r3);
             if (fused) {
-                for (int64_t n = 0; n < N; n++)
+                int64_t n = 0;
+                for (; pairs && n + 2 <= N; n += 2) {
+                    float o[2];
+                    tg_dot2_q4_0_qact(K, row, (const uint8_t *)at(src1, 0, n, i12, i13),
+                                      (const uint8_t *)at(src1, 0, n + 1, i12, i13), o);
+                    *(float *)at(dst, m, n, i12, i13) = o[0];
+                    *(float *)at(dst, m, n + 1, i12, i13) = o[1];
+                }
+                for (; n < N; n++)
                     *(float *)at(dst, m, n, i12, i13) =
                         fused(K, row, (const uint8_t *)at(src1, 0, n, i12, i13));
                 continue;

@@ -530,6 +530,72 @@ float tg_dot_q4_0_qact(int64_t K, const void *row, const uint8_t *act) {
     return sum;
 }
 
+// Q4_0 row x two QACT rows (two columns of a small batch): each block's nibbles widen once for
+// both columns. Each column's sum is computed exactly as tg_dot_q4_0_qact computes it (same
+// operations in the same order), so a column's result does not depend on its partner.
+void tg_dot2_q4_0_qact(int64_t K, const void *row, const uint8_t *act0, const uint8_t *act1, float out[2]) {
+    const uint8_t *b = (const uint8_t *)row;
+    int64_t c = 0;
+    float sum[2] = {0.0f, 0.0f};
+#ifdef TG_AVX2
+    if (TG_USE_SIMD) {
+        const int16_t *q0 = (const int16_t *)act0, *q1 = (const int16_t *)act1;
+        const float *d0 = (const float *)(act0 + 2 * K), *d1 = (const float *)(act1 + 2 * K);
+        const float *ds0 = d0 + K / 32, *ds1 = d1 + K / 32;
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        const __m256i m4 = _mm256_set1_epi16(0x0F);
+        for (; c + 8 <= K / 32; c += 8, b += 8 * 18) {
+            _mm_prefetch((const char *)(b + 1024), _MM_HINT_NTA);
+            _mm_prefetch((const char *)(b + 1088), _MM_HINT_NTA);
+            _mm_prefetch((const char *)(b + 1152), _MM_HINT_NTA);
+            __m128i s0[2], s1[2];
+            for (int h = 0; h < 2; h++) {
+                __m256i p0[4], p1[4];
+                for (int j = 0; j < 4; j++) {
+                    const uint8_t *bj = b + 18 * (4 * h + j);
+                    const __m256i x = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(bj + 2)));
+                    const __m256i lo = _mm256_and_si256(x, m4), hi = _mm256_srli_epi16(x, 4);
+                    const __m256i *a = (const __m256i *)(q0 + 32 * (c + 4 * h + j));
+                    const __m256i *e = (const __m256i *)(q1 + 32 * (c + 4 * h + j));
+                    p0[j] = dp16(_mm256_madd_epi16(lo, _mm256_loadu_si256(a)), hi, _mm256_loadu_si256(a + 1));
+                    p1[j] = dp16(_mm256_madd_epi16(lo, _mm256_loadu_si256(e)), hi, _mm256_loadu_si256(e + 1));
+                }
+                s0[h] = hsum4x8_epi32(p0);
+                s1[h] = hsum4x8_epi32(p1);
+            }
+            uint16_t hw[8];
+            for (int j = 0; j < 8; j++) memcpy(&hw[j], b + 18 * j, 2);
+            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)hw));
+            const __m256 qsum0 = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(
+                _mm256_hadd_ps(_mm256_loadu_ps(ds0 + 2 * c), _mm256_loadu_ps(ds0 + 2 * c + 8))), 0xD8));
+            const __m256 qsum1 = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(
+                _mm256_hadd_ps(_mm256_loadu_ps(ds1 + 2 * c), _mm256_loadu_ps(ds1 + 2 * c + 8))), 0xD8));
+            const __m256 blk0 = _mm256_fnmadd_ps(_mm256_set1_ps(8.0f), qsum0,
+                _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_set_m128i(s0[1], s0[0])), _mm256_loadu_ps(d0 + c)));
+            const __m256 blk1 = _mm256_fnmadd_ps(_mm256_set1_ps(8.0f), qsum1,
+                _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_set_m128i(s1[1], s1[0])), _mm256_loadu_ps(d1 + c)));
+            acc0 = _mm256_fmadd_ps(blk0, dw, acc0);
+            acc1 = _mm256_fmadd_ps(blk1, dw, acc1);
+        }
+        sum[0] = tg_hsum256(acc0);
+        sum[1] = tg_hsum256(acc1);
+    }
+#endif
+    const uint8_t *acts[2] = {act0, act1};
+    for (int col = 0; col < 2; col++) {        // the blocks past the last group of 8, as one column does
+        const int16_t *q = (const int16_t *)acts[col];
+        const float *d = (const float *)(acts[col] + 2 * K);
+        const uint8_t *bb = b;
+        for (int64_t cc = c; cc < K / 32; cc++, bb += 18) {
+            int s = 0;
+            for (int j = 0; j < 16; j++)
+                s += ((bb[2 + j] & 0xF) - 8) * q[cc * 32 + j] + ((bb[2 + j] >> 4) - 8) * q[cc * 32 + j + 16];
+            sum[col] += (float)s * (f16(bb) * d[cc]);
+        }
+        out[col] = sum[col];
+    }
+}
+
 // Q8_0 row x QACT row
 float tg_dot_q8_0_qact(int64_t K, const void *row, const uint8_t *act) {
     const uint8_t *b = (const uint8_t *)row;
