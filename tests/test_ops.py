@@ -378,6 +378,22 @@ def test_mul_mat_k_blocked(simd, wtype, nt):
     np.testing.assert_array_equal(plan.numpy(out), blocked[8:])
 
 
+@pytest.mark.parametrize("K", [64, 77])                 # 8-lane steps only / a scalar tail
+@pytest.mark.parametrize("N", [2, 5, 9])
+def test_mul_mat_small_f16_batches(simd, K, N):
+    """F16 batches of 2-9 columns take 2 x 4 tiles on rows read in place (ops.c
+    tg_mul_mat_small_f16): against float64, the same for 1 and 3 threads bit for bit, and every
+    column bit for bit what it is in the batch shifted by one (other partners, other tiles)."""
+    rng = np.random.default_rng(K * 100 + N)
+    a = mk("a", rnd(rng, 21, K, dtype=np.float16), type=F16)
+    x = rnd(rng, N + 1, K)
+    one = check_op(ops.mul_mat(a, mk("b", x[:N].copy())), 1, atol=1e-4, rtol=1e-4).copy()
+    three = check_op(ops.mul_mat(a, mk("b", x[:N].copy())), 3, atol=1e-4, rtol=1e-4)
+    np.testing.assert_array_equal(three, one)
+    shifted = check_op(ops.mul_mat(a, mk("b", x[1:].copy())), 2, atol=1e-4, rtol=1e-4)
+    np.testing.assert_array_equal(shifted[:N - 1], one[1:])
+
+
 @pytest.mark.parametrize("wtype", [F32, F16])
 def test_mul_mat_batched_equals_column_by_column(simd, wtype):
     """The batched path (4x3 tiles) and the decode path (one column, row by row) agree to float

@@ -516,6 +516,60 @@ static inline void tg_dot4x3_f32(int64_t K, const float *const a[4], const float
     for (int r = 0; r < 4; r++) { d0[r] = s[0][r]; d1[r] = s[1][r]; d2[r] = s[2][r]; }
 }
 
+#ifdef TG_AVX2
+// Small batches of F16 rows (2 .. MM_SMALL_N - 1 columns): 2 rows x 4 columns per pass, the
+// rows read in place and widened in registers, 8 accumulators of 8 lanes. The packed panels
+// below pay a widening and pack of 16 rows per panel that so few columns do not repay. 2
+// threads, alternated builds, GFLOP/s, 3352 x 768 (in L3): N = 2 14-17 -> 33-34, 4 35-36 ->
+// 76-82, 8 47-51 -> 67-70; 33520 x 768 (from memory, as in a model): N = 2 12-14 -> 13-20, 4
+// 21-25 -> 28-30, 8 41-42 -> 46-56, 12 57-68 -> 46-47 (BENCHMARKS.md). F32 rows measured slower
+// here than on the panels (which read them in place too), so they stay there. Each output is
+// one 8-lane sum over k then a horizontal sum and a scalar tail, whatever rows and columns it
+// is grouped with (a last odd row or partial column group repeats its last one), so results do
+// not depend on the tiling.
+#define MM_SMALL_N 10
+
+static void tg_mul_mat_small_f16(const tg_params *p, tg_tensor *dst) {
+    const tg_tensor *src0 = dst->src[0], *src1 = dst->src[1];
+    const int64_t K = src0->ne[0], M = src0->ne[1], N = src1->ne[1];
+    const int64_t r2 = src1->ne[2] / src0->ne[2], r3 = src1->ne[3] / src0->ne[3];
+    const int64_t dr = ((M + p->nth - 1) / p->nth + 1) / 2 * 2;   // whole row pairs per thread
+    const int64_t ir0 = TG_MIN(dr * p->ith, M), ir1 = TG_MIN(ir0 + dr, M);
+    for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
+    for (int64_t i12 = 0; i12 < src1->ne[2]; i12++)
+    for (int64_t m = ir0; m < ir1; m += 2) {
+        const tg_fp16_t *w[2] = {(const tg_fp16_t *)at(src0, 0, m, i12 / r2, i13 / r3),
+                                 (const tg_fp16_t *)at(src0, 0, TG_MIN(m + 1, ir1 - 1), i12 / r2, i13 / r3)};
+        for (int64_t n0 = 0; n0 < N; n0 += 4) {
+            const float *b[4];
+            for (int j = 0; j < 4; j++) b[j] = (const float *)at(src1, 0, TG_MIN(n0 + j, N - 1), i12, i13);
+            __m256 c[2][4];
+            for (int r = 0; r < 2; r++)
+                for (int j = 0; j < 4; j++) c[r][j] = _mm256_setzero_ps();
+            int64_t k = 0;
+            for (; k + 8 <= K; k += 8) {
+                if ((k & 31) == 0) {          // the rows stream from memory: 1 KiB ahead
+                    _mm_prefetch((const char *)(w[0] + k) + 1024, _MM_HINT_T0);
+                    _mm_prefetch((const char *)(w[1] + k) + 1024, _MM_HINT_T0);
+                }
+                const __m256 w0 = tg_load_f16x8(w[0] + k), w1 = tg_load_f16x8(w[1] + k);
+                for (int j = 0; j < 4; j++) {
+                    const __m256 bj = _mm256_loadu_ps(b[j] + k);
+                    c[0][j] = _mm256_fmadd_ps(w0, bj, c[0][j]);
+                    c[1][j] = _mm256_fmadd_ps(w1, bj, c[1][j]);
+                }
+            }
+            for (int r = 0; r < 2 && m + r < ir1; r++)
+                for (int j = 0; j < 4 && n0 + j < N; j++) {
+                    float s = tg_hsum256(c[r][j]);
+                    for (int64_t kk = k; kk < K; kk++) s += tg_fp16_to_fp32(w[r][kk]) * b[j][kk];
+                    *(float *)at(dst, m + r, n0 + j, i12, i13) = s;
+                }
+        }
+    }
+}
+#endif
+
 #define MM_NB 64   // activation columns per block: K*64 floats stay in L2 across weight rows
 #define MM_MB 32   // weight rows per panel: non-F32 rows are widened once, into MM_MB*K floats
 
@@ -536,6 +590,10 @@ static void tg_mul_mat_f32(const tg_params *p, tg_tensor *dst) {
     float *usc = (float *)(p->wdata + MM_MB * 4 * K + K), *umn = usc + K / 16;
 
 #ifdef TG_AVX2
+    if (TG_USE_SIMD && N > 1 && N < MM_SMALL_N && is_f16) {
+        tg_mul_mat_small_f16(p, dst);
+        return;
+    }
     if (TG_USE_SIMD && N > 1) {            // batches: packed panels, whole 16-row panels per thread
         const int64_t dr = ((M + p->nth - 1) / p->nth + MM_MR - 1) / MM_MR * MM_MR;
         const int64_t ir0 = TG_MIN(dr * p->ith, M), ir1 = TG_MIN(ir0 + dr, M);
