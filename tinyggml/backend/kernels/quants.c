@@ -475,53 +475,58 @@ static inline __m128i hsum4x8_epi32(const __m256i a[4]) {
 // Q4_0 row x QACT row: per block, (nibble - 8) * q summed in int32, scaled by d_w * d_a.
 // SIMD: 8 blocks at a time; each block's 16 bytes widen to 16-bit lanes once, so the low and
 // high nibbles (values 0-15 and 16-31) are one AND and one shift; the 8 block sums are reduced
-// together and scaled by 8 weight scales (F16C) times 8 activation scales in one step.
-float tg_dot_q4_0_qact(int64_t K, const void *row, const uint8_t *act) {
-    const uint8_t *b = (const uint8_t *)row;
+// together and scaled by 8 weight scales (F16C) times 8 activation scales in one step. The
+// helpers below are shared with the two-column dot, so both compute a column the same way.
+#ifdef TG_AVX2
+// block k's nibbles widened to 16-bit lanes: lo = values 0-15, hi = values 16-31
+static inline __attribute__((always_inline)) void q4_0_widen(const uint8_t *b, int k, __m256i *lo, __m256i *hi) {
+    const __m256i x = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(b + 18 * k + 2)));
+    *lo = _mm256_and_si256(x, _mm256_set1_epi16(0x0F));
+    *hi = _mm256_srli_epi16(x, 4);
+}
+
+// block c's sum of nibble * q for one QACT column q, as 8 int32 lanes
+static inline __attribute__((always_inline)) __m256i q4_0_madd(__m256i lo, __m256i hi, const int16_t *q, int64_t c) {
+    const __m256i *qc = (const __m256i *)(q + 32 * c);
+    return dp16(_mm256_madd_epi16(lo, _mm256_loadu_si256(qc)), hi, _mm256_loadu_si256(qc + 1));
+}
+
+// acc + the 8 blocks c .. c+7 of one column: s = their integer sums (two halves of 4), dw = the
+// 8 weight scales; per block d_a * sum(n q) - 8 * d_a * sum(q), the latter from the half sums
+static inline __attribute__((always_inline)) __m256 q4_0_scale8(const uint8_t *act, int64_t K, int64_t c,
+                                                               const __m128i s[2], __m256 dw, __m256 acc) {
+    const float *d = (const float *)(act + 2 * K), *ds = d + K / 32;
+    const __m256 qsum = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(
+        _mm256_hadd_ps(_mm256_loadu_ps(ds + 2 * c), _mm256_loadu_ps(ds + 2 * c + 8))), 0xD8));
+    const __m256 blk = _mm256_fnmadd_ps(_mm256_set1_ps(8.0f), qsum,
+        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_set_m128i(s[1], s[0])), _mm256_loadu_ps(d + c)));
+    return _mm256_fmadd_ps(blk, dw, acc);
+}
+
+// the weight scales of 8 blocks
+static inline __attribute__((always_inline)) __m256 q4_0_scales8(const uint8_t *b) {
+    uint16_t h[8];
+    for (int j = 0; j < 8; j++) memcpy(&h[j], b + 18 * j, 2);
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+}
+
+// software prefetch 1 KiB ahead: decoding a 7B model streams GBs of rows from DRAM, where it
+// measured +12% (Mamba-Codestral-7B Q4_0 tg 5.6 -> 6.3 t/s, Zen 4). Non-temporal hint: the rows
+// are read once per token (Zen 3, tg128 medians of 3 A/B pairs: mamba2-130m Q4_0 104 -> 112,
+// Q4_K 93 -> 107 t/s; Codestral-7B Q4_0 3.4 -> 3.3 t/s, medians of 4 pairs, within noise).
+static inline __attribute__((always_inline)) void q4_0_prefetch(const uint8_t *b) {
+    _mm_prefetch((const char *)(b + 1024), _MM_HINT_NTA);
+    _mm_prefetch((const char *)(b + 1088), _MM_HINT_NTA);
+    _mm_prefetch((const char *)(b + 1152), _MM_HINT_NTA);
+}
+#endif
+
+// sum + blocks c0 .. K/32 - 1 of one column (the scalar path, and the blocks past the last
+// group of 8)
+static float q4_0_tail(const uint8_t *b, const uint8_t *act, int64_t K, int64_t c0, float sum) {
     const int16_t *q = (const int16_t *)act;
     const float *d = (const float *)(act + 2 * K);
-    float sum = 0.0f;
-    int64_t c = 0;
-#ifdef TG_AVX2
-    if (TG_USE_SIMD) {
-        __m256 acc = _mm256_setzero_ps();
-        const __m256i m4 = _mm256_set1_epi16(0x0F);
-        const float *ds = d + K / 32;
-        for (; c + 8 <= K / 32; c += 8, b += 8 * 18) {
-            // software prefetch 1 KiB ahead: decoding a 7B model streams GBs of rows from
-            // DRAM, where it measured +12% (Mamba-Codestral-7B Q4_0 tg 5.6 -> 6.3 t/s, Zen 4).
-            // Non-temporal hint: the rows are read once per token (Zen 3, tg128 medians of
-            // 3 A/B pairs: mamba2-130m Q4_0 104 -> 112, Q4_K 93 -> 107 t/s; Codestral-7B
-            // Q4_0 3.4 -> 3.3 t/s, medians of 4 pairs, within noise).
-            _mm_prefetch((const char *)(b + 1024), _MM_HINT_NTA);
-            _mm_prefetch((const char *)(b + 1088), _MM_HINT_NTA);
-            _mm_prefetch((const char *)(b + 1152), _MM_HINT_NTA);
-            __m128i s4[2];
-            for (int h = 0; h < 2; h++) {      // 4 blocks at a time: fewer live registers
-                __m256i p[4];
-                for (int j = 0; j < 4; j++) {  // sum of nibble * q; the -8 comes from ds below
-                    const uint8_t *bj = b + 18 * (4 * h + j);
-                    const __m256i x = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(bj + 2)));
-                    const __m256i *qj = (const __m256i *)(q + 32 * (c + 4 * h + j));
-                    p[j] = dp16(_mm256_madd_epi16(_mm256_and_si256(x, m4), _mm256_loadu_si256(qj)),
-                                _mm256_srli_epi16(x, 4), _mm256_loadu_si256(qj + 1));
-                }
-                s4[h] = hsum4x8_epi32(p);
-            }
-            uint16_t h[8];
-            for (int j = 0; j < 8; j++) memcpy(&h[j], b + 18 * j, 2);
-            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
-            // per block: d_a * sum(n q) - 8 * d_a * sum(q), the latter from the two half sums
-            const __m256 qsum = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(
-                _mm256_hadd_ps(_mm256_loadu_ps(ds + 2 * c), _mm256_loadu_ps(ds + 2 * c + 8))), 0xD8));
-            const __m256 blk = _mm256_fnmadd_ps(_mm256_set1_ps(8.0f), qsum,
-                _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_set_m128i(s4[1], s4[0])), _mm256_loadu_ps(d + c)));
-            acc = _mm256_fmadd_ps(blk, dw, acc);
-        }
-        sum = tg_hsum256(acc);
-    }
-#endif
-    for (; c < K / 32; c++, b += 18) {
+    for (int64_t c = c0; c < K / 32; c++, b += 18) {
         int s = 0;
         for (int j = 0; j < 16; j++)
             s += ((b[2 + j] & 0xF) - 8) * q[c * 32 + j] + ((b[2 + j] >> 4) - 8) * q[c * 32 + j + 16];
@@ -530,70 +535,67 @@ float tg_dot_q4_0_qact(int64_t K, const void *row, const uint8_t *act) {
     return sum;
 }
 
+float tg_dot_q4_0_qact(int64_t K, const void *row, const uint8_t *act) {
+    const uint8_t *b = (const uint8_t *)row;
+    float sum = 0.0f;
+    int64_t c = 0;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD) {
+        __m256 acc = _mm256_setzero_ps();
+        for (; c + 8 <= K / 32; c += 8, b += 8 * 18) {
+            q4_0_prefetch(b);
+            __m128i s4[2];
+            for (int h = 0; h < 2; h++) {      // 4 blocks at a time: fewer live registers
+                __m256i p[4];
+                for (int j = 0; j < 4; j++) {
+                    __m256i lo, hi;
+                    q4_0_widen(b, 4 * h + j, &lo, &hi);
+                    p[j] = q4_0_madd(lo, hi, (const int16_t *)act, c + 4 * h + j);
+                }
+                s4[h] = hsum4x8_epi32(p);
+            }
+            acc = q4_0_scale8(act, K, c, s4, q4_0_scales8(b), acc);
+        }
+        sum = tg_hsum256(acc);
+    }
+#endif
+    return q4_0_tail(b, act, K, c, sum);
+}
+
 // Q4_0 row x two QACT rows (two columns of a small batch): each block's nibbles widen once for
-// both columns. Each column's sum is computed exactly as tg_dot_q4_0_qact computes it (same
-// operations in the same order), so a column's result does not depend on its partner.
+// both columns; each column goes through the same helpers as tg_dot_q4_0_qact, so its result
+// does not depend on its partner.
 void tg_dot2_q4_0_qact(int64_t K, const void *row, const uint8_t *act0, const uint8_t *act1, float out[2]) {
     const uint8_t *b = (const uint8_t *)row;
     int64_t c = 0;
-    float sum[2] = {0.0f, 0.0f};
+    float sum0 = 0.0f, sum1 = 0.0f;
 #ifdef TG_AVX2
     if (TG_USE_SIMD) {
-        const int16_t *q0 = (const int16_t *)act0, *q1 = (const int16_t *)act1;
-        const float *d0 = (const float *)(act0 + 2 * K), *d1 = (const float *)(act1 + 2 * K);
-        const float *ds0 = d0 + K / 32, *ds1 = d1 + K / 32;
         __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-        const __m256i m4 = _mm256_set1_epi16(0x0F);
         for (; c + 8 <= K / 32; c += 8, b += 8 * 18) {
-            _mm_prefetch((const char *)(b + 1024), _MM_HINT_NTA);
-            _mm_prefetch((const char *)(b + 1088), _MM_HINT_NTA);
-            _mm_prefetch((const char *)(b + 1152), _MM_HINT_NTA);
+            q4_0_prefetch(b);
             __m128i s0[2], s1[2];
             for (int h = 0; h < 2; h++) {
                 __m256i p0[4], p1[4];
                 for (int j = 0; j < 4; j++) {
-                    const uint8_t *bj = b + 18 * (4 * h + j);
-                    const __m256i x = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(bj + 2)));
-                    const __m256i lo = _mm256_and_si256(x, m4), hi = _mm256_srli_epi16(x, 4);
-                    const __m256i *a = (const __m256i *)(q0 + 32 * (c + 4 * h + j));
-                    const __m256i *e = (const __m256i *)(q1 + 32 * (c + 4 * h + j));
-                    p0[j] = dp16(_mm256_madd_epi16(lo, _mm256_loadu_si256(a)), hi, _mm256_loadu_si256(a + 1));
-                    p1[j] = dp16(_mm256_madd_epi16(lo, _mm256_loadu_si256(e)), hi, _mm256_loadu_si256(e + 1));
+                    __m256i lo, hi;
+                    q4_0_widen(b, 4 * h + j, &lo, &hi);
+                    p0[j] = q4_0_madd(lo, hi, (const int16_t *)act0, c + 4 * h + j);
+                    p1[j] = q4_0_madd(lo, hi, (const int16_t *)act1, c + 4 * h + j);
                 }
                 s0[h] = hsum4x8_epi32(p0);
                 s1[h] = hsum4x8_epi32(p1);
             }
-            uint16_t hw[8];
-            for (int j = 0; j < 8; j++) memcpy(&hw[j], b + 18 * j, 2);
-            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)hw));
-            const __m256 qsum0 = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(
-                _mm256_hadd_ps(_mm256_loadu_ps(ds0 + 2 * c), _mm256_loadu_ps(ds0 + 2 * c + 8))), 0xD8));
-            const __m256 qsum1 = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(
-                _mm256_hadd_ps(_mm256_loadu_ps(ds1 + 2 * c), _mm256_loadu_ps(ds1 + 2 * c + 8))), 0xD8));
-            const __m256 blk0 = _mm256_fnmadd_ps(_mm256_set1_ps(8.0f), qsum0,
-                _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_set_m128i(s0[1], s0[0])), _mm256_loadu_ps(d0 + c)));
-            const __m256 blk1 = _mm256_fnmadd_ps(_mm256_set1_ps(8.0f), qsum1,
-                _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_set_m128i(s1[1], s1[0])), _mm256_loadu_ps(d1 + c)));
-            acc0 = _mm256_fmadd_ps(blk0, dw, acc0);
-            acc1 = _mm256_fmadd_ps(blk1, dw, acc1);
+            const __m256 dw = q4_0_scales8(b);
+            acc0 = q4_0_scale8(act0, K, c, s0, dw, acc0);
+            acc1 = q4_0_scale8(act1, K, c, s1, dw, acc1);
         }
-        sum[0] = tg_hsum256(acc0);
-        sum[1] = tg_hsum256(acc1);
+        sum0 = tg_hsum256(acc0);
+        sum1 = tg_hsum256(acc1);
     }
 #endif
-    const uint8_t *acts[2] = {act0, act1};
-    for (int col = 0; col < 2; col++) {        // the blocks past the last group of 8, as one column does
-        const int16_t *q = (const int16_t *)acts[col];
-        const float *d = (const float *)(acts[col] + 2 * K);
-        const uint8_t *bb = b;
-        for (int64_t cc = c; cc < K / 32; cc++, bb += 18) {
-            int s = 0;
-            for (int j = 0; j < 16; j++)
-                s += ((bb[2 + j] & 0xF) - 8) * q[cc * 32 + j] + ((bb[2 + j] >> 4) - 8) * q[cc * 32 + j + 16];
-            sum[col] += (float)s * (f16(bb) * d[cc]);
-        }
-        out[col] = sum[col];
-    }
+    out[0] = q4_0_tail(b, act0, K, c, sum0);
+    out[1] = q4_0_tail(b, act1, K, c, sum1);
 }
 
 // Q8_0 row x QACT row
