@@ -440,6 +440,7 @@ static void tg_mul_mat_qpanels(const tg_params *p, tg_tensor *dst, int64_t ir0, 
 // vs 50-51 (one column at a time), 4: 64-71 vs 54, 6: 63-64 vs 42-45, 8: 61-62 vs 50-55 (panels),
 // 12: 59-61 vs 63-73 (BENCHMARKS.md)
 #define QDOT2_MAX_N 12
+
 // quantized weights: src0 {K, M} quantized rows, src1 {K, N, ne12, ne13} QACT rows (QACT_K
 // for Q6_K weights and N < MM_NR; one QUANTIZE node made them), dst {M, N, ne12, ne13}. Each
 // weight row is unpacked once into scratch (K int8 + K/16 scales + K/16 mins) and dotted with
@@ -1214,24 +1215,18 @@ static void tg_gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda
     }
 }
 
-// v[i] = exp(v[i]), n values
-static void tg_exp_row(float *v, int64_t n) {
+// v[i] = exp(v[i]) or softplus(v[i]), n values (kind is a constant at every call: inlined per kind)
+enum { ROW_EXP, ROW_SOFTPLUS };
+static inline __attribute__((always_inline)) void tg_row_map(float *v, int64_t n, int kind) {
     int64_t i = 0;
 #ifdef TG_AVX2
     if (TG_USE_SIMD)
-        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(v + i, tg_exp256(_mm256_loadu_ps(v + i)));
+        for (; i + 8 <= n; i += 8) {
+            const __m256 x = _mm256_loadu_ps(v + i);
+            _mm256_storeu_ps(v + i, kind == ROW_EXP ? tg_exp256(x) : tg_softplus256(x));
+        }
 #endif
-    for (; i < n; i++) v[i] = expf(v[i]);
-}
-
-// v[i] = softplus(v[i]), n values
-static void tg_softplus_row(float *v, int64_t n) {
-    int64_t i = 0;
-#ifdef TG_AVX2
-    if (TG_USE_SIMD)
-        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(v + i, tg_softplus256(_mm256_loadu_ps(v + i)));
-#endif
-    for (; i < n; i++) v[i] = tg_softplus_f32(v[i]);
+    for (; i < n; i++) v[i] = kind == ROW_EXP ? expf(v[i]) : tg_softplus_f32(v[i]);
 }
 
 // Chunked scan (state-space duality, arXiv 2405.21060 sec. 6) for heads [h0, h1) of one
@@ -1368,7 +1363,7 @@ static void tg_ssd_heads(const tg_params *p, const tg_tensor *dst, int64_t slot,
             const int64_t Lc = TG_MIN(chunk, len - c0), tc = t0 + c0;
             const float *CB = CBs + c0 / chunk * L * L;
             for (int64_t t = 0; t < Lc; t++) dtv[t] = *(const float *)at(dt, h, tc + t, 0, 0);
-            tg_softplus_row(dtv, Lc);
+            tg_row_map(dtv, Lc, ROW_SOFTPLUS);
             double acc = 0.0;
             for (int64_t t = 0; t < Lc; t++) {
                 acc += (double)dtv[t] * a;
@@ -1379,8 +1374,8 @@ static void tg_ssd_heads(const tg_params *p, const tg_tensor *dst, int64_t slot,
                 ecs[t] = (float)cs[t];
                 w[t] = (float)(last - cs[t]);
             }
-            tg_exp_row(ecs, Lc);
-            tg_exp_row(w, Lc);
+            tg_row_map(ecs, Lc, ROW_EXP);
+            tg_row_map(w, Lc, ROW_EXP);
             for (int64_t t = 0; t < Lc; t++) w[t] *= dtv[t];
             // M[t][s] = exp(cs_t - cs_s) dt_s CB[t][s] for s <= t, + D on the diagonal, 0 after
             int64_t t = 0;
