@@ -214,6 +214,25 @@ def test_mul_mat(simd, K, M, N, wtype, nt):
     check_op(ops.mul_mat(a, b), nt, atol=1e-4)
 
 
+@pytest.mark.parametrize("K", [77, 96, 768])       # scalar + 8-value tails / 16-value steps only
+@pytest.mark.parametrize("wtype", [F32, F16])
+def test_mul_mat_decode_rows_in_4_streams(simd, K, wtype):
+    """Decode (one column) reads each thread's rows in 4 quarters side by side (ops.c,
+    tg_dot_rows4_*), the rows left over one at a time: against float64, and every row bit for
+    bit the same whatever the thread count and wherever it lands (the matrix shifted by one row
+    moves every row into another quarter, stream or leftover)."""
+    rng = np.random.default_rng(K)
+    dt = np.float16 if wtype == F16 else np.float32
+    w = rnd(rng, 47, K, dtype=dt)
+    x = mk("x", rnd(rng, 1, K))
+    one = check_op(ops.mul_mat(mk("a", w[1:].copy(), type=wtype), x), 1, atol=1e-4).copy()
+    for nt in (2, 3):
+        np.testing.assert_array_equal(
+            check_op(ops.mul_mat(mk("a", w[1:].copy(), type=wtype), x), nt, atol=1e-4), one)
+    shifted = check_op(ops.mul_mat(mk("a", w.copy(), type=wtype), x), 2, atol=1e-4)
+    np.testing.assert_array_equal(shifted[..., 1:], one)
+
+
 @pytest.mark.parametrize("nt", [1, 2])
 def test_mul_mat_broadcast_and_strided(simd, nt):
     rng = np.random.default_rng(11)

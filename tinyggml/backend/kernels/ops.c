@@ -605,15 +605,25 @@ static void tg_mul_mat_f32(const tg_params *p, tg_tensor *dst) {
     // rows per thread rounded up to the 4-row block: results do not depend on the thread count
     const int64_t dr = ((M + p->nth - 1) / p->nth + 3) / 4 * 4;
     const int64_t ir0 = TG_MIN(dr * p->ith, M), ir1 = TG_MIN(ir0 + dr, M);
-    if (N == 1 && (src0->type == TG_TYPE_F32 || is_f16)) {      // decode: row by row (simd.h)
+    if (N == 1 && (src0->type == TG_TYPE_F32 || is_f16)) {
+        // decode: the thread's rows in 4 quarters read side by side, 4 streams (simd.h)
+        const int64_t q = (ir1 - ir0) / 4;
         for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
         for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
             const float *b = (const float *)at(src1, 0, 0, i12, i13);
             float *d = (float *)at(dst, 0, 0, i12, i13);
-            for (int64_t m = ir0; m < ir1; m++) {
+            for (int64_t i = 0; i < q; i++) {
+                const void *rows[4];
+                float out[4];
+                for (int r = 0; r < 4; r++) rows[r] = at(src0, 0, ir0 + r * q + i, i12 / r2, i13 / r3);
+                if (is_f16) tg_dot_rows4_f16(K, (const tg_fp16_t *const *)rows, b, out);
+                else tg_dot_rows4_f32(K, (const float *const *)rows, b, out);
+                for (int r = 0; r < 4; r++) d[ir0 + r * q + i] = out[r];
+            }
+            for (int64_t m = ir0 + 4 * q; m < ir1; m++) {
                 const char *row = at(src0, 0, m, i12 / r2, i13 / r3);
-                d[m] = is_f16 ? tg_dot_f16_f32(K, (const tg_fp16_t *)row, b)
-                              : tg_dot_f32(K, (const float *)row, b);
+                d[m] = is_f16 ? tg_dot_row1_f16(K, (const tg_fp16_t *)row, b)
+                              : tg_dot_row1_f32(K, (const float *)row, b);
             }
         }
         return;

@@ -176,4 +176,83 @@ static inline float tg_dot_f16_f32(int64_t n, const tg_fp16_t *x, const float *y
     return sum;
 }
 
+// Decode rows (matrix x vector, F32 or F16 rows): tg_dot_rows4_* takes 4 rows at once, which the
+// caller picks far apart (a quarter of a thread's rows), so each core runs 4 read streams
+// instead of 1. One stream per core leaves DRAM bandwidth unused on this kind of machine:
+// 65536 x 768 F16 x vector, 2 threads, 16.4-17.8 -> 21.7-26.4 GB/s with 4 streams per thread
+// (F32 14.9-16.7 -> 19.6-20.9); 4 adjacent rows, or 4 streams taken row by row in turn, measured
+// no faster. A row's arithmetic is the same in both functions (2 accumulators over 16 values a
+// step, one 8-value step, the horizontal sum, a scalar tail), so its result does not depend on
+// which rows it is computed with or on the thread count.
+#ifdef TG_AVX2
+#define TG_DOT_ROW_STEPS(LOAD_X, x, a0, a1)                                                     \
+    for (i = 0; i + 16 <= n; i += 16) {                                                          \
+        a0 = _mm256_fmadd_ps(LOAD_X(x + i), _mm256_loadu_ps(y + i), a0);                         \
+        a1 = _mm256_fmadd_ps(LOAD_X(x + i + 8), _mm256_loadu_ps(y + i + 8), a1);                 \
+    }                                                                                            \
+    if (i + 8 <= n) a0 = _mm256_fmadd_ps(LOAD_X(x + i), _mm256_loadu_ps(y + i), a0);
+#endif
+
+#define TG_DEF_DOT_ROWS(SUF, T, LOAD_X, TO_F32)                                                \
+static inline float tg_dot_row1_##SUF(int64_t n, const T *x, const float *y) {               \
+    int64_t i = 0;                                                                               \
+    float sum = 0.0f;                                                                            \
+    TG_DOT_ROW1_SIMD(LOAD_X)                                                                     \
+    for (; i < n; i++) sum += TO_F32(x[i]) * y[i];                                               \
+    return sum;                                                                                  \
+}                                                                                                \
+static inline void tg_dot_rows4_##SUF(int64_t n, const T *const x[4], const float *y,           \
+                                      float out[4]) {                                            \
+    TG_DOT_ROWS4_SIMD(LOAD_X, TO_F32)                                                            \
+    for (int r = 0; r < 4; r++) out[r] = tg_dot_row1_##SUF(n, x[r], y);                          \
+}
+
+#ifdef TG_AVX2
+#define TG_DOT_ROW1_SIMD(LOAD_X)                                                                 \
+    if (TG_USE_SIMD) {                                                                           \
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                               \
+        TG_DOT_ROW_STEPS(LOAD_X, x, a0, a1)                                                      \
+        i = n / 8 * 8;                                                                           \
+        sum = tg_hsum256(_mm256_add_ps(a0, a1));                                                 \
+    }
+#define TG_DOT_ROWS4_SIMD(LOAD_X, TO_F32)                                                        \
+    if (TG_USE_SIMD) {                                                                           \
+        const __m256 z = _mm256_setzero_ps();                                                    \
+        __m256 a0 = z, a1 = z, b0 = z, b1 = z, c0 = z, c1 = z, d0 = z, d1 = z;                   \
+        int64_t i;                                                                               \
+        for (i = 0; i + 16 <= n; i += 16) {                                                      \
+            const __m256 y0 = _mm256_loadu_ps(y + i), y1 = _mm256_loadu_ps(y + i + 8);          \
+            a0 = _mm256_fmadd_ps(LOAD_X(x[0] + i), y0, a0);                                      \
+            a1 = _mm256_fmadd_ps(LOAD_X(x[0] + i + 8), y1, a1);                                  \
+            b0 = _mm256_fmadd_ps(LOAD_X(x[1] + i), y0, b0);                                      \
+            b1 = _mm256_fmadd_ps(LOAD_X(x[1] + i + 8), y1, b1);                                  \
+            c0 = _mm256_fmadd_ps(LOAD_X(x[2] + i), y0, c0);                                      \
+            c1 = _mm256_fmadd_ps(LOAD_X(x[2] + i + 8), y1, c1);                                  \
+            d0 = _mm256_fmadd_ps(LOAD_X(x[3] + i), y0, d0);                                      \
+            d1 = _mm256_fmadd_ps(LOAD_X(x[3] + i + 8), y1, d1);                                  \
+        }                                                                                        \
+        if (i + 8 <= n) {                                                                        \
+            const __m256 y0 = _mm256_loadu_ps(y + i);                                            \
+            a0 = _mm256_fmadd_ps(LOAD_X(x[0] + i), y0, a0);                                      \
+            b0 = _mm256_fmadd_ps(LOAD_X(x[1] + i), y0, b0);                                      \
+            c0 = _mm256_fmadd_ps(LOAD_X(x[2] + i), y0, c0);                                      \
+            d0 = _mm256_fmadd_ps(LOAD_X(x[3] + i), y0, d0);                                      \
+        }                                                                                        \
+        out[0] = tg_hsum256(_mm256_add_ps(a0, a1));                                              \
+        out[1] = tg_hsum256(_mm256_add_ps(b0, b1));                                              \
+        out[2] = tg_hsum256(_mm256_add_ps(c0, c1));                                              \
+        out[3] = tg_hsum256(_mm256_add_ps(d0, d1));                                              \
+        for (int r = 0; r < 4; r++)                                                              \
+            for (int64_t k = n / 8 * 8; k < n; k++) out[r] += TO_F32(x[r][k]) * y[k];            \
+        return;                                                                                  \
+    }
+#else
+#define TG_DOT_ROW1_SIMD(LOAD_X)
+#define TG_DOT_ROWS4_SIMD(LOAD_X, TO_F32)
+#endif
+
+#define TG_F32_ID(v) (v)
+TG_DEF_DOT_ROWS(f32, float, _mm256_loadu_ps, TG_F32_ID)
+TG_DEF_DOT_ROWS(f16, tg_fp16_t, tg_load_f16x8, tg_fp16_to_fp32)
+
 #endif
