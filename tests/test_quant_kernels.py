@@ -133,6 +133,26 @@ def test_quantized_batch_equals_column_by_column(simd, qt, int_gemm, monkeypatch
     np.testing.assert_array_equal(shifted, whole[1:])     # other tiles, other threads: bit for bit
 
 
+@pytest.mark.parametrize("qt", [Q4_0, Q8_0, Q4_K, Q6_K, Q5_1],
+                         ids=lambda t: gguf.GGMLQuantizationType(t).name)
+def test_decode_rows_in_4_streams(simd, qt):
+    """Decode (one column) reads each thread's rows in 4 quarters side by side (ops.c fused4:
+    Q4_0, Q8_0, Q4_K, Q6_K; Q5_1 keeps one row at a time): against float64, and every row bit
+    for bit the same whatever the thread count and wherever it lands (the matrix shifted by one
+    row moves every row into another quarter or into the leftover rows)."""
+    rng = np.random.default_rng(qt + 7)
+    K = 768 if BLOCK[qt][0] == 256 else 608          # 3 superblocks / 19 blocks: SIMD tails
+    q = random_blocks(rng, qt, 48, K)
+    x = leaf(F32, (K, 1), "x", INPUT, data=rng.standard_normal((1, K)).astype(np.float32))
+    one, ref = run(ops.mul_mat(leaf(qt, (K, 47), "w", INPUT, data=q[1:].copy()), x), 1)
+    np.testing.assert_allclose(one, ref, atol=2e-5 * np.abs(ref).max(), rtol=0)
+    for nt in (2, 3):
+        got, _ = run(ops.mul_mat(leaf(qt, (K, 47), "w", INPUT, data=q[1:].copy()), x), nt)
+        np.testing.assert_array_equal(got, one)
+    shifted, _ = run(ops.mul_mat(leaf(qt, (K, 48), "w", INPUT, data=q), x), 2)
+    np.testing.assert_array_equal(shifted[..., 1:], one)
+
+
 @pytest.mark.parametrize("K", [512, 608])          # 8-block groups only / a tail of 3 blocks
 @pytest.mark.parametrize("N", [2, 7, 11])
 def test_q4_0_column_pairs_equal_single_columns(simd, K, N):

@@ -350,6 +350,50 @@ void tg_quantize_kact_row(const float *x, int64_t K, uint8_t *out) {
 // and lo) and two vpmaddwd by the two group scales (int16, one per 128-bit lane), summed in
 // int32 over the superblock: no per-group horizontal sums, no widening of the weights. The
 // -32 offset is 32 * sum_g scale_g * (sum of q over group g), in float.
+#ifdef TG_AVX2
+// vpshufb masks over a lane-broadcast of 8 int16 scales: for the 32 weights k of a 128-value
+// half, low lane = scale 2k (weights 0-15), high lane = scale 2k+1
+static inline void q6_k_scale_masks(__m256i msk[4]) {
+    for (int k = 0; k < 4; k++) {
+        const char a0 = (char)(4 * k), a1 = (char)(4 * k + 1), b0 = (char)(4 * k + 2), b1 = (char)(4 * k + 3);
+        msk[k] = _mm256_setr_epi8(a0, a1, a0, a1, a0, a1, a0, a1, a0, a1, a0, a1, a0, a1, a0, a1,
+                                  b0, b1, b0, b1, b0, b1, b0, b1, b0, b1, b0, b1, b0, b1, b0, b1);
+    }
+}
+
+// acc + superblock i (at b) of one row times one QACT_K column
+static inline __attribute__((always_inline)) __m256 q6_k_ksuper(const uint8_t *b, const uint8_t *act, int64_t K,
+                                                               const __m256i msk[4], int64_t i, __m256 acc) {
+    const float *d = (const float *)(act + 2 * K), *qs = d + K / 256;
+    for (int l = 0; l < 4; l++) _mm_prefetch((const char *)(b + 1024 + 64 * l), _MM_HINT_NTA);
+    const int8_t *hi = (const int8_t *)act + 2 * i, *lo = hi + 256;
+    const __m128i sc8 = _mm_loadu_si128((const __m128i *)(b + 192));
+    const __m256i S = _mm256_cvtepi8_epi16(sc8);            // scales 0-7 | 8-15
+    __m256i sh = _mm256_setzero_si256(), sl = _mm256_setzero_si256();
+    for (int h = 0; h < 2; h++) {
+        const uint8_t *ql = b + 64 * h, *qh = b + 128 + 32 * h;
+        const __m256i Sh = _mm256_permute2x128_si256(S, S, h ? 0x11 : 0x00);
+        __m256i w[4];
+        q6k_half(ql, qh, w);
+        for (int k = 0; k < 4; k++) {
+            const __m256i scv = _mm256_shuffle_epi8(Sh, msk[k]);
+            const __m256i *a = (const __m256i *)(hi + 128 * h + 32 * k);
+            const __m256i *c = (const __m256i *)(lo + 128 * h + 32 * k);
+            sh = _mm256_add_epi32(sh, _mm256_madd_epi16(_mm256_maddubs_epi16(w[k], _mm256_loadu_si256(a)), scv));
+            sl = _mm256_add_epi32(sl, _mm256_madd_epi16(_mm256_maddubs_epi16(w[k], _mm256_loadu_si256(c)), scv));
+        }
+    }
+    const __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sh), _mm256_set1_ps(256.0f),
+                                     _mm256_cvtepi32_ps(sl));
+    const __m256 sf0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc8));
+    const __m256 sf1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(sc8, sc8)));
+    const __m256 off = _mm256_fmadd_ps(sf0, _mm256_loadu_ps(qs + i / 16),
+                                       _mm256_mul_ps(sf1, _mm256_loadu_ps(qs + i / 16 + 8)));
+    return _mm256_fmadd_ps(_mm256_fnmadd_ps(_mm256_set1_ps(32.0f), off, v),
+                           _mm256_set1_ps(f16(b + 208) * d[i / 256]), acc);
+}
+#endif
+
 float tg_dot_q6_k_kact(int64_t K, const void *row, const uint8_t *act) {
     const uint8_t *b = (const uint8_t *)row;
     const float *d = (const float *)(act + 2 * K);
@@ -357,44 +401,10 @@ float tg_dot_q6_k_kact(int64_t K, const void *row, const uint8_t *act) {
     int64_t i = 0;
 #ifdef TG_AVX2
     if (TG_USE_SIMD) {
-        const float *qs = d + K / 256;
-        // vpshufb masks over a lane-broadcast of 8 int16 scales: for the 32 weights k of a
-        // 128-value half, low lane = scale 2k (weights 0-15), high lane = scale 2k+1
         __m256i msk[4];
-        for (int k = 0; k < 4; k++) {
-            const char a0 = (char)(4 * k), a1 = (char)(4 * k + 1), b0 = (char)(4 * k + 2), b1 = (char)(4 * k + 3);
-            msk[k] = _mm256_setr_epi8(a0, a1, a0, a1, a0, a1, a0, a1, a0, a1, a0, a1, a0, a1, a0, a1,
-                                      b0, b1, b0, b1, b0, b1, b0, b1, b0, b1, b0, b1, b0, b1, b0, b1);
-        }
+        q6_k_scale_masks(msk);
         __m256 acc = _mm256_setzero_ps();
-        for (; i < K; i += 256, b += 210) {
-            for (int l = 0; l < 4; l++) _mm_prefetch((const char *)(b + 1024 + 64 * l), _MM_HINT_NTA);
-            const int8_t *hi = (const int8_t *)act + 2 * i, *lo = hi + 256;
-            const __m128i sc8 = _mm_loadu_si128((const __m128i *)(b + 192));
-            const __m256i S = _mm256_cvtepi8_epi16(sc8);            // scales 0-7 | 8-15
-            __m256i sh = _mm256_setzero_si256(), sl = _mm256_setzero_si256();
-            for (int h = 0; h < 2; h++) {
-                const uint8_t *ql = b + 64 * h, *qh = b + 128 + 32 * h;
-                const __m256i Sh = _mm256_permute2x128_si256(S, S, h ? 0x11 : 0x00);
-                __m256i w[4];
-                q6k_half(ql, qh, w);
-                for (int k = 0; k < 4; k++) {
-                    const __m256i scv = _mm256_shuffle_epi8(Sh, msk[k]);
-                    const __m256i *a = (const __m256i *)(hi + 128 * h + 32 * k);
-                    const __m256i *c = (const __m256i *)(lo + 128 * h + 32 * k);
-                    sh = _mm256_add_epi32(sh, _mm256_madd_epi16(_mm256_maddubs_epi16(w[k], _mm256_loadu_si256(a)), scv));
-                    sl = _mm256_add_epi32(sl, _mm256_madd_epi16(_mm256_maddubs_epi16(w[k], _mm256_loadu_si256(c)), scv));
-                }
-            }
-            const __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sh), _mm256_set1_ps(256.0f),
-                                             _mm256_cvtepi32_ps(sl));
-            const __m256 sf0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc8));
-            const __m256 sf1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(sc8, sc8)));
-            const __m256 off = _mm256_fmadd_ps(sf0, _mm256_loadu_ps(qs + i / 16),
-                                               _mm256_mul_ps(sf1, _mm256_loadu_ps(qs + i / 16 + 8)));
-            acc = _mm256_fmadd_ps(_mm256_fnmadd_ps(_mm256_set1_ps(32.0f), off, v),
-                                  _mm256_set1_ps(f16(b + 208) * d[i / 256]), acc);
-        }
+        for (; i < K; i += 256, b += 210) acc = q6_k_ksuper(b, act, K, msk, i, acc);
         sum = tg_hsum256(acc);
     }
 #endif
@@ -412,6 +422,23 @@ float tg_dot_q6_k_kact(int64_t K, const void *row, const uint8_t *act) {
         sum += blk * d[i / 256];
     }
     return sum;
+}
+
+
+void tg_dot4_q6_k_kact(int64_t K, const void *const rows[4], const uint8_t *act, float out[4]) {
+#ifdef TG_AVX2
+    if (TG_USE_SIMD) {
+        __m256i msk[4];
+        q6_k_scale_masks(msk);
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (int64_t i = 0; i < K; i += 256)
+            for (int r = 0; r < 4; r++)
+                acc[r] = q6_k_ksuper((const uint8_t *)rows[r] + 210 * (i / 256), act, K, msk, i, acc[r]);
+        for (int r = 0; r < 4; r++) out[r] = tg_hsum256(acc[r]);
+        return;
+    }
+#endif
+    for (int r = 0; r < 4; r++) out[r] = tg_dot_q6_k_kact(K, rows[r], act);
 }
 
 // dot of one unpacked weight row (w, sc, mn) with one QACT activation row
@@ -535,6 +562,25 @@ static float q4_0_tail(const uint8_t *b, const uint8_t *act, int64_t K, int64_t 
     return sum;
 }
 
+#ifdef TG_AVX2
+// acc + the 8 blocks at b (blocks c .. c+7 of the row) times one QACT column
+static inline __attribute__((always_inline)) __m256 q4_0_blocks8(const uint8_t *b, const uint8_t *act,
+                                                                int64_t K, int64_t c, __m256 acc) {
+    q4_0_prefetch(b);
+    __m128i s4[2];
+    for (int h = 0; h < 2; h++) {      // 4 blocks at a time: fewer live registers
+        __m256i p[4];
+        for (int j = 0; j < 4; j++) {
+            __m256i lo, hi;
+            q4_0_widen(b, 4 * h + j, &lo, &hi);
+            p[j] = q4_0_madd(lo, hi, (const int16_t *)act, c + 4 * h + j);
+        }
+        s4[h] = hsum4x8_epi32(p);
+    }
+    return q4_0_scale8(act, K, c, s4, q4_0_scales8(b), acc);
+}
+#endif
+
 float tg_dot_q4_0_qact(int64_t K, const void *row, const uint8_t *act) {
     const uint8_t *b = (const uint8_t *)row;
     float sum = 0.0f;
@@ -542,24 +588,28 @@ float tg_dot_q4_0_qact(int64_t K, const void *row, const uint8_t *act) {
 #ifdef TG_AVX2
     if (TG_USE_SIMD) {
         __m256 acc = _mm256_setzero_ps();
-        for (; c + 8 <= K / 32; c += 8, b += 8 * 18) {
-            q4_0_prefetch(b);
-            __m128i s4[2];
-            for (int h = 0; h < 2; h++) {      // 4 blocks at a time: fewer live registers
-                __m256i p[4];
-                for (int j = 0; j < 4; j++) {
-                    __m256i lo, hi;
-                    q4_0_widen(b, 4 * h + j, &lo, &hi);
-                    p[j] = q4_0_madd(lo, hi, (const int16_t *)act, c + 4 * h + j);
-                }
-                s4[h] = hsum4x8_epi32(p);
-            }
-            acc = q4_0_scale8(act, K, c, s4, q4_0_scales8(b), acc);
-        }
+        for (; c + 8 <= K / 32; c += 8, b += 8 * 18) acc = q4_0_blocks8(b, act, K, c, acc);
         sum = tg_hsum256(acc);
     }
 #endif
     return q4_0_tail(b, act, K, c, sum);
+}
+
+// four Q4_0 rows x one QACT row, the rows read side by side (4 read streams: ops.c decode);
+// out[r] equals tg_dot_q4_0_qact(K, rows[r], act) bit for bit
+void tg_dot4_q4_0_qact(int64_t K, const void *const rows[4], const uint8_t *act, float out[4]) {
+    float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    int64_t c = 0;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD) {
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (; c + 8 <= K / 32; c += 8)
+            for (int r = 0; r < 4; r++)
+                acc[r] = q4_0_blocks8((const uint8_t *)rows[r] + 18 * c, act, K, c, acc[r]);
+        for (int r = 0; r < 4; r++) sum[r] = tg_hsum256(acc[r]);
+    }
+#endif
+    for (int r = 0; r < 4; r++) out[r] = q4_0_tail((const uint8_t *)rows[r] + 18 * c, act, K, c, sum[r]);
 }
 
 // Q4_0 row x two QACT rows (two columns of a small batch): each block's nibbles widen once for
@@ -599,26 +649,31 @@ void tg_dot2_q4_0_qact(int64_t K, const void *row, const uint8_t *act0, const ui
 }
 
 // Q8_0 row x QACT row
+#ifdef TG_AVX2
+// acc + block c (at b) times one QACT column
+static inline __attribute__((always_inline)) __m256 q8_0_block(const uint8_t *b, const int16_t *q,
+                                                              const float *d, int64_t c, __m256 acc) {
+    if ((c & 1) == 0) _mm_prefetch((const char *)(b + 1024), _MM_HINT_NTA);
+    const __m128i w0 = _mm_loadu_si128((const __m128i *)(b + 2));
+    const __m128i w1 = _mm_loadu_si128((const __m128i *)(b + 18));
+    const __m256i p = _mm256_add_epi32(madd16(w0, q + c * 32), madd16(w1, q + c * 32 + 16));
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(f16(b) * d[c]), acc);
+}
+#endif
+
 float tg_dot_q8_0_qact(int64_t K, const void *row, const uint8_t *act) {
     const uint8_t *b = (const uint8_t *)row;
     const int16_t *q = (const int16_t *)act;
     const float *d = (const float *)(act + 2 * K);
-    float sum = 0.0f;
-    int64_t c = 0;
 #ifdef TG_AVX2
     if (TG_USE_SIMD) {
         __m256 acc = _mm256_setzero_ps();
-        for (; c < K / 32; c++, b += 34) {
-            if ((c & 1) == 0) _mm_prefetch((const char *)(b + 1024), _MM_HINT_NTA);
-            const __m128i w0 = _mm_loadu_si128((const __m128i *)(b + 2));
-            const __m128i w1 = _mm_loadu_si128((const __m128i *)(b + 18));
-            const __m256i p = _mm256_add_epi32(madd16(w0, q + c * 32), madd16(w1, q + c * 32 + 16));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(f16(b) * d[c]), acc);
-        }
-        sum = tg_hsum256(acc);
+        for (int64_t c = 0; c < K / 32; c++) acc = q8_0_block(b + 34 * c, q, d, c, acc);
+        return tg_hsum256(acc);
     }
 #endif
-    for (; c < K / 32; c++, b += 34) {
+    float sum = 0.0f;
+    for (int64_t c = 0; c < K / 32; c++, b += 34) {
         int s = 0;
         for (int j = 0; j < 32; j++) s += (int8_t)b[2 + j] * q[c * 32 + j];
         sum += (float)s * (f16(b) * d[c]);
@@ -626,61 +681,90 @@ float tg_dot_q8_0_qact(int64_t K, const void *row, const uint8_t *act) {
     return sum;
 }
 
+void tg_dot4_q8_0_qact(int64_t K, const void *const rows[4], const uint8_t *act, float out[4]) {
+#ifdef TG_AVX2
+    if (TG_USE_SIMD) {
+        const int16_t *q = (const int16_t *)act;
+        const float *d = (const float *)(act + 2 * K);
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (int64_t c = 0; c < K / 32; c++)
+            for (int r = 0; r < 4; r++) acc[r] = q8_0_block((const uint8_t *)rows[r] + 34 * c, q, d, c, acc[r]);
+        for (int r = 0; r < 4; r++) out[r] = tg_hsum256(acc[r]);
+        return;
+    }
+#endif
+    for (int r = 0; r < 4; r++) out[r] = tg_dot_q8_0_qact(K, rows[r], act);
+}
+
 #ifdef TG_AVX2
 // Q4_K row x QACT row (SIMD only; the scalar path is the generic unpack + dot). The 8 six-bit
 // scales and mins of a superblock are unpacked branch-free with 32-bit masks, and the scales
 // (times d and the activation scales) and the min term are computed 8 at a time.
-float tg_dot_q4_k_qact(int64_t K, const void *row, const uint8_t *act) {
-    const uint8_t *b = (const uint8_t *)row;
-    const int16_t *q = (const int16_t *)act;
-    const float *d = (const float *)(act + 2 * K), *ds = d + K / 32;
+// superblock i (at b) of one row times one QACT column, into acc (scaled sums) and macc (min term)
+static inline __attribute__((always_inline)) void q4_k_super(const uint8_t *b, const int16_t *q, const float *d,
+                                                            const float *ds, int64_t i, __m256 *acc, __m256 *macc) {
     const __m256i m4 = _mm256_set1_epi16(0x0F);
     const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
-    __m256 acc = _mm256_setzero_ps(), macc = _mm256_setzero_ps();
     float sc8[8];
-    for (int64_t i = 0; i < K; i += 256, b += 144) {
-        _mm_prefetch((const char *)(b + 1024), _MM_HINT_NTA);
-        _mm_prefetch((const char *)(b + 1088), _MM_HINT_NTA);
-        _mm_prefetch((const char *)(b + 1152), _MM_HINT_NTA);
-        uint32_t u[4];
-        memcpy(u, b + 4, 12);
-        u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
-        const uint32_t mins_lo = u[1] & k1;
-        u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
-        u[2] = mins_lo;
-        u[0] &= k1;                       // bytes 0-7: scales, bytes 8-15: mins
-        const int64_t c0 = i / 32;        // first 32-value chunk of this superblock
-        const __m128i sm = _mm_loadu_si128((const __m128i *)u);
-        const __m256 vsc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm));
-        const __m256 vmn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8)));
-        _mm256_storeu_ps(sc8, _mm256_mul_ps(_mm256_mul_ps(vsc, _mm256_set1_ps(f16(b))),
-                                            _mm256_loadu_ps(d + c0)));
-        // min term: dmin * sum_j m_j * (ds[2(c0+j)] + ds[2(c0+j)+1])
-        const __m256 h0 = _mm256_loadu_ps(ds + 2 * c0), h1 = _mm256_loadu_ps(ds + 2 * c0 + 8);
-        // hadd gives [c0 c1 c4 c5 | c2 c3 c6 c7] pair sums; reorder the 64-bit lanes to c0..c7
-        const __m256 pairs = _mm256_castpd_ps(_mm256_permute4x64_pd(
-            _mm256_castps_pd(_mm256_hadd_ps(h0, h1)), 0xD8));
-        macc = _mm256_fmadd_ps(_mm256_mul_ps(vmn, _mm256_set1_ps(f16(b + 2))), pairs, macc);
-        // 32 bytes hold chunk 2j (low nibbles) and 2j+1 (high); each 16-byte half widens to
-        // 16-bit lanes once. The 8 chunk sums are reduced together and scaled by sc8.
-        __m128i s4[2];
-        for (int h = 0; h < 2; h++) {      // 4 chunks at a time: fewer live registers
-            __m256i p[4];
-            for (int j = 0; j < 2; j++) {
-                const uint8_t *qs = b + 16 + 32 * (2 * h + j);
-                const __m256i x0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)qs));
-                const __m256i x1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(qs + 16)));
-                const __m256i *q0 = (const __m256i *)(q + 32 * (c0 + 4 * h + 2 * j)), *q1 = q0 + 2;
-                p[2 * j] = dp16(_mm256_madd_epi16(_mm256_and_si256(x0, m4), _mm256_loadu_si256(q0)),
-                                _mm256_and_si256(x1, m4), _mm256_loadu_si256(q0 + 1));
-                p[2 * j + 1] = dp16(_mm256_madd_epi16(_mm256_srli_epi16(x0, 4), _mm256_loadu_si256(q1)),
-                                    _mm256_srli_epi16(x1, 4), _mm256_loadu_si256(q1 + 1));
-            }
-            s4[h] = hsum4x8_epi32(p);
+    _mm_prefetch((const char *)(b + 1024), _MM_HINT_NTA);
+    _mm_prefetch((const char *)(b + 1088), _MM_HINT_NTA);
+    _mm_prefetch((const char *)(b + 1152), _MM_HINT_NTA);
+    uint32_t u[4];
+    memcpy(u, b + 4, 12);
+    u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
+    const uint32_t mins_lo = u[1] & k1;
+    u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
+    u[2] = mins_lo;
+    u[0] &= k1;                       // bytes 0-7: scales, bytes 8-15: mins
+    const int64_t c0 = i / 32;        // first 32-value chunk of this superblock
+    const __m128i sm = _mm_loadu_si128((const __m128i *)u);
+    const __m256 vsc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm));
+    const __m256 vmn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8)));
+    _mm256_storeu_ps(sc8, _mm256_mul_ps(_mm256_mul_ps(vsc, _mm256_set1_ps(f16(b))),
+                                        _mm256_loadu_ps(d + c0)));
+    // min term: dmin * sum_j m_j * (ds[2(c0+j)] + ds[2(c0+j)+1])
+    const __m256 h0 = _mm256_loadu_ps(ds + 2 * c0), h1 = _mm256_loadu_ps(ds + 2 * c0 + 8);
+    // hadd gives [c0 c1 c4 c5 | c2 c3 c6 c7] pair sums; reorder the 64-bit lanes to c0..c7
+    const __m256 pairs = _mm256_castpd_ps(_mm256_permute4x64_pd(
+        _mm256_castps_pd(_mm256_hadd_ps(h0, h1)), 0xD8));
+    *macc = _mm256_fmadd_ps(_mm256_mul_ps(vmn, _mm256_set1_ps(f16(b + 2))), pairs, *macc);
+    // 32 bytes hold chunk 2j (low nibbles) and 2j+1 (high); each 16-byte half widens to
+    // 16-bit lanes once. The 8 chunk sums are reduced together and scaled by sc8.
+    __m128i s4[2];
+    for (int h = 0; h < 2; h++) {      // 4 chunks at a time: fewer live registers
+        __m256i p[4];
+        for (int j = 0; j < 2; j++) {
+            const uint8_t *qs = b + 16 + 32 * (2 * h + j);
+            const __m256i x0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)qs));
+            const __m256i x1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(qs + 16)));
+            const __m256i *q0 = (const __m256i *)(q + 32 * (c0 + 4 * h + 2 * j)), *q1 = q0 + 2;
+            p[2 * j] = dp16(_mm256_madd_epi16(_mm256_and_si256(x0, m4), _mm256_loadu_si256(q0)),
+                            _mm256_and_si256(x1, m4), _mm256_loadu_si256(q0 + 1));
+            p[2 * j + 1] = dp16(_mm256_madd_epi16(_mm256_srli_epi16(x0, 4), _mm256_loadu_si256(q1)),
+                                _mm256_srli_epi16(x1, 4), _mm256_loadu_si256(q1 + 1));
         }
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_set_m128i(s4[1], s4[0])), _mm256_loadu_ps(sc8), acc);
+        s4[h] = hsum4x8_epi32(p);
     }
+    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_set_m128i(s4[1], s4[0])), _mm256_loadu_ps(sc8), *acc);
+}
+
+float tg_dot_q4_k_qact(int64_t K, const void *row, const uint8_t *act) {
+    const int16_t *q = (const int16_t *)act;
+    const float *d = (const float *)(act + 2 * K), *ds = d + K / 32;
+    __m256 acc = _mm256_setzero_ps(), macc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < K; i += 256) q4_k_super((const uint8_t *)row + 144 * (i / 256), q, d, ds, i, &acc, &macc);
     return tg_hsum256(acc) - tg_hsum256(macc);
+}
+
+void tg_dot4_q4_k_qact(int64_t K, const void *const rows[4], const uint8_t *act, float out[4]) {
+    const int16_t *q = (const int16_t *)act;
+    const float *d = (const float *)(act + 2 * K), *ds = d + K / 32;
+    __m256 acc[4], macc[4];
+    for (int r = 0; r < 4; r++) acc[r] = macc[r] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < K; i += 256)
+        for (int r = 0; r < 4; r++)
+            q4_k_super((const uint8_t *)rows[r] + 144 * (i / 256), q, d, ds, i, &acc[r], &macc[r]);
+    for (int r = 0; r < 4; r++) out[r] = tg_hsum256(acc[r]) - tg_hsum256(macc[r]);
 }
 
 // Q6_K row x QACT row (SIMD only)
