@@ -37,3 +37,14 @@ def test_bench_matmul_rejects_bad_shapes(bad, msg):
 def test_bench_matmul_block_mismatch_is_an_error(capsys):
     assert load("bench_matmul").main(["16x100x7xq4_0", "-r", "1"]) == 1
     assert "blocks of 32" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("nt", [1, 2, 3])
+def test_read_bandwidth_probe(nt):
+    """The roofline's bandwidth probe runs with 1 or 4 streams per thread, on a size that leaves
+    leftover floats; a stream count it does not have is refused."""
+    from tinyggml.backend import measure_read_bandwidth
+    for streams in (1, 4):
+        assert measure_read_bandwidth(4 * 1_000_003, nt, 1, streams=streams) > 0
+    with pytest.raises(ValueError, match="streams"):
+        measure_read_bandwidth(1 << 20, nt, 1, streams=3)

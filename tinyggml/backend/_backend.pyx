@@ -54,15 +54,18 @@ def openmp_max_threads():
     return tg_max_threads()
 
 
-def measure_read_bandwidth(Py_ssize_t nbytes, int n_threads, int reps=5):
-    """Best-of-reps streaming read bandwidth in bytes/s (benchmarks: the decode roofline).
+def measure_read_bandwidth(Py_ssize_t nbytes, int n_threads, int reps=5, int streams=4):
+    """Best-of-reps streaming read bandwidth in bytes/s (benchmarks: the decode roofline), each
+    thread reading its share as 4 streams side by side (as the decode dots do) or as 1.
     Python's wall clock is not used; 0.0 when built without OpenMP (no timer)."""
+    if streams not in (1, 4):
+        raise ValueError(f"streams must be 1 or 4, not {streams}")
     buf = np.ones(nbytes // 4, dtype=np.float32)
     cdef float sink = 0
     cdef float *p = <float *><size_t>_addr(buf)
     cdef Py_ssize_t n = buf.size
     with nogil:
-        bw = tg_read_bandwidth(p, n, n_threads, reps, &sink)
+        bw = tg_read_bandwidth(p, n, n_threads, reps, streams, &sink)
     return bw
 
 

@@ -20,7 +20,7 @@ cdef extern from "tg.h" nogil:
     int tg_int_gemm_compiled()
     void tg_mm_kblock(int64_t out[3])
     int tg_max_threads()
-    double tg_read_bandwidth(const float *buf, int64_t n, int n_threads, int reps, float *sink)
+    double tg_read_bandwidth(const float *buf, int64_t n, int n_threads, int reps, int streams, float *sink)
     void tg_graph_compute(tg_tensor **nodes, int n_nodes, int n_threads, char *wdata, size_t wsize,
                           double *times)
     double tg_time_now()

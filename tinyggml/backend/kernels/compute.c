@@ -67,9 +67,12 @@ double tg_time_now(void) {
 }
 
 // Streaming read bandwidth (bytes/s) of n floats with n_threads, best of reps: the roofline
-// reference for decode speed (benchmarks only).
+// reference for decode speed (benchmarks only). streams = 4 reads each thread's range in 4
+// quarters side by side, as the decode dots read weight rows (simd.h tg_dot_rows4_*): one
+// stream per core does not reach the machine's bandwidth (the reference would flatter any
+// reader of several streams); streams = 1 reads it front to back.
 #include "simd.h"
-double tg_read_bandwidth(const float *buf, int64_t n, int n_threads, int reps, float *sink) {
+double tg_read_bandwidth(const float *buf, int64_t n, int n_threads, int reps, int streams, float *sink) {
     double best = 0.0;
     for (int r = 0; r < reps; r++) {
         float total = 0.0f;
@@ -84,7 +87,15 @@ double tg_read_bandwidth(const float *buf, int64_t n, int n_threads, int reps, f
             const int ith = 0, nth = 1;
 #endif
             const int64_t dr = (n + nth - 1) / nth, i0 = TG_MIN(dr * ith, n), i1 = TG_MIN(i0 + dr, n);
-            total += tg_dot_f32(i1 - i0, buf + i0, buf + i0);   // one read stream per thread
+            if (streams == 4) {
+                const int64_t q = (i1 - i0) / 4;
+                const float *x[4] = {buf + i0, buf + i0 + q, buf + i0 + 2 * q, buf + i0 + 3 * q};
+                float out[4];
+                tg_dot_rows4_f32(q, x, buf + i0, out);
+                total += out[0] + out[1] + out[2] + out[3] + tg_dot_f32(i1 - i0 - 4 * q, buf + i0 + 4 * q, buf + i0 + 4 * q);
+            } else {
+                total += tg_dot_f32(i1 - i0, buf + i0, buf + i0);
+            }
         }
 #ifdef _OPENMP
         const double dt = omp_get_wtime() - t0;

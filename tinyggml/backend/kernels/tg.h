@@ -81,6 +81,6 @@ void tg_graph_compute(tg_tensor **nodes, int n_nodes, int n_threads,
                       char *wdata, size_t wsize_per_thread, double *times);
 double tg_time_now(void);
 int tg_max_threads(void);
-double tg_read_bandwidth(const float *buf, int64_t n, int n_threads, int reps, float *sink);
+double tg_read_bandwidth(const float *buf, int64_t n, int n_threads, int reps, int streams, float *sink);
 
 #endif
