@@ -402,7 +402,8 @@ def test_mul_mat_k_blocked(simd, wtype, nt):
 def test_mul_mat_small_f16_batches(simd, K, N):
     """F16 batches of 2-9 columns take 2 x 4 tiles on rows read in place (ops.c
     tg_mul_mat_small_f16): against float64, the same for 1 and 3 threads bit for bit, and every
-    column bit for bit what it is in the batch shifted by one (other partners, other tiles)."""
+    output bit for bit what it is in the batch shifted by one column or one row (other
+    partners, other tiles)."""
     rng = np.random.default_rng(K * 100 + N)
     a = mk("a", rnd(rng, 21, K, dtype=np.float16), type=F16)
     x = rnd(rng, N + 1, K)
@@ -411,6 +412,10 @@ def test_mul_mat_small_f16_batches(simd, K, N):
     np.testing.assert_array_equal(three, one)
     shifted = check_op(ops.mul_mat(a, mk("b", x[1:].copy())), 2, atol=1e-4, rtol=1e-4)
     np.testing.assert_array_equal(shifted[:N - 1], one[1:])
+    # a row prepended: every row pairs with another row of the other half, or none
+    a2 = mk("a2", np.concatenate([rnd(rng, 1, K, dtype=np.float16), a.data]), type=F16)
+    rows = check_op(ops.mul_mat(a2, mk("b", x[:N].copy())), 2, atol=1e-4, rtol=1e-4)
+    np.testing.assert_array_equal(rows[:, 1:], one)
 
 
 @pytest.mark.parametrize("wtype", [F32, F16])

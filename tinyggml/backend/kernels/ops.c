@@ -544,24 +544,27 @@ static inline void tg_dot4x3_f32(int64_t K, const float *const a[4], const float
 // below pay a widening and pack of 16 rows per panel that so few columns do not repay. 2
 // threads, alternated builds, GFLOP/s, 3352 x 768 (in L3): N = 2 14-17 -> 33-34, 4 35-36 ->
 // 76-82, 8 47-51 -> 67-70; 33520 x 768 (from memory, as in a model): N = 2 12-14 -> 13-20, 4
-// 21-25 -> 28-30, 8 41-42 -> 46-56, 12 57-68 -> 46-47 (BENCHMARKS.md). F32 rows measured slower
-// here than on the panels (which read them in place too), so they stay there. Each output is
-// one 8-lane sum over k then a horizontal sum and a scalar tail, whatever rows and columns it
-// is grouped with (a last odd row or partial column group repeats its last one), so results do
-// not depend on the tiling.
+// 21-25 -> 28-30, 8 41-42 -> 46-56, 12 57-68 -> 46-47 (BENCHMARKS.md). The two rows of a pass
+// come from the two halves of the thread's rows, two read streams (as the decode dots read
+// four): 33520 x 768, N = 4 32-40 -> 56-58, N = 8 56-63 -> 62-70 GFLOP/s against adjacent rows
+// (3352 x 768 in L3 unchanged). F32 rows measured slower here than on the panels (which read
+// them in place too), so they stay there. Each output is one 8-lane sum over k then a
+// horizontal sum and a scalar tail, whatever rows and columns it is grouped with (a lone last
+// row or partial column group repeats its last one), so results do not depend on the tiling.
 #define MM_SMALL_N 10
 
 static void tg_mul_mat_small_f16(const tg_params *p, tg_tensor *dst) {
     const tg_tensor *src0 = dst->src[0], *src1 = dst->src[1];
     const int64_t K = src0->ne[0], M = src0->ne[1], N = src1->ne[1];
     const int64_t r2 = src1->ne[2] / src0->ne[2], r3 = src1->ne[3] / src0->ne[3];
-    const int64_t dr = ((M + p->nth - 1) / p->nth + 1) / 2 * 2;   // whole row pairs per thread
-    const int64_t ir0 = TG_MIN(dr * p->ith, M), ir1 = TG_MIN(ir0 + dr, M);
+    ROW_RANGE(M);
+    const int64_t h = (ir1 - ir0 + 1) / 2;   // a row of each half of the thread's rows per pass
     for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
     for (int64_t i12 = 0; i12 < src1->ne[2]; i12++)
-    for (int64_t m = ir0; m < ir1; m += 2) {
-        const tg_fp16_t *w[2] = {(const tg_fp16_t *)at(src0, 0, m, i12 / r2, i13 / r3),
-                                 (const tg_fp16_t *)at(src0, 0, TG_MIN(m + 1, ir1 - 1), i12 / r2, i13 / r3)};
+    for (int64_t i = 0; i < h; i++) {
+        const int64_t mr[2] = {ir0 + i, ir0 + h + i < ir1 ? ir0 + h + i : -1};
+        const tg_fp16_t *w[2] = {(const tg_fp16_t *)at(src0, 0, mr[0], i12 / r2, i13 / r3),
+                                 (const tg_fp16_t *)at(src0, 0, mr[1] < 0 ? mr[0] : mr[1], i12 / r2, i13 / r3)};
         for (int64_t n0 = 0; n0 < N; n0 += 4) {
             const float *b[4];
             for (int j = 0; j < 4; j++) b[j] = (const float *)at(src1, 0, TG_MIN(n0 + j, N - 1), i12, i13);
@@ -581,11 +584,11 @@ static void tg_mul_mat_small_f16(const tg_params *p, tg_tensor *dst) {
                     c[1][j] = _mm256_fmadd_ps(w1, bj, c[1][j]);
                 }
             }
-            for (int r = 0; r < 2 && m + r < ir1; r++)
+            for (int r = 0; r < 2 && mr[r] >= 0; r++)
                 for (int j = 0; j < 4 && n0 + j < N; j++) {
                     float s = tg_hsum256(c[r][j]);
                     for (int64_t kk = k; kk < K; kk++) s += tg_fp16_to_fp32(w[r][kk]) * b[j][kk];
-                    *(float *)at(dst, m + r, n0 + j, i12, i13) = s;
+                    *(float *)at(dst, mr[r], n0 + j, i12, i13) = s;
                 }
         }
     }
