@@ -473,26 +473,38 @@ static void tg_mul_mat_q(const tg_params *p, tg_tensor *dst) {
     }
 #endif
     ROW_RANGE(M);
-    // decode: 4 rows side by side (4 read streams), each computed as by its one-row dot
+    // 4 rows side by side (4 read streams, as the F32 / F16 decode), each output computed as
+    // by the one-row dot; the rows left over one at a time
     void (*fused4)(int64_t, const void *const *, const uint8_t *, float *) =
-        N != 1 ? NULL : split ? tg_dot4_q6_k_kact :
+        split ? tg_dot4_q6_k_kact :
         src0->type == TG_TYPE_Q4_0 ? tg_dot4_q4_0_qact :
         src0->type == TG_TYPE_Q8_0 ? tg_dot4_q8_0_qact : NULL;
 #ifdef TG_AVX2
-    if (TG_USE_SIMD && N == 1 && src0->type == TG_TYPE_Q4_K) fused4 = tg_dot4_q4_k_qact;
+    if (TG_USE_SIMD && src0->type == TG_TYPE_Q4_K) fused4 = tg_dot4_q4_k_qact;
 #endif
     for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
     for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
         int64_t m = ir0;
-        if (fused4) {          // decode: the rows in 4 quarters read side by side, 4 streams
+        if (fused4) {          // the rows in 4 quarters, one row of each per pass
             const int64_t q = (ir1 - ir0) / 4;
-            const uint8_t *act = (const uint8_t *)at(src1, 0, 0, i12, i13);
             for (int64_t i = 0; i < q; i++) {
                 const void *rows[4];
-                float out[4];
                 for (int r = 0; r < 4; r++) rows[r] = at(src0, 0, ir0 + r * q + i, i12 / r2, i13 / r3);
-                fused4(K, rows, act, out);
-                for (int r = 0; r < 4; r++) *(float *)at(dst, ir0 + r * q + i, 0, i12, i13) = out[r];
+                int64_t n = 0;
+                for (; pairs && n + 2 <= N; n += 2) {
+                    float o[8];
+                    tg_dot2x4_q4_0_qact(K, rows, (const uint8_t *)at(src1, 0, n, i12, i13),
+                                        (const uint8_t *)at(src1, 0, n + 1, i12, i13), o);
+                    for (int r = 0; r < 4; r++) {
+                        *(float *)at(dst, ir0 + r * q + i, n, i12, i13) = o[2 * r];
+                        *(float *)at(dst, ir0 + r * q + i, n + 1, i12, i13) = o[2 * r + 1];
+                    }
+                }
+                for (; n < N; n++) {
+                    float o[4];
+                    fused4(K, rows, (const uint8_t *)at(src1, 0, n, i12, i13), o);
+                    for (int r = 0; r < 4; r++) *(float *)at(dst, ir0 + r * q + i, n, i12, i13) = o[r];
+                }
             }
             m = ir0 + 4 * q;
         }

@@ -615,6 +615,29 @@ void tg_dot4_q4_0_qact(int64_t K, const void *const rows[4], const uint8_t *act,
 // Q4_0 row x two QACT rows (two columns of a small batch): each block's nibbles widen once for
 // both columns; each column goes through the same helpers as tg_dot_q4_0_qact, so its result
 // does not depend on its partner.
+#ifdef TG_AVX2
+static inline __attribute__((always_inline)) void q4_0_blocks8_x2(const uint8_t *b, const uint8_t *act0,
+                                                                 const uint8_t *act1, int64_t K, int64_t c,
+                                                                 __m256 *acc0, __m256 *acc1) {
+    q4_0_prefetch(b);
+    __m128i s0[2], s1[2];
+    for (int h = 0; h < 2; h++) {
+        __m256i p0[4], p1[4];
+        for (int j = 0; j < 4; j++) {
+            __m256i lo, hi;
+            q4_0_widen(b, 4 * h + j, &lo, &hi);
+            p0[j] = q4_0_madd(lo, hi, (const int16_t *)act0, c + 4 * h + j);
+            p1[j] = q4_0_madd(lo, hi, (const int16_t *)act1, c + 4 * h + j);
+        }
+        s0[h] = hsum4x8_epi32(p0);
+        s1[h] = hsum4x8_epi32(p1);
+    }
+    const __m256 dw = q4_0_scales8(b);
+    *acc0 = q4_0_scale8(act0, K, c, s0, dw, *acc0);
+    *acc1 = q4_0_scale8(act1, K, c, s1, dw, *acc1);
+}
+#endif
+
 void tg_dot2_q4_0_qact(int64_t K, const void *row, const uint8_t *act0, const uint8_t *act1, float out[2]) {
     const uint8_t *b = (const uint8_t *)row;
     int64_t c = 0;
@@ -622,30 +645,35 @@ void tg_dot2_q4_0_qact(int64_t K, const void *row, const uint8_t *act0, const ui
 #ifdef TG_AVX2
     if (TG_USE_SIMD) {
         __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-        for (; c + 8 <= K / 32; c += 8, b += 8 * 18) {
-            q4_0_prefetch(b);
-            __m128i s0[2], s1[2];
-            for (int h = 0; h < 2; h++) {
-                __m256i p0[4], p1[4];
-                for (int j = 0; j < 4; j++) {
-                    __m256i lo, hi;
-                    q4_0_widen(b, 4 * h + j, &lo, &hi);
-                    p0[j] = q4_0_madd(lo, hi, (const int16_t *)act0, c + 4 * h + j);
-                    p1[j] = q4_0_madd(lo, hi, (const int16_t *)act1, c + 4 * h + j);
-                }
-                s0[h] = hsum4x8_epi32(p0);
-                s1[h] = hsum4x8_epi32(p1);
-            }
-            const __m256 dw = q4_0_scales8(b);
-            acc0 = q4_0_scale8(act0, K, c, s0, dw, acc0);
-            acc1 = q4_0_scale8(act1, K, c, s1, dw, acc1);
-        }
+        for (; c + 8 <= K / 32; c += 8, b += 8 * 18) q4_0_blocks8_x2(b, act0, act1, K, c, &acc0, &acc1);
         sum0 = tg_hsum256(acc0);
         sum1 = tg_hsum256(acc1);
     }
 #endif
     out[0] = q4_0_tail(b, act0, K, c, sum0);
     out[1] = q4_0_tail(b, act1, K, c, sum1);
+}
+
+// four Q4_0 rows x two QACT rows, the rows read side by side (4 read streams, as the decode
+// dot): out[2 r + j] equals tg_dot_q4_0_qact(K, rows[r], act_j) bit for bit
+void tg_dot2x4_q4_0_qact(int64_t K, const void *const rows[4], const uint8_t *act0, const uint8_t *act1,
+                         float out[8]) {
+    float sum[8] = {0.0f};
+    int64_t c = 0;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD) {
+        __m256 acc[8];
+        for (int r = 0; r < 8; r++) acc[r] = _mm256_setzero_ps();
+        for (; c + 8 <= K / 32; c += 8)
+            for (int r = 0; r < 4; r++)
+                q4_0_blocks8_x2((const uint8_t *)rows[r] + 18 * c, act0, act1, K, c, &acc[2 * r], &acc[2 * r + 1]);
+        for (int r = 0; r < 8; r++) sum[r] = tg_hsum256(acc[r]);
+    }
+#endif
+    for (int r = 0; r < 4; r++) {
+        out[2 * r] = q4_0_tail((const uint8_t *)rows[r] + 18 * c, act0, K, c, sum[2 * r]);
+        out[2 * r + 1] = q4_0_tail((const uint8_t *)rows[r] + 18 * c, act1, K, c, sum[2 * r + 1]);
+    }
 }
 
 // Q8_0 row x QACT row
