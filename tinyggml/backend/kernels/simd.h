@@ -139,8 +139,8 @@ static inline void tg_fp16_to_fp32_row(const tg_fp16_t *x, float *y, int64_t n) 
     for (; i < n; i++) y[i] = tg_fp16_to_fp32(x[i]);
 }
 
-// Dot products streaming one row through 4 accumulators, 32 values a step (the decode path:
-// measured on mamba2-130m F16 decode, 14.0 -> 7.7 ms per token against 4 rows interleaved).
+// Dot products streaming one row through 4 accumulators, 32 values a step (the bandwidth probe's
+// 1-stream read, the K-quants' min terms; the decode reads rows through tg_dot_rows4_* below).
 #ifdef TG_AVX2
 #define TG_DOT_BODY(LOAD_X)                                                                     \
     __m256 c0 = _mm256_setzero_ps(), c1 = _mm256_setzero_ps();                                  \
@@ -184,15 +184,6 @@ static inline float tg_dot_f16_f32(int64_t n, const tg_fp16_t *x, const float *y
 // no faster. A row's arithmetic is the same in both functions (2 accumulators over 16 values a
 // step, one 8-value step, the horizontal sum, a scalar tail), so its result does not depend on
 // which rows it is computed with or on the thread count.
-#ifdef TG_AVX2
-#define TG_DOT_ROW_STEPS(LOAD_X, x, a0, a1)                                                     \
-    for (i = 0; i + 16 <= n; i += 16) {                                                          \
-        a0 = _mm256_fmadd_ps(LOAD_X(x + i), _mm256_loadu_ps(y + i), a0);                         \
-        a1 = _mm256_fmadd_ps(LOAD_X(x + i + 8), _mm256_loadu_ps(y + i + 8), a1);                 \
-    }                                                                                            \
-    if (i + 8 <= n) a0 = _mm256_fmadd_ps(LOAD_X(x + i), _mm256_loadu_ps(y + i), a0);
-#endif
-
 #define TG_DEF_DOT_ROWS(SUF, T, LOAD_X, TO_F32)                                                \
 static inline float tg_dot_row1_##SUF(int64_t n, const T *x, const float *y) {               \
     int64_t i = 0;                                                                               \
@@ -211,8 +202,14 @@ static inline void tg_dot_rows4_##SUF(int64_t n, const T *const x[4], const floa
 #define TG_DOT_ROW1_SIMD(LOAD_X)                                                                 \
     if (TG_USE_SIMD) {                                                                           \
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                               \
-        TG_DOT_ROW_STEPS(LOAD_X, x, a0, a1)                                                      \
-        i = n / 8 * 8;                                                                           \
+        for (; i + 16 <= n; i += 16) {                                                           \
+            a0 = _mm256_fmadd_ps(LOAD_X(x + i), _mm256_loadu_ps(y + i), a0);                     \
+            a1 = _mm256_fmadd_ps(LOAD_X(x + i + 8), _mm256_loadu_ps(y + i + 8), a1);             \
+        }                                                                                        \
+        if (i + 8 <= n) {                                                                        \
+            a0 = _mm256_fmadd_ps(LOAD_X(x + i), _mm256_loadu_ps(y + i), a0);                     \
+            i += 8;                                                                              \
+        }                                                                                        \
         sum = tg_hsum256(_mm256_add_ps(a0, a1));                                                 \
     }
 #define TG_DOT_ROWS4_SIMD(LOAD_X, TO_F32)                                                        \
