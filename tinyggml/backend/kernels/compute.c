@@ -92,7 +92,8 @@ double tg_read_bandwidth(const float *buf, int64_t n, int n_threads, int reps, i
                 const float *x[4] = {buf + i0, buf + i0 + q, buf + i0 + 2 * q, buf + i0 + 3 * q};
                 float out[4];
                 tg_dot_rows4_f32(q, x, buf + i0, out);
-                total += out[0] + out[1] + out[2] + out[3] + tg_dot_f32(i1 - i0 - 4 * q, buf + i0 + 4 * q, buf + i0 + 4 * q);
+                const float *rest = buf + i0 + 4 * q;
+                total += out[0] + out[1] + out[2] + out[3] + tg_dot_f32(i1 - i0 - 4 * q, rest, rest);
             } else {
                 total += tg_dot_f32(i1 - i0, buf + i0, buf + i0);
             }

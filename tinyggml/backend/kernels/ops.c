@@ -81,9 +81,9 @@ static void tg_get_rows_f32(const tg_params *p, tg_tensor *dst) {
 // src0: {K, M, ne02, ne03} any weight type (rows contiguous), src1: {K, N, ne12, ne13} F32
 // (rows contiguous) or QACT (quantized weights: tg_mul_mat_q), dst: {M, N, ne12, ne13} F32.
 // Threads split M. Paths: one column of F32/F16 weights reads each thread's rows as 4 quarters
-// side by side (decode: 4 read streams, simd.h tg_dot_rows4_*); batches with SIMD run on packed 16-row panels (tg_mul_mat_panels, non-F32 rows
-// widened first; with VNNI, quantized batches on integer panels, tg_mul_mat_qpanels); the
-// scalar build uses 4-row x 3-column dot tiles.
+// side by side (decode: 4 read streams, simd.h tg_dot_rows4_*); batches with SIMD run on packed
+// 16-row panels (tg_mul_mat_panels, non-F32 rows widened first; with VNNI, quantized batches on
+// integer panels, tg_mul_mat_qpanels); the scalar build uses 4-row x 3-column dot tiles.
 
 // out[r] = dot(a[r], b) for 4 rows
 static inline void tg_dot4_f32(int64_t K, const float *a0, const float *a1, const float *a2,
