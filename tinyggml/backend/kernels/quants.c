@@ -424,7 +424,7 @@ float tg_dot_q6_k_kact(int64_t K, const void *row, const uint8_t *act) {
     return sum;
 }
 
-
+// four Q6_K rows x one QACT_K row, side by side (4 read streams: ops.c); bit for bit the one-row dot
 void tg_dot4_q6_k_kact(int64_t K, const void *const rows[4], const uint8_t *act, float out[4]) {
 #ifdef TG_AVX2
     if (TG_USE_SIMD) {
@@ -709,6 +709,7 @@ float tg_dot_q8_0_qact(int64_t K, const void *row, const uint8_t *act) {
     return sum;
 }
 
+// four Q8_0 rows x one QACT row, side by side (4 read streams: ops.c); bit for bit the one-row dot
 void tg_dot4_q8_0_qact(int64_t K, const void *const rows[4], const uint8_t *act, float out[4]) {
 #ifdef TG_AVX2
     if (TG_USE_SIMD) {
@@ -784,6 +785,7 @@ float tg_dot_q4_k_qact(int64_t K, const void *row, const uint8_t *act) {
     return tg_hsum256(acc) - tg_hsum256(macc);
 }
 
+// four Q4_K rows x one QACT row, side by side (4 read streams: ops.c); bit for bit the one-row dot
 void tg_dot4_q4_k_qact(int64_t K, const void *const rows[4], const uint8_t *act, float out[4]) {
     const int16_t *q = (const int16_t *)act;
     const float *d = (const float *)(act + 2 * K), *ds = d + K / 32;
