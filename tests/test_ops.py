@@ -218,9 +218,9 @@ def test_mul_mat(simd, K, M, N, wtype, nt):
 @pytest.mark.parametrize("wtype", [F32, F16])
 def test_mul_mat_decode_rows_in_4_streams(simd, K, wtype):
     """Decode (one column) reads each thread's rows in 4 quarters side by side (ops.c,
-    tg_dot_rows4_*), the rows left over one at a time: against float64, and every row bit for
-    bit the same whatever the thread count and wherever it lands (the matrix shifted by one row
-    moves every row into another quarter, stream or leftover)."""
+    tg_dot_rows4_*; a short last quarter repeats a row and drops it): against float64, and every
+    row bit for bit the same whatever the thread count and wherever it lands (the matrix shifted
+    by one row moves every row into another quarter or stream)."""
     rng = np.random.default_rng(K)
     dt = np.float16 if wtype == F16 else np.float32
     w = rnd(rng, 47, K, dtype=dt)

@@ -139,7 +139,7 @@ def test_decode_rows_in_4_streams(simd, qt):
     """Decode (one column) reads each thread's rows in 4 quarters side by side (ops.c fused4:
     Q4_0, Q8_0, Q4_K, Q6_K; Q5_1 keeps one row at a time): against float64, and every row bit
     for bit the same whatever the thread count and wherever it lands (the matrix shifted by one
-    row moves every row into another quarter or into the leftover rows)."""
+    row moves every row into another quarter or stream)."""
     rng = np.random.default_rng(qt + 7)
     K = 768 if BLOCK[qt][0] == 256 else 608          # 3 superblocks / 19 blocks: SIMD tails
     q = random_blocks(rng, qt, 48, K)

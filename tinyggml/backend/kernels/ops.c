@@ -10,6 +10,18 @@
     const int64_t ir0 = TG_MIN(dr * p->ith, (nr)); \
     const int64_t ir1 = TG_MIN(ir0 + dr, (nr));
 
+// A thread's rows [ir0, ir1) read as `parts` runs side by side (several read streams: the decode
+// dots take 4 rows at once, the small F16 tiles 2): run r is rows ir0 + r * len + i for
+// i < len = ceil((ir1 - ir0) / parts). m[r] is the row of run r in pass i, or -1 past ir1 (the
+// pass then reads row m[0] there again and drops the result).
+static inline int64_t tg_run_len(int64_t ir0, int64_t ir1, int parts) {
+    return (ir1 - ir0 + parts - 1) / parts;
+}
+
+static inline void tg_run_rows(int64_t ir0, int64_t ir1, int64_t len, int parts, int64_t i, int64_t *m) {
+    for (int r = 0; r < parts; r++) m[r] = ir0 + r * len + i < ir1 ? ir0 + r * len + i : -1;
+}
+
 // pointer to element (i0, i1, i2, i3) of t
 static inline char *at(const tg_tensor *t, int64_t i0, int64_t i1, int64_t i2, int64_t i3) {
     return t->data + i0 * t->nb[0] + i1 * t->nb[1] + i2 * t->nb[2] + i3 * t->nb[3];
@@ -474,7 +486,7 @@ static void tg_mul_mat_q(const tg_params *p, tg_tensor *dst) {
 #endif
     ROW_RANGE(M);
     // 4 rows side by side (4 read streams, as the F32 / F16 decode), each output computed as
-    // by the one-row dot; the rows left over one at a time
+    // by the one-row dot; Q4_0 columns in pairs
     void (*fused4)(int64_t, const void *const *, const uint8_t *, float *) =
         split ? tg_dot4_q6_k_kact :
         src0->type == TG_TYPE_Q4_0 ? tg_dot4_q4_0_qact :
@@ -482,44 +494,37 @@ static void tg_mul_mat_q(const tg_params *p, tg_tensor *dst) {
 #ifdef TG_AVX2
     if (TG_USE_SIMD && src0->type == TG_TYPE_Q4_K) fused4 = tg_dot4_q4_k_qact;
 #endif
+    const int64_t len = tg_run_len(ir0, ir1, 4);
     for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
     for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
-        int64_t m = ir0;
-        if (fused4) {          // the rows in 4 quarters, one row of each per pass
-            const int64_t q = (ir1 - ir0) / 4;
-            for (int64_t i = 0; i < q; i++) {
+        if (fused4) {
+            for (int64_t i = 0; i < len; i++) {
+                int64_t m[4];
                 const void *rows[4];
-                for (int r = 0; r < 4; r++) rows[r] = at(src0, 0, ir0 + r * q + i, i12 / r2, i13 / r3);
+                tg_run_rows(ir0, ir1, len, 4, i, m);
+                for (int r = 0; r < 4; r++) rows[r] = at(src0, 0, m[r] < 0 ? m[0] : m[r], i12 / r2, i13 / r3);
                 int64_t n = 0;
                 for (; pairs && n + 2 <= N; n += 2) {
                     float o[8];
                     tg_dot2x4_q4_0_qact(K, rows, (const uint8_t *)at(src1, 0, n, i12, i13),
                                         (const uint8_t *)at(src1, 0, n + 1, i12, i13), o);
-                    for (int r = 0; r < 4; r++) {
-                        *(float *)at(dst, ir0 + r * q + i, n, i12, i13) = o[2 * r];
-                        *(float *)at(dst, ir0 + r * q + i, n + 1, i12, i13) = o[2 * r + 1];
+                    for (int r = 0; r < 4 && m[r] >= 0; r++) {
+                        *(float *)at(dst, m[r], n, i12, i13) = o[2 * r];
+                        *(float *)at(dst, m[r], n + 1, i12, i13) = o[2 * r + 1];
                     }
                 }
                 for (; n < N; n++) {
                     float o[4];
                     fused4(K, rows, (const uint8_t *)at(src1, 0, n, i12, i13), o);
-                    for (int r = 0; r < 4; r++) *(float *)at(dst, ir0 + r * q + i, n, i12, i13) = o[r];
+                    for (int r = 0; r < 4 && m[r] >= 0; r++) *(float *)at(dst, m[r], n, i12, i13) = o[r];
                 }
             }
-            m = ir0 + 4 * q;
+            continue;
         }
-        for (; m < ir1; m++) {
+        for (int64_t m = ir0; m < ir1; m++) {
             const char *row = at(src0, 0, m, i12 / r2, i13 / r3);
             if (fused) {
-                int64_t n = 0;
-                for (; pairs && n + 2 <= N; n += 2) {
-                    float o[2];
-                    tg_dot2_q4_0_qact(K, row, (const uint8_t *)at(src1, 0, n, i12, i13),
-                                      (const uint8_t *)at(src1, 0, n + 1, i12, i13), o);
-                    *(float *)at(dst, m, n, i12, i13) = o[0];
-                    *(float *)at(dst, m, n + 1, i12, i13) = o[1];
-                }
-                for (; n < N; n++)
+                for (int64_t n = 0; n < N; n++)
                     *(float *)at(dst, m, n, i12, i13) =
                         fused(K, row, (const uint8_t *)at(src1, 0, n, i12, i13));
                 continue;
@@ -570,11 +575,12 @@ static void tg_mul_mat_small_f16(const tg_params *p, tg_tensor *dst) {
     const int64_t K = src0->ne[0], M = src0->ne[1], N = src1->ne[1];
     const int64_t r2 = src1->ne[2] / src0->ne[2], r3 = src1->ne[3] / src0->ne[3];
     ROW_RANGE(M);
-    const int64_t h = (ir1 - ir0 + 1) / 2;   // a row of each half of the thread's rows per pass
+    const int64_t len = tg_run_len(ir0, ir1, 2);   // a row of each half of the thread's rows per pass
     for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
     for (int64_t i12 = 0; i12 < src1->ne[2]; i12++)
-    for (int64_t i = 0; i < h; i++) {
-        const int64_t mr[2] = {ir0 + i, ir0 + h + i < ir1 ? ir0 + h + i : -1};
+    for (int64_t i = 0; i < len; i++) {
+        int64_t mr[2];
+        tg_run_rows(ir0, ir1, len, 2, i, mr);
         const tg_fp16_t *w[2] = {(const tg_fp16_t *)at(src0, 0, mr[0], i12 / r2, i13 / r3),
                                  (const tg_fp16_t *)at(src0, 0, mr[1] < 0 ? mr[0] : mr[1], i12 / r2, i13 / r3)};
         for (int64_t n0 = 0; n0 < N; n0 += 4) {
@@ -643,23 +649,20 @@ static void tg_mul_mat_f32(const tg_params *p, tg_tensor *dst) {
     const int64_t ir0 = TG_MIN(dr * p->ith, M), ir1 = TG_MIN(ir0 + dr, M);
     if (N == 1 && (src0->type == TG_TYPE_F32 || is_f16)) {
         // decode: the thread's rows in 4 quarters read side by side, 4 streams (simd.h)
-        const int64_t q = (ir1 - ir0) / 4;
+        const int64_t len = tg_run_len(ir0, ir1, 4);
         for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
         for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
             const float *b = (const float *)at(src1, 0, 0, i12, i13);
             float *d = (float *)at(dst, 0, 0, i12, i13);
-            for (int64_t i = 0; i < q; i++) {
+            for (int64_t i = 0; i < len; i++) {
+                int64_t m[4];
                 const void *rows[4];
                 float out[4];
-                for (int r = 0; r < 4; r++) rows[r] = at(src0, 0, ir0 + r * q + i, i12 / r2, i13 / r3);
+                tg_run_rows(ir0, ir1, len, 4, i, m);
+                for (int r = 0; r < 4; r++) rows[r] = at(src0, 0, m[r] < 0 ? m[0] : m[r], i12 / r2, i13 / r3);
                 if (is_f16) tg_dot_rows4_f16(K, (const tg_fp16_t *const *)rows, b, out);
                 else tg_dot_rows4_f32(K, (const float *const *)rows, b, out);
-                for (int r = 0; r < 4; r++) d[ir0 + r * q + i] = out[r];
-            }
-            for (int64_t m = ir0 + 4 * q; m < ir1; m++) {
-                const char *row = at(src0, 0, m, i12 / r2, i13 / r3);
-                d[m] = is_f16 ? tg_dot_row1_f16(K, (const tg_fp16_t *)row, b)
-                              : tg_dot_row1_f32(K, (const float *)row, b);
+                for (int r = 0; r < 4 && m[r] >= 0; r++) d[m[r]] = out[r];
             }
         }
         return;

@@ -503,7 +503,8 @@ static inline __m128i hsum4x8_epi32(const __m256i a[4]) {
 // SIMD: 8 blocks at a time; each block's 16 bytes widen to 16-bit lanes once, so the low and
 // high nibbles (values 0-15 and 16-31) are one AND and one shift; the 8 block sums are reduced
 // together and scaled by 8 weight scales (F16C) times 8 activation scales in one step. The
-// helpers below are shared with the two-column dot, so both compute a column the same way.
+// helpers below are shared with the four-row and two-column dots, so all compute a column the
+// same way.
 #ifdef TG_AVX2
 // block k's nibbles widened to 16-bit lanes: lo = values 0-15, hi = values 16-31
 static inline __attribute__((always_inline)) void q4_0_widen(const uint8_t *b, int k, __m256i *lo, __m256i *hi) {
@@ -612,7 +613,7 @@ void tg_dot4_q4_0_qact(int64_t K, const void *const rows[4], const uint8_t *act,
     for (int r = 0; r < 4; r++) out[r] = q4_0_tail((const uint8_t *)rows[r] + 18 * c, act, K, c, sum[r]);
 }
 
-// Q4_0 row x two QACT rows (two columns of a small batch): each block's nibbles widen once for
+// Q4_0 rows x two QACT rows (two columns of a small batch): each block's nibbles widen once for
 // both columns; each column goes through the same helpers as tg_dot_q4_0_qact, so its result
 // does not depend on its partner.
 #ifdef TG_AVX2
@@ -637,22 +638,6 @@ static inline __attribute__((always_inline)) void q4_0_blocks8_x2(const uint8_t 
     *acc1 = q4_0_scale8(act1, K, c, s1, dw, *acc1);
 }
 #endif
-
-void tg_dot2_q4_0_qact(int64_t K, const void *row, const uint8_t *act0, const uint8_t *act1, float out[2]) {
-    const uint8_t *b = (const uint8_t *)row;
-    int64_t c = 0;
-    float sum0 = 0.0f, sum1 = 0.0f;
-#ifdef TG_AVX2
-    if (TG_USE_SIMD) {
-        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-        for (; c + 8 <= K / 32; c += 8, b += 8 * 18) q4_0_blocks8_x2(b, act0, act1, K, c, &acc0, &acc1);
-        sum0 = tg_hsum256(acc0);
-        sum1 = tg_hsum256(acc1);
-    }
-#endif
-    out[0] = q4_0_tail(b, act0, K, c, sum0);
-    out[1] = q4_0_tail(b, act1, K, c, sum1);
-}
 
 // four Q4_0 rows x two QACT rows, the rows read side by side (4 read streams, as the decode
 // dot): out[2 r + j] equals tg_dot_q4_0_qact(K, rows[r], act_j) bit for bit

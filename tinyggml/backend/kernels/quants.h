@@ -26,8 +26,6 @@ float tg_dot_q8_0_qact(int64_t K, const void *row, const uint8_t *act);
 void tg_dot4_q4_0_qact(int64_t K, const void *const rows[4], const uint8_t *act, float out[4]);
 void tg_dot4_q8_0_qact(int64_t K, const void *const rows[4], const uint8_t *act, float out[4]);
 void tg_dot4_q6_k_kact(int64_t K, const void *const rows[4], const uint8_t *act, float out[4]);
-// one Q4_0 row x two QACT rows: out[i] equals tg_dot_q4_0_qact(K, row, act_i) bit for bit
-void tg_dot2_q4_0_qact(int64_t K, const void *row, const uint8_t *act0, const uint8_t *act1, float out[2]);
 // four Q4_0 rows x two QACT rows: out[2 r + j] equals tg_dot_q4_0_qact(K, rows[r], act_j) bit for bit
 void tg_dot2x4_q4_0_qact(int64_t K, const void *const rows[4], const uint8_t *act0, const uint8_t *act1,
                          float out[8]);

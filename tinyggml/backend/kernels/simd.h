@@ -165,17 +165,6 @@ static inline float tg_dot_f32(int64_t n, const float *x, const float *y) {
     return sum;
 }
 
-// F16 x with F32 y, the F16 values widened on the fly (F16C)
-static inline float tg_dot_f16_f32(int64_t n, const tg_fp16_t *x, const float *y) {
-    int64_t i = 0;
-    float sum = 0.0f;
-#ifdef TG_AVX2
-    if (TG_USE_SIMD) { TG_DOT_BODY(tg_load_f16x8) }
-#endif
-    for (; i < n; i++) sum += tg_fp16_to_fp32(x[i]) * y[i];
-    return sum;
-}
-
 // Decode rows (matrix x vector, F32 or F16 rows): tg_dot_rows4_* takes 4 rows at once, which the
 // caller picks far apart (a quarter of a thread's rows), so each core runs 4 read streams
 // instead of 1. One stream per core leaves DRAM bandwidth unused on this kind of machine:
