@@ -317,6 +317,24 @@ def test_ssm_scan_chunked(simd, ds, hd, nh, ng, lens, chunk, nt):
     check_op(ops.ssm_scan(*args, algo="chunked", chunk=chunk), nt, atol=2e-5, states=[args[0]])
 
 
+@pytest.mark.parametrize("nh,ng", [(12, 3), (11, 1), (9, 3)])
+@pytest.mark.parametrize("lens", [[1], [5], [2, 1, 3]])
+def test_ssm_scan_heads_side_by_side(simd, nh, ng, lens):
+    """The recurrent Mamba-2 scan takes a thread's heads in 4 quarters, one head of each side
+    by side (ops.c, tg_scan_heads4_recurrent; a short last quarter leaves its partners to the
+    one-head loop). 12 heads: 1 and 3 threads run every head in fours, 2 threads none; 11 and
+    9 heads mix both. Against float64, and outputs and states bit for bit the same whatever
+    the thread count (so whichever loop a head lands in)."""
+    runs = []
+    for nt in (1, 2, 3):
+        args = _scan_inputs(np.random.default_rng(nh + len(lens)), 16, 8, nh, ng, lens)
+        y = check_op(ops.ssm_scan(*args, algo="recurrent"), nt, atol=2e-5, states=[args[0]])
+        runs.append((y.copy(), args[0].data.copy()))
+    for y, state in runs[1:]:
+        np.testing.assert_array_equal(y, runs[0][0])
+        np.testing.assert_array_equal(state, runs[0][1])
+
+
 @pytest.mark.parametrize("algo", ["chunked", "recurrent", "auto"])
 def test_ssm_scan_chunked_equals_recurrent(algo):
     """Realistic Mamba-2 numbers (dt around softplus^-1 of 0.001..0.1, state 128 x 64): the

@@ -1193,6 +1193,58 @@ static void tg_scan_head_recurrent(const tg_tensor *dst, float *state, int64_t t
     }
 }
 
+#ifdef TG_AVX2
+// Four heads with scalar A over one sequence, token by token, side by side: each head's
+// arithmetic is tg_scan_head_recurrent's SIMD path in the same order (bit for bit), but the n
+// loop updates a row of all four states, so a thread reads and writes four streams at once
+// instead of one (one stream per core is latency-bound: BENCHMARKS.md, session 9). Needs
+// d_state and head_dim multiples of 8. state[k]: head h[k]'s [hd][ds].
+static void tg_scan_heads4_recurrent(const tg_tensor *dst, float *const state[4], int64_t t0,
+                                     int64_t len, const int64_t h[4]) {
+    const tg_tensor *x = dst->src[1], *dt = dst->src[2], *A = dst->src[3];
+    const tg_tensor *B = dst->src[4], *C = dst->src[5], *D = dst->src[6];
+    const int64_t ds = dst->src[0]->ne[0], hd = dst->src[0]->ne[1];
+    const int64_t hpg = dst->src[0]->ne[2] / B->ne[1];          // heads per group
+    for (int64_t t = t0; t < t0 + len; t++) {
+        const float *b[4], *c[4], *xp[4];
+        float *y[4];
+        __m256 vda[4], vdh[4];
+        float dtv[4];
+        for (int k = 0; k < 4; k++) {
+            dtv[k] = tg_softplus_f32(*(const float *)at(dt, h[k], t, 0, 0));
+            b[k] = (const float *)at(B, 0, h[k] / hpg, t, 0);
+            c[k] = (const float *)at(C, 0, h[k] / hpg, t, 0);
+            xp[k] = (const float *)at(x, 0, h[k], t, 0);
+            y[k] = (float *)at(dst, 0, h[k], t, 0);
+            vda[k] = _mm256_set1_ps(expf(dtv[k] * *(const float *)(A->data + h[k] * A->nb[1])));
+            vdh[k] = _mm256_set1_ps(D ? *(const float *)(D->data + h[k] * D->nb[0]) : 0.0f);
+        }
+        for (int64_t p0 = 0; p0 < hd; p0 += 8) {
+            __m256 acc[4][8];
+            for (int j = 0; j < 8; j++) {
+                __m256 vx[4], a[4];
+                float *sp[4];
+                for (int k = 0; k < 4; k++) {
+                    vx[k] = _mm256_set1_ps(xp[k][p0 + j] * dtv[k]);
+                    sp[k] = state[k] + (p0 + j) * ds;
+                    a[k] = _mm256_setzero_ps();
+                }
+                for (int64_t n = 0; n < ds; n += 8)
+                    for (int k = 0; k < 4; k++) {
+                        const __m256 sn = _mm256_fmadd_ps(_mm256_loadu_ps(sp[k] + n), vda[k],
+                                                          _mm256_mul_ps(_mm256_loadu_ps(b[k] + n), vx[k]));
+                        _mm256_storeu_ps(sp[k] + n, sn);
+                        a[k] = _mm256_fmadd_ps(sn, _mm256_loadu_ps(c[k] + n), a[k]);
+                    }
+                for (int k = 0; k < 4; k++) acc[k][j] = a[k];
+            }
+            for (int k = 0; k < 4; k++)
+                _mm256_storeu_ps(y[k] + p0, _mm256_fmadd_ps(vdh[k], _mm256_loadu_ps(xp[k] + p0), tg_hsum8x8(acc[k])));
+        }
+    }
+}
+#endif
+
 // C[i, j] = sum_k A[i, k] * B[k, j] for i < M, j < N, row-major with leading dims lda, ldb,
 // ldc (the chunked scan's C_t . B_s): 6 rows x 16 (or 8) columns of C stay in registers
 // across k.
@@ -1497,9 +1549,30 @@ static void tg_ssm_scan_f32(const tg_params *p, tg_tensor *dst) {
         if (scalar_a && len > 0 && (algo == 2 || (algo == 0 && len >= min_len))) {
             tg_ssd_heads(p, dst, slot, t0, len, h0, h1);
         } else {
-            for (int64_t h = h0; h < h1; h++)
-                tg_scan_head_recurrent(dst, (float *)(st->data + slot * st->nb[3] + h * st->nb[2]),
-                                       t0, len, h, (float *)p->wdata);
+            // the run of heads in 4 quarters, one head of each side by side (4 streams); a
+            // short last quarter leaves its partners to the one-head loop (a state is
+            // updated in place, so no head may run twice)
+            const int side = TG_USE_SIMD && scalar_a && st->ne[0] % 8 == 0 && st->ne[1] % 8 == 0;
+            const int64_t rl = side ? tg_run_len(h0, h1, 4) : 0;
+            for (int64_t i = 0; i < rl; i++) {
+                int64_t m[4];
+                tg_run_rows(h0, h1, rl, 4, i, m);
+                float *sp[4];
+                for (int k = 0; k < 4; k++)
+                    sp[k] = m[k] < 0 ? NULL : (float *)(st->data + slot * st->nb[3] + m[k] * st->nb[2]);
+#ifdef TG_AVX2
+                if (m[3] >= 0) {
+                    tg_scan_heads4_recurrent(dst, sp, t0, len, m);
+                    continue;
+                }
+#endif
+                for (int k = 0; k < 4 && m[k] >= 0; k++)
+                    tg_scan_head_recurrent(dst, sp[k], t0, len, m[k], (float *)p->wdata);
+            }
+            if (!side)
+                for (int64_t h = h0; h < h1; h++)
+                    tg_scan_head_recurrent(dst, (float *)(st->data + slot * st->nb[3] + h * st->nb[2]),
+                                           t0, len, h, (float *)p->wdata);
         }
         ir += h1 - h0;
     }
