@@ -8,7 +8,9 @@ tokens of context). Each repetition runs tinyggml then llama.cpp back to back, s
 hits both; medians over the repetitions are compared. The memory-bandwidth roofline for tg is
 measured in the same run (a multi-threaded streaming read of a buffer larger than the caches,
 before each tg repetition too: the best of them, since a shared machine's bandwidth drifts):
-roofline t/s = bandwidth / (weight bytes read per token). With --load R, also the time from
+roofline t/s = bandwidth / (weight bytes read per token). The best probe against median t/s
+is the strict reading; each tg row also gives the median over repetitions of each one's t/s
+against the probe taken just before it ("paired"), which follows the drift instead. With --load R, also the time from
 opening the file to the first logits of a short prompt (tokenizer included), fresh objects,
 alternated, median of R (the file already in the page cache for both).
 
@@ -152,10 +154,11 @@ def main():
             for f in run.values():
                 f()                                       # warm-up
             ts = {k: [] for k in run}
-            row_bw = bw
+            row_bw, rep_bw = bw, []
             for _ in range(a.reps):
                 if kind == "tg":    # the machine's bandwidth drifts (shared): probe every repetition
-                    row_bw = max(row_bw, read_bandwidth(a.threads, mib=256, reps=2))
+                    rep_bw.append(read_bandwidth(a.threads, mib=256, reps=2))
+                    row_bw = max(row_bw, rep_bw[-1])
                 for k, f in run.items():                  # alternate
                     ts[k].append(n / f())
             med = {k: statistics.median(v) for k, v in ts.items()}
@@ -167,10 +170,14 @@ def main():
                 roof = row_bw / wbytes
                 row.update(bandwidth=row_bw, roofline_ts=roof, frac_tinyggml=med["tinyggml"] / roof,
                            frac_llamacpp=med["llama.cpp"] / roof)
+                # each repetition against the probe just before it, median over repetitions
+                for k, key in (("tinyggml", "paired_tinyggml"), ("llama.cpp", "paired_llamacpp")):
+                    row[key] = statistics.median(t * wbytes / b for t, b in zip(ts[k], rep_bw))
             rows.append(row)
             extra = (f"  roofline {row['roofline_ts']:.1f} t/s ({row['bandwidth'] / 1e9:.1f} GB/s): "
                      f"tinyggml {row['frac_tinyggml']:.0%}, "
-                     f"llama.cpp {row['frac_llamacpp']:.0%}" if kind == "tg" else "")
+                     f"llama.cpp {row['frac_llamacpp']:.0%} (paired with each repetition's probe: "
+                     f"{row['paired_tinyggml']:.0%}, {row['paired_llamacpp']:.0%})" if kind == "tg" else "")
             print(f"{row['model']:<32s} {row['test']:<8s} tinyggml {row['tinyggml']:8.2f} t/s  "
                   f"llama.cpp {row['llamacpp']:8.2f} t/s  ratio {row['ratio']:.2f}x{extra}", flush=True)
         del peer
