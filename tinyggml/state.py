@@ -40,7 +40,10 @@ class RecurrentState:
         return self.hp.state_bytes_per_sequence
 
     def slot(self, seq_id: int) -> int:
-        """The slot of `seq_id`, given a fresh (zeroed) one on first use."""
+        """The slot of `seq_id`, given a free one on first use. Free slots are always zero
+        (allocated zeroed, zeroed when a sequence is cleared; graphs write only the slots of
+        their own sequences), so taking one costs nothing: no second pass over the states
+        (19 MiB per sequence for mamba2-130m, 256 MiB for Mamba-Codestral-7B)."""
         if not isinstance(seq_id, (int, np.integer)) or isinstance(seq_id, bool):
             raise TinyGGMLError(f"seq_id must be an int, got {type(seq_id).__name__}")
         seq_id = int(seq_id)
@@ -52,7 +55,6 @@ class RecurrentState:
             self._resize(self.n_slots * 2)
             free = [s for s in range(self.n_slots) if s not in used]
         s = free[0]
-        self._zero(s)
         self.slot_of[seq_id] = s
         return s
 
