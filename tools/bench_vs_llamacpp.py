@@ -10,9 +10,10 @@ measured in the same run (a multi-threaded streaming read of a buffer larger tha
 before each tg repetition too: the best of them, since a shared machine's bandwidth drifts):
 roofline t/s = bandwidth / (weight bytes read per token). The best probe against median t/s
 is the strict reading; each tg row also gives the median over repetitions of each one's t/s
-against the probe taken just before it ("paired"), which follows the drift instead. With --load R, also the time from
-opening the file to the first logits of a short prompt (tokenizer included), fresh objects,
-alternated, median of R (the file already in the page cache for both).
+against the probe taken just before it ("paired"), which follows the drift instead. With
+--load R, also the time from opening the file to the first logits of a short prompt (tokenizer
+included), fresh objects, alternated, median of R (the file already in the page cache for
+both).
 
     python tools/bench_vs_llamacpp.py MODEL.gguf [MODEL2.gguf ...] [-t 2] [-p 512] [-n 128] [-r 5]
                                       [--load 3]
