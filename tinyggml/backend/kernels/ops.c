@@ -1549,30 +1549,27 @@ static void tg_ssm_scan_f32(const tg_params *p, tg_tensor *dst) {
         if (scalar_a && len > 0 && (algo == 2 || (algo == 0 && len >= min_len))) {
             tg_ssd_heads(p, dst, slot, t0, len, h0, h1);
         } else {
-            // the run of heads in 4 quarters, one head of each side by side (4 streams); a
-            // short last quarter leaves its partners to the one-head loop (a state is
-            // updated in place, so no head may run twice)
-            const int side = TG_USE_SIMD && scalar_a && st->ne[0] % 8 == 0 && st->ne[1] % 8 == 0;
-            const int64_t rl = side ? tg_run_len(h0, h1, 4) : 0;
+            // the run of heads in 4 quarters, one head of each side by side (4 streams; 1
+            // quarter, one head at a time, where the 4-head loop does not apply); a short last
+            // quarter leaves its partners to the one-head loop (a state is updated in place,
+            // so no head may run twice)
+            const int parts = TG_USE_SIMD && scalar_a && st->ne[0] % 8 == 0 && st->ne[1] % 8 == 0 ? 4 : 1;
+            const int64_t rl = tg_run_len(h0, h1, parts);
             for (int64_t i = 0; i < rl; i++) {
                 int64_t m[4];
-                tg_run_rows(h0, h1, rl, 4, i, m);
+                tg_run_rows(h0, h1, rl, parts, i, m);
                 float *sp[4];
-                for (int k = 0; k < 4; k++)
+                for (int k = 0; k < parts; k++)
                     sp[k] = m[k] < 0 ? NULL : (float *)(st->data + slot * st->nb[3] + m[k] * st->nb[2]);
 #ifdef TG_AVX2
-                if (m[3] >= 0) {
+                if (parts == 4 && m[3] >= 0) {
                     tg_scan_heads4_recurrent(dst, sp, t0, len, m);
                     continue;
                 }
 #endif
-                for (int k = 0; k < 4 && m[k] >= 0; k++)
+                for (int k = 0; k < parts && m[k] >= 0; k++)
                     tg_scan_head_recurrent(dst, sp[k], t0, len, m[k], (float *)p->wdata);
             }
-            if (!side)
-                for (int64_t h = h0; h < h1; h++)
-                    tg_scan_head_recurrent(dst, (float *)(st->data + slot * st->nb[3] + h * st->nb[2]),
-                                           t0, len, h, (float *)p->wdata);
         }
         ir += h1 - h0;
     }

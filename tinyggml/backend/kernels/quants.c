@@ -564,21 +564,31 @@ static float q4_0_tail(const uint8_t *b, const uint8_t *act, int64_t K, int64_t 
 }
 
 #ifdef TG_AVX2
-// acc + the 8 blocks at b (blocks c .. c+7 of the row) times one QACT column
-static inline __attribute__((always_inline)) __m256 q4_0_blocks8(const uint8_t *b, const uint8_t *act,
-                                                                int64_t K, int64_t c, __m256 acc) {
+// acc[j] + the 8 blocks at b (blocks c .. c+7 of the row) times QACT column act[j], j < n (1 or
+// 2): each block's nibbles widen once for all n columns, and each column's arithmetic is the
+// same whatever n, so a column's result does not depend on its partner
+static inline __attribute__((always_inline)) void q4_0_blocks8_n(const uint8_t *b, const uint8_t *const *act,
+                                                                int n, int64_t K, int64_t c, __m256 *acc) {
     q4_0_prefetch(b);
-    __m128i s4[2];
+    __m128i s4[2][2];
     for (int h = 0; h < 2; h++) {      // 4 blocks at a time: fewer live registers
-        __m256i p[4];
+        __m256i p[2][4];
         for (int j = 0; j < 4; j++) {
             __m256i lo, hi;
             q4_0_widen(b, 4 * h + j, &lo, &hi);
-            p[j] = q4_0_madd(lo, hi, (const int16_t *)act, c + 4 * h + j);
+            for (int a = 0; a < n; a++) p[a][j] = q4_0_madd(lo, hi, (const int16_t *)act[a], c + 4 * h + j);
         }
-        s4[h] = hsum4x8_epi32(p);
+        for (int a = 0; a < n; a++) s4[a][h] = hsum4x8_epi32(p[a]);
     }
-    return q4_0_scale8(act, K, c, s4, q4_0_scales8(b), acc);
+    const __m256 dw = q4_0_scales8(b);
+    for (int a = 0; a < n; a++) acc[a] = q4_0_scale8(act[a], K, c, s4[a], dw, acc[a]);
+}
+
+// acc + the 8 blocks at b times one QACT column
+static inline __attribute__((always_inline)) __m256 q4_0_blocks8(const uint8_t *b, const uint8_t *act,
+                                                                int64_t K, int64_t c, __m256 acc) {
+    q4_0_blocks8_n(b, &act, 1, K, c, &acc);
+    return acc;
 }
 #endif
 
@@ -613,34 +623,9 @@ void tg_dot4_q4_0_qact(int64_t K, const void *const rows[4], const uint8_t *act,
     for (int r = 0; r < 4; r++) out[r] = q4_0_tail((const uint8_t *)rows[r] + 18 * c, act, K, c, sum[r]);
 }
 
-// Q4_0 rows x two QACT rows (two columns of a small batch): each block's nibbles widen once for
-// both columns; each column goes through the same helpers as tg_dot_q4_0_qact, so its result
-// does not depend on its partner.
-#ifdef TG_AVX2
-static inline __attribute__((always_inline)) void q4_0_blocks8_x2(const uint8_t *b, const uint8_t *act0,
-                                                                 const uint8_t *act1, int64_t K, int64_t c,
-                                                                 __m256 *acc0, __m256 *acc1) {
-    q4_0_prefetch(b);
-    __m128i s0[2], s1[2];
-    for (int h = 0; h < 2; h++) {
-        __m256i p0[4], p1[4];
-        for (int j = 0; j < 4; j++) {
-            __m256i lo, hi;
-            q4_0_widen(b, 4 * h + j, &lo, &hi);
-            p0[j] = q4_0_madd(lo, hi, (const int16_t *)act0, c + 4 * h + j);
-            p1[j] = q4_0_madd(lo, hi, (const int16_t *)act1, c + 4 * h + j);
-        }
-        s0[h] = hsum4x8_epi32(p0);
-        s1[h] = hsum4x8_epi32(p1);
-    }
-    const __m256 dw = q4_0_scales8(b);
-    *acc0 = q4_0_scale8(act0, K, c, s0, dw, *acc0);
-    *acc1 = q4_0_scale8(act1, K, c, s1, dw, *acc1);
-}
-#endif
-
-// four Q4_0 rows x two QACT rows, the rows read side by side (4 read streams, as the decode
-// dot): out[2 r + j] equals tg_dot_q4_0_qact(K, rows[r], act_j) bit for bit
+// four Q4_0 rows x two QACT rows (two columns of a small batch), the rows read side by side (4
+// read streams, as the decode dot); each block's nibbles widen once for both columns
+// (q4_0_blocks8_n): out[2 r + j] equals tg_dot_q4_0_qact(K, rows[r], act_j) bit for bit
 void tg_dot2x4_q4_0_qact(int64_t K, const void *const rows[4], const uint8_t *act0, const uint8_t *act1,
                          float out[8]) {
     float sum[8] = {0.0f};
@@ -649,9 +634,10 @@ void tg_dot2x4_q4_0_qact(int64_t K, const void *const rows[4], const uint8_t *ac
     if (TG_USE_SIMD) {
         __m256 acc[8];
         for (int r = 0; r < 8; r++) acc[r] = _mm256_setzero_ps();
+        const uint8_t *const act[2] = {act0, act1};
         for (; c + 8 <= K / 32; c += 8)
             for (int r = 0; r < 4; r++)
-                q4_0_blocks8_x2((const uint8_t *)rows[r] + 18 * c, act0, act1, K, c, &acc[2 * r], &acc[2 * r + 1]);
+                q4_0_blocks8_n((const uint8_t *)rows[r] + 18 * c, act, 2, K, c, &acc[2 * r]);
         for (int r = 0; r < 8; r++) sum[r] = tg_hsum256(acc[r]);
     }
 #endif
