@@ -115,13 +115,16 @@ def test_quantized_batch_equals_column_by_column(simd, qt, int_gemm, monkeypatch
         pytest.skip("this build has no integer GEMM (portable scalar build)")
     monkeypatch.setattr(ops, "QUANT_INT_GEMM", int_gemm)
     rng = np.random.default_rng(qt)
-    K, M, N = 512, 37, 23
+    # the integer panels take batches of 6 to QUANT_GEMM_MIN_ROWS - 1 columns (every batch with
+    # QUANT_INT_GEMM), the float panels the wider ones: each case on its own side
+    K, M, N = 512, 37, 23 if int_gemm else ops.QUANT_GEMM_MIN_ROWS + 5
+    assert 6 <= N < ops.QUANT_GEMM_MIN_ROWS or not int_gemm
     q = random_blocks(rng, qt, M, K)
     x = rng.standard_normal((N, K)).astype(np.float32)
     a = leaf(qt, (K, M), "w", INPUT, data=q)
     whole, _ = run(ops.mul_mat(a, leaf(F32, (K, N), "x", INPUT, data=x)), 2)
     scale = np.abs(whole).max()
-    # without the integer GEMM a batch of >= 16 multiplies float activations, a single column
+    # without the integer GEMM a batch of >= 48 multiplies float activations, a single column
     # int16-quantized ones, and a single Q6_K column has one activation scale per 256 values
     # (QACT_K), not per 32: then they differ by the activation rounding too (~1e-5 relative)
     same_act = (ops.QUANT_INT_GEMM or N < ops.QUANT_GEMM_MIN_ROWS) and qt != Q6_K

@@ -284,11 +284,11 @@ static void tg_mul_mat_panels(const tg_params *p, tg_tensor *dst, int64_t ir0, i
 // Wq[k/2][row][2], so one multiply-add step takes 8 rows times 2 activation values (one
 // broadcast int32 holding q[k], q[k+1]) into 8 int32 lanes: 16 multiply-adds per instruction
 // (VNNI vpdpwssd) or per vpmaddwd + vpaddd pair (AVX2), against an FMA's 8. On Zen 3 the AVX2
-// tile is bound by its loads and measured slower than the float panels, so batches of 16 or
-// more take the float panels there (ops.QUANT_INT_GEMM, backend/__init__.py, BENCHMARKS.md);
-// batches of 6-15 still come here. Per scale group (16 or
-// 32 values) the exact integer sums are scaled by the rows' weight scales times the column's
-// activation scale into float accumulators; the min term of Q4_1/Q5_1/Q2_K/Q4_K/Q5_K is
+// tile is bound by its loads and measured slower than the float panels on wide batches, so
+// batches of 48 or more take the float panels there (ops.QUANT_INT_GEMM, QUANT_GEMM_MIN_ROWS,
+// BENCHMARKS.md); batches of 6-47 still come here. Per scale group (16 or 32 values) the exact
+// integer sums are scaled by the rows' weight scales times the column's activation scale into
+// float accumulators; the min term of Q4_1/Q5_1/Q2_K/Q4_K/Q5_K is
 // subtracted per 16 values (mins times the activation half sums, as in tg_dot_unpacked_qact;
 // once per 32 where the type's mins are per 32). A tile is 16 rows x QP_NR columns, 2 int32
 // and 2 float accumulators per column: 6 columns in AVX-512's 32 registers, 3 in AVX2's 16.
