@@ -124,6 +124,31 @@ def test_bench_json(model):
     assert r.returncode == 2 and "--scan" in r.stderr
 
 
+def test_bench_alternates_depths():
+    """A tgN's depths alternate repetition by repetition (their ratio measured side by side on a
+    drifting machine); the results keep their order."""
+    from tinyggml.bench import run_bench
+
+    class Stub:                       # records what each repetition evaluates
+        n_vocab, path, n_threads = 100, "stub.gguf", 1
+
+        def __init__(self):
+            self.log = []
+
+        def reset(self, seq=None):
+            self.log.append([])
+
+        def eval(self, toks, seq_id=0, logits="all"):
+            self.log[-1].append(len(toks))
+
+    m = Stub()
+    res = run_bench(m, pp=(3,), tg=(2,), depths=(0, 5), reps=2)
+    assert [r.test for r in res] == ["pp3", "tg2", "tg2@d5"]
+    assert all(len(r.ts_all) == 2 and r.ts_median > 0 for r in res)
+    # pp: warm-up + 2; tg: both warm-ups, then depth 0 and depth 5 in turn; a last reset
+    assert m.log == [[3]] * 3 + [[1, 1], [5, 1, 1]] * 3 + [[]]
+
+
 def test_quantize_cli(model, tmp_path):
     out = tmp_path / "q.gguf"
     r = cli("quantize", model, out, "q8_0", "-q")

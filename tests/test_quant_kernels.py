@@ -156,16 +156,22 @@ def test_decode_rows_in_4_streams(simd, qt):
     np.testing.assert_array_equal(shifted[..., 1:], one)
 
 
-@pytest.mark.parametrize("K", [512, 608])          # 8-block groups only / a tail of 3 blocks
-@pytest.mark.parametrize("N", [2, 7, 11])
-def test_q4_0_column_pairs_equal_single_columns(simd, K, N):
-    """Small Q4_0 batches dot two columns per pass over a row (ops.c QDOT2_MAX_N): every column
-    equals that column alone (the decode dot) bit for bit, whatever its partner."""
-    rng = np.random.default_rng(K + N)
+# Q4_0: 8-block groups only / a tail of 3 blocks, up to 11 columns (QDOT2_MAX_N); Q4_K: 2 and 3
+# superblocks, up to 7 columns (QDOT2_MAX_N_Q4_K); odd N leave a last column alone
+PAIR_CASES = [(Q4_0, K, N) for K in (512, 608) for N in (2, 7, 11)] + \
+             [(Q4_K, K, N) for K in (512, 768) for N in (2, 5, 7)]
+
+
+@pytest.mark.parametrize("qt,K,N", PAIR_CASES,
+                         ids=[f"{gguf.GGMLQuantizationType(q).name}-{k}-{n}" for q, k, n in PAIR_CASES])
+def test_column_pairs_equal_single_columns(simd, qt, K, N):
+    """Small Q4_0 / Q4_K batches dot two columns per pass over a row (ops.c QDOT2_MAX_N*): every
+    column equals that column alone (the decode dot) bit for bit, whatever its partner."""
+    rng = np.random.default_rng(K + N + qt)
     M = 21
-    q = random_blocks(rng, Q4_0, M, K)
+    q = random_blocks(rng, qt, M, K)
     x = rng.standard_normal((N, K)).astype(np.float32)
-    a = leaf(Q4_0, (K, M), "w", INPUT, data=q)
+    a = leaf(qt, (K, M), "w", INPUT, data=q)
     whole, ref = run(ops.mul_mat(a, leaf(F32, (K, N), "x", INPUT, data=x)), 2)
     np.testing.assert_allclose(whole, ref, atol=2e-5 * np.abs(ref).max(), rtol=0)
     for n in range(N):

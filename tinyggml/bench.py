@@ -3,7 +3,9 @@
 ppN: N random tokens evaluated from an empty state in one call (logits for the last token only,
 as when reading a prompt). tgN: N tokens evaluated one at a time, each step a full decode
 (graph run + logits), after `depth` tokens of context. Each test runs once to warm up, then
-`reps` times; the median and the spread are reported. Speed is measured here, never in tests.
+`reps` times; the median and the spread are reported. The depths of one tgN alternate
+repetition by repetition (tg128, tg128@d4096, tg128, ...), so that their ratio is measured side
+by side on a machine whose speed drifts. Speed is measured here, never in tests.
 """
 from __future__ import annotations
 
@@ -55,22 +57,28 @@ def _tg(m, toks, depth_toks, seq=0) -> float:
 
 def run_bench(m, pp=(512,), tg=(128,), depths=(0,), reps=5, progress=None) -> list[BenchResult]:
     rng = np.random.default_rng(0)
+    # groups of tests whose repetitions alternate: each ppN alone, each tgN with all its depths
+    groups = [[("pp", n, 0)] for n in pp if n > 0] + [[("tg", n, d) for d in depths] for n in tg if n > 0]
     out = []
-    tests = [("pp", n, 0) for n in pp if n > 0] + [("tg", n, d) for n in tg if n > 0 for d in depths]
-    for kind, n, depth in tests:
-        toks = rng.integers(0, m.n_vocab, size=n)
-        ctx = rng.integers(0, m.n_vocab, size=depth)
-        fn = (lambda: _pp(m, toks)) if kind == "pp" else (lambda: _tg(m, toks, ctx))
-        fn()                                            # warm-up: graphs recorded, caches hot
-        times = []
+    for group in groups:
+        fns, names = [], []
+        for kind, n, depth in group:
+            toks = rng.integers(0, m.n_vocab, size=n)
+            ctx = rng.integers(0, m.n_vocab, size=depth)
+            fns.append((lambda t=toks: _pp(m, t)) if kind == "pp" else (lambda t=toks, c=ctx: _tg(m, t, c)))
+            names.append(f"{kind}{n}" + (f"@d{depth}" if depth else ""))
+        for fn in fns:
+            fn()                                        # warm-up: graphs recorded, caches hot
+        times = [[] for _ in group]
         for r in range(reps):
-            times.append(fn())
-            if progress:
-                progress(f"{kind}{n}" + (f"@d{depth}" if depth else ""), r + 1, reps)
-        ts = [n / t for t in times]
-        name = f"{kind}{n}" + (f"@d{depth}" if depth else "")
-        out.append(BenchResult(os.path.basename(m.path), name, n, depth, m.n_threads,
-                               statistics.median(ts), min(ts), max(ts), ts))
+            for i, fn in enumerate(fns):
+                times[i].append(fn())
+                if progress:
+                    progress(names[i], r + 1, reps)
+        for (kind, n, depth), name, tt in zip(group, names, times):
+            ts = [n / t for t in tt]
+            out.append(BenchResult(os.path.basename(m.path), name, n, depth, m.n_threads,
+                                   statistics.median(ts), min(ts), max(ts), ts))
     m.reset(0)
     return out
 

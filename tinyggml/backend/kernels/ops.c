@@ -452,6 +452,11 @@ static void tg_mul_mat_qpanels(const tg_params *p, tg_tensor *dst, int64_t ir0, 
 // vs 50-51 (one column at a time), 4: 64-71 vs 54, 6: 63-64 vs 42-45, 8: 61-62 vs 50-55 (panels),
 // 12: 59-61 vs 63-73 (BENCHMARKS.md)
 #define QDOT2_MAX_N 12
+// the same for Q4_K, whose pairs lose sooner: 3352 x 768, 3 alternated rounds, medians GFLOP/s,
+// pairs vs one column at a time (N < 6) or the integer panels: N = 2 44-57 vs 36-45, 4 52-59 vs
+// 43-46, 6 45-77 vs 37-42, 8 45-53 vs 39-45, 11 44-54 vs 51-54; mamba2-130m Q4_K pp8 163-232 vs
+// 183-208, pp10 174-258 vs 230-251 t/s
+#define QDOT2_MAX_N_Q4_K 8
 
 // quantized weights: src0 {K, M} quantized rows, src1 {K, N, ne12, ne13} QACT rows (QACT_K
 // for Q6_K weights and N < MM_NR; one QUANTIZE node made them), dst {M, N, ne12, ne13}. Each
@@ -474,8 +479,15 @@ static void tg_mul_mat_q(const tg_params *p, tg_tensor *dst) {
     if (TG_USE_SIMD && src0->type == TG_TYPE_Q4_K) fused = tg_dot_q4_k_qact;
     if (TG_USE_SIMD && src0->type == TG_TYPE_Q6_K && !split) fused = tg_dot_q6_k_qact;
 #endif
-    // Q4_0 columns in pairs: each row's blocks widen once for two columns
-    const int pairs = TG_USE_SIMD && src0->type == TG_TYPE_Q4_0 && !split && N < QDOT2_MAX_N;
+    // Q4_0 / Q4_K columns in pairs: each row's blocks widen once for two columns
+    void (*pair4)(int64_t, const void *const *, const uint8_t *, const uint8_t *, float *) = NULL;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD && !split) {
+        if (src0->type == TG_TYPE_Q4_0 && N < QDOT2_MAX_N) pair4 = tg_dot2x4_q4_0_qact;
+        if (src0->type == TG_TYPE_Q4_K && N < QDOT2_MAX_N_Q4_K) pair4 = tg_dot2x4_q4_k_qact;
+    }
+#endif
+    const int pairs = pair4 != NULL;
 #ifdef TG_AVX2
     if (TG_USE_SIMD && N >= MM_NR && !split && !pairs) {   // batches: integer panels, whole 16-row panels per thread
         const int64_t dr = ((M + p->nth - 1) / p->nth + MM_MR - 1) / MM_MR * MM_MR;
@@ -486,7 +498,7 @@ static void tg_mul_mat_q(const tg_params *p, tg_tensor *dst) {
 #endif
     ROW_RANGE(M);
     // 4 rows side by side (4 read streams, as the F32 / F16 decode), each output computed as
-    // by the one-row dot; Q4_0 columns in pairs
+    // by the one-row dot; Q4_0 / Q4_K columns in pairs
     void (*fused4)(int64_t, const void *const *, const uint8_t *, float *) =
         split ? tg_dot4_q6_k_kact :
         src0->type == TG_TYPE_Q4_0 ? tg_dot4_q4_0_qact :
@@ -506,8 +518,8 @@ static void tg_mul_mat_q(const tg_params *p, tg_tensor *dst) {
                 int64_t n = 0;
                 for (; pairs && n + 2 <= N; n += 2) {
                     float o[8];
-                    tg_dot2x4_q4_0_qact(K, rows, (const uint8_t *)at(src1, 0, n, i12, i13),
-                                        (const uint8_t *)at(src1, 0, n + 1, i12, i13), o);
+                    pair4(K, rows, (const uint8_t *)at(src1, 0, n, i12, i13),
+                          (const uint8_t *)at(src1, 0, n + 1, i12, i13), o);
                     for (int r = 0; r < 4 && m[r] >= 0; r++) {
                         *(float *)at(dst, m[r], n, i12, i13) = o[2 * r];
                         *(float *)at(dst, m[r], n + 1, i12, i13) = o[2 * r + 1];

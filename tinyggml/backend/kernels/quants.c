@@ -699,13 +699,17 @@ void tg_dot4_q8_0_qact(int64_t K, const void *const rows[4], const uint8_t *act,
 #ifdef TG_AVX2
 // Q4_K row x QACT row (SIMD only; the scalar path is the generic unpack + dot). The 8 six-bit
 // scales and mins of a superblock are unpacked branch-free with 32-bit masks, and the scales
-// (times d and the activation scales) and the min term are computed 8 at a time.
-// superblock i (at b) of one row times one QACT column, into acc (scaled sums) and macc (min term)
-static inline __attribute__((always_inline)) void q4_k_super(const uint8_t *b, const int16_t *q, const float *d,
-                                                            const float *ds, int64_t i, __m256 *acc, __m256 *macc) {
+// (times d and the activation scales) and the min term are computed 8 at a time. The helper
+// takes n QACT columns (1 or 2): the scales unpack and the nibbles widen once for all of them,
+// and each column's arithmetic is the same whatever n, so a column's result does not depend on
+// its partner.
+// superblock i (at b) of one row times QACT columns act[a], a < n, into acc[a] (scaled sums)
+// and macc[a] (min term)
+static inline __attribute__((always_inline)) void q4_k_super_n(const uint8_t *b, const uint8_t *const *act,
+                                                              int n, int64_t K, int64_t i, __m256 *acc,
+                                                              __m256 *macc) {
     const __m256i m4 = _mm256_set1_epi16(0x0F);
     const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
-    float sc8[8];
     _mm_prefetch((const char *)(b + 1024), _MM_HINT_NTA);
     _mm_prefetch((const char *)(b + 1088), _MM_HINT_NTA);
     _mm_prefetch((const char *)(b + 1152), _MM_HINT_NTA);
@@ -720,52 +724,72 @@ static inline __attribute__((always_inline)) void q4_k_super(const uint8_t *b, c
     const __m128i sm = _mm_loadu_si128((const __m128i *)u);
     const __m256 vsc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm));
     const __m256 vmn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8)));
-    _mm256_storeu_ps(sc8, _mm256_mul_ps(_mm256_mul_ps(vsc, _mm256_set1_ps(f16(b))),
-                                        _mm256_loadu_ps(d + c0)));
-    // min term: dmin * sum_j m_j * (ds[2(c0+j)] + ds[2(c0+j)+1])
-    const __m256 h0 = _mm256_loadu_ps(ds + 2 * c0), h1 = _mm256_loadu_ps(ds + 2 * c0 + 8);
-    // hadd gives [c0 c1 c4 c5 | c2 c3 c6 c7] pair sums; reorder the 64-bit lanes to c0..c7
-    const __m256 pairs = _mm256_castpd_ps(_mm256_permute4x64_pd(
-        _mm256_castps_pd(_mm256_hadd_ps(h0, h1)), 0xD8));
-    *macc = _mm256_fmadd_ps(_mm256_mul_ps(vmn, _mm256_set1_ps(f16(b + 2))), pairs, *macc);
+    const int16_t *q[2];
+    for (int a = 0; a < n; a++) {
+        q[a] = (const int16_t *)act[a];
+        const float *d = (const float *)(act[a] + 2 * K), *ds = d + K / 32;
+        // min term: dmin * sum_j m_j * (ds[2(c0+j)] + ds[2(c0+j)+1]); hadd gives
+        // [c0 c1 c4 c5 | c2 c3 c6 c7] pair sums, reordered by 64-bit lanes to c0..c7
+        const __m256 h0 = _mm256_loadu_ps(ds + 2 * c0), h1 = _mm256_loadu_ps(ds + 2 * c0 + 8);
+        const __m256 pairs = _mm256_castpd_ps(_mm256_permute4x64_pd(
+            _mm256_castps_pd(_mm256_hadd_ps(h0, h1)), 0xD8));
+        macc[a] = _mm256_fmadd_ps(_mm256_mul_ps(vmn, _mm256_set1_ps(f16(b + 2))), pairs, macc[a]);
+    }
     // 32 bytes hold chunk 2j (low nibbles) and 2j+1 (high); each 16-byte half widens to
-    // 16-bit lanes once. The 8 chunk sums are reduced together and scaled by sc8.
-    __m128i s4[2];
+    // 16-bit lanes once. The 8 chunk sums are reduced together and scaled by the 8 scales.
+    __m128i s4[2][2];
     for (int h = 0; h < 2; h++) {      // 4 chunks at a time: fewer live registers
-        __m256i p[4];
+        __m256i p[2][4];
         for (int j = 0; j < 2; j++) {
             const uint8_t *qs = b + 16 + 32 * (2 * h + j);
             const __m256i x0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)qs));
             const __m256i x1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(qs + 16)));
-            const __m256i *q0 = (const __m256i *)(q + 32 * (c0 + 4 * h + 2 * j)), *q1 = q0 + 2;
-            p[2 * j] = dp16(_mm256_madd_epi16(_mm256_and_si256(x0, m4), _mm256_loadu_si256(q0)),
-                            _mm256_and_si256(x1, m4), _mm256_loadu_si256(q0 + 1));
-            p[2 * j + 1] = dp16(_mm256_madd_epi16(_mm256_srli_epi16(x0, 4), _mm256_loadu_si256(q1)),
-                                _mm256_srli_epi16(x1, 4), _mm256_loadu_si256(q1 + 1));
+            const __m256i l0 = _mm256_and_si256(x0, m4), l1 = _mm256_and_si256(x1, m4);
+            const __m256i u0 = _mm256_srli_epi16(x0, 4), u1 = _mm256_srli_epi16(x1, 4);
+            for (int a = 0; a < n; a++) {
+                const __m256i *q0 = (const __m256i *)(q[a] + 32 * (c0 + 4 * h + 2 * j)), *q1 = q0 + 2;
+                p[a][2 * j] = dp16(_mm256_madd_epi16(l0, _mm256_loadu_si256(q0)), l1, _mm256_loadu_si256(q0 + 1));
+                p[a][2 * j + 1] = dp16(_mm256_madd_epi16(u0, _mm256_loadu_si256(q1)), u1, _mm256_loadu_si256(q1 + 1));
+            }
         }
-        s4[h] = hsum4x8_epi32(p);
+        for (int a = 0; a < n; a++) s4[a][h] = hsum4x8_epi32(p[a]);
     }
-    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_set_m128i(s4[1], s4[0])), _mm256_loadu_ps(sc8), *acc);
+    for (int a = 0; a < n; a++) {
+        const float *d = (const float *)(act[a] + 2 * K);
+        const __m256 sc8 = _mm256_mul_ps(_mm256_mul_ps(vsc, _mm256_set1_ps(f16(b))), _mm256_loadu_ps(d + c0));
+        acc[a] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_set_m128i(s4[a][1], s4[a][0])), sc8, acc[a]);
+    }
 }
 
 float tg_dot_q4_k_qact(int64_t K, const void *row, const uint8_t *act) {
-    const int16_t *q = (const int16_t *)act;
-    const float *d = (const float *)(act + 2 * K), *ds = d + K / 32;
     __m256 acc = _mm256_setzero_ps(), macc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < K; i += 256) q4_k_super((const uint8_t *)row + 144 * (i / 256), q, d, ds, i, &acc, &macc);
+    for (int64_t i = 0; i < K; i += 256)
+        q4_k_super_n((const uint8_t *)row + 144 * (i / 256), &act, 1, K, i, &acc, &macc);
     return tg_hsum256(acc) - tg_hsum256(macc);
 }
 
 // four Q4_K rows x one QACT row, side by side (4 read streams: ops.c); bit for bit the one-row dot
 void tg_dot4_q4_k_qact(int64_t K, const void *const rows[4], const uint8_t *act, float out[4]) {
-    const int16_t *q = (const int16_t *)act;
-    const float *d = (const float *)(act + 2 * K), *ds = d + K / 32;
     __m256 acc[4], macc[4];
     for (int r = 0; r < 4; r++) acc[r] = macc[r] = _mm256_setzero_ps();
     for (int64_t i = 0; i < K; i += 256)
         for (int r = 0; r < 4; r++)
-            q4_k_super((const uint8_t *)rows[r] + 144 * (i / 256), q, d, ds, i, &acc[r], &macc[r]);
+            q4_k_super_n((const uint8_t *)rows[r] + 144 * (i / 256), &act, 1, K, i, &acc[r], &macc[r]);
     for (int r = 0; r < 4; r++) out[r] = tg_hsum256(acc[r]) - tg_hsum256(macc[r]);
+}
+
+// four Q4_K rows x two QACT rows (two columns of a small batch), the rows side by side: each
+// superblock's scales unpack and nibbles widen once for both columns (q4_k_super_n);
+// out[2 r + j] equals tg_dot_q4_k_qact(K, rows[r], act_j) bit for bit
+void tg_dot2x4_q4_k_qact(int64_t K, const void *const rows[4], const uint8_t *act0, const uint8_t *act1,
+                         float out[8]) {
+    const uint8_t *const act[2] = {act0, act1};
+    __m256 acc[8], macc[8];
+    for (int r = 0; r < 8; r++) acc[r] = macc[r] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < K; i += 256)
+        for (int r = 0; r < 4; r++)
+            q4_k_super_n((const uint8_t *)rows[r] + 144 * (i / 256), act, 2, K, i, &acc[2 * r], &macc[2 * r]);
+    for (int r = 0; r < 8; r++) out[r] = tg_hsum256(acc[r]) - tg_hsum256(macc[r]);
 }
 
 // Q6_K row x QACT row (SIMD only)

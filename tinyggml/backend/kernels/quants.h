@@ -33,5 +33,8 @@ void tg_dot2x4_q4_0_qact(int64_t K, const void *const rows[4], const uint8_t *ac
 float tg_dot_q4_k_qact(int64_t K, const void *row, const uint8_t *act);   // SIMD only
 float tg_dot_q6_k_qact(int64_t K, const void *row, const uint8_t *act);
 void tg_dot4_q4_k_qact(int64_t K, const void *const rows[4], const uint8_t *act, float out[4]);
+// four Q4_K rows x two QACT rows: out[2 r + j] equals tg_dot_q4_k_qact(K, rows[r], act_j) bit for bit
+void tg_dot2x4_q4_k_qact(int64_t K, const void *const rows[4], const uint8_t *act0, const uint8_t *act1,
+                         float out[8]);
 #endif
 #endif
