@@ -118,11 +118,12 @@ WEIGHT_TYPES = (F32, F16, BF16) + QUANTIZED      # what get_rows and mul_mat rea
 # quantized mul_mat: integer dots on quantized activations below this many columns, widened-row
 # float GEMM from here, unless QUANT_INT_GEMM: then every batch multiplies quantized activations
 # on the integer GEMM. The backend turns it on at import where it measured faster than the float
-# GEMM (AVX-512 VNNI); on AVX2 alone the integer GEMM is compiled but off (BENCHMARKS.md), and
-# setting QUANT_INT_GEMM = True before a model's graphs are built selects it. Under 48 columns
-# the integer panels beat widened rows on Zen 3 too (the widening is not amortized over so few
-# columns): pp16-pp40 +3-18% on mamba2-130m Q4_0 / Q8_0 / Q4_K and mamba-130m Q4_0, +10-16% on
-# mamba2-1.3b Q4_0 and mamba-1.4b Q8_0 (one process, alternated, BENCHMARKS.md session 11).
+# GEMM (AVX-512 VNNI); on AVX2 alone it is off, so wide batches take the float GEMM there
+# (BENCHMARKS.md), and setting QUANT_INT_GEMM = True before a model's graphs are built selects
+# the integer GEMM for them too. Under 48 columns the integer panels beat widened rows on Zen 3
+# (the widening is not amortized over so few columns): pp16-pp40 +3-18% on mamba2-130m Q4_0 /
+# Q8_0 / Q4_K and mamba-130m Q4_0, +10-16% on mamba2-1.3b Q4_0 and mamba-1.4b Q8_0 (one
+# process, alternated, BENCHMARKS.md session 11).
 QUANT_GEMM_MIN_ROWS = 48
 QUANT_INT_GEMM = False
 # below this many columns a quantized mul_mat dots each column on its own (ops.c MM_NR); Q6_K

@@ -748,8 +748,10 @@ static inline __attribute__((always_inline)) void q4_k_super_n(const uint8_t *b,
             const __m256i u0 = _mm256_srli_epi16(x0, 4), u1 = _mm256_srli_epi16(x1, 4);
             for (int a = 0; a < n; a++) {
                 const __m256i *q0 = (const __m256i *)(q[a] + 32 * (c0 + 4 * h + 2 * j)), *q1 = q0 + 2;
-                p[a][2 * j] = dp16(_mm256_madd_epi16(l0, _mm256_loadu_si256(q0)), l1, _mm256_loadu_si256(q0 + 1));
-                p[a][2 * j + 1] = dp16(_mm256_madd_epi16(u0, _mm256_loadu_si256(q1)), u1, _mm256_loadu_si256(q1 + 1));
+                p[a][2 * j] = dp16(_mm256_madd_epi16(l0, _mm256_loadu_si256(q0)),
+                                   l1, _mm256_loadu_si256(q0 + 1));
+                p[a][2 * j + 1] = dp16(_mm256_madd_epi16(u0, _mm256_loadu_si256(q1)),
+                                       u1, _mm256_loadu_si256(q1 + 1));
             }
         }
         for (int a = 0; a < n; a++) s4[a][h] = hsum4x8_epi32(p[a]);
