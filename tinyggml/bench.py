@@ -75,7 +75,7 @@ def run_bench(m, pp=(512,), tg=(128,), depths=(0,), reps=5, progress=None) -> li
                 times[i].append(fn())
                 if progress:
                     progress(names[i], r + 1, reps)
-        for (kind, n, depth), name, tt in zip(group, names, times):
+        for (_, n, depth), name, tt in zip(group, names, times):
             ts = [n / t for t in tt]
             out.append(BenchResult(os.path.basename(m.path), name, n, depth, m.n_threads,
                                    statistics.median(ts), min(ts), max(ts), ts))

@@ -724,6 +724,7 @@ static inline __attribute__((always_inline)) void q4_k_super_n(const uint8_t *b,
     const __m128i sm = _mm_loadu_si128((const __m128i *)u);
     const __m256 vsc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm));
     const __m256 vmn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8)));
+    const float dw = f16(b), dmin = f16(b + 2);
     const int16_t *q[2];
     for (int a = 0; a < n; a++) {
         q[a] = (const int16_t *)act[a];
@@ -733,7 +734,7 @@ static inline __attribute__((always_inline)) void q4_k_super_n(const uint8_t *b,
         const __m256 h0 = _mm256_loadu_ps(ds + 2 * c0), h1 = _mm256_loadu_ps(ds + 2 * c0 + 8);
         const __m256 pairs = _mm256_castpd_ps(_mm256_permute4x64_pd(
             _mm256_castps_pd(_mm256_hadd_ps(h0, h1)), 0xD8));
-        macc[a] = _mm256_fmadd_ps(_mm256_mul_ps(vmn, _mm256_set1_ps(f16(b + 2))), pairs, macc[a]);
+        macc[a] = _mm256_fmadd_ps(_mm256_mul_ps(vmn, _mm256_set1_ps(dmin)), pairs, macc[a]);
     }
     // 32 bytes hold chunk 2j (low nibbles) and 2j+1 (high); each 16-byte half widens to
     // 16-bit lanes once. The 8 chunk sums are reduced together and scaled by the 8 scales.
@@ -758,7 +759,7 @@ static inline __attribute__((always_inline)) void q4_k_super_n(const uint8_t *b,
     }
     for (int a = 0; a < n; a++) {
         const float *d = (const float *)(act[a] + 2 * K);
-        const __m256 sc8 = _mm256_mul_ps(_mm256_mul_ps(vsc, _mm256_set1_ps(f16(b))), _mm256_loadu_ps(d + c0));
+        const __m256 sc8 = _mm256_mul_ps(_mm256_mul_ps(vsc, _mm256_set1_ps(dw)), _mm256_loadu_ps(d + c0));
         acc[a] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_set_m128i(s4[a][1], s4[a][0])), sc8, acc[a]);
     }
 }
@@ -770,28 +771,30 @@ float tg_dot_q4_k_qact(int64_t K, const void *row, const uint8_t *act) {
     return tg_hsum256(acc) - tg_hsum256(macc);
 }
 
-// four Q4_K rows x one QACT row, side by side (4 read streams: ops.c); bit for bit the one-row dot
-void tg_dot4_q4_k_qact(int64_t K, const void *const rows[4], const uint8_t *act, float out[4]) {
-    __m256 acc[4], macc[4];
-    for (int r = 0; r < 4; r++) acc[r] = macc[r] = _mm256_setzero_ps();
+// four Q4_K rows side by side (4 read streams: ops.c) times n QACT columns (1 or 2):
+// out[n r + a] = row r times column a, each bit for bit the one-row dot
+static inline __attribute__((always_inline)) void q4_k_rows4_n(int64_t K, const void *const rows[4],
+                                                              const uint8_t *const *act, int n, float *out) {
+    __m256 acc[8], macc[8];
+    for (int j = 0; j < 4 * n; j++) acc[j] = macc[j] = _mm256_setzero_ps();
     for (int64_t i = 0; i < K; i += 256)
         for (int r = 0; r < 4; r++)
-            q4_k_super_n((const uint8_t *)rows[r] + 144 * (i / 256), &act, 1, K, i, &acc[r], &macc[r]);
-    for (int r = 0; r < 4; r++) out[r] = tg_hsum256(acc[r]) - tg_hsum256(macc[r]);
+            q4_k_super_n((const uint8_t *)rows[r] + 144 * (i / 256), act, n, K, i, &acc[n * r], &macc[n * r]);
+    for (int j = 0; j < 4 * n; j++) out[j] = tg_hsum256(acc[j]) - tg_hsum256(macc[j]);
 }
 
-// four Q4_K rows x two QACT rows (two columns of a small batch), the rows side by side: each
-// superblock's scales unpack and nibbles widen once for both columns (q4_k_super_n);
-// out[2 r + j] equals tg_dot_q4_k_qact(K, rows[r], act_j) bit for bit
+// four Q4_K rows x one QACT row; bit for bit the one-row dot
+void tg_dot4_q4_k_qact(int64_t K, const void *const rows[4], const uint8_t *act, float out[4]) {
+    q4_k_rows4_n(K, rows, &act, 1, out);
+}
+
+// four Q4_K rows x two QACT rows (two columns of a small batch): each superblock's scales
+// unpack and nibbles widen once for both columns (q4_k_super_n); out[2 r + j] equals
+// tg_dot_q4_k_qact(K, rows[r], act_j) bit for bit
 void tg_dot2x4_q4_k_qact(int64_t K, const void *const rows[4], const uint8_t *act0, const uint8_t *act1,
                          float out[8]) {
     const uint8_t *const act[2] = {act0, act1};
-    __m256 acc[8], macc[8];
-    for (int r = 0; r < 8; r++) acc[r] = macc[r] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < K; i += 256)
-        for (int r = 0; r < 4; r++)
-            q4_k_super_n((const uint8_t *)rows[r] + 144 * (i / 256), act, 2, K, i, &acc[2 * r], &macc[2 * r]);
-    for (int r = 0; r < 8; r++) out[r] = tg_hsum256(acc[r]) - tg_hsum256(macc[r]);
+    q4_k_rows4_n(K, rows, act, 2, out);
 }
 
 // Q6_K row x QACT row (SIMD only)
