@@ -21,12 +21,12 @@ if os.environ.get("TINYGGML_NO_OPENMP", "") in ("", "0"):
 
 ext = Extension(
     "tinyggml.backend._backend",
-    sources=["tinyggml/backend/_backend.pyx", f"{KERNELS}/ops.c", f"{KERNELS}/quants.c",
-             f"{KERNELS}/compute.c"],
+    sources=["tinyggml/backend/_backend.pyx"] + [f"{KERNELS}/{f}" for f in
+                                                 ("ops.c", "mul_mat.c", "ssm.c", "quants.c", "compute.c")],
     include_dirs=[KERNELS],
     extra_compile_args=cflags,
     extra_link_args=ldflags,
-    depends=[f"{KERNELS}/tg.h", f"{KERNELS}/simd.h", f"{KERNELS}/quants.h"],
+    depends=[f"{KERNELS}/{f}" for f in ("tg.h", "internal.h", "simd.h", "quants.h")],
 )
 
 # The bundled demo model (models/*.gguf) ships inside the package as tinyggml.demo_models, so

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from tinyggml import ops
-from tinyggml.backend import Plan, mm_kblock, set_simd, simd_compiled
+from tinyggml.backend import Plan, set_simd, simd_compiled
+from tinyggml.options import GraphOptions
 from tinyggml.graph import Graph
 from tinyggml.ops import OPS, Op, ShapeError
 from tinyggml.tensor import F16, F32, I32, INPUT, STATE, leaf
@@ -217,7 +218,7 @@ def test_mul_mat(simd, K, M, N, wtype, nt):
 @pytest.mark.parametrize("K", [77, 96, 768])       # scalar + 8-value tails / 16-value steps only
 @pytest.mark.parametrize("wtype", [F32, F16])
 def test_mul_mat_decode_rows_in_4_streams(simd, K, wtype):
-    """Decode (one column) reads each thread's rows in 4 quarters side by side (ops.c,
+    """Decode (one column) reads each thread's rows in 4 quarters side by side (mul_mat.c,
     tg_dot_rows4_*; a short last quarter repeats a row and drops it): against float64, and every
     row bit for bit the same whatever the thread count and wherever it lands (the matrix shifted
     by one row moves every row into another quarter or stream)."""
@@ -314,21 +315,22 @@ def test_ssm_scan(simd, ds, hd, nh, ng, m1, lens, nt):
 def test_ssm_scan_chunked(simd, ds, hd, nh, ng, lens, chunk, nt):
     rng = np.random.default_rng(ds + hd + nh + sum(lens) + chunk)
     args = _scan_inputs(rng, ds, hd, nh, ng, lens)
-    check_op(ops.ssm_scan(*args, algo="chunked", chunk=chunk), nt, atol=2e-5, states=[args[0]])
+    opts = GraphOptions(scan="chunked", ssd_chunk=chunk)
+    check_op(ops.ssm_scan(*args, opts=opts), nt, atol=2e-5, states=[args[0]])
 
 
 @pytest.mark.parametrize("nh,ng", [(12, 3), (11, 1), (9, 3)])
 @pytest.mark.parametrize("lens", [[1], [5], [2, 1, 3]])
 def test_ssm_scan_heads_side_by_side(simd, nh, ng, lens):
     """The recurrent Mamba-2 scan takes a thread's heads in 4 quarters, one head of each side
-    by side (ops.c, tg_scan_heads4_recurrent; a short last quarter leaves its partners to the
+    by side (ssm.c, tg_scan_heads4_recurrent; a short last quarter leaves its partners to the
     one-head loop). 12 heads: 1 and 3 threads run every head in fours, 2 threads none; 11 and
     9 heads mix both. Against float64, and outputs and states bit for bit the same whatever
     the thread count (so whichever loop a head lands in)."""
     runs = []
     for nt in (1, 2, 3):
         args = _scan_inputs(np.random.default_rng(nh + len(lens)), 16, 8, nh, ng, lens)
-        y = check_op(ops.ssm_scan(*args, algo="recurrent"), nt, atol=2e-5, states=[args[0]])
+        y = check_op(ops.ssm_scan(*args, opts=GraphOptions(scan="recurrent")), nt, atol=2e-5, states=[args[0]])
         runs.append((y.copy(), args[0].data.copy()))
     for y, state in runs[1:]:
         np.testing.assert_array_equal(y, runs[0][0])
@@ -344,19 +346,22 @@ def test_ssm_scan_chunked_equals_recurrent(algo):
     args = _scan_inputs(rng, 128, 64, 4, 1, lens, dt_scale=1.0)
     dtb = args[2].src[0].data
     dtb[:] = np.log(np.expm1(np.exp(rng.uniform(np.log(1e-3), np.log(0.1), dtb.shape)))).astype(np.float32)
-    check_op(ops.ssm_scan(*args, algo=algo), 2, atol=1e-5, rtol=1e-4, states=[args[0]])
+    check_op(ops.ssm_scan(*args, opts=GraphOptions(scan=algo)), 2, atol=1e-5, rtol=1e-4, states=[args[0]])
 
 
-def test_ssm_scan_algo_checked():
+def test_ssm_scan_algo_options():
+    """The scan algorithm is a graph option, checked when the options are made; with A per
+    state element (Mamba-1) the scan recurs whatever the option says."""
     rng = np.random.default_rng(0)
     state, x, dt, A, B, C, D, info = _scan_inputs(rng, 8, 1, 4, 1, [3])
     A1 = mk("A", -np.ones((4, 8), np.float32))
-    with pytest.raises(ValueError, match="scalar A"):
-        ops.ssm_scan(state, x, dt, A1, B, C, D, info, algo="chunked")
-    with pytest.raises(ValueError, match="algo"):
-        ops.ssm_scan(state, x, dt, A, B, C, D, info, algo="ssd")
-    with pytest.raises(ValueError, match="chunk"):
-        ops.ssm_scan(state, x, dt, A, B, C, D, info, algo="chunked", chunk=0)
+    chunked = GraphOptions(scan="chunked", ssd_chunk=5, ssd_min_len=3)
+    assert ops.ssm_scan(state, x, dt, A, B, C, D, info, chunked).op_params == (2, 5, 3)
+    assert ops.ssm_scan(state, x, dt, A1, B, C, D, info, chunked).op_params[0] == 1
+    with pytest.raises(ValueError, match="scan"):
+        GraphOptions(scan="ssd")
+    with pytest.raises(ValueError, match="ssd_chunk"):
+        GraphOptions(ssd_chunk=0)
 
 
 def test_ssm_scan_large_dt_softplus_threshold(simd):
@@ -372,11 +377,27 @@ def test_ssm_scan_large_dt_softplus_threshold(simd):
     assert np.isfinite(out).all()
 
 
-def test_kblock_sizes_come_from_the_kernels():
-    """ops.py sizes the panels' scratch by the kernels' own k blocking (one source of truth)."""
-    assert ops.MM_KBLOCK == mm_kblock()
-    kc, min_k, min_n = ops.MM_KBLOCK
-    assert kc > 0 and kc % 256 == 0      # block boundaries fall on every type's block boundaries
+@pytest.mark.parametrize("wtype", [F32, F16])
+def test_k_block_is_a_graph_option(simd, wtype):
+    """The float panels' k block is what the graph records (mul_mat op_params[0], from
+    GraphOptions), not a constant of the kernels: any block length gives the unblocked sums bit
+    for bit, and the node's scratch is sized by its own block."""
+    rng = np.random.default_rng(11)
+    K, M, N = 768, 21, 13
+    a = mk("a", rnd(rng, M, K, dtype=np.float16 if wtype == F16 else np.float32), type=wtype)
+    x = rnd(rng, N, K)
+    outs = []
+    for kc in (0, 256, 512):
+        opts = GraphOptions(mm_kc=kc or 1024, mm_kblock_min_k=1 if kc else 10**6, mm_kblock_min_n=1)
+        node = ops.mul_mat(a, mk("b", x), opts)
+        assert node.op_params[0] == kc
+        g = Graph()
+        out = g.output(node)
+        plan = Plan(g, max_threads=2)
+        plan.run(2)
+        outs.append(plan.numpy(out).copy())
+    np.testing.assert_array_equal(outs[1], outs[0])
+    np.testing.assert_array_equal(outs[2], outs[0])
 
 
 def test_op_table_complete():
@@ -396,14 +417,14 @@ def test_op_table_complete():
 @pytest.mark.parametrize("wtype", [F32, F16])
 @pytest.mark.parametrize("nt", [1, 3])
 def test_mul_mat_k_blocked(simd, wtype, nt):
-    """Rows longer than 2048 times 256+ columns are multiplied in k blocks of 1024 (ops.c
-    tg_mul_mat_panels): against float64, and bit for bit against the same columns in a batch
+    """Rows longer than 2048 times 256+ columns are multiplied in k blocks of 1024 (mul_mat.c
+    mul_mat.c tg_mul_mat_panels): against float64, and bit for bit against the same columns in a batch
     of 255 (not blocked). K = 2085 leaves a last partial block, M = 37 a partial row panel,
     N = 263 a partial column tile."""
     rng = np.random.default_rng(5)
     K, M, N = 2085, 37, 263
-    kc, min_k, min_n = ops.MM_KBLOCK
-    assert (K > min_k and N >= min_n and K > kc) and not N - 8 >= min_n   # blocked; the batch of 255 not
+    o = GraphOptions()
+    assert o.mm_kblock(K, N) == o.mm_kc < K and o.mm_kblock(K, N - 8) == 0   # blocked; 255 not
     dt = np.float16 if wtype == F16 else np.float32
     a = mk("a", rnd(rng, M, K, dtype=dt), type=wtype)
     x = rnd(rng, N, K)
@@ -418,7 +439,7 @@ def test_mul_mat_k_blocked(simd, wtype, nt):
 @pytest.mark.parametrize("K", [64, 77])                 # 8-lane steps only / a scalar tail
 @pytest.mark.parametrize("N", [2, 5, 9])
 def test_mul_mat_small_f16_batches(simd, K, N):
-    """F16 batches of 2-9 columns take 2 x 4 tiles on rows read in place (ops.c
+    """F16 batches of 2-9 columns take 2 x 4 tiles on rows read in place (mul_mat.c
     tg_mul_mat_small_f16): against float64, the same for 1 and 3 threads bit for bit, and every
     output bit for bit what it is in the batch shifted by one column or one row (other
     partners, other tiles)."""

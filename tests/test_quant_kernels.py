@@ -13,6 +13,7 @@ import pytest
 from tinyggml import ops
 from tinyggml.backend import Plan, set_simd, simd_compiled
 from tinyggml.graph import Graph
+from tinyggml.options import GraphOptions
 from tinyggml.tensor import (BF16, BLOCK, F32, I32, INPUT, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1,
                              Q5_K, Q6_K, Q8_0, QUANTIZED, leaf)
 
@@ -106,40 +107,40 @@ def test_bf16_weights(simd):
 @pytest.mark.parametrize("qt", [Q4_0, Q8_0, Q4_K, Q6_K, Q2_K, Q5_1],
                          ids=lambda t: gguf.GGMLQuantizationType(t).name)
 @pytest.mark.parametrize("int_gemm", [False, True], ids=["float-gemm", "int-gemm"])
-def test_quantized_batch_equals_column_by_column(simd, qt, int_gemm, monkeypatch):
-    """A batch (the integer panels when QUANT_INT_GEMM, else widened rows on the float panels)
+def test_quantized_batch_equals_column_by_column(simd, qt, int_gemm):
+    """A batch (the integer panels with int_gemm, else widened rows on the float panels)
     and each column alone (the decode dots) agree to float rounding; a column's result does
     not depend on the tile or thread it lands in."""
     from tinyggml.backend import int_gemm_compiled
     if int_gemm and not int_gemm_compiled():
         pytest.skip("this build has no integer GEMM (portable scalar build)")
-    monkeypatch.setattr(ops, "QUANT_INT_GEMM", int_gemm)
+    opts = GraphOptions(int_gemm=int_gemm)
     rng = np.random.default_rng(qt)
-    # the integer panels take batches of 6 to QUANT_GEMM_MIN_ROWS - 1 columns (every batch with
-    # QUANT_INT_GEMM), the float panels the wider ones: each case on its own side
-    K, M, N = 512, 37, 23 if int_gemm else ops.QUANT_GEMM_MIN_ROWS + 5
-    assert 6 <= N < ops.QUANT_GEMM_MIN_ROWS or not int_gemm
+    # the integer panels take batches of 6 to int_gemm_min_cols - 1 columns (every batch with
+    # int_gemm), the float panels the wider ones: each case on its own side
+    K, M, N = 512, 37, 23 if int_gemm else opts.int_gemm_min_cols + 5
+    assert 6 <= N < opts.int_gemm_min_cols or not int_gemm
     q = random_blocks(rng, qt, M, K)
     x = rng.standard_normal((N, K)).astype(np.float32)
     a = leaf(qt, (K, M), "w", INPUT, data=q)
-    whole, _ = run(ops.mul_mat(a, leaf(F32, (K, N), "x", INPUT, data=x)), 2)
+    whole, _ = run(ops.mul_mat(a, leaf(F32, (K, N), "x", INPUT, data=x), opts), 2)
     scale = np.abs(whole).max()
     # without the integer GEMM a batch of >= 48 multiplies float activations, a single column
     # int16-quantized ones, and a single Q6_K column has one activation scale per 256 values
     # (QACT_K), not per 32: then they differ by the activation rounding too (~1e-5 relative)
-    same_act = (ops.QUANT_INT_GEMM or N < ops.QUANT_GEMM_MIN_ROWS) and qt != Q6_K
+    same_act = (int_gemm or N < opts.int_gemm_min_cols) and qt != Q6_K
     tol = 1e-5 if same_act else 1e-4
     for n in range(N):
         one, _ = run(ops.mul_mat(a, leaf(F32, (K, 1), "x1", INPUT, data=x[n:n + 1].copy())), 1)
         np.testing.assert_allclose(one.reshape(-1), whole[n], atol=tol * scale, rtol=0)
-    shifted, _ = run(ops.mul_mat(a, leaf(F32, (K, N - 1), "x2", INPUT, data=x[1:].copy())), 3)
+    shifted, _ = run(ops.mul_mat(a, leaf(F32, (K, N - 1), "x2", INPUT, data=x[1:].copy()), opts), 3)
     np.testing.assert_array_equal(shifted, whole[1:])     # other tiles, other threads: bit for bit
 
 
 @pytest.mark.parametrize("qt", [Q4_0, Q8_0, Q4_K, Q6_K, Q5_1],
                          ids=lambda t: gguf.GGMLQuantizationType(t).name)
 def test_decode_rows_in_4_streams(simd, qt):
-    """Decode (one column) reads each thread's rows in 4 quarters side by side (ops.c fused4:
+    """Decode (one column) reads each thread's rows in 4 quarters side by side (mul_mat.c tg_mul_mat_qdots:
     Q4_0, Q8_0, Q4_K, Q6_K; Q5_1 keeps one row at a time): against float64, and every row bit
     for bit the same whatever the thread count and wherever it lands (the matrix shifted by one
     row moves every row into another quarter or stream)."""
@@ -165,7 +166,7 @@ PAIR_CASES = [(Q4_0, K, N) for K in (512, 608) for N in (2, 7, 11)] + \
 @pytest.mark.parametrize("qt,K,N", PAIR_CASES,
                          ids=[f"{gguf.GGMLQuantizationType(q).name}-{k}-{n}" for q, k, n in PAIR_CASES])
 def test_column_pairs_equal_single_columns(simd, qt, K, N):
-    """Small Q4_0 / Q4_K batches dot two columns per pass over a row (ops.c QDOT2_MAX_N*): every
+    """Small Q4_0 / Q4_K batches dot two columns per pass over a row (the type table's dot2x4_max_n): every
     column equals that column alone (the decode dot) bit for bit, whatever its partner."""
     rng = np.random.default_rng(K + N + qt)
     M = 21
@@ -180,20 +181,19 @@ def test_column_pairs_equal_single_columns(simd, qt, K, N):
 
 
 @pytest.mark.parametrize("qt", [Q4_0, Q4_K, Q6_K, Q8_0], ids=lambda t: gguf.GGMLQuantizationType(t).name)
-def test_quantized_k_blocked(simd, qt, monkeypatch):
+def test_quantized_k_blocked(simd, qt):
     """Quantized rows longer than 2048 times 256+ columns go through the float panels in k
     blocks of 1024 (each block of a row dequantized from its own offset): against the float64
     product of the dequantized weights, and bit for bit against a batch of 255 (not blocked)."""
-    monkeypatch.setattr(ops, "QUANT_INT_GEMM", False)
+    opts = GraphOptions(int_gemm=False)
     rng = np.random.default_rng(qt + 7)
     K, M, N = 2304, 19, 260
-    kc, min_k, min_n = ops.MM_KBLOCK
-    assert (K > min_k and N >= min_n and K > kc) and not N - 5 >= min_n   # blocked; N - 5 not
+    assert opts.mm_kblock(K, N) == opts.mm_kc < K and opts.mm_kblock(K, N - 5) == 0   # blocked; N - 5 not
     q = random_blocks(rng, qt, M, K)
     x = rng.standard_normal((N, K)).astype(np.float32)
     a = leaf(qt, (K, M), "w", INPUT, data=q)
-    got, _ = run(ops.mul_mat(a, leaf(F32, (K, N), "x", INPUT, data=x)), 2)
+    got, _ = run(ops.mul_mat(a, leaf(F32, (K, N), "x", INPUT, data=x), opts), 2)
     exact = x.astype(np.float64) @ dequant(q, qt).T
     np.testing.assert_allclose(got, exact, atol=1e-5 * np.abs(exact).max(), rtol=0)
-    part, _ = run(ops.mul_mat(a, leaf(F32, (K, N - 5), "x2", INPUT, data=x[5:].copy())), 3)
+    part, _ = run(ops.mul_mat(a, leaf(F32, (K, N - 5), "x2", INPUT, data=x[5:].copy()), opts), 3)
     np.testing.assert_array_equal(part, got[5:])

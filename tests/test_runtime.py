@@ -135,28 +135,37 @@ def test_threads_and_scalar_path_agree(model_files):
 def test_state_bytes_and_graph_reuse(case):
     name, m, _ = case
     hp = m.hparams
-    per_seq = sum(a[0].nbytes for a in m.state.conv + m.state.ssm)
-    assert m.state_bytes_per_sequence == per_seq
+    mem = m.memory
+    per_seq = sum(a[0].nbytes for a in list(mem.conv.values()) + list(mem.ssm.values()))
+    assert m.state_bytes_per_sequence == per_seq == mem.bytes_per_sequence
     (dc1, ch), (ds, hd, nh) = hp.state_shapes()
     assert per_seq == hp.n_layer * 4 * (dc1 * ch + ds * hd * nh)
     m.eval([1, 2, 3])
-    c = m.compiled(3, 1)
+    c = m.compiled(3)
     m.eval([4, 5, 6])
-    assert m.compiled(3, 1) is c                        # recorded once, reused
-    for sid in range(10):                               # slots grow; old sequences keep state
-        m.eval([1], seq_id=100 + sid)
-    assert m.state.n_slots >= 11
+    assert m.compiled(3) is c                           # recorded once, reused
+    for n in (1, 2, 3, 2, 1):                           # any number of sequences, one graph
+        m.eval_batch({100 + i: [1 + i] for i in range(n)} | {200 + i: [2] for i in range(3 - n)})
+    assert set(k[:2] for k in m._compiled) == {(3, 3)}
     assert m.state_bytes_per_sequence == per_seq        # constant whatever the context
 
 
-def test_slot_growth_preserves_states(model_files):
-    m = tinyggml.Model(model_files["mamba1"], n_threads=2)
+def test_sequences_keep_their_states(model_files):
+    """Sequences in their own slots, evaluated in any grouping, continue as they would alone;
+    the slots are fixed at n_seq_max: one more sequence is refused until one is reset."""
+    m = tinyggml.Model(model_files["mamba1"], n_threads=2, n_seq_max=6)
     t = tokens(5, m.n_vocab, 11)
     m.eval(t, seq_id=0)
+    arrays = [a.ctypes.data for a in m.memory.conv.values()]
     for sid in range(1, 6):
-        m.eval(tokens(3, m.n_vocab, sid), seq_id=sid)  # grows 1 -> 2 -> 4 -> 8 slots
+        m.eval(tokens(3, m.n_vocab, sid), seq_id=sid)
+    with pytest.raises(tinyggml.TinyGGMLError, match="all 6 sequence slots are in use.*n_seq_max"):
+        m.eval([1], seq_id=6)
+    m.reset(3)
+    m.eval([1], seq_id=6)                               # the freed slot
+    assert [a.ctypes.data for a in m.memory.conv.values()] == arrays     # nothing moved
     got = m.eval([7], seq_id=0)
-    fresh = tinyggml.Model(model_files["mamba1"], n_threads=2)
+    fresh = tinyggml.Model(model_files["mamba1"], n_threads=2, n_seq_max=1)
     fresh.eval(t)
     np.testing.assert_array_equal(got, fresh.eval([7]))
 
@@ -194,32 +203,45 @@ def test_last_logits_only(model_files):
             if len(t):
                 close(got[sid][0], want[sid][-1])
         m.reset()
-    assert any(k[2] == 0 for k in small._compiled)         # a graph without LM head was used
+    assert any(k[1] == 0 for k in small._compiled)         # a graph without LM head was used
     with pytest.raises(tinyggml.TinyGGMLError, match="logits"):
         full.eval([1], logits="first")
 
 
-def test_q4_k_file_with_q6_k_head_matches_float64_reference(tmp_path):
-    """A Q4_K file (d_model 256, so llama-quantize's rules give the tied LM head Q6_K): decoding
-    token by token runs the Q6_K head on split int16 activations (QACT_K), the blocks on int16
-    QACT dots, a short prompt at once the integer panels (int16 activations too), a long one
-    the float panels; all against the file's own float64 model."""
-    from tinyggml import ops
+@pytest.mark.parametrize("int_gemm", [False, True], ids=["float-gemm", "int-gemm"])
+def test_q4_k_file_with_q6_k_head_matches_float64_reference(tmp_path, int_gemm):
+    """A Q4_K file (d_model 256, so llama-quantize's rules give the tied LM head Q6_K), against
+    the file's own float64 model, on each path, pinned by the graph option (not by the CPU):
+    decoding token by token runs the Q6_K head on split int16 activations (QACT_K) and the
+    blocks on int16 QACT dots; a short prompt at once the integer panels; a long prompt the
+    float panels (int_gemm=False) or the integer panels (int_gemm=True).
+
+    Tolerances from the arithmetic: a float path multiplies float32 activations (errors of
+    float32 sums, ~1e-6 of the logit scale here); an integer path first rounds each activation
+    to int16 with one scale per 32 values (error up to 2^-16 of the block's largest value per
+    element, ~1.5e-5), which the next layers carry: 2e-4 of the scale bounds it with room."""
+    from tinyggml.backend import MUL_MAT_PATHS, simd_enabled
     from tinyggml.quantize import quantize_file
     from tinyggml.tensor import Q6_K
     src, dst = tmp_path / "m.gguf", tmp_path / "m-q4_k.gguf"
     write_random_model(src, "mamba2", n_embd=256, n_layer=2, d_state=16, head_dim=64,
                        n_vocab=300, seed=7)
     quantize_file(src, dst, "q4_k", progress=False)
-    m, ref = tinyggml.Model(dst, n_threads=2), RefModel(dst)
-    assert m.weights["token_embd"].type == Q6_K
-    t = tokens(ops.QUANT_GEMM_MIN_ROWS + 5, m.n_vocab, 3)
+    m, ref = tinyggml.Model(dst, n_threads=2, int_gemm=int_gemm), RefModel(dst)
+    assert m.weights["token_embd"].type == Q6_K and m.options.int_gemm == int_gemm
+    n_long = m.options.int_gemm_min_cols + 5
+    t = tokens(n_long, m.n_vocab, 3)
     want, _, _ = ref.forward(t)
     scale = np.abs(want).max()
-    np.testing.assert_allclose(m.eval(t), want, atol=1e-5 * scale, rtol=0)       # 5e-7 measured
+    float_tol, int_tol = 1e-5 * scale, 2e-4 * scale       # measured 5e-7 and 4.1e-5 of the scale
+    np.testing.assert_allclose(m.eval(t), want, atol=int_tol if int_gemm else float_tol, rtol=0)
+    if simd_enabled():                                    # the panels ran (the scalar build: tiles)
+        c = m.compiled(n_long)
+        paths = {c.plan.mul_mat_path(n) for n in c.graph.nodes if n.op == tinyggml.ops.Op.MUL_MAT}
+        assert paths == {"qpanels" if int_gemm else "panels"}, paths
     m.reset(0)
     short = 17                                                                   # 6 <= 17 < 48
-    np.testing.assert_allclose(m.eval(t[:short]), want[:short], atol=2e-4 * scale, rtol=0)  # 4.1e-5
+    np.testing.assert_allclose(m.eval(t[:short]), want[:short], atol=int_tol, rtol=0)
     m.reset(0)
     steps = np.concatenate([m.eval([int(x)]) for x in t])
-    np.testing.assert_allclose(steps, want, atol=2e-4 * scale, rtol=0)       # 4.9e-5 measured
+    np.testing.assert_allclose(steps, want, atol=int_tol, rtol=0)       # 4.9e-5 measured

@@ -91,7 +91,7 @@ def to_markdown(m, results: list[BenchResult]) -> str:
         lines.append(f"| {r.model} | {size / 2**20:.1f} MiB | {r.threads} | {r.test} | "
                      f"{r.ts_median:.2f} | {r.ts_min:.2f} - {r.ts_max:.2f} |")
     lines.append("")
-    lines.append(f"backend: {describe()}")
+    lines.append(f"backend: {describe(m.options)}")
     lines.append(f"scan: {m.scan[0]}; state bytes per sequence: {m.state_bytes_per_sequence}; "
                  f"peak RSS: {peak_rss_bytes() / 2**20:.1f} MiB")
     return "\n".join(lines)
@@ -99,7 +99,7 @@ def to_markdown(m, results: list[BenchResult]) -> str:
 
 def to_json(m, results: list[BenchResult]) -> str:
     return json.dumps({"model": m.path, "file_bytes": os.path.getsize(m.path),
-                       "arch": m.arch, "scan": m.scan[0], "backend": describe(),
+                       "arch": m.arch, "scan": m.scan[0], "backend": describe(m.options),
                        "state_bytes_per_sequence": m.state_bytes_per_sequence,
                        "peak_rss_bytes": peak_rss_bytes(),
                        "results": [asdict(r) for r in results]}, indent=1)

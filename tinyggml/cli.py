@@ -40,9 +40,9 @@ def default_model() -> str:
     return os.path.join(os.path.dirname(here), "models", DEMO_MODEL)
 
 
-def _model(path: str, n_threads: int | None = 1, scan: str = "auto"):
+def _model(path: str, n_threads: int | None = 1, scan: str = "auto", n_seq_max: int = 8):
     from .runtime import Model
-    return Model(path, n_threads=n_threads, scan=scan)
+    return Model(path, n_threads=n_threads, scan=scan, n_seq_max=n_seq_max)
 
 
 def _read_text(path: str) -> str:
@@ -140,13 +140,15 @@ def _print_timings(m, timings) -> None:
 def cmd_perplexity(args) -> int:
     from .perplexity import perplexity
     text = _read_text(args.file)
-    m = _model(args.model, args.threads)
+    # a sequence slot per chunk of a 512-token ubatch (slots cost memory only once used)
+    n_seq = max(8, 512 // max(1, args.ctx))
+    m = _model(args.model, args.threads, n_seq_max=n_seq)
     toks = m.tokenize(text)
     n_chunks = len(toks) // args.ctx
     print(f"perplexity: {len(toks)} tokens, {n_chunks} chunks, n_ctx={args.ctx}", file=sys.stderr)
     if args.kl_base:
         from .perplexity import kl_divergence
-        base = _model(args.kl_base, args.threads)
+        base = _model(args.kl_base, args.threads, n_seq_max=n_seq)
         r = kl_divergence(m, base, toks, args.ctx, on_chunk=lambda i, n, kl: sys.stdout.write(
             f"[{i + 1}]{kl:.6f},") or sys.stdout.flush())
         print()
@@ -173,13 +175,13 @@ def cmd_info(args) -> int:
     for k, v in hp.__dict__.items():
         if k != "arch":
             out.append(f"  {k}: {v}")
-    if m.arch == "mamba2":
+    if hasattr(hp, "head_dim"):
         out.append(f"  head_dim: {hp.head_dim}")
     out.append(f"tokenizer: {f.value('tokenizer.ggml.model') or '-'} "
                f"(pre: {f.value('tokenizer.ggml.pre') or '-'})")
     out.append(f"state bytes per sequence: {m.state_bytes_per_sequence}")
     from .backend import describe
-    out.append(f"backend: {describe()}")
+    out.append(f"backend: {describe(m.options)}")
     out.append(f"tensors: {len(f.tensors)}")
     total = 0
     for name, t in f.tensors.items():
@@ -248,12 +250,10 @@ def cmd_convert(args) -> int:
 # ---- graph ----------------------------------------------------------------------------------
 def cmd_graph(args) -> int:
     from .alloc import plan_memory
-    from .runtime import build_graph
     if args.tokens < 1 or args.seqs < 1 or args.seqs > args.tokens:
         raise TinyGGMLError(f"need 1 <= --seqs <= --tokens (got --tokens {args.tokens} --seqs {args.seqs})")
-    m = _model(args.model)
-    m.state._resize(max(m.state.n_slots, args.seqs))
-    g = build_graph(m.weights, m.hparams, m.state, args.tokens, args.seqs)
+    m = _model(args.model, n_seq_max=args.seqs)
+    g = m.build_graph(args.tokens)
     _, arena = plan_memory(g.nodes)
     fmt = args.format
     suffix = os.path.splitext(args.output or "")[1].lower()
@@ -398,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "DOT output renders to .svg/.png when Graphviz is installed.")
     s.add_argument("-m", "--model", required=True, help="path to a .gguf model")
     s.add_argument("--tokens", type=int, default=1, help="tokens in the ubatch, all sequences (default 1)")
-    s.add_argument("--seqs", type=int, default=1, help="sequences in the ubatch (default 1)")
+    s.add_argument("--seqs", type=int, default=1,
+                   help="sequences the ubatch can hold (the size of inp_seq_info; default 1)")
     s.add_argument("--format", choices=["text", "dot", "json"],
                    help="output format (default: from the -o suffix, else text)")
     s.add_argument("-o", "--output", help="output file (.txt, .json, .dot, .svg, .png); default stdout")

@@ -1,4 +1,4 @@
-"""Open and validate a GGUF model (gguf_reader.GGUFReader); typed hparams per arch.
+"""Open and validate a GGUF model (gguf_reader.GGUFReader); its architecture's typed hparams.
 
 Weights are numpy views of the reader's read-only memmap: zero-copy. Every problem with a file
 becomes a ModelLoadError naming the file and, where it applies, the key or tensor, and what was
@@ -7,16 +7,12 @@ expected versus found.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import ModelLoadError
 from .gguf_reader import GGUFReader
-from .tensor import BF16, F16, F32, QUANTIZED, TYPE_NAME
-
-ARCHS = ("mamba", "mamba2")
-MATMUL_TYPES = (F32, F16, BF16) + QUANTIZED     # 2-D weights the kernels read natively
+from .tensor import F16, F32, TYPE_NAME
 
 
 def _type_name(t: int) -> str:
@@ -27,45 +23,9 @@ def _type_name(t: int) -> str:
         return f"type {t}"
 
 
-@dataclass(frozen=True)
-class HParams:
-    arch: str
-    n_vocab: int
-    n_embd: int
-    n_layer: int
-    d_conv: int
-    d_inner: int
-    d_state: int
-    eps: float
-    dt_rank: int = 0            # Mamba-1
-    dt_b_c_rms: bool = False    # Falcon-Mamba
-    n_head: int = 0             # Mamba-2 (Mamba-1: d_inner heads of size 1)
-    n_group: int = 1            # Mamba-2
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_inner // self.n_head if self.arch == "mamba2" else 1
-
-    @property
-    def heads(self) -> int:
-        return self.n_head if self.arch == "mamba2" else self.d_inner
-
-    @property
-    def conv_channels(self) -> int:
-        return self.d_inner + (2 * self.n_group * self.d_state if self.arch == "mamba2" else 0)
-
-    def state_shapes(self) -> tuple[tuple, tuple]:
-        """Per sequence and layer, ggml order: conv {d_conv-1, ch}, ssm {d_state, head_dim, heads}."""
-        return (self.d_conv - 1, self.conv_channels), (self.d_state, self.head_dim, self.heads)
-
-    @property
-    def state_bytes_per_sequence(self) -> int:
-        (a, b), (c, d, e) = self.state_shapes()
-        return self.n_layer * 4 * (a * b + c * d * e)
-
-
 class GGUFModel:
-    """A validated GGUF model file: `.arch`, `.hparams`, `.value(key)`, `.weight(name, ne)`."""
+    """A validated GGUF model file: `.arch`, `.arch_module` (tinyggml.models), `.hparams` (that
+    module's HParams), `.value(key)`, `.get(key, kind)`, `.weight(name, ne)`."""
 
     def __init__(self, path: str):
         self.path = str(path)
@@ -94,11 +54,13 @@ class GGUFModel:
                                      f"{t.data_offset + t.n_bytes}, file has {size}")
             self.tensors[t.name] = t
         self.dequantized: list[tuple] = []     # (tensor, from type, to type, bytes) at load
-        self.arch = self._get("general.architecture", str)
+        self.arch = self.get("general.architecture", str)
+        from .models import ARCHS
         if self.arch not in ARCHS:
             raise ModelLoadError(f"{self.path}: unsupported architecture '{self.arch}' "
                                  f"(tinyggml runs {', '.join(ARCHS)})")
-        self.hparams = self._hparams()
+        self.arch_module = ARCHS[self.arch]
+        self.hparams = self.arch_module.read_hparams(self)
 
     # ---- metadata -----------------------------------------------------------------------------
     def value(self, key: str):
@@ -111,7 +73,9 @@ class GGUFModel:
         except Exception:
             return None
 
-    def _get(self, key: str, kind, default=None):
+    def get(self, key: str, kind, default=None):
+        """Metadata `key` as `kind` (int, float, str, bool); `default` when absent, or a
+        ModelLoadError naming the key when there is no default or the value is not a `kind`."""
         v = self.value(key)
         if v is None:
             if default is not None:
@@ -123,33 +87,6 @@ class GGUFModel:
             return kind(v)
         except (TypeError, ValueError):
             raise ModelLoadError(f"{self.path}: key '{key}' = {v!r} is not {kind.__name__}") from None
-
-    def _hparams(self) -> HParams:
-        a = self.arch
-        if "token_embd.weight" not in self.tensors:
-            raise ModelLoadError(f"{self.path}: missing tensor 'token_embd.weight'")
-        common = dict(
-            arch=a, n_vocab=int(self.tensors["token_embd.weight"].shape[1]) if
-            len(self.tensors["token_embd.weight"].shape) > 1 else 0,
-            n_embd=self._get(f"{a}.embedding_length", int), n_layer=self._get(f"{a}.block_count", int),
-            d_conv=self._get(f"{a}.ssm.conv_kernel", int), d_inner=self._get(f"{a}.ssm.inner_size", int),
-            d_state=self._get(f"{a}.ssm.state_size", int),
-            eps=self._get(f"{a}.attention.layer_norm_rms_epsilon", float))
-        if a == "mamba":
-            hp = HParams(**common, dt_rank=self._get("mamba.ssm.time_step_rank", int),
-                         dt_b_c_rms=self._get("mamba.ssm.dt_b_c_rms", bool, False))
-        else:
-            hp = HParams(**common, n_head=self._get("mamba2.ssm.time_step_rank", int),
-                         n_group=self._get("mamba2.ssm.group_count", int, 1))
-            if hp.n_head <= 0 or hp.d_inner % hp.n_head or hp.n_group <= 0 or hp.n_head % hp.n_group:
-                raise ModelLoadError(f"{self.path}: inconsistent Mamba-2 sizes: d_inner {hp.d_inner}, "
-                                     f"heads {hp.n_head}, groups {hp.n_group}")
-        for k in ("n_vocab", "n_embd", "n_layer", "d_inner", "d_state"):
-            if getattr(hp, k) <= 0:
-                raise ModelLoadError(f"{self.path}: {k} must be positive, found {getattr(hp, k)}")
-        if not 2 <= hp.d_conv <= 16:
-            raise ModelLoadError(f"{self.path}: ssm.conv_kernel {hp.d_conv} not in 2..16")
-        return hp
 
     # ---- tensors ------------------------------------------------------------------------------
     def has(self, name: str) -> bool:

@@ -2,7 +2,7 @@
 
 Builders only record: they check the shape rule, create the result tensor and set `op`, `src`
 and `op_params` (ggml's `ggml_add_impl` pattern). The numpy `ref` is the spec the C kernels in
-backend/kernels/ops.c are tested against. Op ids match `enum tg_op` in backend/kernels/tg.h.
+backend/kernels/*.c are tested against. Op ids match `enum tg_op` in backend/kernels/tg.h.
 
 Reference arrays are 4-D numpy views in reversed order: a tensor {ne0, ne1, ne2, ne3} is an
 array of shape (ne3, ne2, ne1, ne0).
@@ -16,7 +16,8 @@ from typing import Callable
 
 import numpy as np
 
-from .tensor import BF16, F16, F32, I32, Q6_K, QACT, QACT_K, QUANTIZED, Tensor
+from .options import SCAN_ALGOS, GraphOptions
+from .tensor import F16, F32, I32, Q6_K, QACT, QACT_K, QUANTIZED, WEIGHT_TYPES, Tensor
 
 
 class Op(IntEnum):
@@ -114,25 +115,11 @@ def cpy(a: Tensor, b: Tensor) -> Tensor:
     return t
 
 
-WEIGHT_TYPES = (F32, F16, BF16) + QUANTIZED      # what get_rows and mul_mat read natively
-# quantized mul_mat: integer dots on quantized activations below this many columns, widened-row
-# float GEMM from here, unless QUANT_INT_GEMM: then every batch multiplies quantized activations
-# on the integer GEMM. The backend turns it on at import where it measured faster than the float
-# GEMM (AVX-512 VNNI); on AVX2 alone it is off, so wide batches take the float GEMM there
-# (BENCHMARKS.md), and setting QUANT_INT_GEMM = True before a model's graphs are built selects
-# the integer GEMM for them too. Under 48 columns the integer panels beat widened rows on Zen 3
-# (the widening is not amortized over so few columns): pp16-pp40 +3-18% on mamba2-130m Q4_0 /
-# Q8_0 / Q4_K and mamba-130m Q4_0, +10-16% on mamba2-1.3b Q4_0 and mamba-1.4b Q8_0 (one
-# process, alternated, BENCHMARKS.md session 11).
-QUANT_GEMM_MIN_ROWS = 48
-QUANT_INT_GEMM = False
-# below this many columns a quantized mul_mat dots each column on its own (ops.c MM_NR); Q6_K
-# weights then take QACT_K activations (int16 split into int8 halves: vpmaddubsw on the raw
-# 6-bit weights, no widening; the output layer of Q4_0 / Q4_K files)
+# Q6_K weights times fewer columns than this take QACT_K activations (int16 split into int8
+# halves: vpmaddubsw on the raw 6-bit weights, no widening; the LM head of Q4_0 / Q4_K files
+# decoding); from here the integer panels take them (the kernels' MM_NR, mul_mat.c)
 QUANT_PANEL_MIN_COLS = 6
-# float panels: rows longer than MM_KBLOCK[1] times batches of MM_KBLOCK[2]+ columns are packed
-# in k blocks of MM_KBLOCK[0] (ops.c MM_KC); the backend sets it from the kernels at import
-MM_KBLOCK = (1024, 2048, 256)
+DEFAULT_OPTIONS = GraphOptions()
 
 
 def get_rows(a: Tensor, ids: Tensor) -> Tensor:
@@ -142,21 +129,23 @@ def get_rows(a: Tensor, ids: Tensor) -> Tensor:
     return _new(F32, (a.ne[0], ids.ne[0]), Op.GET_ROWS, (a, ids))
 
 
-def mul_mat(a: Tensor, b: Tensor) -> Tensor:
+def mul_mat(a: Tensor, b: Tensor, opts: GraphOptions = DEFAULT_OPTIONS) -> Tensor:
     # a: {K, M, ne02, ne03}, b: {K, N, ne12, ne13} => {M, N, ne12, ne13}
     _check(a.ne[0] == b.ne[0], f"mul_mat: K differs {a.ne} @ {b.ne}")
     _check(b.ne[2] % a.ne[2] == 0 and b.ne[3] % a.ne[3] == 0, "mul_mat: cannot broadcast")
     _check(a.type in WEIGHT_TYPES and a.rows_contiguous(), "mul_mat: a's type, rows contiguous")
     _check(b.type == F32 and b.rows_contiguous(), "mul_mat: b F32, rows contiguous")
     n_cols = b.ne[1] * b.ne[2] * b.ne[3]
-    if a.type in QUANTIZED and (QUANT_INT_GEMM or n_cols < QUANT_GEMM_MIN_ROWS):
-        # integer dots: the activations are quantized once, by their own node (as ggml does
-        # with vec_dot_type), then every weight row is dotted with the QACT rows (or, with the
-        # integer GEMM, multiplied on int16 panels). Without it, bigger batches widen the
-        # weight rows to F32 once per panel and use the float GEMM (compute-bound there).
+    kc = 0
+    if a.type in QUANTIZED and (opts.int_gemm or n_cols < opts.int_gemm_min_cols):
+        # integer dots or panels: the activations are quantized once, by their own node (as
+        # ggml does with vec_dot_type), then every weight row meets the QACT rows. Otherwise
+        # the weight rows are widened to F32 once per panel for the float GEMM.
         split = a.type == Q6_K and n_cols < QUANT_PANEL_MIN_COLS
         b = _new(QACT_K if split else QACT, b.ne, Op.QUANTIZE, (b,))
-    return _new(F32, (a.ne[1], b.ne[1], b.ne[2], b.ne[3]), Op.MUL_MAT, (a, b))
+    else:
+        kc = opts.mm_kblock(a.ne[0], b.ne[1])
+    return _new(F32, (a.ne[1], b.ne[1], b.ne[2], b.ne[3]), Op.MUL_MAT, (a, b), (kc,))
 
 
 def _binary(a, b, op):
@@ -226,23 +215,13 @@ def ssm_conv(x: Tensor, state: Tensor, w: Tensor, bias: Tensor | None, seq_info:
     return _new(F32, (ch, x.ne[1]), Op.SSM_CONV, (x, state, w, bias, seq_info), (int(apply_silu),))
 
 
-# ssm_scan algorithms (op_params[0]). "chunked" is the state-space-duality form for scalar A per
-# head (Mamba-2, arXiv 2405.21060 sec. 6): per chunk of `chunk` tokens, the outputs within the
-# chunk and the state handed to the next one are small dense matrix products. "auto" takes it
-# for sequences of at least SSD_MIN_LEN tokens in the ubatch and the recurrence otherwise.
-SCAN_ALGOS = {"auto": 0, "recurrent": 1, "chunked": 2}
-SSD_CHUNK = 24       # since the tile rewrite: 4 tiles of 6 rows; 9% faster than 16 at 512 tokens
-SSD_CHUNK_MAX = 256   # scratch grows with chunk^2
-SSD_MIN_LEN = 8       # measured crossover (tools/bench_scan.py, BENCHMARKS.md)
-
-
 def ssm_scan(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
-             D: Tensor | None, seq_info: Tensor, algo: str = "auto", chunk: int = SSD_CHUNK) -> Tensor:
+             D: Tensor | None, seq_info: Tensor, opts: GraphOptions = DEFAULT_OPTIONS) -> Tensor:
     # state: {d_state, head_dim, n_head, n_slots}, x: {head_dim, n_head, n_t}, dt: {n_head, n_t},
     # A: {d_state | 1, n_head}, B, C: {d_state, n_group, n_t}, D: {n_head} => y {head_dim, n_head, n_t}
-    _check(algo in SCAN_ALGOS, f"ssm_scan: algo {algo!r} not in {sorted(SCAN_ALGOS)}")
-    _check(1 <= chunk <= SSD_CHUNK_MAX, f"ssm_scan: chunk {chunk} not in 1..{SSD_CHUNK_MAX}")
-    _check(algo != "chunked" or A.ne[0] == 1, "ssm_scan: the chunked algorithm needs scalar A per head")
+    # opts.scan picks the algorithm for a scalar A per head (Mamba-2); with A per state element
+    # (Mamba-1) the scan always recurs token by token
+    algo, chunk = (opts.scan if A.ne[0] == 1 else "recurrent"), opts.ssd_chunk
     ds, hd, nh = state.ne[:3]
     n_t, ng = x.ne[2], B.ne[1]
     _check(state.is_contiguous() and state.type == F32, "ssm_scan: state contiguous F32")
@@ -256,7 +235,7 @@ def ssm_scan(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tens
     _check(D is None or (D.ne[0] == nh and D.is_contiguous()), "ssm_scan: D {n_head}")
     _check(seq_info.type == I32 and seq_info.ne[0] == 3, "seq_info")
     return _new(F32, (hd, nh, n_t), Op.SSM_SCAN, (state, x, dt, A, B, C, D, seq_info),
-                (SCAN_ALGOS[algo], chunk, SSD_MIN_LEN))
+                (SCAN_ALGOS[algo], chunk, opts.ssd_min_len))
 
 
 # ---- numpy references (float64) -------------------------------------------------------------
@@ -336,13 +315,12 @@ def _mm_wsize(t):
     unpacked = a.ne[0] + a.ne[0] // 2         # K int8 + K/16 scales + K/16 mins
     if b.type == QACT_K:                          # Q6_K columns: fused dots, no scratch used
         return unpacked + 64
-    if a.type in QUANTIZED and b.type == QACT:    # + integer panels (ops.c tg_mul_mat_qpanels)
+    if a.type in QUANTIZED and b.type == QACT:    # + integer panels (mul_mat.c tg_mul_mat_qpanels)
         return 2 * 16 * 2 * a.ne[0] + 2 * 4 * a.ne[0] + unpacked + 64
     # batches: a packed panel of 16 rows, 16 widened rows, the activations packed by 6 columns
-    # (of one k block, MM_KBLOCK), a partial panel's sums, the unpack scratch (ops.c
+    # (of one k block, op_params[0]), a partial panel's sums, the unpack scratch (mul_mat.c
     # tg_mul_mat_panels; the scalar path uses a panel of 32 widened rows in the same space)
-    kc_block, min_k, min_n = MM_KBLOCK
-    kc = kc_block if a.ne[0] > min_k and b.ne[1] >= min_n else a.ne[0]
+    kc = t.op_params[0] if 0 < t.op_params[0] < a.ne[0] else a.ne[0]
     n_pad = -(-b.ne[1] // 6) * 6
     packed_b = n_pad * 4 * (kc + 16) if b.ne[1] > 1 else 0
     return 2 * 16 * 4 * a.ne[0] + packed_b + unpacked + 64

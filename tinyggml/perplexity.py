@@ -44,7 +44,11 @@ def perplexity(model, tokens, n_ctx: int, on_chunk=None) -> PerplexityResult:
         raise TinyGGMLError(f"the text has {len(tokens)} tokens; one chunk needs --ctx {n_ctx}")
     tok = model.tokenizer
     bos = tok.bos_id if tok.add_bos else None
-    per_run = max(1, model.n_ubatch // n_ctx)
+    # chunks per graph run: a ubatch's worth, in the model's free sequence slots
+    free = model.n_seq_max - len(model.memory.slot_of)
+    if free < 1:
+        raise TinyGGMLError(f"perplexity needs a free sequence slot; all {model.n_seq_max} are in use")
+    per_run = max(1, min(model.n_ubatch // n_ctx, free))
     nll_all: list[np.ndarray] = []
     running = []
     for c0 in range(0, n_chunks, per_run):

@@ -1,34 +1,35 @@
 """Model: GGUF file -> weights (mmapped) -> graphs per ubatch shape -> logits. The Python API.
 
-    m = tinyggml.Model(path, n_threads=None, scan="auto")
+    m = tinyggml.Model(path, n_threads=None, n_seq_max=8, scan="auto", int_gemm=None)
     logits = m.eval(tokens, seq_id=0)          # [len(tokens), n_vocab] float32, continues seq_id
     out = m.eval_batch({0: toks_a, 1: toks_b})  # one graph run for all sequences (per ubatch)
     m.reset(seq_id=None)
 
-A ubatch holds the tokens of one or more sequences back to back; `seq_info` {3, n_seqs} says
-where each starts and which state slot it uses. A graph (and its compiled C plan) is built once
-per (n_tokens, n_seqs) and reused: a step is fill inputs -> one nogil run -> read logits.
-Mamba-2 scans sequences of >= ops.SSD_MIN_LEN tokens in the ubatch in chunks (state-space
-duality) and shorter ones token by token; scan="recurrent" / "chunked" forces one algorithm.
+A ubatch holds the tokens of one or more sequences back to back; `seq_info` says where each
+starts and which memory slot it uses. A graph (and its compiled C plan) is built once per
+(n_tokens, n_out) and reused whatever the number of sequences: a step is fill inputs -> one
+nogil run -> read logits. The memory has n_seq_max slots from the start, so plans never rebind.
+What a graph records beyond the model is `m.options` (options.GraphOptions): Mamba-2's scan
+algorithm (sequences of >= ssd_min_len tokens in chunks by default, shorter ones token by token)
+and the quantized-batch path, whose default depends on the CPU (GraphOptions.for_cpu).
 """
 from __future__ import annotations
 
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import ops
 from .backend import Plan
 from .errors import TinyGGMLError
-from .gguf_file import GGUFModel, HParams
+from .gguf_file import GGUFModel
 from .graph import Graph
-from .models import ARCH_MODULES
-from .models.common import build_forward
-from .state import RecurrentState
-from .tensor import F32, I32, INPUT, STATE, Tensor, leaf
+from .memory import Memory
+from .models.common import GraphContext, HParams
+from .options import GraphOptions
+from .tensor import Tensor
 
 
 def physical_cores() -> int:
@@ -56,34 +57,18 @@ class _Compiled:
     plan: Plan
     inputs: dict              # name -> numpy input buffer
     logits: Tensor            # {n_vocab, n_out}
-    state_version: int
 
 
-def build_graph(w: dict, hp: HParams, state: RecurrentState, n_tokens: int, n_seqs: int,
-                n_out: int | None = None, keep: tuple = (), scan: tuple = ("auto", ops.SSD_CHUNK)
-                ) -> Graph:
-    """Record the forward graph of one ubatch of `n_tokens` tokens from `n_seqs` sequences,
-    with logits for `n_out` rows (None or n_tokens: every row; 0: no LM head at all).
-    Nodes named in `keep` (e.g. "blk.0.l_out") become outputs, readable after a run.
-    `scan` = (algorithm, chunk) of Mamba-2's ssm_scan (ops.SCAN_ALGOS)."""
+def build_graph(arch, hp: HParams, weights: dict, memory: Memory, opts: GraphOptions,
+                n_tokens: int, n_out: int | None = None, keep: tuple = ()) -> Graph:
+    """Record the forward graph of one ubatch of `n_tokens` tokens, with logits for `n_out`
+    rows (None or n_tokens: every row; 0: no LM head at all), by the architecture module
+    `arch` (tinyggml.models). Nodes named in `keep` (e.g. "blk.0.l_out") become outputs,
+    readable after a run."""
     n_out = n_tokens if n_out is None else n_out
-    block = ARCH_MODULES[hp.arch].build_block
-    (dc1, ch), (ds, hd, nh) = hp.state_shapes()
-    g = Graph()
-    tokens = leaf(I32, (n_tokens,), "inp_tokens", INPUT, np.zeros(n_tokens, np.int32))
-    seq_info = leaf(I32, (3, n_seqs), "inp_seq_info", INPUT, np.zeros((n_seqs, 3), np.int32))
-    g.inputs = {"tokens": tokens, "seq_info": seq_info}
-    out_ids = None
-    if 0 < n_out < n_tokens:
-        out_ids = leaf(I32, (n_out,), "inp_out_ids", INPUT, np.zeros(n_out, np.int32))
-        g.inputs["out_ids"] = out_ids
-    conv = [leaf(F32, (dc1, ch, state.n_slots), f"cache_conv_l{il}", STATE, state.conv[il])
-            for il in range(hp.n_layer)]
-    ssm = [leaf(F32, (ds, hd, nh, state.n_slots), f"cache_ssm_l{il}", STATE, state.ssm[il])
-           for il in range(hp.n_layer)]
-    out = build_forward(w, hp, tokens,
-                        lambda cur, il: block(w, hp, conv[il], ssm[il], seq_info, cur, il, scan),
-                        out_ids, head=n_out > 0)
+    ctx = GraphContext(hp, weights, memory, opts, n_tokens, n_out)
+    g = ctx.graph
+    out = arch.build_graph(ctx)
     g.output(out)
     for t in g.nodes:
         if t.name in keep:
@@ -97,16 +82,24 @@ class Model:
     """A Mamba-1 / Mamba-2 GGUF model ready to evaluate. See the module docstring."""
 
     def __init__(self, path: str, n_threads: int | None = None, n_ubatch: int = 512,
-                 scan: str = "auto", ssd_chunk: int = ops.SSD_CHUNK):
+                 scan: str = "auto", ssd_chunk: int | None = None, int_gemm: bool | None = None,
+                 n_seq_max: int = 8, options: GraphOptions | None = None):
+        """n_seq_max: sequences that can hold state at once (slots are allocated up front,
+        zeroed lazily by the OS: untouched slots cost no memory). scan / ssd_chunk / int_gemm
+        override the graph options, whose default is the CPU's (GraphOptions.for_cpu), or
+        `options` replaces them whole."""
         t0 = time.perf_counter()
-        if scan not in ops.SCAN_ALGOS:
-            raise TinyGGMLError(f"scan must be one of {', '.join(ops.SCAN_ALGOS)}, got {scan!r}")
-        if not 1 <= ssd_chunk <= ops.SSD_CHUNK_MAX:
-            raise TinyGGMLError(f"ssd_chunk must be in 1..{ops.SSD_CHUNK_MAX}, got {ssd_chunk}")
-        self.scan = (scan, int(ssd_chunk))
+        try:
+            over = {k: v for k, v in (("scan", scan), ("ssd_chunk", ssd_chunk),
+                                      ("int_gemm", int_gemm)) if v is not None}
+            self.options = (replace(options, **over) if options is not None
+                            else GraphOptions.for_cpu(**over))
+        except (ValueError, TypeError) as e:
+            raise TinyGGMLError(str(e)) from None
         self.path = str(path)
         self.file = GGUFModel(self.path)
         self.arch: str = self.file.arch
+        self.arch_module = self.file.arch_module
         self.hparams: HParams = self.file.hparams
         self.n_threads = physical_cores() if n_threads is None else int(n_threads)
         if self.n_threads < 1:
@@ -114,17 +107,30 @@ class Model:
         if n_ubatch < 1:
             raise TinyGGMLError(f"n_ubatch must be >= 1, got {n_ubatch}")
         self.n_ubatch = int(n_ubatch)
-        self.weights = ARCH_MODULES[self.arch].load_tensors(self.file, self.hparams)
+        self.weights = self.arch_module.load_tensors(self.file, self.hparams)
         if self.file.dequantized:
             kinds = sorted({f"{a}->{b}" for _, a, b, _ in self.file.dequantized})
             extra = sum(n for *_, n in self.file.dequantized)
             print(f"tinyggml: warning: {self.path}: {len(self.file.dequantized)} tensors "
                   f"dequantized at load ({', '.join(kinds)}): {extra / 2**20:.1f} MiB of extra "
                   f"memory", file=sys.stderr)
-        self.state = RecurrentState(self.hparams)
+        self.memory: Memory = self.arch_module.make_memory(self.hparams, n_seq_max)
         self._compiled: dict[tuple, _Compiled] = {}
         self._tokenizer = None
         self.load_ms = (time.perf_counter() - t0) * 1000
+
+    @property
+    def state(self) -> Memory:
+        """The model's memory (the recurrent state of each sequence); `memory` is its name."""
+        return self.memory
+
+    @property
+    def scan(self) -> tuple:
+        return self.options.scan, self.options.ssd_chunk
+
+    @property
+    def n_seq_max(self) -> int:
+        return self.memory.n_seq_max
 
     @property
     def n_vocab(self) -> int:
@@ -132,7 +138,7 @@ class Model:
 
     @property
     def state_bytes_per_sequence(self) -> int:
-        return self.state.bytes_per_sequence
+        return self.memory.bytes_per_sequence
 
     # ---- text -------------------------------------------------------------------------------
     @property
@@ -164,22 +170,33 @@ class Model:
         return iter(g) if stream else "".join(g)
 
     # ---- graphs -------------------------------------------------------------------------------
-    def compiled(self, n_tokens: int, n_seqs: int, n_out: int | None = None,
-                 keep: tuple = ()) -> _Compiled:
-        """The graph and plan for this ubatch shape, recorded on first use and cached."""
+    def build_graph(self, n_tokens: int, n_out: int | None = None, keep: tuple = ()) -> Graph:
+        """Record (not run) the graph of a ubatch of n_tokens tokens; see runtime.build_graph."""
+        return build_graph(self.arch_module, self.hparams, self.weights, self.memory, self.options,
+                           n_tokens, n_out, keep)
+
+    def compiled(self, n_tokens: int, n_out: int | None = None, keep: tuple = ()) -> _Compiled:
+        """The graph and plan for this ubatch shape, recorded on first use and cached. The
+        shape is the token count and the logit rows: the number of sequences is an input."""
         n_out = n_tokens if n_out is None else n_out
-        key = (n_tokens, n_seqs, n_out, keep)
+        key = (n_tokens, n_out, keep)
         c = self._compiled.get(key)
-        if c is None or c.state_version != self.state.version:
-            if c is None and len(self._compiled) >= 64:      # bound the cache (odd shapes)
+        if c is None:
+            if len(self._compiled) >= 64:      # bound the cache (odd shapes): oldest out
                 self._compiled.pop(next(iter(self._compiled)))
-            g = build_graph(self.weights, self.hparams, self.state, n_tokens, n_seqs, n_out, keep,
-                            self.scan)
+            g = self.build_graph(n_tokens, n_out, keep)
             c = _Compiled(g, Plan(g, max_threads=self.n_threads),
-                          {k: t.data for k, t in g.inputs.items()}, g.outputs["logits"],
-                          self.state.version)
+                          {k: t.data for k, t in g.inputs.items()}, g.outputs["logits"])
             self._compiled[key] = c
         return c
+
+    def _run(self, c: _Compiled, parts):
+        """Fill seq_info with `parts` [(slot, first token, n tokens)] and run the plan."""
+        info = c.inputs["seq_info"]
+        info[:len(parts)] = parts
+        info[len(parts):] = 0
+        c.plan.set_rows(c.graph.inputs["seq_info"], len(parts))
+        c.plan.run(self.n_threads)
 
     # ---- evaluation ---------------------------------------------------------------------------
     def _check_tokens(self, tokens) -> np.ndarray:
@@ -209,7 +226,7 @@ class Model:
             raise TinyGGMLError(f"logits must be 'all' or 'last', got {logits!r}")
         toks = {sid: self._check_tokens(t) for sid, t in batch.items()}
         for sid in toks:
-            self.state.slot(sid)                      # allocate slots up front (may grow)
+            self.memory.seq_slot(sid)                  # every sequence has a slot before a run
         last = logits == "last"
         out = {sid: np.empty((min(len(t), 1) if last else len(t), self.n_vocab), np.float32)
                for sid, t in toks.items()}
@@ -233,15 +250,15 @@ class Model:
                 elif start + n == len(toks[sid]):
                     rows.append((sid, 0, pos + n - 1))
                 pos += n
-            c = self.compiled(n_tokens, len(parts), len(rows))
-            pos = 0
-            for i, (sid, start, n) in enumerate(parts):
+            c = self.compiled(n_tokens, len(rows))
+            pos, info = 0, []
+            for sid, start, n in parts:
                 c.inputs["tokens"][pos:pos + n] = toks[sid][start:start + n]
-                c.inputs["seq_info"][i] = (self.state.slot_of[sid], pos, n)
+                info.append((self.memory.slot_of[sid], pos, n))
                 pos += n
             if "out_ids" in c.inputs:
                 c.inputs["out_ids"][:] = [r for _, _, r in rows]
-            c.plan.run(self.n_threads)
+            self._run(c, info)
             if rows:
                 lg = c.plan.numpy(c.logits).reshape(len(rows), self.n_vocab)   # arena view
                 if not last:          # rows are all tokens in order: copy per part
@@ -260,15 +277,14 @@ class Model:
         the embeddings, then each block's output (for finding where a model diverges)."""
         toks = self._check_tokens(tokens)
         names = ("inp_embd",) + tuple(f"blk.{il}.l_out" for il in range(self.hparams.n_layer))
-        slot = self.state.slot(seq_id)            # before compiling: a new slot may grow the state
-        c = self.compiled(len(toks), 1, len(toks), names)
+        slot = self.memory.seq_slot(seq_id)
+        c = self.compiled(len(toks), len(toks), names)
         c.inputs["tokens"][:] = toks
-        c.inputs["seq_info"][0] = (slot, 0, len(toks))
-        c.plan.run(self.n_threads)
+        self._run(c, [(slot, 0, len(toks))])
         T, d = len(toks), self.hparams.n_embd
         hidden = np.stack([c.plan.numpy(c.graph.outputs[n]).reshape(T, d) for n in names])
         return c.plan.numpy(c.logits).reshape(T, self.n_vocab).copy(), hidden
 
     def reset(self, seq_id: int | None = None):
-        """Clear the recurrent state of one sequence, or of all."""
-        self.state.clear(seq_id)
+        """Clear the state of one sequence (its slot is freed), or of all."""
+        self.memory.clear(seq_id)

@@ -7,25 +7,52 @@ data: mmapped weights, recurrent state, or per-run inputs owned by the graph.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-# GGUF / ggml type ids (gguf.GGMLQuantizationType), and QACT: activations quantized (int16, one
-# scale per 32) for the integer dots of quantized mul_mat (backend/kernels/quants.c), QACT_K:
-# the same as int16 split into two int8 halves, one scale per 256 (Q6_K columns); not file types.
+# Tensor types: GGUF / ggml ids (gguf.GGMLQuantizationType), plus two internal ones: QACT,
+# activations quantized for the integer dots of quantized mul_mat (int16, one scale per 32), and
+# QACT_K, the same split into two int8 halves with one scale per 256 (Q6_K columns). The kernels
+# keep the same facts in their type table (backend/kernels/quants.c); tests/test_types.py checks
+# that the two, and gguf's GGML_QUANT_SIZES, agree.
 F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 = 0, 1, 2, 3, 6, 7, 8
 Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, I32, BF16 = 10, 11, 12, 13, 14, 26, 30
 QACT, QACT_K = 1000, 1001
-# type -> (elements per block, bytes per block)
-BLOCK = {F32: (1, 4), F16: (1, 2), BF16: (1, 2), I32: (1, 4),
-         Q4_0: (32, 18), Q4_1: (32, 20), Q5_0: (32, 22), Q5_1: (32, 24), Q8_0: (32, 34),
-         Q2_K: (256, 84), Q3_K: (256, 110), Q4_K: (256, 144), Q5_K: (256, 176), Q6_K: (256, 210),
-         QACT: (32, 76), QACT_K: (256, 580)}
-QUANTIZED = (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)
-TYPE_NAME = {F32: "f32", F16: "f16", BF16: "bf16", I32: "i32", Q4_0: "q4_0", Q4_1: "q4_1",
-             Q5_0: "q5_0", Q5_1: "q5_1", Q8_0: "q8_0", Q2_K: "q2_K", Q3_K: "q3_K", Q4_K: "q4_K",
-             Q5_K: "q5_K", Q6_K: "q6_K", QACT: "qact",
-             QACT_K: "qact_k"}
-TYPE_SIZE = {t: size for t, (_, size) in BLOCK.items()}     # bytes per block (element)
+
+
+class TypeInfo(NamedTuple):
+    name: str          # as GGUF files and `tinyggml-cli quantize` name it
+    blck: int          # elements per block
+    size: int          # bytes per block
+    weight: bool       # a weight type mul_mat and get_rows read natively
+    quantized: bool    # blocks with scales: integer dots against QACT activations
+
+
+TYPES = {
+    F32: TypeInfo("f32", 1, 4, True, False),
+    F16: TypeInfo("f16", 1, 2, True, False),
+    BF16: TypeInfo("bf16", 1, 2, True, False),
+    I32: TypeInfo("i32", 1, 4, False, False),
+    Q4_0: TypeInfo("q4_0", 32, 18, True, True),
+    Q4_1: TypeInfo("q4_1", 32, 20, True, True),
+    Q5_0: TypeInfo("q5_0", 32, 22, True, True),
+    Q5_1: TypeInfo("q5_1", 32, 24, True, True),
+    Q8_0: TypeInfo("q8_0", 32, 34, True, True),
+    Q2_K: TypeInfo("q2_K", 256, 84, True, True),
+    Q3_K: TypeInfo("q3_K", 256, 110, True, True),
+    Q4_K: TypeInfo("q4_K", 256, 144, True, True),
+    Q5_K: TypeInfo("q5_K", 256, 176, True, True),
+    Q6_K: TypeInfo("q6_K", 256, 210, True, True),
+    QACT: TypeInfo("qact", 32, 76, False, False),
+    QACT_K: TypeInfo("qact_k", 256, 580, False, False),
+}
+# views of TYPES
+BLOCK = {t: (i.blck, i.size) for t, i in TYPES.items()}
+TYPE_NAME = {t: i.name for t, i in TYPES.items()}
+TYPE_SIZE = {t: i.size for t, i in TYPES.items()}                 # bytes per block (element)
+QUANTIZED = tuple(t for t, i in TYPES.items() if i.quantized)
+WEIGHT_TYPES = tuple(t for t, i in TYPES.items() if i.weight)    # mul_mat / get_rows read them
 NP_DTYPE = {F32: np.float32, F16: np.float16, I32: np.int32}   # others: raw bytes (uint8)
 
 # flags

@@ -1,7 +1,7 @@
 """The Mamba-2 scan alone: the recurrence against the chunked (SSD) form, by sequence length
 and chunk size, on one layer of a real shape (default mamba2-130m: 24 heads of 64, d_state 128,
-1 group). Medians of repeated runs of a one-node graph; what it measured chose ops.SSD_CHUNK
-and ops.SSD_MIN_LEN.
+1 group). Medians of repeated runs of a one-node graph; what it measured chose the
+defaults of GraphOptions.ssd_chunk and GraphOptions.ssd_min_len (tinyggml/options.py).
 
     python tools/bench_scan.py [-t 2] [--heads 24] [--head-dim 64] [--d-state 128] [--groups 1]
 """
@@ -13,6 +13,7 @@ import numpy as np
 from tinyggml import ops
 from tinyggml.backend import Plan
 from tinyggml.graph import Graph
+from tinyggml.options import GraphOptions
 from tinyggml.tensor import F32, I32, INPUT, STATE, leaf
 
 
@@ -31,7 +32,7 @@ def scan_graph(n_t, nh, hd, ds, ng, algo, chunk, rng):
     state = mk("state", np.zeros((1, nh, hd, ds), np.float32), flags=STATE)
     info = mk("info", np.array([[0, 0, n_t]], np.int32), type=I32)
     g = Graph()
-    g.output(ops.ssm_scan(state, x, dt, A, B, C, D, info, algo=algo, chunk=chunk))
+    g.output(ops.ssm_scan(state, x, dt, A, B, C, D, info, GraphOptions(scan=algo, ssd_chunk=chunk)))
     return g
 
 
@@ -66,7 +67,7 @@ def main():
         row = [time_graph(scan_graph(n, *shape, "recurrent", 32, rng), a.threads, a.reps)]
         for chunk in chunks:
             row.append(time_graph(scan_graph(n, *shape, "chunked", chunk, rng), a.threads, a.reps))
-        pick = "chunked" if n >= ops.SSD_MIN_LEN else "recurrent"
+        pick = "chunked" if n >= GraphOptions().ssd_min_len else "recurrent"
         print(f"| {n} | " + " | ".join(f"{t * 1e6:.0f} us" for t in row) + f" | {pick} |", flush=True)
 
 

@@ -16,8 +16,8 @@ from ..ops import EMPTY_OPS, OPS, Op
 from ..tensor import as_numpy
 
 from .tg cimport (tg_tensor, tg_graph_compute, tg_simd_enabled, tg_simd_compiled,
-                 tg_int_gemm_compiled, tg_max_threads, tg_mm_kblock,
-                 tg_read_bandwidth, tg_time_now)
+                 tg_int_gemm_compiled, tg_max_threads, tg_mul_mat_path, tg_type_info,
+                 tg_read_bandwidth, tg_time_now, TG_MAX_SRC, TG_MAX_PARAMS)
 
 
 def simd_compiled():
@@ -26,18 +26,28 @@ def simd_compiled():
 
 
 def int_gemm_compiled():
-    """The instruction set batched quantized mul_mat multiplies int16 activations with on
-    integer panels: "AVX-512 VNNI", "AVX2", or "" (none: the portable build). Whether batches
-    use it is ops.QUANT_INT_GEMM (the package turns it on with AVX-512 VNNI only)."""
+    """The instruction set the integer panels multiply int16 activations with: "AVX-512 VNNI",
+    "AVX2", or "" (the portable build). Which batches take them is a graph option
+    (options.GraphOptions.int_gemm; GraphOptions.for_cpu() turns it on with VNNI)."""
     return {2: "AVX-512 VNNI", 1: "AVX2"}.get(tg_int_gemm_compiled(), "")
 
 
-def mm_kblock():
-    """(KC, min K, min N) of the float panels: rows longer than min K times batches of at
-    least min N columns are multiplied in k blocks of KC (kernels/ops.c)."""
-    cdef int64_t out[3]
-    tg_mm_kblock(out)
-    return int(out[0]), int(out[1]), int(out[2])
+def type_traits():
+    """{type id: (name, block size, bytes per block, quantized)} from the kernels' type table
+    (kernels/quants.c), for checking tensor.TYPES against it."""
+    cdef const char *name
+    cdef int64_t blck, size
+    cdef int quant
+    out = {}
+    for t in list(range(64)) + [1000, 1001]:
+        if tg_type_info(t, &name, &blck, &size, &quant):
+            out[t] = (name.decode(), int(blck), int(size), bool(quant))
+    return out
+
+
+MAX_SRC = TG_MAX_SRC
+MAX_PARAMS = TG_MAX_PARAMS
+MUL_MAT_PATHS = ("decode", "qdots", "qpanels", "small_f16", "panels", "tiles")   # enum tg_mm_path
 
 
 def set_simd(bint enabled):
@@ -78,7 +88,7 @@ cdef class Plan:
     cdef tg_tensor **nodes
     cdef int n_tensors, n_nodes, max_threads
     cdef size_t wsize
-    cdef object arena, work, graph, offsets
+    cdef object arena, work, graph, offsets, _node_of, _index
     cdef readonly Py_ssize_t arena_bytes
 
     def __cinit__(self, graph, int max_threads=1):
@@ -106,6 +116,7 @@ cdef class Plan:
 
         all_t = list(graph.leafs) + list(graph.nodes)
         index = {id(t): i for i, t in enumerate(all_t)}
+        self._index = index
         self.n_tensors = len(all_t)
         self.tensors = <tg_tensor *>calloc(max(1, self.n_tensors), sizeof(tg_tensor))
         compute = [t for t in graph.nodes if t.op not in EMPTY_OPS]
@@ -124,6 +135,9 @@ cdef class Plan:
             for d in range(4):
                 ct.ne[d] = t.ne[d]
                 ct.nb[d] = t.nb[d]
+            if len(t.src) > TG_MAX_SRC or len(t.op_params) > TG_MAX_PARAMS:
+                raise ValueError(f"{t.name}: {len(t.src)} sources / {len(t.op_params)} params, "
+                                 f"the backend takes {TG_MAX_SRC} / {TG_MAX_PARAMS}")
             for j, v in enumerate(t.op_params):
                 ct.op_params[j] = v
             for j, s in enumerate(t.src):
@@ -141,6 +155,7 @@ cdef class Plan:
             ct.data = <char *>base
         for i, t in enumerate(compute):
             self.nodes[i] = &self.tensors[index[id(t)]]
+        self._node_of = compute
 
     def __dealloc__(self):
         free(self.tensors)
@@ -168,6 +183,27 @@ cdef class Plan:
         starts = np.concatenate([[t0], ends[:len(ends) - 1]])
         compute = [t for t in self.graph.nodes if t.op not in EMPTY_OPS]
         return list(zip(compute, (ends[:self.n_nodes] - starts[:self.n_nodes]).tolist()))
+
+    def set_rows(self, t, Py_ssize_t n):
+        """Let the kernels see only the first n rows (ne[1]) of input leaf `t` from the next run
+        on: an input sized for the most it can hold (the sequences of a ubatch, seq_info) is
+        read as long as this run's content. Nothing else about the graph changes."""
+        i = self._index.get(id(t))
+        if i is None or t.op != Op.NONE or t.view_src is not None:
+            raise ValueError(f"{t.name} is not an input leaf of this plan")
+        if not 0 <= n <= t.ne[1]:
+            raise ValueError(f"{t.name}: {n} rows, it has {t.ne[1]}")
+        self.tensors[<int>i].ne[1] = n
+
+    def mul_mat_path(self, t):
+        """The kernel the backend runs for mul_mat node `t` now ("panels", "qdots", ...: the
+        names of mul_mat.c's tg_mm_path; it depends on set_simd)."""
+        if t.op != Op.MUL_MAT:
+            raise ValueError(f"{t.name} is not a mul_mat")
+        for k in range(self.n_nodes):
+            if self._node_of[k] is t:
+                return MUL_MAT_PATHS[tg_mul_mat_path(self.nodes[k])]
+        raise ValueError(f"{t.name} is not in this plan")
 
     def numpy(self, t):
         """numpy view (reversed shape) of a tensor's current data."""

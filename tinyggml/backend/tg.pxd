@@ -11,14 +11,16 @@ cdef extern from "tg.h" nogil:
         int32_t op
         int64_t ne[4]
         int64_t nb[4]
-        tg_tensor *src[8]
-        int32_t op_params[8]
+        tg_tensor *src[TG_MAX_SRC]
+        int32_t op_params[TG_MAX_PARAMS]
         char *data
 
     int tg_simd_enabled
     int tg_simd_compiled()
     int tg_int_gemm_compiled()
-    void tg_mm_kblock(int64_t out[3])
+    int tg_mul_mat_path(const tg_tensor *dst)
+    int tg_type_info(int type, const char **name, int64_t *blck_size, int64_t *type_size,
+                     int *is_quantized)
     int tg_max_threads()
     double tg_read_bandwidth(const float *buf, int64_t n, int n_threads, int reps, int streams, float *sink)
     void tg_graph_compute(tg_tensor **nodes, int n_nodes, int n_threads, char *wdata, size_t wsize,

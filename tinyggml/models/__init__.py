@@ -1,4 +1,14 @@
-"""Graph definitions, one module per architecture (GGUF `general.architecture`)."""
+"""Model definitions, one module per architecture (GGUF `general.architecture`), as llama.cpp's
+src/models/*.cpp. Each module has:
+
+    ARCH                      the GGUF architecture name
+    read_hparams(f)           its HParams (common.HParams + its own keys), validated
+    load_tensors(f, hp)       {name: weight leaf}, zero-copy views of the mmapped file
+    make_memory(hp, n_seq_max)  the per-sequence memory its layers read and write (memory.py)
+    build_graph(ctx)          the forward graph of one ubatch in a common.GraphContext -> logits
+
+Adding an architecture is one new module and a line in ARCHS.
+"""
 from . import mamba, mamba2
 
-ARCH_MODULES = {"mamba": mamba, "mamba2": mamba2}
+ARCHS = {m.ARCH: m for m in (mamba, mamba2)}

@@ -1,9 +1,46 @@
-"""Pieces shared by Mamba-1 and Mamba-2: embeddings, pre-norm + residual, the LM head."""
+"""What every architecture builds on: hyperparameters all models share, weight loading, and
+GraphContext, the recording context an architecture's `build_graph` works in (llama.cpp's
+llm_graph_context): the ubatch inputs, the memory, the graph options, and the pieces every
+language model has (embeddings, the LM head).
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
+
 from .. import ops
-from ..gguf_file import MATMUL_TYPES, GGUFModel, HParams
-from ..tensor import F32, WEIGHT, Tensor, leaf
+from ..errors import ModelLoadError
+from ..graph import Graph
+from ..options import GraphOptions
+from ..tensor import F32, I32, INPUT, WEIGHT, WEIGHT_TYPES, Tensor, leaf
+
+
+@dataclass(frozen=True)
+class HParams:
+    """What every architecture has. Each architecture module subclasses it with its own."""
+    arch: str
+    n_vocab: int
+    n_embd: int
+    n_layer: int
+    eps: float              # RMS norm epsilon
+
+    @staticmethod
+    def read_common(f) -> dict:
+        a = f.arch
+        emb = f.tensors.get("token_embd.weight")
+        if emb is None:
+            raise ModelLoadError(f"{f.path}: missing tensor 'token_embd.weight'")
+        return dict(arch=a, n_vocab=int(emb.shape[1]) if len(emb.shape) > 1 else 0,
+                    n_embd=f.get(f"{a}.embedding_length", int),
+                    n_layer=f.get(f"{a}.block_count", int),
+                    eps=f.get(f"{a}.attention.layer_norm_rms_epsilon", float))
+
+    def check(self, path: str):
+        """Raise ModelLoadError for sizes no model can have (before any tensor is read)."""
+        for k in ("n_vocab", "n_embd", "n_layer"):
+            if getattr(self, k) <= 0:
+                raise ModelLoadError(f"{path}: {k} must be positive, found {getattr(self, k)}")
 
 
 def name(t: Tensor, what: str, il: int | None = None) -> Tensor:
@@ -16,39 +53,62 @@ def name(t: Tensor, what: str, il: int | None = None) -> Tensor:
     return t
 
 
-def weight(f: GGUFModel, key: str, ne: tuple, types=(F32,)) -> Tensor:
+def weight(f, key: str, ne: tuple, types=(F32,)) -> Tensor:
     """A WEIGHT leaf over the mmapped data of GGUF tensor `key`, shape-checked."""
     ttype, data = f.weight(key, ne, types)
     return leaf(ttype, ne, key, WEIGHT, data=data)
 
 
-def load_common(f: GGUFModel, hp: HParams) -> dict:
-    w = {"token_embd": weight(f, "token_embd.weight", (hp.n_embd, hp.n_vocab), MATMUL_TYPES),
+def load_common(f, hp: HParams) -> dict:
+    """Embeddings, final norm, LM head (tied to the embeddings when `output` is absent), and
+    each block's pre-norm."""
+    w = {"token_embd": weight(f, "token_embd.weight", (hp.n_embd, hp.n_vocab), WEIGHT_TYPES),
          "output_norm": weight(f, "output_norm.weight", (hp.n_embd,))}
-    # tied LM head: `output` absent means token_embd is reused
-    w["output"] = (weight(f, "output.weight", (hp.n_embd, hp.n_vocab), MATMUL_TYPES)
+    w["output"] = (weight(f, "output.weight", (hp.n_embd, hp.n_vocab), WEIGHT_TYPES)
                    if f.has("output.weight") else w["token_embd"])
     for il in range(hp.n_layer):
         w[f"{il}.attn_norm"] = weight(f, f"blk.{il}.attn_norm.weight", (hp.n_embd,))
     return w
 
 
-def build_forward(w: dict, hp: HParams, tokens: Tensor, block, out_ids: Tensor | None = None,
-                  head: bool = True) -> Tensor:
-    """Embeddings -> n_layer x (x + block(rms_norm(x) * attn_norm)) -> final norm -> logits.
+class GraphContext:
+    """The recording context of one ubatch: `n_tokens` tokens of up to memory.n_seq_max
+    sequences back to back, with logits for `n_out` rows (n_tokens: every row; 0: none).
 
-    tokens: {n_t} I32; block(cur, il) -> {n_embd, n_t}; out_ids: {n_out} I32, the rows that
-    need logits (None: all). Returns logits {n_vocab, n_out}, or without `head` the last
-    block's output {n_embd, n_t} (a ubatch whose logits nobody reads)."""
-    cur = name(ops.get_rows(w["token_embd"], tokens), "inp_embd")     # {n_embd, n_t}
-    for il in range(hp.n_layer):
-        x = name(ops.rms_norm(cur, hp.eps, w[f"{il}.attn_norm"]), "attn_norm", il)
-        x = block(x, il)                                                # {n_embd, n_t}
-        cur = name(ops.add(x, cur), "l_out", il)
-    if not head:
-        return cur
-    if out_ids is not None:
-        cur = name(ops.get_rows(cur, out_ids), "out_rows")               # {n_embd, n_out}
-    cur = name(ops.rms_norm(cur, hp.eps, w["output_norm"]), "result_norm")
-    # {n_embd, n_vocab} @ {n_embd, n_out} => {n_vocab, n_out}
-    return name(ops.mul_mat(w["output"], cur), "result_output")
+    Inputs (filled before each run): tokens {n_tokens} I32; seq_info {3, n_seq_max} I32, one row
+    (slot, first token, n tokens) per sequence, of which a run reads the first n_seqs (the plan
+    sets the count, so one graph serves any number of sequences); out_ids {n_out} I32 when only
+    some rows need logits."""
+
+    def __init__(self, hp: HParams, weights: dict, memory, opts: GraphOptions, n_tokens: int,
+                 n_out: int):
+        self.hp, self.w, self.memory, self.opts = hp, weights, memory, opts
+        self.n_tokens, self.n_out = n_tokens, n_out
+        self.graph = Graph()
+        self.tokens = leaf(I32, (n_tokens,), "inp_tokens", INPUT, np.zeros(n_tokens, np.int32))
+        self.seq_info = leaf(I32, (3, memory.n_seq_max), "inp_seq_info", INPUT,
+                             np.zeros((memory.n_seq_max, 3), np.int32))
+        self.graph.inputs = {"tokens": self.tokens, "seq_info": self.seq_info}
+        self.out_ids = None
+        if 0 < n_out < n_tokens:
+            self.out_ids = leaf(I32, (n_out,), "inp_out_ids", INPUT, np.zeros(n_out, np.int32))
+            self.graph.inputs["out_ids"] = self.out_ids
+
+    def mul_mat(self, w: Tensor, x: Tensor) -> Tensor:
+        """w @ x with the graph's kernel options (integer or float paths, k blocking)."""
+        return ops.mul_mat(w, x, self.opts)
+
+    def embed(self) -> Tensor:
+        """{n_embd, n_tokens}: the embeddings of the ubatch's tokens."""
+        return name(ops.get_rows(self.w["token_embd"], self.tokens), "inp_embd")
+
+    def head(self, cur: Tensor) -> Tensor:
+        """Final norm and LM head on the rows that need logits: {n_embd, n_t} => {n_vocab, n_out}
+        (without logits, n_out = 0, the last block's output is returned as it is)."""
+        if self.n_out == 0:
+            return cur
+        if self.out_ids is not None:
+            cur = name(ops.get_rows(cur, self.out_ids), "out_rows")               # {n_embd, n_out}
+        cur = name(ops.rms_norm(cur, self.hp.eps, self.w["output_norm"]), "result_norm")
+        # {n_embd, n_vocab} @ {n_embd, n_out} => {n_vocab, n_out}
+        return name(self.mul_mat(self.w["output"], cur), "result_output")

@@ -10,55 +10,118 @@ Gated norm (norm_before_gate=False): y = rmsnorm_per_group(y * silu(z)) * ssm_no
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .. import ops
-from ..gguf_file import MATMUL_TYPES, GGUFModel, HParams
-from ..tensor import Tensor
-from .common import load_common, name, weight
+from ..errors import ModelLoadError
+from ..memory import RecurrentState
+from ..tensor import WEIGHT_TYPES, Tensor
+from .common import GraphContext, HParams, load_common, name, weight
+
+ARCH = "mamba2"
 
 
-def load_tensors(f: GGUFModel, hp: HParams) -> dict:
+@dataclass(frozen=True)
+class Mamba2HParams(HParams):
+    d_conv: int
+    d_inner: int
+    d_state: int
+    n_head: int
+    n_group: int = 1
+
+    @classmethod
+    def read(cls, f) -> Mamba2HParams:
+        a = f.arch
+        hp = cls(**HParams.read_common(f), d_conv=f.get(f"{a}.ssm.conv_kernel", int),
+                 d_inner=f.get(f"{a}.ssm.inner_size", int), d_state=f.get(f"{a}.ssm.state_size", int),
+                 n_head=f.get(f"{a}.ssm.time_step_rank", int),
+                 n_group=f.get(f"{a}.ssm.group_count", int, 1))
+        hp.check(f.path)
+        for k in ("d_inner", "d_state"):
+            if getattr(hp, k) <= 0:
+                raise ModelLoadError(f"{f.path}: {k} must be positive, found {getattr(hp, k)}")
+        if hp.n_head <= 0 or hp.d_inner % hp.n_head or hp.n_group <= 0 or hp.n_head % hp.n_group:
+            raise ModelLoadError(f"{f.path}: inconsistent Mamba-2 sizes: d_inner {hp.d_inner}, "
+                                 f"heads {hp.n_head}, groups {hp.n_group}")
+        if not 2 <= hp.d_conv <= 16:
+            raise ModelLoadError(f"{f.path}: ssm.conv_kernel {hp.d_conv} not in 2..16")
+        return hp
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_inner // self.n_head
+
+    @property
+    def conv_channels(self) -> int:
+        return self.d_inner + 2 * self.n_group * self.d_state
+
+    def state_shapes(self) -> tuple[tuple, tuple]:
+        """Per sequence and layer, ggml order: conv {d_conv-1, ch}, ssm {d_state, head_dim, n_head}."""
+        return (self.d_conv - 1, self.conv_channels), (self.d_state, self.head_dim, self.n_head)
+
+
+def read_hparams(f) -> Mamba2HParams:
+    return Mamba2HParams.read(f)
+
+
+def make_memory(hp: Mamba2HParams, n_seq_max: int) -> RecurrentState:
+    conv, ssm = hp.state_shapes()
+    return RecurrentState(conv, ssm, hp.n_layer, n_seq_max)
+
+
+def load_tensors(f, hp: Mamba2HParams) -> dict:
     w = load_common(f, hp)
     di, ch, nh, ng = hp.d_inner, hp.conv_channels, hp.n_head, hp.n_group
     for il in range(hp.n_layer):
         p = f"blk.{il}."
-        w[f"{il}.ssm_in"] = weight(f, p + "ssm_in.weight", (hp.n_embd, di + ch + nh), MATMUL_TYPES)
+        w[f"{il}.ssm_in"] = weight(f, p + "ssm_in.weight", (hp.n_embd, di + ch + nh), WEIGHT_TYPES)
         w[f"{il}.conv_w"] = weight(f, p + "ssm_conv1d.weight", (hp.d_conv, ch))
         w[f"{il}.conv_b"] = weight(f, p + "ssm_conv1d.bias", (ch,))
         w[f"{il}.ssm_dt_b"] = weight(f, p + "ssm_dt.bias", (nh,))
         w[f"{il}.ssm_a"] = weight(f, p + "ssm_a", (1, nh))
         w[f"{il}.ssm_d"] = weight(f, p + "ssm_d", (1, nh))
         w[f"{il}.ssm_norm"] = weight(f, p + "ssm_norm.weight", (di // ng, ng))
-        w[f"{il}.ssm_out"] = weight(f, p + "ssm_out.weight", (di, hp.n_embd), MATMUL_TYPES)
+        w[f"{il}.ssm_out"] = weight(f, p + "ssm_out.weight", (di, hp.n_embd), WEIGHT_TYPES)
     return w
 
 
-def build_block(w: dict, hp: HParams, conv_state: Tensor, ssm_state: Tensor, seq_info: Tensor,
-                cur: Tensor, il: int, scan: tuple = ("auto", ops.SSD_CHUNK)) -> Tensor:
+def build_block(ctx: GraphContext, cur: Tensor, il: int) -> Tensor:
     """cur: {n_embd, n_t} (normed) => {n_embd, n_t}"""
+    hp, w = ctx.hp, ctx.w
     di, ds, nh, ng, hd = hp.d_inner, hp.d_state, hp.n_head, hp.n_group, hp.head_dim
     ch = hp.conv_channels
     n_t = cur.ne[1]
+    conv_state, ssm_state = ctx.memory.leafs(il)
     # {n_embd, d_inner + ch + n_head} @ {n_embd, n_t} => {d_inner + ch + n_head, n_t}
-    zxbcdt = name(ops.mul_mat(w[f"{il}.ssm_in"], cur), "ssm_in", il)
+    zxbcdt = name(ctx.mul_mat(w[f"{il}.ssm_in"], cur), "ssm_in", il)
     rs = zxbcdt.nb[1]
     # z per group of channels, as the gated norm reads it: {d_inner/n_group, n_group, n_t}
     z = name(ops.view(zxbcdt, (di // ng, ng, n_t), (4, di // ng * 4, rs), 0), "z", il)
     xbc = name(ops.view(zxbcdt, (ch, n_t), (4, rs), di * 4), "xBC", il)          # {ch, n_t}
     dt = name(ops.view(zxbcdt, (nh, n_t), (4, rs), (di + ch) * 4), "dt", il)     # {n_head, n_t}
     # causal conv + bias + SiLU over x, B and C; conv state in place => {ch, n_t}
-    xbc = name(ops.ssm_conv(xbc, conv_state, w[f"{il}.conv_w"], w[f"{il}.conv_b"], seq_info),
+    xbc = name(ops.ssm_conv(xbc, conv_state, w[f"{il}.conv_w"], w[f"{il}.conv_b"], ctx.seq_info),
                "ssm_conv", il)
     x = name(ops.view(xbc, (hd, nh, n_t), (4, hd * 4, xbc.nb[1]), 0), "x", il)   # {head_dim, n_head, n_t}
     B = name(ops.view(xbc, (ds, ng, n_t), (4, ds * 4, xbc.nb[1]), di * 4), "B", il)  # {d_state, n_group, n_t}
     C = name(ops.view(xbc, (ds, ng, n_t), (4, ds * 4, xbc.nb[1]), (di + ng * ds) * 4), "C", il)
     dt = name(ops.add(dt, w[f"{il}.ssm_dt_b"]), "ssm_dt_b", il)         # {n_head, n_t}
-    # scalar A per head => y {head_dim, n_head, n_t}
+    # scalar A per head => y {head_dim, n_head, n_t}; chunked or recurrent by ctx.opts
     y = ops.ssm_scan(ssm_state, x, dt, w[f"{il}.ssm_a"], B, C, ops.reshape(w[f"{il}.ssm_d"], nh),
-                     seq_info, algo=scan[0], chunk=scan[1])
+                     ctx.seq_info, ctx.opts)
     y = name(y, "ssm_scan", il)
     # gated RMS norm per group of channels, rms_norm(y * silu(z)) * ssm_norm, in one pass:
     # {d_inner/n_group, n_group, n_t}
     y = name(ops.rms_norm(ops.reshape(y, di // ng, ng, n_t), hp.eps, w[f"{il}.ssm_norm"], gate=z),
              "ssm_norm", il)
     # {d_inner, n_embd} @ {d_inner, n_t} => {n_embd, n_t}
-    return name(ops.mul_mat(w[f"{il}.ssm_out"], ops.reshape(y, di, n_t)), "ssm_out", il)
+    return name(ctx.mul_mat(w[f"{il}.ssm_out"], ops.reshape(y, di, n_t)), "ssm_out", il)
+
+
+def build_graph(ctx: GraphContext) -> Tensor:
+    """Embeddings -> n_layer x (x + block(rms_norm(x) * attn_norm)) -> final norm -> logits."""
+    cur = ctx.embed()                                                   # {n_embd, n_t}
+    for il in range(ctx.hp.n_layer):
+        x = name(ops.rms_norm(cur, ctx.hp.eps, ctx.w[f"{il}.attn_norm"]), "attn_norm", il)
+        cur = name(ops.add(build_block(ctx, x, il), cur), "l_out", il)
+    return ctx.head(cur)

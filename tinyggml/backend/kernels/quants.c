@@ -185,57 +185,16 @@ static void unpack_q6_k(const uint8_t *b, int8_t *w, float *sc, float *mn) {
     }
 }
 
-typedef void (*unpack_fn)(const uint8_t *, int8_t *, float *, float *);
-
-typedef struct {
-    int qk, size;
-    unpack_fn unpack;
-} qtype_info;
-
-static const qtype_info *qtype(int type) {
-    static const qtype_info q4_0 = {32, 18, unpack_q4_0}, q4_1 = {32, 20, unpack_q4_1},
-        q5_0 = {32, 22, unpack_q5_0}, q5_1 = {32, 24, unpack_q5_1}, q8_0 = {32, 34, unpack_q8_0},
-        q2_k = {256, 84, unpack_q2_k}, q3_k = {256, 110, unpack_q3_k},
-        q4_k = {256, 144, unpack_q4_k}, q5_k = {256, 176, unpack_q5_k},
-        q6_k = {256, 210, unpack_q6_k};
-    switch (type) {
-        case TG_TYPE_Q4_0: return &q4_0;
-        case TG_TYPE_Q4_1: return &q4_1;
-        case TG_TYPE_Q5_0: return &q5_0;
-        case TG_TYPE_Q5_1: return &q5_1;
-        case TG_TYPE_Q8_0: return &q8_0;
-        case TG_TYPE_Q2_K: return &q2_k;
-        case TG_TYPE_Q3_K: return &q3_k;
-        case TG_TYPE_Q4_K: return &q4_k;
-        case TG_TYPE_Q5_K: return &q5_k;
-        case TG_TYPE_Q6_K: return &q6_k;
-        default: return NULL;
-    }
-}
-
-int tg_is_quantized(int type) { return qtype(type) != NULL; }
-
-int tg_has_min(int type) {
-    return type == TG_TYPE_Q4_1 || type == TG_TYPE_Q5_1 || type == TG_TYPE_Q2_K ||
-           type == TG_TYPE_Q4_K || type == TG_TYPE_Q5_K;
-}
-
-int tg_scale_group(int type) {
-    return type == TG_TYPE_Q2_K || type == TG_TYPE_Q3_K || type == TG_TYPE_Q6_K ? 16 : 32;
-}
-
 int64_t tg_row_bytes(int type, int64_t n) {
-    if (type == TG_TYPE_F32) return 4 * n;
-    if (type == TG_TYPE_F16 || type == TG_TYPE_BF16) return 2 * n;
-    const qtype_info *qt = qtype(type);
-    return n / qt->qk * qt->size;
+    const tg_type_traits *tt = tg_get_type_traits(type);
+    return n / tt->blck_size * tt->type_size;
 }
 
 void tg_unpack_row(int type, const void *row, int64_t K, int8_t *w, float *sc, float *mn) {
-    const qtype_info *qt = qtype(type);
+    const tg_type_traits *tt = tg_get_type_traits(type);
     const uint8_t *b = (const uint8_t *)row;
-    for (int64_t i = 0; i < K; i += qt->qk, b += qt->size)
-        qt->unpack(b, w + i, sc + i / 16, mn + i / 16);
+    for (int64_t i = 0; i < K; i += tt->blck_size, b += tt->type_size)
+        tt->unpack(b, w + i, sc + i / 16, mn + i / 16);
 }
 
 void tg_dequantize_row(int type, const void *row, int64_t K, float *y, int8_t *w, float *sc, float *mn) {
@@ -837,3 +796,62 @@ float tg_dot_q6_k_qact(int64_t K, const void *row, const uint8_t *act) {
     return tg_hsum256(acc);
 }
 #endif
+
+// ---- the type table ---------------------------------------------------------------------------
+// One row per tensor type the kernels read (tinyggml/tensor.py's TYPES is checked against it by
+// tests/test_types.py). A new weight type is a row here plus its unpack function; fused dots are
+// optional (without them, quantized columns go through unpack + tg_dot_unpacked_qact).
+#ifdef TG_AVX2
+#define TG_SIMD_DOT(f) f
+#else
+#define TG_SIMD_DOT(f) NULL
+#endif
+
+static const tg_type_traits TYPE_TRAITS[] = {
+    // name    type           blck bytes  quant min grp  unpack
+    {"f32",    TG_TYPE_F32,    1,   4,    0,    0,  0,   NULL},
+    {"f16",    TG_TYPE_F16,    1,   2,    0,    0,  0,   NULL},
+    {"bf16",   TG_TYPE_BF16,   1,   2,    0,    0,  0,   NULL},
+    {"i32",    TG_TYPE_I32,    1,   4,    0,    0,  0,   NULL},
+    {"q4_0",   TG_TYPE_Q4_0,   32,  18,   1,    0,  32,  unpack_q4_0,
+     .dot = tg_dot_q4_0_qact, .dot4 = tg_dot4_q4_0_qact,
+     .dot2x4 = TG_SIMD_DOT(tg_dot2x4_q4_0_qact), .dot2x4_max_n = 12},
+    {"q4_1",   TG_TYPE_Q4_1,   32,  20,   1,    1,  32,  unpack_q4_1},
+    {"q5_0",   TG_TYPE_Q5_0,   32,  22,   1,    0,  32,  unpack_q5_0},
+    {"q5_1",   TG_TYPE_Q5_1,   32,  24,   1,    1,  32,  unpack_q5_1},
+    {"q8_0",   TG_TYPE_Q8_0,   32,  34,   1,    0,  32,  unpack_q8_0,
+     .dot = tg_dot_q8_0_qact, .dot4 = tg_dot4_q8_0_qact},
+    {"q2_K",   TG_TYPE_Q2_K,   256, 84,   1,    1,  16,  unpack_q2_k},
+    {"q3_K",   TG_TYPE_Q3_K,   256, 110,  1,    0,  16,  unpack_q3_k},
+    {"q4_K",   TG_TYPE_Q4_K,   256, 144,  1,    1,  32,  unpack_q4_k,
+     .dot_simd = TG_SIMD_DOT(tg_dot_q4_k_qact), .dot4_simd = TG_SIMD_DOT(tg_dot4_q4_k_qact),
+     .dot2x4 = TG_SIMD_DOT(tg_dot2x4_q4_k_qact), .dot2x4_max_n = 8},
+    {"q5_K",   TG_TYPE_Q5_K,   256, 176,  1,    1,  32,  unpack_q5_k},
+    {"q6_K",   TG_TYPE_Q6_K,   256, 210,  1,    0,  16,  unpack_q6_k,
+     .dot_simd = TG_SIMD_DOT(tg_dot_q6_k_qact),
+     .kact_dot = tg_dot_q6_k_kact, .kact_dot4 = tg_dot4_q6_k_kact},
+    {"qact",   TG_TYPE_QACT,   32,  76,   0,    0,  0,   NULL},
+    {"qact_k", TG_TYPE_QACT_K, 256, 580,  0,    0,  0,   NULL},
+};
+
+const tg_type_traits *tg_get_type_traits(int type) {
+    for (size_t i = 0; i < sizeof(TYPE_TRAITS) / sizeof(TYPE_TRAITS[0]); i++)
+        if (TYPE_TRAITS[i].type == type) return &TYPE_TRAITS[i];
+    return NULL;
+}
+
+int tg_is_quantized(int type) {
+    const tg_type_traits *tt = tg_get_type_traits(type);
+    return tt != NULL && tt->is_quantized;
+}
+
+int tg_type_info(int type, const char **name, int64_t *blck_size, int64_t *type_size,
+                 int *is_quantized) {
+    const tg_type_traits *tt = tg_get_type_traits(type);
+    if (tt == NULL) return 0;
+    *name = tt->name;
+    *blck_size = tt->blck_size;
+    *type_size = tt->type_size;
+    *is_quantized = tt->is_quantized;
+    return 1;
+}

@@ -3,9 +3,39 @@
 #define TG_QUANTS_H
 #include "simd.h"
 
-int tg_is_quantized(int type);         // a block type with an unpack function
-int tg_has_min(int type);              // its blocks carry a min / offset term
-int tg_scale_group(int type);          // values per weight scale: 16 (Q2_K, Q3_K, Q6_K) or 32
+typedef void (*tg_unpack_fn)(const uint8_t *block, int8_t *w, float *sc, float *mn);
+// one weight row x one activation row (QACT or QACT_K) of K values
+typedef float (*tg_dot_fn)(int64_t K, const void *row, const uint8_t *act);
+// four weight rows x one activation row: out[r] equals the one-row dot of rows[r] bit for bit
+typedef void (*tg_dot4_fn)(int64_t K, const void *const rows[4], const uint8_t *act, float out[4]);
+// four weight rows x two activation rows: out[2 r + j] equals the one-row dot bit for bit
+typedef void (*tg_dot2x4_fn)(int64_t K, const void *const rows[4], const uint8_t *act0,
+                             const uint8_t *act1, float out[8]);
+
+// What the kernels know of a tensor type (ggml's type_traits): its block, and for a quantized
+// weight type how to unpack it and which fused dots it has. mul_mat.c picks among the dots; a
+// type without fused dots goes through tg_unpack_row + tg_dot_unpacked_qact.
+typedef struct tg_type_traits {
+    const char *name;        // as gguf-py's GGMLQuantizationType, lower case
+    int type;                // enum tg_type
+    int64_t blck_size;       // values per block
+    int64_t type_size;       // bytes per block
+    int is_quantized;        // a weight type with an unpack function
+    int has_min;             // its blocks carry a min / offset term
+    int scale_group;         // values per weight scale: 16 or 32
+    tg_unpack_fn unpack;     // a block -> x[i] = sc[i/16] * w[i] - mn[i/16]
+    tg_dot_fn dot;           // QACT column, both paths
+    tg_dot_fn dot_simd;      // QACT column, SIMD only (NULL in the portable build)
+    tg_dot4_fn dot4;         // 4 rows x QACT column, both paths
+    tg_dot4_fn dot4_simd;    // 4 rows x QACT column, SIMD only
+    tg_dot2x4_fn dot2x4;     // 4 rows x 2 QACT columns, SIMD only ...
+    int dot2x4_max_n;        // ... for batches under this many columns (above: the panels)
+    tg_dot_fn kact_dot;      // QACT_K column (split int16: decode of Q6_K), both paths
+    tg_dot4_fn kact_dot4;
+} tg_type_traits;
+
+const tg_type_traits *tg_get_type_traits(int type);   // NULL for a type the kernels do not read
+int tg_is_quantized(int type);
 int64_t tg_row_bytes(int type, int64_t n);   // bytes of n values (F32, F16, BF16; quantized: n % block == 0)
 // K values of a quantized row -> int8 w[K], float sc[K/16], float mn[K/16]
 void tg_unpack_row(int type, const void *row, int64_t K, int8_t *w, float *sc, float *mn);

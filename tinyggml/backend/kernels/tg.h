@@ -73,7 +73,24 @@ typedef struct tg_params {
 extern int tg_simd_enabled;
 int tg_simd_compiled(void);   // 1 when built with AVX2+FMA+F16C
 int tg_int_gemm_compiled(void);   // batched quantized mul_mat on integer panels: 2 VNNI, 1 AVX2, 0 none
-void tg_mm_kblock(int64_t out[3]);   // float panels' k blocks: MM_KC, MM_KBLOCK_MIN_K, MM_KBLOCK_MIN_N
+
+// The kernels of a mul_mat node (mul_mat.c tg_mul_mat_path, which documents them).
+typedef enum tg_mm_path {
+    TG_MM_DECODE,      // one F32 / F16 column: 4 rows side by side
+    TG_MM_QDOTS,       // QACT / QACT_K columns under 6: integer dots
+    TG_MM_QPANELS,     // QACT batches: integer panels (SIMD)
+    TG_MM_SMALL_F16,   // F16 rows, 2-9 columns: register tiles (SIMD)
+    TG_MM_PANELS,      // float batches: packed 16 x 6 panels (SIMD)
+    TG_MM_TILES,       // the portable build's batches: 4 x 3 dot tiles
+} tg_mm_path;
+tg_mm_path tg_mul_mat_path(const tg_tensor *dst);
+
+// What the kernels know of each tensor type (quants.c): see quants.h.
+typedef struct tg_type_traits tg_type_traits;
+const tg_type_traits *tg_get_type_traits(int type);
+// name, block size and bytes per block of a type, for Python (0 when the kernels do not read it)
+int tg_type_info(int type, const char **name, int64_t *blck_size, int64_t *type_size,
+                 int *is_quantized);
 
 void tg_compute_forward(const tg_params *p, tg_tensor *dst);
 // times: NULL, or n_nodes doubles that receive each node's end time (profiling)

@@ -1,0 +1,36 @@
+"""Graph options: explicit, with a documented default per CPU; importing the backend changes
+nothing."""
+import importlib
+
+import pytest
+
+import tinyggml
+from tinyggml import ops
+from tinyggml.options import GraphOptions
+from tinyggml.testing import write_random_model
+
+
+def test_default_per_cpu():
+    assert GraphOptions.for_cpu("AVX-512 VNNI").int_gemm is True
+    assert GraphOptions.for_cpu("AVX2").int_gemm is False
+    assert GraphOptions.for_cpu("").int_gemm is False
+    assert GraphOptions.for_cpu("AVX2", int_gemm=True, scan="recurrent").int_gemm is True
+
+
+def test_importing_the_backend_changes_no_module_state():
+    before = {k: v for k, v in vars(ops).items() if k.isupper()}
+    import tinyggml.backend as b
+    importlib.reload(b)
+    assert {k: v for k, v in vars(ops).items() if k.isupper()} == before
+    assert ops.DEFAULT_OPTIONS == GraphOptions()          # the neutral default, on any CPU
+
+
+def test_model_options(tmp_path):
+    p = tmp_path / "m.gguf"
+    write_random_model(p, "mamba2", n_embd=32, n_layer=1, d_state=8, head_dim=8, n_vocab=50)
+    m = tinyggml.Model(p, int_gemm=True, scan="chunked", ssd_chunk=7)
+    assert (m.options.int_gemm, m.options.scan, m.options.ssd_chunk) == (True, "chunked", 7)
+    m2 = tinyggml.Model(p, options=GraphOptions(int_gemm_min_cols=4), scan="recurrent")
+    assert m2.options.int_gemm_min_cols == 4 and m2.options.scan == "recurrent"
+    with pytest.raises(tinyggml.TinyGGMLError, match="scan"):
+        tinyggml.Model(p, scan="fast")

@@ -1,0 +1,595 @@
+// mul_mat: dst[m, n] = sum_k src0[k, m] * src1[k, n], broadcast over dims 2, 3
+// src0: {K, M, ne02, ne03} any weight type (rows contiguous), src1: {K, N, ne12, ne13} F32
+// (rows contiguous), or QACT / QACT_K rows when a QUANTIZE node made them (quantized weights
+// on the integer paths), dst: {M, N, ne12, ne13} F32. Threads split M.
+//
+// tg_mul_mat_path, at the end of this file, is the one place that picks a node's kernel:
+// - decode (one F32 / F16 column): each thread's rows as 4 quarters read side by side (4 read
+//   streams, simd.h tg_dot_rows4_*);
+// - quantized weights with QACT columns: integer dots under MM_NR columns (the type table's
+//   fused dots where it has them: 4 rows at a time, columns in pairs), integer panels from
+//   MM_NR columns (SIMD);
+// - F16 rows times 2 .. MM_SMALL_N - 1 columns: 2 rows x 4 columns in registers (SIMD);
+// - other batches: packed 16 x 6 float panels, non-F32 rows widened first (SIMD), or 4-row x
+//   3-column dot tiles on widened rows (the portable build).
+#include "internal.h"
+
+// out[r] = dot(a[r], b) for 4 rows
+static inline void tg_dot4_f32(int64_t K, const float *a0, const float *a1, const float *a2,
+                               const float *a3, const float *b, float *out) {
+    int64_t k = 0;
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD) {
+        __m256 c0 = _mm256_setzero_ps(), c1 = _mm256_setzero_ps();
+        __m256 c2 = _mm256_setzero_ps(), c3 = _mm256_setzero_ps();
+        for (; k + 8 <= K; k += 8) {
+            const __m256 vb = _mm256_loadu_ps(b + k);
+            c0 = _mm256_fmadd_ps(_mm256_loadu_ps(a0 + k), vb, c0);
+            c1 = _mm256_fmadd_ps(_mm256_loadu_ps(a1 + k), vb, c1);
+            c2 = _mm256_fmadd_ps(_mm256_loadu_ps(a2 + k), vb, c2);
+            c3 = _mm256_fmadd_ps(_mm256_loadu_ps(a3 + k), vb, c3);
+        }
+        s0 = tg_hsum256(c0); s1 = tg_hsum256(c1); s2 = tg_hsum256(c2); s3 = tg_hsum256(c3);
+    }
+#endif
+    for (; k < K; k++) {
+        s0 += a0[k] * b[k]; s1 += a1[k] * b[k]; s2 += a2[k] * b[k]; s3 += a3[k] * b[k];
+    }
+    out[0] = s0; out[1] = s1; out[2] = s2; out[3] = s3;
+}
+
+// Batched mul_mat on packed panels (SIMD): 16 weight rows are packed k-major, Wp[k][16], so
+// one k step is two 8-row loads; the activations are packed too, 6 columns k-major,
+// Bp[k][6], so the 6 broadcasts of a k step read one stream (not 6 rows K floats apart). The
+// 16 x 6 outputs stay in 12 registers for the whole K, then store straight into dst's columns
+// (no horizontal sums). Each output is one fused multiply-add chain over k in order, so it
+// does not depend on the tiling or the thread count.
+#define MM_MR 16
+#define MM_NR 6
+
+#ifdef TG_AVX2
+// acc: continue the sums already in d (a later k block), else start from zero
+static inline void tg_panel_16x6(int64_t K, const float *Wp, const float *Bp,
+                                 float *const d[MM_NR], int acc) {
+    __m256 c[MM_NR][2];
+    for (int j = 0; j < MM_NR; j++) {
+        c[j][0] = acc ? _mm256_loadu_ps(d[j]) : _mm256_setzero_ps();
+        c[j][1] = acc ? _mm256_loadu_ps(d[j] + 8) : _mm256_setzero_ps();
+    }
+    #pragma GCC unroll 4
+    for (int64_t k = 0; k < K; k++) {
+        const __m256 w0 = _mm256_load_ps(Wp + k * MM_MR), w1 = _mm256_load_ps(Wp + k * MM_MR + 8);
+        for (int j = 0; j < MM_NR; j++) {
+            const __m256 bj = _mm256_broadcast_ss(Bp + k * MM_NR + j);
+            c[j][0] = _mm256_fmadd_ps(w0, bj, c[j][0]);
+            c[j][1] = _mm256_fmadd_ps(w1, bj, c[j][1]);
+        }
+    }
+    for (int j = 0; j < MM_NR; j++) {
+        _mm256_storeu_ps(d[j], c[j][0]);
+        _mm256_storeu_ps(d[j] + 8, c[j][1]);
+    }
+}
+#endif
+
+// Long rows times wide batches are multiplied in k blocks of kc = op_params[0] values (0: K in
+// one block; ops.mul_mat sets it from the graph's options): a panel's block (16 x kc floats)
+// stays in L2 across all the column tiles, and each thread's packed activations are one block
+// (N x kc floats), where a whole panel of 16 x K floats would stream for every tile and the
+// activations from memory for every panel. The sums carry over between blocks through dst
+// (stored and reloaded exactly), so results equal the unblocked ones bit for bit.
+static inline int64_t tg_mm_kc(const tg_tensor *dst, int64_t K) {
+    const int64_t kc = dst->op_params[0];
+    return kc > 0 && kc < K ? kc : K;
+}
+
+#ifdef TG_AVX2
+
+// rows [ir0, ir1) of dst for every column; scratch: Wp 16*KC floats (64-byte aligned), rows
+// 16*KC floats, Bp (N rounded up to 6)*KC floats, Cp (N rounded up to 6)*16 floats (a last
+// partial panel's sums), the unpack scratch after them. KC = K, or MM_KC for long rows. Every
+// thread packs all of src1 itself (a copy of the activations, small beside the K*N*rows/16
+// panel work; no barrier needed).
+static void tg_mul_mat_panels(const tg_params *p, tg_tensor *dst, int64_t ir0, int64_t ir1) {
+    const tg_tensor *src0 = dst->src[0], *src1 = dst->src[1];
+    const int64_t K = src0->ne[0], N = src1->ne[1], NP = (N + MM_NR - 1) / MM_NR * MM_NR;
+    const int64_t KC = tg_mm_kc(dst, K);
+    const int64_t r2 = src1->ne[2] / src0->ne[2], r3 = src1->ne[3] / src0->ne[3];
+    float *Wp = (float *)(((uintptr_t)p->wdata + 63) & ~(uintptr_t)63);
+    float *rows = Wp + MM_MR * KC, *Bp = rows + MM_MR * KC, *Cp = Bp + NP * KC;
+    int8_t *uw = (int8_t *)(Cp + NP * MM_MR);
+    float *usc = (float *)(uw + K), *umn = usc + K / 16;
+    for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
+    for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
+        if (ir0 >= ir1) break;
+        for (int64_t k0 = 0; k0 < K; k0 += KC) {
+            const int64_t kc = TG_MIN(KC, K - k0), first = k0 == 0, last = k0 + kc == K;
+            // Bp[n/6][k][n%6] = src1[k0 + k, n]; a last partial group repeats its last column
+            for (int64_t n0 = 0; n0 < N; n0 += MM_NR)
+                for (int j = 0; j < MM_NR; j++) {
+                    const float *b = (const float *)at(src1, k0, TG_MIN(n0 + j, N - 1), i12, i13);
+                    float *bp = Bp + n0 * kc + j;
+                    for (int64_t k = 0; k < kc; k++) bp[k * MM_NR] = b[k];
+                }
+            for (int64_t m0 = ir0; m0 < ir1; m0 += MM_MR) {
+                const int64_t nm = TG_MIN(MM_MR, ir1 - m0);
+                // widen (F16, BF16, quantized) and pack: rows[r][k] -> Wp[k][r], zero rows past nm
+                const float *src_rows = rows;
+                int64_t lds = kc;
+                if (src0->type == TG_TYPE_F32 && nm == MM_MR) {
+                    src_rows = (const float *)at(src0, k0, m0, i12 / r2, i13 / r3);
+                    lds = src0->nb[1] / 4;
+                } else {
+                    for (int64_t r = 0; r < MM_MR; r++) {
+                        float *row = rows + r * kc;
+                        if (r >= nm) { memset(row, 0, kc * 4); continue; }
+                        const char *w = at(src0, 0, m0 + r, i12 / r2, i13 / r3) + tg_row_bytes(src0->type, k0);
+                        if (src0->type == TG_TYPE_F32) memcpy(row, w, kc * 4);
+                        else if (src0->type == TG_TYPE_F16) tg_fp16_to_fp32_row((const tg_fp16_t *)w, row, kc);
+                        else tg_dequantize_row(src0->type, w, kc, row, uw, usc, umn);
+                    }
+                }
+                tg_transpose(src_rows, lds, Wp, MM_MR, MM_MR, kc);
+                for (int64_t n = 0; n < N; n += MM_NR) {
+                    const int nr = (int)TG_MIN(MM_NR, N - n);
+                    float *d[MM_NR];
+                    for (int j = 0; j < MM_NR; j++)   // a partial tile repeats its last column
+                        d[j] = nm == MM_MR ? (float *)at(dst, m0, n + TG_MIN(j, nr - 1), i12, i13)
+                                           : Cp + (n + j) * MM_MR;
+                    tg_panel_16x6(kc, Wp, Bp + n * kc, d, !first);
+                    if (nm < MM_MR && last)
+                        for (int j = 0; j < nr; j++)
+                            memcpy(at(dst, m0, n + j, i12, i13), Cp + (n + j) * MM_MR, nm * 4);
+                }
+            }
+        }
+    }
+}
+#endif
+
+#ifdef TG_AVX2
+// Batched quantized mul_mat on integer panels (QACT activations, any N >= MM_NR): the integer
+// twin of tg_mul_mat_panels. 16 weight rows are unpacked to int16 and packed pair-interleaved,
+// Wq[k/2][row][2], so one multiply-add step takes 8 rows times 2 activation values (one
+// broadcast int32 holding q[k], q[k+1]) into 8 int32 lanes: 16 multiply-adds per instruction
+// (VNNI vpdpwssd) or per vpmaddwd + vpaddd pair (AVX2), against an FMA's 8. On Zen 3 the AVX2
+// tile is bound by its loads and measured slower than the float panels on wide batches, so
+// batches of 48 or more take the float panels there (ops.QUANT_INT_GEMM, QUANT_GEMM_MIN_ROWS,
+// BENCHMARKS.md); batches of 6-47 still come here. Per scale group (16 or 32 values) the exact
+// integer sums are scaled by the rows' weight scales times the column's activation scale into
+// float accumulators; the min term of Q4_1/Q5_1/Q2_K/Q4_K/Q5_K is
+// subtracted per 16 values (mins times the activation half sums, as in tg_dot_unpacked_qact;
+// once per 32 where the type's mins are per 32). A tile is 16 rows x QP_NR columns, 2 int32
+// and 2 float accumulators per column: 6 columns in AVX-512's 32 registers, 3 in AVX2's 16.
+// Integer sums stay exact: |w| <= 127 and |q| <= 32767, so a lane's 32 products per group fit.
+#ifdef TG_AVX512
+#define QP_NR 6
+#else
+#define QP_NR 3
+#endif
+
+static inline __attribute__((always_inline)) void tg_qpanel_tile(
+        int nr, int64_t K, int G, int has_min, const int16_t *Wq, const float *Ws, const float *Wm,
+        const uint8_t *const act[QP_NR], float *const d[QP_NR]) {
+    __m256 f[QP_NR][2];
+    const int16_t *q[QP_NR];
+    const float *da[QP_NR], *ds[QP_NR];
+    for (int j = 0; j < nr; j++) {
+        f[j][0] = f[j][1] = _mm256_setzero_ps();
+        q[j] = (const int16_t *)act[j];
+        da[j] = (const float *)(act[j] + 2 * K);
+        ds[j] = da[j] + K / 32;
+    }
+    for (int64_t k0 = 0; k0 < K; k0 += G) {
+        __m256i s[QP_NR][2];
+        for (int j = 0; j < nr; j++) s[j][0] = s[j][1] = _mm256_setzero_si256();
+#ifdef TG_AVX512
+        #pragma GCC unroll 16
+        for (int64_t kp = k0 / 2; kp < (k0 + G) / 2; kp++) {
+            const __m256i w0 = _mm256_load_si256((const __m256i *)(Wq + kp * 32));
+            const __m256i w1 = _mm256_load_si256((const __m256i *)(Wq + kp * 32 + 16));
+            for (int j = 0; j < nr; j++) {
+                int32_t pair;
+                memcpy(&pair, q[j] + 2 * kp, 4);
+                const __m256i b = _mm256_set1_epi32(pair);
+                s[j][0] = _mm256_dpwssd_epi32(s[j][0], w0, b);
+                s[j][1] = _mm256_dpwssd_epi32(s[j][1], w1, b);
+            }
+        }
+#else
+        // two pairs at a time, their products added before they meet the accumulator (one
+        // vpaddd chain step per two vpmaddwd: 40 vs 34 G multiply-adds/s per core on Zen 3)
+        #pragma GCC unroll 8
+        for (int64_t kp = k0 / 2; kp < (k0 + G) / 2; kp += 2) {
+            const __m256i w0 = _mm256_load_si256((const __m256i *)(Wq + kp * 32));
+            const __m256i w1 = _mm256_load_si256((const __m256i *)(Wq + kp * 32 + 16));
+            const __m256i v0 = _mm256_load_si256((const __m256i *)(Wq + kp * 32 + 32));
+            const __m256i v1 = _mm256_load_si256((const __m256i *)(Wq + kp * 32 + 48));
+            for (int j = 0; j < nr; j++) {
+                int32_t pair[2];
+                memcpy(pair, q[j] + 2 * kp, 8);
+                const __m256i b = _mm256_set1_epi32(pair[0]), c = _mm256_set1_epi32(pair[1]);
+                s[j][0] = _mm256_add_epi32(s[j][0], _mm256_add_epi32(_mm256_madd_epi16(w0, b),
+                                                                     _mm256_madd_epi16(v0, c)));
+                s[j][1] = _mm256_add_epi32(s[j][1], _mm256_add_epi32(_mm256_madd_epi16(w1, b),
+                                                                     _mm256_madd_epi16(v1, c)));
+            }
+        }
+#endif
+        const __m256 ws0 = _mm256_load_ps(Ws + (k0 / 16) * 16), ws1 = _mm256_load_ps(Ws + (k0 / 16) * 16 + 8);
+        for (int j = 0; j < nr; j++) {
+            const __m256 a = _mm256_set1_ps(da[j][k0 / 32]);
+            f[j][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[j][0]), _mm256_mul_ps(ws0, a), f[j][0]);
+            f[j][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[j][1]), _mm256_mul_ps(ws1, a), f[j][1]);
+        }
+        if (has_min && G == 32) {            // mins per 32 (equal halves): one step
+            const int64_t h = k0 / 16;
+            const __m256 m0 = _mm256_load_ps(Wm + h * 16), m1 = _mm256_load_ps(Wm + h * 16 + 8);
+            for (int j = 0; j < nr; j++) {
+                const __m256 b = _mm256_set1_ps(ds[j][h] + ds[j][h + 1]);
+                f[j][0] = _mm256_fnmadd_ps(m0, b, f[j][0]);
+                f[j][1] = _mm256_fnmadd_ps(m1, b, f[j][1]);
+            }
+        } else if (has_min) {
+            for (int64_t h = k0 / 16; h < (k0 + G) / 16; h++) {
+                const __m256 m0 = _mm256_load_ps(Wm + h * 16), m1 = _mm256_load_ps(Wm + h * 16 + 8);
+                for (int j = 0; j < nr; j++) {
+                    const __m256 b = _mm256_set1_ps(ds[j][h]);
+                    f[j][0] = _mm256_fnmadd_ps(m0, b, f[j][0]);
+                    f[j][1] = _mm256_fnmadd_ps(m1, b, f[j][1]);
+                }
+            }
+        }
+    }
+    for (int j = 0; j < nr; j++) {
+        _mm256_storeu_ps(d[j], f[j][0]);
+        _mm256_storeu_ps(d[j] + 8, f[j][1]);
+    }
+}
+
+// the full tile for each scale group size, compiled on their own so the tile width and the
+// group length are constants (loops unroll, accumulators stay in place)
+static __attribute__((noinline)) void tg_qpanel_full_g32(
+        int64_t K, int has_min, const int16_t *Wq, const float *Ws, const float *Wm,
+        const uint8_t *const act[QP_NR], float *const d[QP_NR]) {
+    tg_qpanel_tile(QP_NR, K, 32, has_min, Wq, Ws, Wm, act, d);
+}
+
+static __attribute__((noinline)) void tg_qpanel_full_g16(
+        int64_t K, int has_min, const int16_t *Wq, const float *Ws, const float *Wm,
+        const uint8_t *const act[QP_NR], float *const d[QP_NR]) {
+    tg_qpanel_tile(QP_NR, K, 16, has_min, Wq, Ws, Wm, act, d);
+}
+
+// rows [ir0, ir1) of dst for every column. Scratch (64-byte aligned): Wq 32*K bytes, rows
+// int16 [16][K] 32*K bytes, Ws and Wm [K/16][16] floats, then the unpack scratch.
+static void tg_mul_mat_qpanels(const tg_params *p, tg_tensor *dst, int64_t ir0, int64_t ir1) {
+    const tg_tensor *src0 = dst->src[0], *src1 = dst->src[1];
+    const int64_t K = src0->ne[0], N = src1->ne[1];
+    const int64_t r2 = src1->ne[2] / src0->ne[2], r3 = src1->ne[3] / src0->ne[3];
+    const tg_type_traits *tt = tg_get_type_traits(src0->type);
+    const int G = tt->scale_group, has_min = tt->has_min;
+    int16_t *Wq = (int16_t *)(((uintptr_t)p->wdata + 63) & ~(uintptr_t)63);
+    int16_t *rows = Wq + 16 * K;
+    float *Ws = (float *)(rows + 16 * K), *Wm = Ws + K;
+    int8_t *uw = (int8_t *)(Wm + K);
+    float *usc = (float *)(uw + K), *umn = usc + K / 16;
+    float tmp[QP_NR][MM_MR];
+    for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
+    for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
+        for (int64_t m0 = ir0; m0 < ir1; m0 += MM_MR) {
+            const int64_t nm = TG_MIN(MM_MR, ir1 - m0);
+            for (int64_t r = 0; r < MM_MR; r++) {
+                if (r >= nm) {
+                    memset(rows + r * K, 0, K * 2);
+                    for (int64_t h = 0; h < K / 16; h++) Ws[h * 16 + r] = Wm[h * 16 + r] = 0.0f;
+                    continue;
+                }
+                tg_unpack_row(src0->type, at(src0, 0, m0 + r, i12 / r2, i13 / r3), K, uw, usc, umn);
+                int64_t k = 0;
+                for (; k + 16 <= K; k += 16)
+                    _mm256_storeu_si256((__m256i *)(rows + r * K + k),
+                                        _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(uw + k))));
+                for (int64_t h = 0; h < K / 16; h++) {
+                    Ws[h * 16 + r] = usc[h];
+                    Wm[h * 16 + r] = umn[h];
+                }
+            }
+            // pairs of int16 moved as 32-bit units: rows[r][k/2] -> Wq[k/2][r]
+            tg_transpose((const float *)rows, K / 2, (float *)Wq, MM_MR, MM_MR, K / 2);
+            for (int64_t n = 0; n < N; n += QP_NR) {
+                const int nr = (int)TG_MIN(QP_NR, N - n);
+                const uint8_t *act[QP_NR];
+                float *d[QP_NR];
+                for (int j = 0; j < QP_NR; j++) {
+                    act[j] = (const uint8_t *)at(src1, 0, n + TG_MIN(j, nr - 1), i12, i13);
+                    d[j] = nm == MM_MR ? (float *)at(dst, m0, n + TG_MIN(j, nr - 1), i12, i13) : tmp[j];
+                }
+                if (nr == QP_NR && G == 32) tg_qpanel_full_g32(K, has_min, Wq, Ws, Wm, act, d);
+                else if (nr == QP_NR) tg_qpanel_full_g16(K, has_min, Wq, Ws, Wm, act, d);
+                else tg_qpanel_tile(nr, K, G, has_min, Wq, Ws, Wm, act, d);
+                if (nm < MM_MR)
+                    for (int j = 0; j < nr; j++)
+                        memcpy(at(dst, m0, n + j, i12, i13), tmp[j], nm * 4);
+            }
+        }
+    }
+}
+#endif
+
+// Quantized weights times QACT columns under MM_NR (QACT_K columns: the Q6_K decode). src0
+// {K, M} quantized rows, src1 {K, N, ne12, ne13}, dst {M, N, ne12, ne13}. With the type
+// table's fused 4-row dots: 4 rows side by side (4 read streams, as the F32 / F16 decode),
+// columns in pairs below the type's dot2x4_max_n; otherwise one row at a time, through its
+// fused one-row dot or unpacked once into scratch (K int8 + K/16 scales + K/16 mins) and dotted
+// with every column.
+static void tg_mul_mat_qdots(const tg_params *p, tg_tensor *dst) {
+    const tg_tensor *src0 = dst->src[0];
+    const tg_tensor *src1 = dst->src[1];
+    const tg_type_traits *tt = tg_get_type_traits(src0->type);
+    const int64_t K = src0->ne[0], M = src0->ne[1], N = src1->ne[1];
+    const int64_t r2 = src1->ne[2] / src0->ne[2], r3 = src1->ne[3] / src0->ne[3];
+    int8_t *w = (int8_t *)p->wdata;
+    float *sc = (float *)(p->wdata + K), *mn = sc + K / 16;
+    const int split = src1->type == TG_TYPE_QACT_K, simd = TG_USE_SIMD;
+    const tg_dot_fn fused = split ? tt->kact_dot : simd && tt->dot_simd ? tt->dot_simd : tt->dot;
+    const tg_dot4_fn fused4 = split ? tt->kact_dot4 : simd && tt->dot4_simd ? tt->dot4_simd : tt->dot4;
+    const tg_dot2x4_fn pair4 = simd && !split && N < tt->dot2x4_max_n ? tt->dot2x4 : NULL;
+    ROW_RANGE(M);
+    const int64_t len = tg_run_len(ir0, ir1, 4);
+    for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
+    for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
+        if (fused4) {
+            for (int64_t i = 0; i < len; i++) {
+                int64_t m[4];
+                const void *rows[4];
+                tg_run_rows(ir0, ir1, len, 4, i, m);
+                for (int r = 0; r < 4; r++) rows[r] = at(src0, 0, m[r] < 0 ? m[0] : m[r], i12 / r2, i13 / r3);
+                int64_t n = 0;
+                for (; pair4 && n + 2 <= N; n += 2) {
+                    float o[8];
+                    pair4(K, rows, (const uint8_t *)at(src1, 0, n, i12, i13),
+                          (const uint8_t *)at(src1, 0, n + 1, i12, i13), o);
+                    for (int r = 0; r < 4 && m[r] >= 0; r++) {
+                        *(float *)at(dst, m[r], n, i12, i13) = o[2 * r];
+                        *(float *)at(dst, m[r], n + 1, i12, i13) = o[2 * r + 1];
+                    }
+                }
+                for (; n < N; n++) {
+                    float o[4];
+                    fused4(K, rows, (const uint8_t *)at(src1, 0, n, i12, i13), o);
+                    for (int r = 0; r < 4 && m[r] >= 0; r++) *(float *)at(dst, m[r], n, i12, i13) = o[r];
+                }
+            }
+            continue;
+        }
+        for (int64_t m = ir0; m < ir1; m++) {
+            const char *row = at(src0, 0, m, i12 / r2, i13 / r3);
+            if (fused) {
+                for (int64_t n = 0; n < N; n++)
+                    *(float *)at(dst, m, n, i12, i13) =
+                        fused(K, row, (const uint8_t *)at(src1, 0, n, i12, i13));
+                continue;
+            }
+            tg_unpack_row(src0->type, row, K, w, sc, mn);
+            for (int64_t n = 0; n < N; n++) {
+                const uint8_t *act = (const uint8_t *)at(src1, 0, n, i12, i13);
+                *(float *)at(dst, m, n, i12, i13) = tg_dot_unpacked_qact(K, w, sc, mn, act, tt->has_min);
+            }
+        }
+    }
+}
+
+// 4 weight rows x 3 activation columns: 12 accumulators share each load (the batched path of
+// the scalar build; SIMD builds take tg_mul_mat_panels for batches).
+// Each output is one sum over k in order, as in tg_dot4_f32's scalar path, so results do not
+// depend on how the columns of a batch are grouped.
+static inline void tg_dot4x3_f32(int64_t K, const float *const a[4], const float *b0,
+                                 const float *b1, const float *b2, float *d0, float *d1,
+                                 float *d2) {
+    float s[3][4] = {{0}};
+    for (int64_t k = 0; k < K; k++)
+        for (int r = 0; r < 4; r++) {
+            s[0][r] += a[r][k] * b0[k];
+            s[1][r] += a[r][k] * b1[k];
+            s[2][r] += a[r][k] * b2[k];
+        }
+    for (int r = 0; r < 4; r++) { d0[r] = s[0][r]; d1[r] = s[1][r]; d2[r] = s[2][r]; }
+}
+
+// Small batches of F16 rows (2 .. MM_SMALL_N - 1 columns): 2 rows x 4 columns per pass, the
+// rows read in place and widened in registers, 8 accumulators of 8 lanes; the packed panels
+// pay a widening and pack of 16 rows per panel that so few columns do not repay. The two rows
+// of a pass come from the two halves of the thread's rows (two read streams, as the decode dots
+// read four). F32 rows stay on the panels, which read them in place too and measured faster
+// (docs/benchmark-log.md). Each output is one 8-lane sum over k, then a horizontal sum and a
+// scalar tail, whatever rows and columns it is grouped with (a lone last row or partial column
+// group repeats its last one), so results do not depend on the tiling.
+#define MM_SMALL_N 10
+
+#ifdef TG_AVX2
+
+static void tg_mul_mat_small_f16(const tg_params *p, tg_tensor *dst) {
+    const tg_tensor *src0 = dst->src[0], *src1 = dst->src[1];
+    const int64_t K = src0->ne[0], M = src0->ne[1], N = src1->ne[1];
+    const int64_t r2 = src1->ne[2] / src0->ne[2], r3 = src1->ne[3] / src0->ne[3];
+    ROW_RANGE(M);
+    const int64_t len = tg_run_len(ir0, ir1, 2);   // a row of each half of the thread's rows per pass
+    for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
+    for (int64_t i12 = 0; i12 < src1->ne[2]; i12++)
+    for (int64_t i = 0; i < len; i++) {
+        int64_t mr[2];
+        tg_run_rows(ir0, ir1, len, 2, i, mr);
+        const tg_fp16_t *w[2] = {(const tg_fp16_t *)at(src0, 0, mr[0], i12 / r2, i13 / r3),
+                                 (const tg_fp16_t *)at(src0, 0, mr[1] < 0 ? mr[0] : mr[1], i12 / r2, i13 / r3)};
+        for (int64_t n0 = 0; n0 < N; n0 += 4) {
+            const float *b[4];
+            for (int j = 0; j < 4; j++) b[j] = (const float *)at(src1, 0, TG_MIN(n0 + j, N - 1), i12, i13);
+            __m256 c[2][4];
+            for (int r = 0; r < 2; r++)
+                for (int j = 0; j < 4; j++) c[r][j] = _mm256_setzero_ps();
+            int64_t k = 0;
+            for (; k + 8 <= K; k += 8) {
+                if ((k & 31) == 0) {          // the rows stream from memory: 1 KiB ahead
+                    _mm_prefetch((const char *)(w[0] + k) + 1024, _MM_HINT_T0);
+                    _mm_prefetch((const char *)(w[1] + k) + 1024, _MM_HINT_T0);
+                }
+                const __m256 w0 = tg_load_f16x8(w[0] + k), w1 = tg_load_f16x8(w[1] + k);
+                for (int j = 0; j < 4; j++) {
+                    const __m256 bj = _mm256_loadu_ps(b[j] + k);
+                    c[0][j] = _mm256_fmadd_ps(w0, bj, c[0][j]);
+                    c[1][j] = _mm256_fmadd_ps(w1, bj, c[1][j]);
+                }
+            }
+            for (int r = 0; r < 2 && mr[r] >= 0; r++)
+                for (int j = 0; j < 4 && n0 + j < N; j++) {
+                    float s = tg_hsum256(c[r][j]);
+                    for (int64_t kk = k; kk < K; kk++) s += tg_fp16_to_fp32(w[r][kk]) * b[j][kk];
+                    *(float *)at(dst, mr[r], n0 + j, i12, i13) = s;
+                }
+        }
+    }
+}
+#endif
+
+// one F32 / F16 column (decode): the thread's rows in 4 quarters read side by side, 4 streams
+// (simd.h tg_dot_rows4_*); rows per thread rounded up to 4, as the scalar tiles
+static void tg_mul_mat_decode(const tg_params *p, tg_tensor *dst) {
+    const tg_tensor *src0 = dst->src[0], *src1 = dst->src[1];
+    const int64_t K = src0->ne[0], M = src0->ne[1];
+    const int64_t r2 = src1->ne[2] / src0->ne[2], r3 = src1->ne[3] / src0->ne[3];
+    const int is_f16 = src0->type == TG_TYPE_F16;
+    const int64_t dr = ((M + p->nth - 1) / p->nth + 3) / 4 * 4;
+    const int64_t ir0 = TG_MIN(dr * p->ith, M), ir1 = TG_MIN(ir0 + dr, M);
+    const int64_t len = tg_run_len(ir0, ir1, 4);
+    for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
+    for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
+        const float *b = (const float *)at(src1, 0, 0, i12, i13);
+        float *d = (float *)at(dst, 0, 0, i12, i13);
+        for (int64_t i = 0; i < len; i++) {
+            int64_t m[4];
+            const void *rows[4];
+            float out[4];
+            tg_run_rows(ir0, ir1, len, 4, i, m);
+            for (int r = 0; r < 4; r++) rows[r] = at(src0, 0, m[r] < 0 ? m[0] : m[r], i12 / r2, i13 / r3);
+            if (is_f16) tg_dot_rows4_f16(K, (const tg_fp16_t *const *)rows, b, out);
+            else tg_dot_rows4_f32(K, (const float *const *)rows, b, out);
+            for (int r = 0; r < 4 && m[r] >= 0; r++) d[m[r]] = out[r];
+        }
+    }
+}
+
+#define MM_NB 64   // activation columns per block: K*64 floats stay in L2 across weight rows
+#define MM_MB 32   // weight rows per panel: non-F32 rows are widened once, into MM_MB*K floats
+
+// Batches of the portable build (and BF16 / float-activation decode): F16 / BF16 / quantized
+// rows widened to F32 in scratch, MM_MB rows at a time, then 4-row x 3-column dot tiles. Rows
+// per thread are rounded up to the 4-row block: results do not depend on the thread count.
+static void tg_mul_mat_tiles(const tg_params *p, tg_tensor *dst) {
+    const tg_tensor *src0 = dst->src[0];
+    const tg_tensor *src1 = dst->src[1];
+    const int64_t K = src0->ne[0], M = src0->ne[1], N = src1->ne[1];
+    const int64_t r2 = src1->ne[2] / src0->ne[2], r3 = src1->ne[3] / src0->ne[3];
+    const int is_f16 = src0->type == TG_TYPE_F16;
+    const int widen = src0->type != TG_TYPE_F32;
+    float *wrows = (float *)p->wdata;                                 // MM_MB*K floats
+    int8_t *uw = (int8_t *)(p->wdata + MM_MB * 4 * K);                // unpack scratch: K int8
+    float *usc = (float *)(p->wdata + MM_MB * 4 * K + K), *umn = usc + K / 16;
+    const int64_t dr = ((M + p->nth - 1) / p->nth + 3) / 4 * 4;
+    const int64_t ir0 = TG_MIN(dr * p->ith, M), ir1 = TG_MIN(ir0 + dr, M);
+    for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
+    for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
+        const int64_t i03 = i13 / r3, i02 = i12 / r2;
+        for (int64_t mb = ir0; mb < ir1; mb += MM_MB) {
+        const int64_t mb1 = TG_MIN(ir1, mb + MM_MB);
+        if (widen) {
+            for (int64_t m = mb; m < mb1; m++) {
+                const char *row = at(src0, 0, m, i02, i03);
+                if (is_f16) tg_fp16_to_fp32_row((const tg_fp16_t *)row, wrows + (m - mb) * K, K);
+                else tg_dequantize_row(src0->type, row, K, wrows + (m - mb) * K, uw, usc, umn);
+            }
+        }
+        for (int64_t n0 = 0; n0 < N; n0 += MM_NB)
+        for (int64_t m0 = mb; m0 < mb1; m0 += 4) {
+            const int64_t nm = TG_MIN(4, mb1 - m0), n1 = TG_MIN(N, n0 + MM_NB);
+            const float *a[4];
+            for (int r = 0; r < 4; r++) {
+                const int64_t m = m0 + TG_MIN(r, nm - 1);   // pad a partial block by repeating
+                a[r] = widen ? wrows + (m - mb) * K : (const float *)at(src0, 0, m, i02, i03);
+            }
+            int64_t n = n0;
+            if (nm == 4) {
+                for (; n + 3 <= n1; n += 3)
+                    tg_dot4x3_f32(K, a, (const float *)at(src1, 0, n, i12, i13),
+                                  (const float *)at(src1, 0, n + 1, i12, i13),
+                                  (const float *)at(src1, 0, n + 2, i12, i13),
+                                  (float *)at(dst, m0, n, i12, i13),
+                                  (float *)at(dst, m0, n + 1, i12, i13),
+                                  (float *)at(dst, m0, n + 2, i12, i13));
+            }
+            for (; n < n1; n++) {
+                const float *b = (const float *)at(src1, 0, n, i12, i13);
+                float *d = (float *)at(dst, m0, n, i12, i13);
+                if (nm == 4) {
+                    tg_dot4_f32(K, a[0], a[1], a[2], a[3], b, d);
+                } else {                  // padded rows: every output accumulates the same way
+                    float o[4];
+                    tg_dot4_f32(K, a[0], a[1], a[2], a[3], b, o);
+                    for (int r = 0; r < nm; r++) d[r] = o[r];
+                }
+            }
+        }
+        }
+    }
+}
+
+// ---- the selection -------------------------------------------------------------------------
+// The kernel that multiplies `dst`, from its types, its column count and whether the SIMD
+// kernels run. What the graph records decides the rest: a QUANTIZE node before a quantized
+// weight (ops.mul_mat, by the graph's options) sends it to the integer paths; float columns
+// to the float ones. Every path gives each output one fixed order of sums, whatever the
+// thread count.
+tg_mm_path tg_mul_mat_path(const tg_tensor *dst) {
+    const tg_tensor *src0 = dst->src[0], *src1 = dst->src[1];
+    const int64_t N = src1->ne[1];
+    const int simd = TG_USE_SIMD;
+    if (src1->type == TG_TYPE_QACT || src1->type == TG_TYPE_QACT_K) {
+        const tg_type_traits *tt = tg_get_type_traits(src0->type);
+        const int pairs = simd && tt->dot2x4 && N < tt->dot2x4_max_n;
+        if (simd && N >= MM_NR && src1->type == TG_TYPE_QACT && !pairs) return TG_MM_QPANELS;
+        return TG_MM_QDOTS;
+    }
+    if (simd && N > 1 && N < MM_SMALL_N && src0->type == TG_TYPE_F16) return TG_MM_SMALL_F16;
+    if (simd && N > 1) return TG_MM_PANELS;
+    if (N == 1 && (src0->type == TG_TYPE_F32 || src0->type == TG_TYPE_F16)) return TG_MM_DECODE;
+    return TG_MM_TILES;
+}
+
+// the panels take whole 16-row panels per thread: rows [*ir0, *ir1) of M
+static inline void tg_panel_rows(const tg_params *p, int64_t M, int64_t *ir0, int64_t *ir1) {
+    const int64_t dr = ((M + p->nth - 1) / p->nth + MM_MR - 1) / MM_MR * MM_MR;
+    *ir0 = TG_MIN(dr * p->ith, M);
+    *ir1 = TG_MIN(*ir0 + dr, M);
+}
+
+void tg_mul_mat(const tg_params *p, tg_tensor *dst) {
+    int64_t ir0, ir1;
+    switch (tg_mul_mat_path(dst)) {
+        case TG_MM_DECODE:    tg_mul_mat_decode(p, dst); break;
+        case TG_MM_QDOTS:     tg_mul_mat_qdots(p, dst); break;
+        case TG_MM_TILES:     tg_mul_mat_tiles(p, dst); break;
+#ifdef TG_AVX2
+        case TG_MM_SMALL_F16: tg_mul_mat_small_f16(p, dst); break;
+        case TG_MM_QPANELS:
+            tg_panel_rows(p, dst->src[0]->ne[1], &ir0, &ir1);
+            tg_mul_mat_qpanels(p, dst, ir0, ir1);
+            break;
+        case TG_MM_PANELS:
+            tg_panel_rows(p, dst->src[0]->ne[1], &ir0, &ir1);
+            tg_mul_mat_panels(p, dst, ir0, ir1);
+            break;
+#endif
+        default: (void)ir0; (void)ir1; break;
+    }
+}

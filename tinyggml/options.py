@@ -1,0 +1,71 @@
+"""GraphOptions: the choices a graph records that are not fixed by the model.
+
+A graph is the same whatever machine builds it, except for what these options say: which
+algorithm scans Mamba-2 prompts, whether quantized batches multiply quantized (int16)
+activations on integer panels or float ones on widened rows, and how long rows are blocked.
+Nothing is read from the CPU at import: `GraphOptions.for_cpu()` gives the default for the
+kernels this build runs, and a Model (or a test) passes what it wants.
+
+Defaults per CPU (`tinyggml-cli info` prints the ones in use):
+    AVX-512 VNNI     int_gemm=True: every quantized batch on the integer panels (vpdpwssd)
+    AVX2 + FMA       int_gemm=False: quantized batches of int_gemm_min_cols+ columns on the
+                     float panels (rows widened once per panel), shorter ones on the integer
+                     panels (vpmaddwd), where the widening is not amortized
+    portable build   int_gemm=False (the integer dots and the scalar tiles)
+The arithmetic differs between the two sides: the integer paths round each activation to int16
+with one scale per 32 values (relative error up to 2^-16 of the block's largest value), the
+float paths multiply the activations as they are.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+SCAN_ALGOS = {"auto": 0, "recurrent": 1, "chunked": 2}
+SSD_CHUNK_MAX = 256          # the chunked scan's scratch grows with chunk^2
+
+
+@dataclass(frozen=True)
+class GraphOptions:
+    # Mamba-2 ssm_scan: "chunked" (state-space duality, arXiv 2405.21060 sec. 6: per chunk of
+    # `ssd_chunk` tokens small dense products), "recurrent" (token by token), or "auto": chunked
+    # for sequences of at least ssd_min_len tokens in the ubatch, recurrent below
+    scan: str = "auto"
+    ssd_chunk: int = 24      # 4 register tiles of 6 rows
+    ssd_min_len: int = 8     # the crossover tools/bench_scan.py measures
+    # quantized mul_mat: every batch on the integer panels (True), or only batches under
+    # int_gemm_min_cols columns (False; wider ones on the float panels)
+    int_gemm: bool = False
+    int_gemm_min_cols: int = 48
+    # float panels: rows longer than mm_kblock_min_k times batches of mm_kblock_min_n+ columns
+    # are multiplied in k blocks of mm_kc values (bit for bit the same sums; faster from L2)
+    mm_kc: int = 1024
+    mm_kblock_min_k: int = 2048
+    mm_kblock_min_n: int = 256
+
+    def __post_init__(self):
+        if self.scan not in SCAN_ALGOS:
+            raise ValueError(f"scan must be one of {', '.join(SCAN_ALGOS)}, got {self.scan!r}")
+        if not 1 <= self.ssd_chunk <= SSD_CHUNK_MAX:
+            raise ValueError(f"ssd_chunk must be in 1..{SSD_CHUNK_MAX}, got {self.ssd_chunk}")
+        for k in ("ssd_min_len", "int_gemm_min_cols", "mm_kc", "mm_kblock_min_k", "mm_kblock_min_n"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+
+    @classmethod
+    def for_cpu(cls, int_gemm_isa: str | None = None, **overrides) -> GraphOptions:
+        """The default for the kernels this build runs (the table in the module docstring).
+        `int_gemm_isa` ("AVX-512 VNNI", "AVX2" or "") stands in for the build's own, for tests."""
+        if int_gemm_isa is None:
+            from .backend import int_gemm_compiled, simd_enabled
+            int_gemm_isa = int_gemm_compiled() if simd_enabled() else ""
+        return replace(cls(int_gemm=int_gemm_isa == "AVX-512 VNNI"), **overrides)
+
+    def mm_kblock(self, K: int, N: int) -> int:
+        """The k block of a float-panel mul_mat of rows of K values times N columns (0: none)."""
+        return self.mm_kc if K > self.mm_kblock_min_k and N >= self.mm_kblock_min_n else 0
+
+    def describe(self) -> str:
+        q = ("integer GEMM for every quantized batch" if self.int_gemm else
+             f"integer GEMM for quantized batches under {self.int_gemm_min_cols} columns, "
+             f"float GEMM from there")
+        return f"{q}; Mamba-2 scan {self.scan} (chunks of {self.ssd_chunk} from {self.ssd_min_len} tokens)"
