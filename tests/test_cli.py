@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tinyggml.testing import write_random_model
+from tinyggml.tools.testing import write_random_model
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def model(tmp_path_factory):
 
 
 def cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "tinyggml.cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "tinyggml.tools.cli", *map(str, args)],
                           capture_output=True, text=True, env=env, timeout=120)
 
 
@@ -127,7 +127,7 @@ def test_bench_json(model):
 def test_bench_alternates_depths():
     """A tgN's depths alternate repetition by repetition (their ratio measured side by side on a
     drifting machine); the results keep their order."""
-    from tinyggml.bench import run_bench
+    from tinyggml.tools.bench import run_bench
 
     class Stub:                       # records what each repetition evaluates
         n_vocab, path, n_threads = 100, "stub.gguf", 1

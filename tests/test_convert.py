@@ -1,4 +1,4 @@
-"""The converter (tinyggml.convert) against llama.cpp's convert_hf_to_gguf.py output.
+"""The converter (tinyggml.tools.convert) against llama.cpp's convert_hf_to_gguf.py output.
 
 With ../shared/fixtures: the four HF checkpoints convert to the fixture GGUFs (same keys and
 values in the same order, same tensors, bit-exact data; the one exception is ~1% of the
@@ -17,8 +17,8 @@ from gguf import GGUFReader, GGMLQuantizationType as Q
 from safetensors.numpy import save_file
 
 import tinyggml
-from tinyggml.convert import convert, gguf_name
-from tinyggml.convert_vocab import CHKTXT
+from tinyggml.tools.convert import convert, gguf_name
+from tinyggml.tools.convert_vocab import CHKTXT
 from tinyggml.errors import TinyGGMLError
 from conftest import FIXTURES, requires_fixtures
 
@@ -513,7 +513,7 @@ def test_unrecognized_bpe_pretokenizer(tmp_path):
 def test_no_partial_output(tmp_path, spm_model, monkeypatch):
     """A failure while writing leaves neither the output nor a temporary file, and an existing
     output file untouched."""
-    from tinyggml import convert as conv
+    from tinyggml.tools import convert as conv
     write_state_spaces_mamba1(tmp_path / "m", spm_model, tied=True)
     out = tmp_path / "out" / "m.gguf"
     out.parent.mkdir()

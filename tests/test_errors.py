@@ -8,7 +8,7 @@ import pytest
 
 import tinyggml
 from tinyggml import ModelLoadError, TinyGGMLError
-from tinyggml.testing import rewrite_gguf, write_random_model
+from tinyggml.tools.testing import rewrite_gguf, write_random_model
 
 CFG = dict(arch="mamba2", n_embd=32, n_layer=1, d_state=8, head_dim=16, n_vocab=64)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import tinyggml
-from tinyggml.testing import rewrite_gguf, write_random_model
+from tinyggml.tools.testing import rewrite_gguf, write_random_model
 
 CFG = dict(arch="mamba2", n_embd=32, n_layer=2, d_state=8, head_dim=16, n_vocab=300)
 
@@ -32,7 +32,7 @@ def paths(tmp_path_factory):
 
 
 def cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "tinyggml.cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "tinyggml.tools.cli", *map(str, args)],
                           capture_output=True, text=True, timeout=300, **kw)
 
 
@@ -88,7 +88,7 @@ def test_cli_run_eos_stops_early(paths):
 def test_cli_ctrl_c_stops_cleanly_with_timings(paths):
     # a shell that starts jobs in the background ignores SIGINT in them, and Python keeps an
     # ignored SIGINT ignored: give the child the default disposition, as a terminal would
-    p = subprocess.Popen([sys.executable, "-m", "tinyggml.cli", "run", "-m", str(paths["model"]),
+    p = subprocess.Popen([sys.executable, "-m", "tinyggml.tools.cli", "run", "-m", str(paths["model"]),
                           "-p", "x", "-n", "-1", "-t", "1"], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -120,7 +120,7 @@ def test_cli_run_bad_flags_and_missing_model(paths, tmp_path):
 
 
 def test_perplexity_equals_numpy_from_eval(paths):
-    from tinyggml.perplexity import perplexity
+    from tinyggml.tools.perplexity import perplexity
     m = tinyggml.Model(paths["model"], n_threads=2, n_ubatch=64)
     toks = m.tokenize(paths["text"].read_text())
     ctx = 32
@@ -143,7 +143,7 @@ def test_perplexity_equals_numpy_from_eval(paths):
 
 
 # ---- the bundled demo model (models/, shipped with the package) ------------------------------
-from tinyggml.cli import default_model  # noqa: E402
+from tinyggml.tools.cli import default_model  # noqa: E402
 
 
 def test_demo_model_runs_by_default():
@@ -171,7 +171,7 @@ def test_demo_perplexity_equals_transformers():
     """The model card's held-out perplexity was computed by transformers at training time;
     tinyggml must reproduce it on the same tokens (to ~1e-8 relative; measured 5e-9)."""
     import json
-    from tinyggml.perplexity import perplexity
+    from tinyggml.tools.perplexity import perplexity
     here = os.path.dirname(default_model())
     stats = json.load(open(os.path.join(here, "shakespeare-mamba2.json")))
     m = tinyggml.Model(default_model(), n_threads=2)
@@ -185,7 +185,7 @@ def test_demo_perplexity_equals_transformers():
 
 def test_cli_interactive_continues_the_sequence(paths):
     """--interactive: each input line continues the same sequence; end of input ends cleanly."""
-    p = subprocess.run([sys.executable, "-m", "tinyggml.cli", "run", "-m", str(paths["model"]),
+    p = subprocess.run([sys.executable, "-m", "tinyggml.tools.cli", "run", "-m", str(paths["model"]),
                         "-p", "hello", "-n", "4", "--temp", "0", "--interactive"],
                        input="abc\nxyz\n", capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import FIXTURES, requires_fixtures
 from tinyggml.gguf_reader import GGUFReader
-from tinyggml.testing import write_random_model
+from tinyggml.tools.testing import write_random_model
 
 VT = gguf.GGUFValueType
 

@@ -6,7 +6,7 @@ import pytest
 import tinyggml
 from conftest import FIXTURES, HAVE_FIXTURES
 from tinyggml.errors import TinyGGMLError
-from tinyggml.make_model import make_model
+from tinyggml.tools.make_model import make_model
 
 
 @pytest.mark.parametrize("preset,fixture", [("mamba-tiny", "mamba1-tiny-f32"),

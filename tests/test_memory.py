@@ -5,7 +5,7 @@ import pytest
 
 import tinyggml
 from tinyggml.memory import Memory, RecurrentState
-from tinyggml.testing import write_random_model
+from tinyggml.tools.testing import write_random_model
 
 
 @pytest.fixture(scope="module", params=["mamba", "mamba2"])

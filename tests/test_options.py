@@ -7,7 +7,7 @@ import pytest
 import tinyggml
 from tinyggml import ops
 from tinyggml.options import GraphOptions
-from tinyggml.testing import write_random_model
+from tinyggml.tools.testing import write_random_model
 
 
 def test_default_per_cpu():
@@ -15,6 +15,16 @@ def test_default_per_cpu():
     assert GraphOptions.for_cpu("AVX2").int_gemm is False
     assert GraphOptions.for_cpu("").int_gemm is False
     assert GraphOptions.for_cpu("AVX2", int_gemm=True, scan="recurrent").int_gemm is True
+
+
+def test_environment_override(monkeypatch):
+    monkeypatch.setenv("TINYGGML_INT_GEMM", "1")
+    assert GraphOptions.for_cpu().int_gemm is True
+    monkeypatch.setenv("TINYGGML_INT_GEMM", "0")
+    assert GraphOptions.for_cpu().int_gemm is False
+    monkeypatch.setenv("TINYGGML_INT_GEMM", "yes")
+    with pytest.raises(ValueError, match="TINYGGML_INT_GEMM"):
+        GraphOptions.for_cpu()
 
 
 def test_importing_the_backend_changes_no_module_state():

@@ -1,4 +1,4 @@
-"""The quantizer (tinyggml.quantize, tinyggml.kquants) against llama-quantize and ggml.
+"""The quantizer (tinyggml.tools.quantize, tinyggml.tools.kquants) against llama-quantize and ggml.
 
 With ../shared/fixtures: llama-quantize's q8_0 / q4_0 files are reproduced byte for byte
 (keys, key order, tensor order, types, data) from the f32 files. Without them:
@@ -18,10 +18,10 @@ import pytest
 import gguf
 from gguf import GGMLQuantizationType as Q
 
-from tinyggml import quantize as qz
+from tinyggml.tools import quantize as qz
 from tinyggml.errors import TinyGGMLError
-from tinyggml.quantize import QTYPES, quantize_file, quantize_tensor, target_type, llama_order
-from tinyggml.testing import write_random_model
+from tinyggml.tools.quantize import QTYPES, quantize_file, quantize_tensor, target_type, llama_order
+from tinyggml.tools.testing import write_random_model
 from conftest import FIXTURES, requires_fixtures
 
 MODELS = FIXTURES / "models"

@@ -7,7 +7,7 @@ import tinyggml
 from conftest import close
 from reference.mamba_np import RefModel
 from tinyggml.backend import set_simd, simd_compiled
-from tinyggml.testing import write_random_model
+from tinyggml.tools.testing import write_random_model
 
 
 # odd sizes on purpose, so SIMD tails and group/head splits are exercised
@@ -159,9 +159,14 @@ def test_sequences_keep_their_states(model_files):
     arrays = [a.ctypes.data for a in m.memory.conv.values()]
     for sid in range(1, 6):
         m.eval(tokens(3, m.n_vocab, sid), seq_id=sid)
-    with pytest.raises(tinyggml.TinyGGMLError, match="all 6 sequence slots are in use.*n_seq_max"):
+    with pytest.raises(tinyggml.TinyGGMLError, match="0 of 6 slots free.*n_seq_max"):
         m.eval([1], seq_id=6)
+    with pytest.raises(tinyggml.TinyGGMLError, match="all 6 sequence slots are in use"):
+        m.memory.seq_slot(6)
     m.reset(3)
+    with pytest.raises(tinyggml.TinyGGMLError, match="2 new sequences, 1 of 6"):
+        m.eval_batch({6: [1], 7: [1]})
+    assert not m.memory.has(6) and not m.memory.has(7)  # nothing taken by the refused batch
     m.eval([1], seq_id=6)                               # the freed slot
     assert [a.ctypes.data for a in m.memory.conv.values()] == arrays     # nothing moved
     got = m.eval([7], seq_id=0)
@@ -221,7 +226,7 @@ def test_q4_k_file_with_q6_k_head_matches_float64_reference(tmp_path, int_gemm):
     to int16 with one scale per 32 values (error up to 2^-16 of the block's largest value per
     element, ~1.5e-5), which the next layers carry: 2e-4 of the scale bounds it with room."""
     from tinyggml.backend import MUL_MAT_PATHS, simd_enabled
-    from tinyggml.quantize import quantize_file
+    from tinyggml.tools.quantize import quantize_file
     from tinyggml.tensor import Q6_K
     src, dst = tmp_path / "m.gguf", tmp_path / "m-q4_k.gguf"
     write_random_model(src, "mamba2", n_embd=256, n_layer=2, d_state=16, head_dim=64,

@@ -1,4 +1,4 @@
-"""tinyggml.testing.write_random_model: same GGUF layout as llama.cpp's converter, and a
+"""tinyggml.tools.testing.write_random_model: same GGUF layout as llama.cpp's converter, and a
 model that the numpy reference runs with realistic, finite numbers."""
 import os
 import sys
@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference.mamba_np import RefModel, open_gguf  # noqa: E402
-from tinyggml.testing import tiny_bpe_vocab, write_random_model  # noqa: E402
+from tinyggml.tools.testing import tiny_bpe_vocab, write_random_model  # noqa: E402
 
 from conftest import FIXTURES, requires_fixtures  # noqa: E402
 

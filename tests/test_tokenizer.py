@@ -20,7 +20,7 @@ import pytest
 from conftest import FIXTURES, requires_fixtures
 from tinyggml import TinyGGMLError
 from tinyggml.gguf_file import GGUFModel
-from tinyggml.testing import rewrite_gguf, tiny_bpe_vocab, write_random_model
+from tinyggml.tools.testing import rewrite_gguf, tiny_bpe_vocab, write_random_model
 from tinyggml.tokenizer import StreamDecoder, Tokenizer, clean_spaces
 
 TOK = FIXTURES / "tokenizers"

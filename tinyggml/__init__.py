@@ -5,8 +5,11 @@
     logits = m.eval([1, 2, 3])
 """
 from .errors import ModelLoadError, TinyGGMLError
+from .options import GraphOptions
+from .prefix_cache import PrefixCache
 from .runtime import Model
 from .tokenizer import StreamDecoder, Tokenizer
 
 __version__ = "0.1.0"
-__all__ = ["Model", "Tokenizer", "StreamDecoder", "TinyGGMLError", "ModelLoadError"]
+__all__ = ["Model", "PrefixCache", "GraphOptions", "Tokenizer", "StreamDecoder", "TinyGGMLError",
+           "ModelLoadError"]

@@ -56,8 +56,9 @@ class Generation:
             m.reset(self.seq_id)
         self.timings.load_ms = getattr(m, "load_ms", 0.0)
         t0 = time.perf_counter()
+        n0 = m.tokens_evaluated
         logits = m.eval(self.prompt_ids, seq_id=self.seq_id, logits="last")[0]
-        self.timings.prompt_tokens = len(self.prompt_ids)
+        self.timings.prompt_tokens = m.tokens_evaluated - n0    # the prefix cache may skip some
         self.timings.prompt_ms = (time.perf_counter() - t0) * 1000
         dec = StreamDecoder(tok, continuation=True)
         self.timings.stop = "length"
@@ -81,17 +82,22 @@ class Generation:
             self.timings.stop = "interrupted"
             self.timings.gen_ms = (time.perf_counter() - t0) * 1000
             raise
+        if m.prefix_cache is not None and self.tokens:
+            m.checkpoint(self.seq_id)      # the next turn of a chat resumes after this reply
         rest = dec.flush()
         if rest:
             yield rest
 
 
-def start(model, prompt: str, max_tokens: int, params: SamplerParams, seq_id: int = 0,
+def start(model, prompt, max_tokens: int, params: SamplerParams, seq_id: int = 0,
           add_bos: bool | None = None) -> Generation:
     if max_tokens < 0:
         raise TinyGGMLError(f"max_tokens must be >= 0, got {max_tokens}")
     params.check()
-    ids = model.tokenize(prompt, add_bos=add_bos)
+    if isinstance(prompt, str):
+        ids = model.tokenize(prompt, add_bos=add_bos)
+    else:                                  # token ids as they are
+        ids = [int(t) for t in model._check_tokens(prompt)]
     if not ids:
         bos = model.tokenizer.bos_id
         if bos is None:

@@ -12,12 +12,15 @@ Defaults per CPU (`tinyggml-cli info` prints the ones in use):
                      float panels (rows widened once per panel), shorter ones on the integer
                      panels (vpmaddwd), where the widening is not amortized
     portable build   int_gemm=False (the integer dots and the scalar tiles)
+TINYGGML_INT_GEMM=0|1 in the environment replaces the CPU's choice (to run one CPU's paths on
+another, e.g. the test suite with the integer panels everywhere, as on AVX-512 VNNI).
 The arithmetic differs between the two sides: the integer paths round each activation to int16
 with one scale per 32 values (relative error up to 2^-16 of the block's largest value), the
 float paths multiply the activations as they are.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 
 SCAN_ALGOS = {"auto": 0, "recurrent": 1, "chunked": 2}
@@ -58,6 +61,11 @@ class GraphOptions:
         if int_gemm_isa is None:
             from .backend import int_gemm_compiled, simd_enabled
             int_gemm_isa = int_gemm_compiled() if simd_enabled() else ""
+            env = os.environ.get("TINYGGML_INT_GEMM", "")
+            if env not in ("", "0", "1"):
+                raise ValueError(f"TINYGGML_INT_GEMM must be 0 or 1, got {env!r}")
+            if env:
+                return replace(cls(int_gemm=env == "1"), **overrides)
         return replace(cls(int_gemm=int_gemm_isa == "AVX-512 VNNI"), **overrides)
 
     def mm_kblock(self, K: int, N: int) -> int:

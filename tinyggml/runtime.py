@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from .graph import Graph
 from .memory import Memory
 from .models.common import GraphContext, HParams
 from .options import GraphOptions
+from .state_file import Entry, decode, encode, model_fingerprint
 from .tensor import Tensor
 
 
@@ -59,6 +60,14 @@ class _Compiled:
     logits: Tensor            # {n_vocab, n_out}
 
 
+@dataclass
+class _Seq:
+    """What the model keeps of a sequence beside its memory slot."""
+    tokens: list = field(default_factory=list)       # its history: every token evaluated
+    logits: np.ndarray | None = None                  # after the last token, when computed
+    snapshots: list = field(default_factory=list)     # state_file.Entry, ascending length
+
+
 def build_graph(arch, hp: HParams, weights: dict, memory: Memory, opts: GraphOptions,
                 n_tokens: int, n_out: int | None = None, keep: tuple = ()) -> Graph:
     """Record the forward graph of one ubatch of `n_tokens` tokens, with logits for `n_out`
@@ -83,11 +92,13 @@ class Model:
 
     def __init__(self, path: str, n_threads: int | None = None, n_ubatch: int = 512,
                  scan: str = "auto", ssd_chunk: int | None = None, int_gemm: bool | None = None,
-                 n_seq_max: int = 8, options: GraphOptions | None = None):
+                 n_seq_max: int = 8, options: GraphOptions | None = None,
+                 snapshot_every: int = 256, max_snapshots: int = 8, prefix_cache=None):
         """n_seq_max: sequences that can hold state at once (slots are allocated up front,
         zeroed lazily by the OS: untouched slots cost no memory). scan / ssd_chunk / int_gemm
         override the graph options, whose default is the CPU's (GraphOptions.for_cpu), or
-        `options` replaces them whole."""
+        `options` replaces them whole. snapshot_every (0: none) and max_snapshots: the states
+        kept per sequence for rollback(). prefix_cache: a PrefixCache to resume prompts from."""
         t0 = time.perf_counter()
         try:
             over = {k: v for k, v in (("scan", scan), ("ssd_chunk", ssd_chunk),
@@ -115,8 +126,17 @@ class Model:
                   f"dequantized at load ({', '.join(kinds)}): {extra / 2**20:.1f} MiB of extra "
                   f"memory", file=sys.stderr)
         self.memory: Memory = self.arch_module.make_memory(self.hparams, n_seq_max)
+        if snapshot_every < 0 or max_snapshots < 0:
+            raise TinyGGMLError("snapshot_every and max_snapshots must be >= 0")
+        self.snapshot_every, self.max_snapshots = int(snapshot_every), int(max_snapshots)
         self._compiled: dict[tuple, _Compiled] = {}
         self._tokenizer = None
+        self._seqs: dict[int, _Seq] = {}
+        self._fingerprint: bytes | None = None
+        self._prefix_cache = None
+        self.tokens_evaluated = 0          # tokens run through the graphs, all sequences
+        self.rollback_reevaluated: list[int] = []     # tokens each rollback() evaluated again
+        self.prefix_cache = prefix_cache
         self.load_ms = (time.perf_counter() - t0) * 1000
 
     @property
@@ -155,11 +175,12 @@ class Model:
     def detokenize(self, ids) -> str:
         return self.tokenizer.detokenize(ids)
 
-    def generate(self, prompt: str, max_tokens: int = 128, temperature: float = 0.8,
+    def generate(self, prompt, max_tokens: int = 128, temperature: float = 0.8,
                  top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
                  repeat_penalty: float = 1.0, seed: int | None = None, stream: bool = False,
                  seq_id: int = 0):
-        """Generate up to max_tokens after `prompt` (sequence `seq_id` starts fresh). Returns the
+        """Generate up to max_tokens after `prompt` (text, or a list of token ids; sequence
+        `seq_id` starts fresh, or from the longest prefix in the prefix cache). Returns the
         text, or with stream=True an iterator of text pieces. temperature 0 is greedy."""
         from .generate import start
         from .sampling import SamplerParams
@@ -219,36 +240,64 @@ class Model:
     def eval_batch(self, batch: dict, logits: str = "all") -> dict:
         """{seq_id: tokens} -> {seq_id: logits}. Sequences of any lengths are evaluated
         together: one graph run per ubatch of up to n_ubatch tokens. logits="last" returns
-        [1, n_vocab] per sequence (the last token's) and skips the LM head elsewhere."""
+        [1, n_vocab] per sequence (the last token's) and skips the LM head elsewhere; then a
+        sequence with no state resumes from the longest prefix of its tokens in the prefix
+        cache, if one is attached (a whole prompt found there costs no evaluation).
+
+        Snapshots of a sequence's state are taken when it reaches a multiple of
+        snapshot_every tokens and at the end of a call that gave it 2 tokens or more (a
+        piece of a ubatch ends at each such point): rollback() restores them."""
         if not isinstance(batch, dict):
             raise TinyGGMLError("eval_batch takes a dict {seq_id: tokens}")
         if logits not in ("all", "last"):
             raise TinyGGMLError(f"logits must be 'all' or 'last', got {logits!r}")
         toks = {sid: self._check_tokens(t) for sid, t in batch.items()}
+        new = [sid for sid in toks if not self.memory.has(sid)]
+        free = self.n_seq_max - len(self.memory.slot_of)
+        if len(new) > free:              # refused before any slot is taken
+            raise TinyGGMLError(f"{len(new)} new sequences, {free} of {self.n_seq_max} slots free: "
+                                f"reset finished sequences, or build the model with a larger "
+                                f"n_seq_max")
         for sid in toks:
             self.memory.seq_slot(sid)                  # every sequence has a slot before a run
+            self._seqs.setdefault(int(sid), _Seq())
         last = logits == "last"
         out = {sid: np.empty((min(len(t), 1) if last else len(t), self.n_vocab), np.float32)
                for sid, t in toks.items()}
         done = {sid: 0 for sid in toks}
+        if last and self._prefix_cache is not None:
+            for sid, t in toks.items():
+                if len(t) and not self._seqs[int(sid)].tokens:
+                    done[sid] = self._resume(int(sid), t)
+                    if done[sid] == len(t):                # the whole prompt was cached
+                        out[sid][0] = self._seqs[int(sid)].logits
         while True:
-            # fill one ubatch: each pending sequence contributes its next piece
+            # fill one ubatch: each pending sequence contributes its next piece, which ends at
+            # the sequence's next snapshot point
             parts, budget = [], self.n_ubatch
             for sid, t in toks.items():
                 n = min(len(t) - done[sid], budget)
+                if n > 0 and self.snapshot_every:
+                    past = len(self._seqs[int(sid)].tokens)
+                    n = min(n, self.snapshot_every - past % self.snapshot_every)
                 if n > 0:
                     parts.append((sid, done[sid], n))
                     budget -= n
             if not parts:
                 return out
             n_tokens = sum(n for _, _, n in parts)
-            # rows that need logits: every row, or each sequence's final token
-            rows, pos = [], 0
+            # rows that need logits: every row, or each sequence's final token and the ends of
+            # pieces that will be snapshotted (a snapshot keeps the logits after its last token)
+            rows, pos, snap = [], 0, []
             for sid, start, n in parts:
+                end = start + n == len(toks[sid])
+                at = len(self._seqs[int(sid)].tokens) + n
+                take = (self.snapshot_every and at % self.snapshot_every == 0) or (end and len(toks[sid]) > 1)
+                snap.append(take)
                 if not last:
                     rows.extend((sid, start + i, pos + i) for i in range(n))
-                elif start + n == len(toks[sid]):
-                    rows.append((sid, 0, pos + n - 1))
+                elif end or take:
+                    rows.append((sid, 0 if end else -1, pos + n - 1))
                 pos += n
             c = self.compiled(n_tokens, len(rows))
             pos, info = 0, []
@@ -259,18 +308,27 @@ class Model:
             if "out_ids" in c.inputs:
                 c.inputs["out_ids"][:] = [r for _, _, r in rows]
             self._run(c, info)
-            if rows:
-                lg = c.plan.numpy(c.logits).reshape(len(rows), self.n_vocab)   # arena view
-                if not last:          # rows are all tokens in order: copy per part
-                    pos = 0
-                    for sid, start, n in parts:
-                        out[sid][start:start + n] = lg[pos:pos + n]
-                        pos += n
-                else:
-                    for j, (sid, dst, _) in enumerate(rows):
-                        out[sid][dst] = lg[j]
-            for sid, start, n in parts:
+            self.tokens_evaluated += n_tokens
+            lg = c.plan.numpy(c.logits).reshape(len(rows), self.n_vocab) if rows else None  # arena view
+            if rows and not last:          # rows are all tokens in order: copy per part
+                pos = 0
+                for sid, start, n in parts:
+                    out[sid][start:start + n] = lg[pos:pos + n]
+                    pos += n
+            row_of_part_end = {}
+            for j, (sid, dst, r) in enumerate(rows):
+                if last and dst >= 0:
+                    out[sid][dst] = lg[j]
+                row_of_part_end[r] = j
+            pos = 0
+            for (sid, start, n), take in zip(parts, snap):
+                seq = self._seqs[int(sid)]
+                seq.tokens.extend(int(x) for x in toks[sid][start:start + n])
+                seq.logits = lg[row_of_part_end[pos + n - 1]].copy() if pos + n - 1 in row_of_part_end else None
+                if take:
+                    self._snapshot(int(sid))
                 done[sid] += n
+                pos += n
 
     def eval_hidden(self, tokens, seq_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Like eval, in one ubatch, also returning the residual stream [n_layer+1, T, n_embd]:
@@ -281,10 +339,157 @@ class Model:
         c = self.compiled(len(toks), len(toks), names)
         c.inputs["tokens"][:] = toks
         self._run(c, [(slot, 0, len(toks))])
+        self.tokens_evaluated += len(toks)
         T, d = len(toks), self.hparams.n_embd
         hidden = np.stack([c.plan.numpy(c.graph.outputs[n]).reshape(T, d) for n in names])
-        return c.plan.numpy(c.logits).reshape(T, self.n_vocab).copy(), hidden
+        lg = c.plan.numpy(c.logits).reshape(T, self.n_vocab).copy()
+        seq = self._seqs.setdefault(int(seq_id), _Seq())
+        seq.tokens.extend(int(x) for x in toks)
+        seq.logits = lg[-1].copy() if T else seq.logits
+        return lg, hidden
 
     def reset(self, seq_id: int | None = None):
         """Clear the state of one sequence (its slot is freed), or of all."""
         self.memory.clear(seq_id)
+        if seq_id is None:
+            self._seqs.clear()
+        else:
+            self._seqs.pop(int(seq_id), None)
+
+    # ---- sequences: history, snapshots, saving, copying, rollback -----------------------------
+    def n_past(self, seq_id: int) -> int:
+        """Tokens sequence `seq_id` has consumed (0 for one never run or reset)."""
+        s = self._seqs.get(int(seq_id))
+        return len(s.tokens) if s else 0
+
+    def tokens(self, seq_id: int) -> list:
+        """The token history of `seq_id`."""
+        s = self._seqs.get(int(seq_id))
+        return list(s.tokens) if s else []
+
+    def last_logits(self, seq_id: int) -> np.ndarray | None:
+        """The logits after the sequence's last token, when they were computed."""
+        s = self._seqs.get(int(seq_id))
+        return None if s is None or s.logits is None else s.logits.copy()
+
+    @property
+    def fingerprint(self) -> bytes:
+        """SHA-256 identifying this model for saved states (state_file.model_fingerprint)."""
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self)
+        return self._fingerprint
+
+    @property
+    def prefix_cache(self):
+        return self._prefix_cache
+
+    @prefix_cache.setter
+    def prefix_cache(self, cache):
+        if cache is not None:
+            if cache.fingerprint is None:
+                cache.fingerprint = self.fingerprint
+            elif cache.fingerprint != self.fingerprint:
+                raise TinyGGMLError("this prefix cache holds states of another model")
+        self._prefix_cache = cache
+
+    def _entry(self, seq_id: int) -> Entry:
+        s = self._seqs[seq_id]
+        return Entry(np.array(s.tokens, np.int32), self.memory.seq_save(seq_id),
+                     None if s.logits is None else s.logits.copy())
+
+    def _snapshot(self, seq_id: int) -> Entry:
+        """Keep the sequence's state now (for rollback, and in the prefix cache)."""
+        s = self._seqs[seq_id]
+        if s.snapshots and len(s.snapshots[-1].tokens) == len(s.tokens):
+            e = s.snapshots[-1]
+            if e.logits is None and s.logits is not None:
+                e.logits = s.logits.copy()
+        else:
+            e = self._entry(seq_id)
+            s.snapshots.append(e)
+            if len(s.snapshots) > self.max_snapshots:
+                del s.snapshots[0]                 # the oldest goes: rollbacks are usually recent
+        if self._prefix_cache is not None and e.logits is not None and len(e.tokens):
+            self._prefix_cache.put(e)
+        return e
+
+    def checkpoint(self, seq_id: int) -> Entry:
+        """Snapshot the sequence where it is now (generate() does it after a reply, so that the
+        next turn of a chat resumes there) and return it."""
+        if int(seq_id) not in self._seqs:
+            raise TinyGGMLError(f"sequence {seq_id} has no state")
+        return self._snapshot(int(seq_id))
+
+    def _resume(self, seq_id: int, toks: np.ndarray) -> int:
+        """Load the longest cached prefix of `toks` into the (empty) sequence; its length."""
+        e = self._prefix_cache.longest(toks)
+        if e is None or e.logits is None:
+            return 0
+        self.memory.seq_load(seq_id, e.state)
+        self._seqs[seq_id] = _Seq(e.tokens.tolist(), e.logits.copy(), [e])
+        return len(e.tokens)
+
+    def state_save(self, seq_id: int) -> bytes:
+        """The sequence's state and token history (and last logits) as bytes (state_file.py):
+        state_load on a Model of the same file continues exactly as this one would."""
+        seq_id = int(seq_id)
+        if seq_id not in self._seqs:
+            raise TinyGGMLError(f"sequence {seq_id} has no state to save")
+        return encode(self.fingerprint, [self._entry(seq_id)])
+
+    def state_load(self, seq_id: int, blob: bytes):
+        """Set sequence `seq_id` from state_save bytes. A blob of another model or format
+        version, truncated or corrupted is refused (TinyGGMLError naming what does not match)
+        and the sequence is left as it was."""
+        entries = decode(blob, self.fingerprint, self.memory.bytes_per_sequence, self.n_vocab)
+        if len(entries) != 1:
+            raise TinyGGMLError(f"state: {len(entries)} entries, a sequence's state has 1")
+        e = entries[0]
+        self.memory.seq_load(seq_id, e.state)          # refuses (no free slot) before writing
+        self._seqs[int(seq_id)] = _Seq(e.tokens.tolist(), e.logits, [])
+
+    def seq_copy(self, src: int, dst: int):
+        """Sequence `dst` becomes a copy of `src`: both continue exactly alike (forks,
+        n-best sampling, beam search)."""
+        src, dst = int(src), int(dst)
+        if src not in self._seqs:
+            raise TinyGGMLError(f"seq_copy: sequence {src} has no state")
+        if src == dst:
+            return
+        self.memory.seq_copy(src, dst)
+        s = self._seqs[src]
+        self._seqs[dst] = _Seq(list(s.tokens), None if s.logits is None else s.logits.copy(),
+                               list(s.snapshots))
+
+    def rollback(self, seq_id: int, n_past: int) -> int:
+        """Make the sequence exactly as if only its first n_past tokens had been evaluated:
+        restore the nearest snapshot at or before n_past (the sequence's own, or a deeper one in
+        the prefix cache) and evaluate the tokens after it again. Returns how many."""
+        seq_id = int(seq_id)
+        s = self._seqs.get(seq_id)
+        have = len(s.tokens) if s else 0
+        if not 0 <= n_past <= have:
+            raise TinyGGMLError(f"rollback to {n_past}: sequence {seq_id} has {have} tokens")
+        if n_past == have:
+            return 0
+        target = s.tokens[:n_past]
+        snaps = [e for e in s.snapshots if len(e.tokens) <= n_past]
+        base = snaps[-1] if snaps else None
+        if self._prefix_cache is not None:
+            e = self._prefix_cache.longest(target)
+            if e is not None and (base is None or len(e.tokens) > len(base.tokens)):
+                base = e
+        self.memory.clear(seq_id)
+        if base is None:
+            self._seqs[seq_id] = _Seq([], None, [])
+        else:
+            self.memory.seq_load(seq_id, base.state)
+            self._seqs[seq_id] = _Seq(base.tokens.tolist(),
+                                      None if base.logits is None else base.logits.copy(), snaps)
+        rest = target[len(self._seqs[seq_id].tokens):]
+        if rest:
+            self.eval(rest, seq_id, logits="last")
+        else:
+            self.memory.seq_slot(seq_id)
+        self.rollback_reevaluated.append(len(rest))
+        return len(rest)

@@ -15,7 +15,7 @@ import numpy as np
 from tinyggml import ops
 from tinyggml.backend import Plan
 from tinyggml.graph import Graph
-from tinyggml.quantize import QTYPES, quantize_tensor
+from tinyggml.tools.quantize import QTYPES, quantize_tensor
 from tinyggml.tensor import F32, INPUT, NP_DTYPE, leaf
 
 

@@ -73,8 +73,8 @@ def paths(path: str, quantized: bool) -> dict:
 
 
 def models(tmp: str) -> list:
-    from tinyggml.make_model import PRESETS  # noqa: F401  (presence check only)
-    from tinyggml.testing import write_random_model
+    from tinyggml.tools.make_model import PRESETS  # noqa: F401  (presence check only)
+    from tinyggml.tools.testing import write_random_model
     found = []
     if os.path.isdir(os.path.join(FIXTURES, "models")):
         for f in sorted(os.listdir(os.path.join(FIXTURES, "models"))):
@@ -91,7 +91,7 @@ def models(tmp: str) -> list:
             found.append((f"random-{arch}-{wtype}", p, False))
     # quantized random models through the project's own quantizer
     try:
-        from tinyggml.quantize import quantize_file as qfile
+        from tinyggml.tools.quantize import quantize_file as qfile
     except ImportError:
         from tinyggml.tools.quantize import quantize_file as qfile
     for arch in ("mamba", "mamba2"):

@@ -6,7 +6,7 @@ runtime and the graph tool without downloading anything).
 """
 import argparse
 
-from tinyggml.testing import write_random_model
+from tinyggml.tools.testing import write_random_model
 
 
 def main():

@@ -111,7 +111,7 @@ def perplexity_torch(model, tokens: np.ndarray, ctx: int, bos: int) -> tuple[flo
 
 def to_gguf(a):
     """Convert the saved checkpoint with tinyggml's converter; copy the stats next to it."""
-    from tinyggml.convert import convert
+    from tinyggml.tools.convert import convert
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     convert(os.path.join(a.work, "hf"), a.out, outtype="f32", name="tinyggml-demo-shakespeare-mamba2")
     with open(os.path.join(a.work, "stats.json")) as f:

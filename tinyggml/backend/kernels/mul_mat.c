@@ -153,10 +153,10 @@ static void tg_mul_mat_panels(const tg_params *p, tg_tensor *dst, int64_t ir0, i
 // twin of tg_mul_mat_panels. 16 weight rows are unpacked to int16 and packed pair-interleaved,
 // Wq[k/2][row][2], so one multiply-add step takes 8 rows times 2 activation values (one
 // broadcast int32 holding q[k], q[k+1]) into 8 int32 lanes: 16 multiply-adds per instruction
-// (VNNI vpdpwssd) or per vpmaddwd + vpaddd pair (AVX2), against an FMA's 8. On Zen 3 the AVX2
-// tile is bound by its loads and measured slower than the float panels on wide batches, so
-// batches of 48 or more take the float panels there (ops.QUANT_INT_GEMM, QUANT_GEMM_MIN_ROWS,
-// BENCHMARKS.md); batches of 6-47 still come here. Per scale group (16 or 32 values) the exact
+// (VNNI vpdpwssd) or per vpmaddwd + vpaddd pair (AVX2), against an FMA's 8. The AVX2 tile is
+// bound by its loads, so which batches come here is a graph option (GraphOptions.int_gemm,
+// int_gemm_min_cols; the per-CPU defaults are in tinyggml/options.py). Per scale group (16 or
+// 32 values) the exact
 // integer sums are scaled by the rows' weight scales times the column's activation scale into
 // float accumulators; the min term of Q4_1/Q5_1/Q2_K/Q4_K/Q5_K is
 // subtracted per 16 values (mins times the activation half sums, as in tg_dot_unpacked_qact;
@@ -199,7 +199,7 @@ static inline __attribute__((always_inline)) void tg_qpanel_tile(
         }
 #else
         // two pairs at a time, their products added before they meet the accumulator (one
-        // vpaddd chain step per two vpmaddwd: 40 vs 34 G multiply-adds/s per core on Zen 3)
+        // vpaddd chain step per two vpmaddwd: a shorter dependency chain)
         #pragma GCC unroll 8
         for (int64_t kp = k0 / 2; kp < (k0 + G) / 2; kp += 2) {
             const __m256i w0 = _mm256_load_si256((const __m256i *)(Wq + kp * 32));
@@ -402,8 +402,7 @@ static inline void tg_dot4x3_f32(int64_t K, const float *const a[4], const float
 // rows read in place and widened in registers, 8 accumulators of 8 lanes; the packed panels
 // pay a widening and pack of 16 rows per panel that so few columns do not repay. The two rows
 // of a pass come from the two halves of the thread's rows (two read streams, as the decode dots
-// read four). F32 rows stay on the panels, which read them in place too and measured faster
-// (docs/benchmark-log.md). Each output is one 8-lane sum over k, then a horizontal sum and a
+// read four). F32 rows stay on the panels, which read them in place too and are faster there. Each output is one 8-lane sum over k, then a horizontal sum and a
 // scalar tail, whatever rows and columns it is grouped with (a lone last row or partial column
 // group repeats its last one), so results do not depend on the tiling.
 #define MM_SMALL_N 10

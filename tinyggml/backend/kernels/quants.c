@@ -383,7 +383,7 @@ float tg_dot_q6_k_kact(int64_t K, const void *row, const uint8_t *act) {
     return sum;
 }
 
-// four Q6_K rows x one QACT_K row, side by side (4 read streams: ops.c); bit for bit the one-row dot
+// four Q6_K rows x one QACT_K row, side by side (4 read streams: mul_mat.c); bit for bit the one-row dot
 void tg_dot4_q6_k_kact(int64_t K, const void *const rows[4], const uint8_t *act, float out[4]) {
 #ifdef TG_AVX2
     if (TG_USE_SIMD) {
@@ -497,10 +497,9 @@ static inline __attribute__((always_inline)) __m256 q4_0_scales8(const uint8_t *
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
 }
 
-// software prefetch 1 KiB ahead: decoding a 7B model streams GBs of rows from DRAM, where it
-// measured +12% (Mamba-Codestral-7B Q4_0 tg 5.6 -> 6.3 t/s, Zen 4). Non-temporal hint: the rows
-// are read once per token (Zen 3, tg128 medians of 3 A/B pairs: mamba2-130m Q4_0 104 -> 112,
-// Q4_K 93 -> 107 t/s; Codestral-7B Q4_0 3.4 -> 3.3 t/s, medians of 4 pairs, within noise).
+// software prefetch 1 KiB ahead: decoding a large model streams its rows from DRAM, where the
+// hardware prefetcher alone leaves bandwidth unused. Non-temporal hint: the rows are read once
+// per token and should not push the activations and states out of the caches.
 static inline __attribute__((always_inline)) void q4_0_prefetch(const uint8_t *b) {
     _mm_prefetch((const char *)(b + 1024), _MM_HINT_NTA);
     _mm_prefetch((const char *)(b + 1088), _MM_HINT_NTA);
@@ -565,7 +564,7 @@ float tg_dot_q4_0_qact(int64_t K, const void *row, const uint8_t *act) {
     return q4_0_tail(b, act, K, c, sum);
 }
 
-// four Q4_0 rows x one QACT row, the rows read side by side (4 read streams: ops.c decode);
+// four Q4_0 rows x one QACT row, the rows read side by side (4 read streams: mul_mat.c decode);
 // out[r] equals tg_dot_q4_0_qact(K, rows[r], act) bit for bit
 void tg_dot4_q4_0_qact(int64_t K, const void *const rows[4], const uint8_t *act, float out[4]) {
     float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -639,7 +638,7 @@ float tg_dot_q8_0_qact(int64_t K, const void *row, const uint8_t *act) {
     return sum;
 }
 
-// four Q8_0 rows x one QACT row, side by side (4 read streams: ops.c); bit for bit the one-row dot
+// four Q8_0 rows x one QACT row, side by side (4 read streams: mul_mat.c); bit for bit the one-row dot
 void tg_dot4_q8_0_qact(int64_t K, const void *const rows[4], const uint8_t *act, float out[4]) {
 #ifdef TG_AVX2
     if (TG_USE_SIMD) {
@@ -730,7 +729,7 @@ float tg_dot_q4_k_qact(int64_t K, const void *row, const uint8_t *act) {
     return tg_hsum256(acc) - tg_hsum256(macc);
 }
 
-// four Q4_K rows side by side (4 read streams: ops.c) times n QACT columns (1 or 2):
+// four Q4_K rows side by side (4 read streams: mul_mat.c) times n QACT columns (1 or 2):
 // out[n r + a] = row r times column a, each bit for bit the one-row dot
 static inline __attribute__((always_inline)) void q4_k_rows4_n(int64_t K, const void *const rows[4],
                                                               const uint8_t *const *act, int n, float *out) {
@@ -840,10 +839,6 @@ const tg_type_traits *tg_get_type_traits(int type) {
     return NULL;
 }
 
-int tg_is_quantized(int type) {
-    const tg_type_traits *tt = tg_get_type_traits(type);
-    return tt != NULL && tt->is_quantized;
-}
 
 int tg_type_info(int type, const char **name, int64_t *blck_size, int64_t *type_size,
                  int *is_quantized) {

@@ -35,7 +35,6 @@ typedef struct tg_type_traits {
 } tg_type_traits;
 
 const tg_type_traits *tg_get_type_traits(int type);   // NULL for a type the kernels do not read
-int tg_is_quantized(int type);
 int64_t tg_row_bytes(int type, int64_t n);   // bytes of n values (F32, F16, BF16; quantized: n % block == 0)
 // K values of a quantized row -> int8 w[K], float sc[K/16], float mn[K/16]
 void tg_unpack_row(int type, const void *row, int64_t K, int8_t *w, float *sc, float *mn);

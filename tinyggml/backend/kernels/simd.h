@@ -167,10 +167,8 @@ static inline float tg_dot_f32(int64_t n, const float *x, const float *y) {
 
 // Decode rows (matrix x vector, F32 or F16 rows): tg_dot_rows4_* takes 4 rows at once, which the
 // caller picks far apart (a quarter of a thread's rows), so each core runs 4 read streams
-// instead of 1. One stream per core leaves DRAM bandwidth unused on this kind of machine:
-// 65536 x 768 F16 x vector, 2 threads, 16.4-17.8 -> 21.7-26.4 GB/s with 4 streams per thread
-// (F32 14.9-16.7 -> 19.6-20.9); 4 adjacent rows, or 4 streams taken row by row in turn, measured
-// no faster. A row's arithmetic is the same in both functions (2 accumulators over 16 values a
+// instead of 1: one stream per core leaves DRAM bandwidth unused (docs/benchmark-log.md has the
+// figures). A row's arithmetic is the same in both functions (2 accumulators over 16 values a
 // step, one 8-value step, the horizontal sum, a scalar tail), so its result does not depend on
 // which rows it is computed with or on the thread count.
 #define TG_DEF_DOT_ROWS(SUF, T, LOAD_X, TO_F32)                                                \

@@ -47,7 +47,7 @@ void tg_ssm_conv(const tg_params *p, tg_tensor *dst) {
             float *d = (float *)at(dst, 0, t0, 0, 0);
             const float *xt = (const float *)at(x, 0, t0, 0, 0);
             // d_conv 4 (every Mamba model) as a constant: the loops unroll, the state stays in
-            // registers (0.28 -> 0.13 ms per token, mamba2-130m decode, 24 layers)
+            // registers
             if (dc == 4) tg_conv_decode_channels(w, bias, xt, state, d, c0, c1, 4);
             else tg_conv_decode_channels(w, bias, xt, state, d, c0, c1, dc);
             if (silu) {
@@ -122,10 +122,9 @@ void tg_ssm_conv(const tg_params *p, tg_tensor *dst) {
 // Mamba-1 on the state's own layout, [channel][n] (d_state a multiple of 8): per token,
 // softplus of the block's 8 dt at once, then per channel d_state/8 vectors of exp(dt*A[c])
 // and the state update in place; the 8 channels' output sums are reduced together. Nothing is
-// transposed, so a decode step reads and writes each state once (mamba-130m Q4_0 decode, 24
-// layers of 1536 channels, d_state 16, 2 threads: 1.5 -> 0.6-1.0 ms per token in profiles of
-// separate runs). Prompts of 8 tokens or more keep the transposed form below, which reloads
-// nothing per token (mamba-130m pp512 scan: 198 ms there, 229 ms here).
+// transposed, so a decode step reads and writes each state once. Prompts of 8 tokens or more
+// keep the transposed form below, which reloads nothing per token (faster there:
+// docs/benchmark-log.md).
 static void tg_scan_m1_direct(const tg_tensor *dst, int64_t slot, int64_t t0, int64_t len,
                               int64_t c0, int64_t nc) {
     const tg_tensor *st = dst->src[0], *x = dst->src[1], *dt = dst->src[2], *A = dst->src[3];
@@ -328,7 +327,7 @@ static void tg_scan_head_recurrent(const tg_tensor *dst, float *state, int64_t t
 // Four heads with scalar A over one sequence, token by token, side by side: each head's
 // arithmetic is tg_scan_head_recurrent's SIMD path in the same order (bit for bit), but the n
 // loop updates a row of all four states, so a thread reads and writes four streams at once
-// instead of one (one stream per core is latency-bound: BENCHMARKS.md, session 9). Needs
+// instead of one (one stream per core is latency-bound, as simd.h's decode rows). Needs
 // d_state and head_dim multiples of 8. state[k]: head h[k]'s [hd][ds].
 static void tg_scan_heads4_recurrent(const tg_tensor *dst, float *const state[4], int64_t t0,
                                      int64_t len, const int64_t h[4]) {

@@ -28,7 +28,7 @@ EOT = "<|endoftext|>"
 def _byte_symbols():
     """GPT-2's byte-level alphabet in code-point order: printable bytes first (they map to
     themselves), then the others, mapped to U+0100 and up (the tokenizer owns the table)."""
-    from .tokenizer import _byte_decoder
+    from ..tokenizer import _byte_decoder
     return sorted(_byte_decoder())
 
 

@@ -46,7 +46,7 @@ import numpy as np
 import gguf
 
 from .convert_vocab import load_vocab
-from .errors import TinyGGMLError
+from ..errors import TinyGGMLError
 
 Q = gguf.GGMLQuantizationType
 OUTTYPES = {    # outtype -> (general.file_type, type of the big 2-D weights)

@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 import gguf
 
-from .errors import TinyGGMLError
-from .gguf_file import GGUFModel
+from ..errors import TinyGGMLError
+from ..gguf_file import GGUFModel
 from .kquants import QUANTIZERS as KQUANTIZERS
 
 Q = gguf.GGMLQuantizationType

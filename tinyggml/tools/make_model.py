@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import TinyGGMLError
+from ..errors import TinyGGMLError
+from .quantize import QTYPES
 
 PRESETS = {
     # fixture-sized models (../shared/fixtures) for smoke tests
@@ -32,8 +33,8 @@ PRESETS = {
     "mamba-codestral-7b": dict(arch="mamba2", n_embd=4096, n_layer=64, d_state=128, head_dim=64,
                                n_group=8, n_vocab=32768, tied=False),
 }
-TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k",
-         "q5_k", "q6_k")
+# the types tinyggml writes: f32 first, then the quantizer's table (tools/quantize.py QTYPES)
+TYPES = ("f32",) + tuple(t for t in QTYPES if t != "f32")
 
 
 def _sizes(cfg: dict):

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 
-from .errors import TinyGGMLError
+from ..errors import TinyGGMLError
 
 
 DEMO_MODEL = "shakespeare-mamba2.gguf"
@@ -36,12 +36,12 @@ def default_model() -> str:
             return str(p)
     except (ImportError, ModuleNotFoundError, TypeError):
         pass
-    here = os.path.dirname(os.path.abspath(__file__))
-    return os.path.join(os.path.dirname(here), "models", DEMO_MODEL)
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))     # tinyggml/
+    return os.path.join(os.path.dirname(package), "models", DEMO_MODEL)
 
 
 def _model(path: str, n_threads: int | None = 1, scan: str = "auto", n_seq_max: int = 8):
-    from .runtime import Model
+    from ..runtime import Model
     return Model(path, n_threads=n_threads, scan=scan, n_seq_max=n_seq_max)
 
 
@@ -57,7 +57,7 @@ def _read_text(path: str) -> str:
 
 # ---- run ------------------------------------------------------------------------------------
 def _sampler_params(args):
-    from .sampling import SamplerParams
+    from ..sampling import SamplerParams
     return SamplerParams(temperature=args.temp, top_k=args.top_k, top_p=args.top_p,
                          min_p=args.min_p, repeat_penalty=args.repeat_penalty,
                          penalty_last_n=args.repeat_last_n, seed=args.seed)
@@ -70,7 +70,7 @@ def _stream(gen, out) -> None:
 
 
 def cmd_run(args) -> int:
-    from .generate import Timings, start
+    from ..generate import Timings, start
     prompt = args.prompt if args.prompt is not None else _read_text(args.file)
     m = _model(args.model, args.threads)
     params = _sampler_params(args)
@@ -101,7 +101,7 @@ def cmd_run(args) -> int:
 def _interactive(m, params, n, timings, out) -> int:
     """Read a line, continue the same sequence with it, generate; Ctrl-C stops a reply,
     Ctrl-D (end of input) ends the session."""
-    from .generate import Generation
+    from ..generate import Generation
     first = True
     while True:
         try:
@@ -124,7 +124,7 @@ def _interactive(m, params, n, timings, out) -> int:
 
 
 def _print_timings(m, timings) -> None:
-    from .generate import Timings
+    from ..generate import Timings
     total = Timings(load_ms=m.load_ms)
     for t in timings:
         total.prompt_tokens += t.prompt_tokens
@@ -167,7 +167,7 @@ def cmd_perplexity(args) -> int:
 
 # ---- info -----------------------------------------------------------------------------------
 def cmd_info(args) -> int:
-    from .gguf_file import _type_name
+    from ..gguf_file import _type_name
     m = _model(args.model)
     f, hp = m.file, m.hparams
     out = [f"file: {m.path} ({os.path.getsize(m.path)} bytes)",
@@ -180,7 +180,7 @@ def cmd_info(args) -> int:
     out.append(f"tokenizer: {f.value('tokenizer.ggml.model') or '-'} "
                f"(pre: {f.value('tokenizer.ggml.pre') or '-'})")
     out.append(f"state bytes per sequence: {m.state_bytes_per_sequence}")
-    from .backend import describe
+    from ..backend import describe
     out.append(f"backend: {describe(m.options)}")
     out.append(f"tensors: {len(f.tensors)}")
     total = 0
@@ -249,7 +249,7 @@ def cmd_convert(args) -> int:
 
 # ---- graph ----------------------------------------------------------------------------------
 def cmd_graph(args) -> int:
-    from .alloc import plan_memory
+    from ..alloc import plan_memory
     if args.tokens < 1 or args.seqs < 1 or args.seqs > args.tokens:
         raise TinyGGMLError(f"need 1 <= --seqs <= --tokens (got --tokens {args.tokens} --seqs {args.seqs})")
     m = _model(args.model, n_seq_max=args.seqs)
@@ -355,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("input", help="source .gguf (F32, F16 or BF16 weights)")
     s.add_argument("output", help="destination .gguf")
     s.add_argument("type", choices=[t for t in TYPES if t != "f32"] + ["f32"], metavar="TYPE",
-                   help="q8_0 | q4_0 | q4_1 | q5_0 | q5_1 | q2_k | q3_k | q4_k | q5_k | q6_k | f16 | bf16 | f32")
+                   help=" | ".join([t for t in TYPES if t != "f32"] + ["f32"]))
     s.add_argument("-t", "--threads", type=int, default=None, help="threads (default: all cores)")
     s.add_argument("--allow-requantize", action="store_true",
                    help="allow re-quantizing already quantized tensors (loses precision)")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import gguf
 
-from .errors import TinyGGMLError
+from ..errors import TinyGGMLError
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = (int(t) for t in gguf.TokenType)
 SPM_FILES = ("tokenizer.model", "tokenizer.model.v3")

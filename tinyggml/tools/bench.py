@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .backend import describe
+from ..backend import describe
 
 
 @dataclass

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import TinyGGMLError
+from ..errors import TinyGGMLError
 
 
 @dataclass
