@@ -100,11 +100,19 @@ class Memory(ABC):
 
     def seq_save(self, seq_id: int) -> bytes:
         """The sequence's slot as bytes_per_sequence raw bytes (zeros for a sequence never run)."""
+        return self.seq_state(seq_id).tobytes()
+
+    def seq_state(self, seq_id: int) -> np.ndarray:
+        """seq_save's bytes as a uint8 array, copied in one pass (snapshots keep these)."""
         seq_id = _seq_id(seq_id)
-        if seq_id not in self.slot_of:
-            return bytes(self.bytes_per_sequence)
-        s = self.slot_of[seq_id]
-        return b"".join(a[s].tobytes() for a in self._arrays())
+        out = np.zeros(self.bytes_per_sequence, np.uint8)
+        if seq_id in self.slot_of:
+            s, off = self.slot_of[seq_id], 0
+            for a in self._arrays():
+                n = a[s].nbytes
+                out[off:off + n] = a[s].reshape(-1).view(np.uint8)
+                off += n
+        return out
 
     def seq_load(self, seq_id: int, data: bytes):
         """Set the sequence's slot from seq_save's bytes; the wrong length is refused and the

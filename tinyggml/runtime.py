@@ -93,12 +93,13 @@ class Model:
     def __init__(self, path: str, n_threads: int | None = None, n_ubatch: int = 512,
                  scan: str = "auto", ssd_chunk: int | None = None, int_gemm: bool | None = None,
                  n_seq_max: int = 8, options: GraphOptions | None = None,
-                 snapshot_every: int = 256, max_snapshots: int = 8, prefix_cache=None):
+                 snapshot_every: int = 512, max_snapshots: int | None = None, prefix_cache=None):
         """n_seq_max: sequences that can hold state at once (slots are allocated up front,
         zeroed lazily by the OS: untouched slots cost no memory). scan / ssd_chunk / int_gemm
         override the graph options, whose default is the CPU's (GraphOptions.for_cpu), or
         `options` replaces them whole. snapshot_every (0: none) and max_snapshots: the states
-        kept per sequence for rollback(). prefix_cache: a PrefixCache to resume prompts from."""
+        kept per sequence for rollback() (default: as many as fit in 256 MiB, at most 8, at
+        least 1). prefix_cache: a PrefixCache to resume prompts from."""
         t0 = time.perf_counter()
         try:
             over = {k: v for k, v in (("scan", scan), ("ssd_chunk", ssd_chunk),
@@ -126,6 +127,8 @@ class Model:
                   f"dequantized at load ({', '.join(kinds)}): {extra / 2**20:.1f} MiB of extra "
                   f"memory", file=sys.stderr)
         self.memory: Memory = self.arch_module.make_memory(self.hparams, n_seq_max)
+        if max_snapshots is None:
+            max_snapshots = min(8, max(1, (256 << 20) // self.memory.bytes_per_sequence))
         if snapshot_every < 0 or max_snapshots < 0:
             raise TinyGGMLError("snapshot_every and max_snapshots must be >= 0")
         self.snapshot_every, self.max_snapshots = int(snapshot_every), int(max_snapshots)
@@ -394,7 +397,7 @@ class Model:
 
     def _entry(self, seq_id: int) -> Entry:
         s = self._seqs[seq_id]
-        return Entry(np.array(s.tokens, np.int32), self.memory.seq_save(seq_id),
+        return Entry(np.array(s.tokens, np.int32), self.memory.seq_state(seq_id),
                      None if s.logits is None else s.logits.copy())
 
     def _snapshot(self, seq_id: int) -> Entry:

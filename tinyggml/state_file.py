@@ -31,7 +31,7 @@ _HEAD = struct.Struct("<8sI32sI")
 @dataclass
 class Entry:
     tokens: np.ndarray              # int32 token history
-    state: bytes                    # Memory.seq_save bytes
+    state: bytes | np.ndarray       # Memory.seq_save bytes (or seq_state's uint8 array)
     logits: np.ndarray | None       # float32 [n_vocab] after the last token, or None
 
     @property
@@ -61,7 +61,7 @@ def encode(fingerprint: bytes, entries: list[Entry]) -> bytes:
         toks = np.ascontiguousarray(e.tokens, "<i4")
         lg = np.zeros(0, "<f4") if e.logits is None else np.ascontiguousarray(e.logits, "<f4")
         parts += [struct.pack("<Q", toks.size), toks.tobytes(), struct.pack("<Q", lg.size),
-                  lg.tobytes(), struct.pack("<Q", len(e.state)), e.state]
+                  lg.tobytes(), struct.pack("<Q", len(e.state)), bytes(e.state)]
     body = b"".join(parts)
     return body + hashlib.sha256(body).digest()
 
@@ -118,6 +118,9 @@ def write_atomic(path: str, data: bytes):
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
     try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)             # as open() would have made it
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -1,6 +1,7 @@
 """tinyggml-cli: command-line entry point.
 
     tinyggml-cli run [-m MODEL] -p PROMPT | -f FILE [-n N] [sampling flags] [--interactive]
+                     [--prompt-cache FILE [--prompt-cache-all] [--prompt-cache-ro]]
     tinyggml-cli perplexity -m MODEL -f TEXT [--ctx N]
     tinyggml-cli convert HF_DIR -o OUT.gguf [--outtype f32|f16|bf16|q8_0] [--vocab-from GGUF]
     tinyggml-cli bench -m MODEL [-p 128,512] [-n 128] [-d 0,4096] [-t 2] [-r 5] [-o md|json]
@@ -69,12 +70,50 @@ def _stream(gen, out) -> None:
         out.flush()
 
 
+def _prompt_cache_open(m, path: str) -> None:
+    """Attach a prefix cache holding the session file's states; a file of another model or a
+    damaged one is one warning line, and the run starts from scratch."""
+    from ..prefix_cache import PrefixCache
+    from ..state_file import decode
+    cache = PrefixCache(max_bytes=1 << 62)
+    if os.path.exists(path):
+        try:
+            with open(path, "rb") as f:
+                blob = f.read()
+            for e in decode(blob, m.fingerprint, m.memory.bytes_per_sequence, m.n_vocab, what=path):
+                cache.put(e)
+        except OSError as e:
+            print(f"tinyggml: warning: {path}: cannot read the prompt cache ({e.strerror}); "
+                  f"starting from scratch", file=sys.stderr)
+        except TinyGGMLError as e:
+            print(f"tinyggml: warning: ignoring the prompt cache: {e}", file=sys.stderr)
+    m.prefix_cache = cache
+
+
+def _prompt_cache_save(m, path: str, prompt_len: int, everything: bool) -> None:
+    """Write the states after the prompt (and, with everything, after the generated text) of
+    sequence 0 to the session file, through a temporary file and a rename."""
+    from ..state_file import encode, write_atomic
+    entries = [e for e in m._seqs.get(0).snapshots if len(e.tokens) == prompt_len] if 0 in m._seqs else []
+    if everything and m.n_past(0) > prompt_len:
+        entries.append(m.checkpoint(0))
+    entries = [e for e in entries if e.logits is not None]
+    if not entries:
+        return
+    try:
+        write_atomic(path, encode(m.fingerprint, entries))
+    except OSError as e:
+        raise TinyGGMLError(f"{path}: cannot write the prompt cache ({e.strerror})") from None
+
+
 def cmd_run(args) -> int:
     from ..generate import Timings, start
     prompt = args.prompt if args.prompt is not None else _read_text(args.file)
     m = _model(args.model, args.threads)
     params = _sampler_params(args)
     params.check()
+    if args.prompt_cache:
+        _prompt_cache_open(m, args.prompt_cache)
     n = args.n_predict if args.n_predict >= 0 else 1 << 62
     out = sys.stdout
     timings: list[Timings] = []
@@ -87,6 +126,8 @@ def cmd_run(args) -> int:
             out.flush()
             _stream(g, out)
             out.write("\n")
+            if args.prompt_cache and not args.prompt_cache_ro:
+                _prompt_cache_save(m, args.prompt_cache, len(g.prompt_ids), args.prompt_cache_all)
         if args.interactive:
             code = _interactive(m, params, n, timings, out)
     except KeyboardInterrupt:
@@ -314,6 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     s.add_argument("-i", "--interactive", action="store_true",
                    help="after the prompt, read lines from stdin and continue the conversation")
+    s.add_argument("--prompt-cache", metavar="FILE",
+                   help="session file: resume from the longest prefix of the prompt saved there, "
+                        "and save the state after the prompt (as llama-cli's --prompt-cache)")
+    s.add_argument("--prompt-cache-all", action="store_true",
+                   help="with --prompt-cache: also save the state after the generated text")
+    s.add_argument("--prompt-cache-ro", action="store_true",
+                   help="with --prompt-cache: read the file, never write it")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("perplexity", help="perplexity of a text file (as llama-perplexity)",
@@ -414,6 +462,8 @@ def main(argv=None) -> int:
         args.model = default_model()
     if args.cmd == "run" and args.prompt is None and args.file is None and not args.interactive:
         parser.error("run: give a prompt with -p PROMPT or -f FILE (or use --interactive)")
+    if args.cmd == "run" and (args.prompt_cache_all or args.prompt_cache_ro) and not args.prompt_cache:
+        parser.error("run: --prompt-cache-all and --prompt-cache-ro need --prompt-cache FILE")
     if getattr(args, "threads", None) is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
     try:
