@@ -400,8 +400,10 @@ class Model:
         return Entry(np.array(s.tokens, np.int32), self.memory.seq_state(seq_id),
                      None if s.logits is None else s.logits.copy())
 
-    def _snapshot(self, seq_id: int) -> Entry:
+    def _snapshot(self, seq_id: int) -> Entry | None:
         """Keep the sequence's state now (for rollback, and in the prefix cache)."""
+        if self.max_snapshots == 0 and self._prefix_cache is None:
+            return None                            # nothing would keep it: no copy
         s = self._seqs[seq_id]
         if s.snapshots and len(s.snapshots[-1].tokens) == len(s.tokens):
             e = s.snapshots[-1]
@@ -410,7 +412,7 @@ class Model:
         else:
             e = self._entry(seq_id)
             s.snapshots.append(e)
-            if len(s.snapshots) > self.max_snapshots:
+            while len(s.snapshots) > self.max_snapshots:
                 del s.snapshots[0]                 # the oldest goes: rollbacks are usually recent
         if self._prefix_cache is not None and e.logits is not None and len(e.tokens):
             self._prefix_cache.put(e)
@@ -421,7 +423,8 @@ class Model:
         next turn of a chat resumes there) and return it."""
         if int(seq_id) not in self._seqs:
             raise TinyGGMLError(f"sequence {seq_id} has no state")
-        return self._snapshot(int(seq_id))
+        e = self._snapshot(int(seq_id))
+        return e if e is not None else self._entry(int(seq_id))
 
     def _resume(self, seq_id: int, toks: np.ndarray) -> int:
         """Load the longest cached prefix of `toks` into the (empty) sequence; its length."""
