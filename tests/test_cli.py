@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+import tinyggml
+
 from tinyggml.tools.testing import write_random_model
 
 
@@ -65,8 +67,10 @@ def test_info(model):
     assert "state bytes per sequence: " in r.stdout
     from tinyggml.backend import int_gemm_compiled, simd_compiled
     line = next(l for l in r.stdout.splitlines() if l.startswith("backend: "))
-    assert ("AVX2" in line) == simd_compiled()
-    assert ("integer GEMM" in line) == bool(int_gemm_compiled()) and int_gemm_compiled() in line
+    assert ("AVX2/FMA/F16C kernels" in line) == simd_compiled()
+    assert ("integer panels" in line) == bool(int_gemm_compiled()) and int_gemm_compiled() in line
+    opts = tinyggml.GraphOptions.for_cpu()          # the graph options in use, said in full
+    assert ("integer GEMM for every quantized batch" in line) == opts.int_gemm
     r = cli("info", "-m", model, env={**os.environ, "TINYGGML_FORCE_SCALAR": "1"})
     assert "backend: portable scalar kernels" in r.stdout
 

@@ -251,3 +251,52 @@ def test_cli_session_file(tmp_path):
     sess.write_bytes(sess.read_bytes()[:-5])                  # damaged: one warning, from scratch
     n, r = run("--prompt-cache-ro")
     assert n == first and "warning" in r.stderr and r.stderr.count("warning") == 1
+
+
+def test_history_and_state_agree_after_an_interrupt(path, monkeypatch):
+    """An interrupt arrives when a run returns: the tokens of that run are in the history, so
+    the sequence continues as one that saw them."""
+    m = tinyggml.Model(path, n_threads=2)
+    m.eval([1, 2, 3], 0)
+    run = m._run
+
+    def run_then_interrupt(c, info):
+        run(c, info)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(m, "_run", run_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        m.eval([4], 0)
+    monkeypatch.setattr(m, "_run", run)
+    assert m.tokens(0) == [1, 2, 3, 4]
+    ref = tinyggml.Model(path, n_threads=2)
+    close(m.eval([5], 0)[-1], ref.eval([1, 2, 3, 4, 5], 0)[-1])
+
+
+def test_a_failed_call_frees_the_slots_it_took(path, monkeypatch):
+    m = tinyggml.Model(path, n_threads=1, n_seq_max=2)
+    m.eval([1], 0)
+
+    def fail(*a, **k):
+        raise MemoryError
+    monkeypatch.setattr(m, "compiled", fail)
+    for _ in range(3):
+        with pytest.raises(MemoryError):
+            m.eval_batch({7: [1, 2], 0: [3]})
+    monkeypatch.undo()
+    assert not m.memory.has(7) and m.tokens(0) == [1]
+    m.eval([1], 8)                                        # the slot is free
+
+
+def test_state_load_refuses_non_bytes(path):
+    m = tinyggml.Model(path, n_threads=1)
+    for bad in (2 ** 40, "text", None):
+        with pytest.raises(TinyGGMLError, match="expected bytes"):
+            m.state_load(0, bad)
+
+
+def test_options_passed_whole_are_kept(path):
+    from tinyggml.options import GraphOptions
+    m = tinyggml.Model(path, options=GraphOptions(scan="recurrent", int_gemm=True))
+    assert m.options.scan == "recurrent" and m.options.int_gemm is True
+    with pytest.raises(ValueError, match="multiple of 256"):
+        GraphOptions(mm_kc=100)

@@ -53,6 +53,8 @@ class GraphOptions:
         for k in ("ssd_min_len", "int_gemm_min_cols", "mm_kc", "mm_kblock_min_k", "mm_kblock_min_n"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+        if self.mm_kc % 256:               # block edges on every weight type's block edges
+            raise ValueError(f"mm_kc must be a multiple of 256, got {self.mm_kc}")
 
     @classmethod
     def for_cpu(cls, int_gemm_isa: str | None = None, **overrides) -> GraphOptions:

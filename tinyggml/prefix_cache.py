@@ -65,6 +65,10 @@ class PrefixCache:
         self._entries.move_to_end(best)
         return self._entries[best]
 
+    def get(self, tokens) -> Entry | None:
+        """The entry for exactly these tokens, or None (not counted, recency unchanged)."""
+        return self._entries.get(np.asarray(tokens, np.int32).tobytes())
+
     def __contains__(self, tokens) -> bool:
         return np.asarray(tokens, np.int32).tobytes() in self._entries
 
@@ -80,8 +84,8 @@ class PrefixCache:
     def put(self, entry: Entry) -> bool:
         """Store `entry` (replacing one of the same tokens); evict least recently used entries
         to stay under max_bytes. False when the entry alone is over the budget."""
-        if entry.nbytes > self.max_bytes:
-            return False
+        if entry.nbytes > self.max_bytes or not len(entry.tokens):
+            return False                  # over the budget alone, or nothing to resume from
         key = np.ascontiguousarray(entry.tokens, np.int32).tobytes()
         if key in self._entries:
             self._drop(key, evicted=False)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -91,7 +92,7 @@ class Model:
     """A Mamba-1 / Mamba-2 GGUF model ready to evaluate. See the module docstring."""
 
     def __init__(self, path: str, n_threads: int | None = None, n_ubatch: int = 512,
-                 scan: str = "auto", ssd_chunk: int | None = None, int_gemm: bool | None = None,
+                 scan: str | None = None, ssd_chunk: int | None = None, int_gemm: bool | None = None,
                  n_seq_max: int = 8, options: GraphOptions | None = None,
                  snapshot_every: int = 512, max_snapshots: int | None = None, prefix_cache=None):
         """n_seq_max: sequences that can hold state at once (slots are allocated up front,
@@ -138,7 +139,7 @@ class Model:
         self._fingerprint: bytes | None = None
         self._prefix_cache = None
         self.tokens_evaluated = 0          # tokens run through the graphs, all sequences
-        self.rollback_reevaluated: list[int] = []     # tokens each rollback() evaluated again
+        self.rollback_reevaluated = deque(maxlen=1024)   # tokens recent rollbacks evaluated again
         self.prefix_cache = prefix_cache
         self.load_ms = (time.perf_counter() - t0) * 1000
 
@@ -261,12 +262,23 @@ class Model:
             raise TinyGGMLError(f"{len(new)} new sequences, {free} of {self.n_seq_max} slots free: "
                                 f"reset finished sequences, or build the model with a larger "
                                 f"n_seq_max")
-        for sid in toks:
-            self.memory.seq_slot(sid)                  # every sequence has a slot before a run
-            self._seqs.setdefault(int(sid), _Seq())
         last = logits == "last"
         out = {sid: np.empty((min(len(t), 1) if last else len(t), self.n_vocab), np.float32)
                for sid, t in toks.items()}
+        for sid in toks:
+            self.memory.seq_slot(sid)                  # every sequence has a slot before a run
+            self._seqs.setdefault(int(sid), _Seq())
+        try:
+            self._eval_parts(toks, out, last)
+        except BaseException:
+            for sid in new:            # a sequence this call created and never ran: slot freed
+                if not self._seqs[int(sid)].tokens:
+                    self.memory.clear(sid)
+                    self._seqs.pop(int(sid), None)
+            raise
+        return out
+
+    def _eval_parts(self, toks: dict, out: dict, last: bool):
         done = {sid: 0 for sid in toks}
         if last and self._prefix_cache is not None:
             for sid, t in toks.items():
@@ -274,32 +286,34 @@ class Model:
                     done[sid] = self._resume(int(sid), t)
                     if done[sid] == len(t):                # the whole prompt was cached
                         out[sid][0] = self._seqs[int(sid)].logits
+        every = self.snapshot_every
         while True:
             # fill one ubatch: each pending sequence contributes its next piece, which ends at
             # the sequence's next snapshot point
             parts, budget = [], self.n_ubatch
             for sid, t in toks.items():
                 n = min(len(t) - done[sid], budget)
-                if n > 0 and self.snapshot_every:
-                    past = len(self._seqs[int(sid)].tokens)
-                    n = min(n, self.snapshot_every - past % self.snapshot_every)
+                if n > 0 and every:
+                    n = min(n, every - len(self._seqs[int(sid)].tokens) % every)
                 if n > 0:
                     parts.append((sid, done[sid], n))
                     budget -= n
             if not parts:
-                return out
+                return
             n_tokens = sum(n for _, _, n in parts)
             # rows that need logits: every row, or each sequence's final token and the ends of
-            # pieces that will be snapshotted (a snapshot keeps the logits after its last token)
+            # pieces that will be snapshotted (a snapshot keeps the logits after its last token).
+            # A snapshot at an interval point serves rollback; one at the end of a call of 2+
+            # tokens (a prompt, a turn) also goes to the prefix cache.
             rows, pos, snap = [], 0, []
             for sid, start, n in parts:
                 end = start + n == len(toks[sid])
                 at = len(self._seqs[int(sid)].tokens) + n
-                take = (self.snapshot_every and at % self.snapshot_every == 0) or (end and len(toks[sid]) > 1)
-                snap.append(take)
+                turn = end and len(toks[sid]) > 1
+                snap.append((bool(every and at % every == 0) or turn, turn))
                 if not last:
                     rows.extend((sid, start + i, pos + i) for i in range(n))
-                elif end or take:
+                elif end or snap[-1][0]:
                     rows.append((sid, 0 if end else -1, pos + n - 1))
                 pos += n
             c = self.compiled(n_tokens, len(rows))
@@ -310,6 +324,13 @@ class Model:
                 pos += n
             if "out_ids" in c.inputs:
                 c.inputs["out_ids"][:] = [r for _, _, r in rows]
+            # the history first: once the run starts it completes (an interrupt is raised after
+            # it), so history and state never disagree
+            for sid, start, n in parts:
+                seq = self._seqs[int(sid)]
+                seq.tokens.extend(int(x) for x in toks[sid][start:start + n])
+                seq.logits = None
+                done[sid] += n
             self._run(c, info)
             self.tokens_evaluated += n_tokens
             lg = c.plan.numpy(c.logits).reshape(len(rows), self.n_vocab) if rows else None  # arena view
@@ -324,14 +345,13 @@ class Model:
                     out[sid][dst] = lg[j]
                 row_of_part_end[r] = j
             pos = 0
-            for (sid, start, n), take in zip(parts, snap):
-                seq = self._seqs[int(sid)]
-                seq.tokens.extend(int(x) for x in toks[sid][start:start + n])
-                seq.logits = lg[row_of_part_end[pos + n - 1]].copy() if pos + n - 1 in row_of_part_end else None
-                if take:
-                    self._snapshot(int(sid))
-                done[sid] += n
+            for sid, start, n in parts:
+                if pos + n - 1 in row_of_part_end:
+                    self._seqs[int(sid)].logits = lg[row_of_part_end[pos + n - 1]].copy()
                 pos += n
+            for (sid, _, _), (take, turn) in zip(parts, snap):
+                if take:
+                    self._snapshot(int(sid), to_cache=turn)
 
     def eval_hidden(self, tokens, seq_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Like eval, in one ubatch, also returning the residual stream [n_layer+1, T, n_embd]:
@@ -400,9 +420,9 @@ class Model:
         return Entry(np.array(s.tokens, np.int32), self.memory.seq_state(seq_id),
                      None if s.logits is None else s.logits.copy())
 
-    def _snapshot(self, seq_id: int) -> Entry | None:
-        """Keep the sequence's state now (for rollback, and in the prefix cache)."""
-        if self.max_snapshots == 0 and self._prefix_cache is None:
+    def _snapshot(self, seq_id: int, to_cache: bool = True) -> Entry | None:
+        """Keep the sequence's state now (for rollback, and with to_cache in the prefix cache)."""
+        if self.max_snapshots == 0 and (self._prefix_cache is None or not to_cache):
             return None                            # nothing would keep it: no copy
         s = self._seqs[seq_id]
         if s.snapshots and len(s.snapshots[-1].tokens) == len(s.tokens):
@@ -414,7 +434,7 @@ class Model:
             s.snapshots.append(e)
             while len(s.snapshots) > self.max_snapshots:
                 del s.snapshots[0]                 # the oldest goes: rollbacks are usually recent
-        if self._prefix_cache is not None and e.logits is not None and len(e.tokens):
+        if to_cache and self._prefix_cache is not None and e.logits is not None and len(e.tokens):
             self._prefix_cache.put(e)
         return e
 
@@ -429,7 +449,7 @@ class Model:
     def _resume(self, seq_id: int, toks: np.ndarray) -> int:
         """Load the longest cached prefix of `toks` into the (empty) sequence; its length."""
         e = self._prefix_cache.longest(toks)
-        if e is None or e.logits is None:
+        if e is None or e.logits is None or not len(e.tokens):
             return 0
         self.memory.seq_load(seq_id, e.state)
         self._seqs[seq_id] = _Seq(e.tokens.tolist(), e.logits.copy(), [e])

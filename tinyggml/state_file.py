@@ -70,6 +70,8 @@ def decode(blob: bytes, fingerprint: bytes, state_bytes: int, n_vocab: int,
            what: str = "state") -> list[Entry]:
     """The entries of `blob`, after checking that it is whole and belongs to this model
     (`fingerprint`, `state_bytes` per entry, logits of `n_vocab`); TinyGGMLError otherwise."""
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        raise TinyGGMLError(f"{what}: expected bytes, got {type(blob).__name__}")
     blob = bytes(blob)
     if len(blob) < _HEAD.size + 32:
         raise TinyGGMLError(f"{what}: truncated ({len(blob)} bytes, a header alone is "
@@ -118,10 +120,8 @@ def write_atomic(path: str, data: bytes):
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
     try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)             # as open() would have made it
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)         # mkstemp's 0600 is for the temporary name only
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -75,7 +75,9 @@ def _prompt_cache_open(m, path: str) -> None:
     damaged one is one warning line, and the run starts from scratch."""
     from ..prefix_cache import PrefixCache
     from ..state_file import decode
-    cache = PrefixCache(max_bytes=1 << 62)
+    # room for the file's two states and the ones this run adds (the prompt's, each reply's):
+    # the least recent go first, so a long interactive session stays bounded
+    cache = PrefixCache(max_bytes=4 * (m.memory.bytes_per_sequence + 4 * m.n_vocab) + (64 << 20))
     if os.path.exists(path):
         try:
             with open(path, "rb") as f:
@@ -90,12 +92,13 @@ def _prompt_cache_open(m, path: str) -> None:
     m.prefix_cache = cache
 
 
-def _prompt_cache_save(m, path: str, prompt_len: int, everything: bool) -> None:
+def _prompt_cache_save(m, path: str, prompt_ids: list, everything: bool) -> None:
     """Write the states after the prompt (and, with everything, after the generated text) of
     sequence 0 to the session file, through a temporary file and a rename."""
     from ..state_file import encode, write_atomic
-    entries = [e for e in m._seqs.get(0).snapshots if len(e.tokens) == prompt_len] if 0 in m._seqs else []
-    if everything and m.n_past(0) > prompt_len:
+    prompt = m.prefix_cache.get(prompt_ids)
+    entries = [] if prompt is None else [prompt]
+    if everything and m.n_past(0) > len(prompt_ids):
         entries.append(m.checkpoint(0))
     entries = [e for e in entries if e.logits is not None]
     if not entries:
@@ -127,7 +130,7 @@ def cmd_run(args) -> int:
             _stream(g, out)
             out.write("\n")
             if args.prompt_cache and not args.prompt_cache_ro:
-                _prompt_cache_save(m, args.prompt_cache, len(g.prompt_ids), args.prompt_cache_all)
+                _prompt_cache_save(m, args.prompt_cache, g.prompt_ids, args.prompt_cache_all)
         if args.interactive:
             code = _interactive(m, params, n, timings, out)
     except KeyboardInterrupt:
