@@ -216,6 +216,7 @@ class GGUFReader:
             infos.append((name, ttype, dims, rel, block, type_size))
         self.data_offset = off + (-off) % self.alignment
         seen = set()
+        extents = []
         for name, ttype, dims, rel, block, type_size in infos:
             if name in seen:
                 raise ValueError(f"duplicate tensor '{name}'")
@@ -227,7 +228,11 @@ class GGUFReader:
             for d in dims.tolist():
                 n_el *= int(d)
             n_bytes = n_el // block * type_size
+            if rel % self.alignment:
+                raise ValueError(f"tensor '{name}': offset {rel} is not a multiple of the "
+                                 f"alignment ({self.alignment})")
             start = self.data_offset + rel
+            extents.append((start, start + n_bytes, name))
             np_dims = tuple(int(d) for d in reversed(dims.tolist()))
             data = None
             if start + n_bytes <= self._size:
@@ -238,3 +243,8 @@ class GGUFReader:
                     data = self.data[start:start + n_bytes].reshape(
                         np_dims[:-1] + (np_dims[-1] // block * type_size,))
             self.tensors.append(ReaderTensor(name, ttype, dims, n_el, n_bytes, start, data))
+        extents.sort()
+        for (s0, e0, a), (s1, e1, b) in zip(extents, extents[1:]):
+            if s1 < e0 and e1 > s1:            # (empty tensors overlap nothing)
+                raise ValueError(f"tensors '{a}' and '{b}' overlap (bytes {s1}..{min(e0, e1)} "
+                                 f"of the file)")

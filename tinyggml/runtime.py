@@ -16,7 +16,9 @@ and the quantized-batch path, whose default depends on the CPU (GraphOptions.for
 from __future__ import annotations
 
 import os
+import functools
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -61,6 +63,16 @@ class _Compiled:
     logits: Tensor            # {n_vocab, n_out}
 
 
+def _locked(method):
+    """Serialize calls that run graphs or change sequences: a Model may be shared by threads
+    (one graph run at a time; each sequence stays consistent)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return wrapper
+
+
 @dataclass
 class _Seq:
     """What the model keeps of a sequence beside its memory slot."""
@@ -102,6 +114,7 @@ class Model:
         kept per sequence for rollback() (default: as many as fit in 256 MiB, at most 8, at
         least 1). prefix_cache: a PrefixCache to resume prompts from."""
         t0 = time.perf_counter()
+        self._lock = threading.RLock()
         try:
             over = {k: v for k, v in (("scan", scan), ("ssd_chunk", ssd_chunk),
                                       ("int_gemm", int_gemm)) if v is not None}
@@ -200,6 +213,7 @@ class Model:
         return build_graph(self.arch_module, self.hparams, self.weights, self.memory, self.options,
                            n_tokens, n_out, keep)
 
+    @_locked
     def compiled(self, n_tokens: int, n_out: int | None = None, keep: tuple = ()) -> _Compiled:
         """The graph and plan for this ubatch shape, recorded on first use and cached. The
         shape is the token count and the logit rows: the number of sequences is an input."""
@@ -241,6 +255,7 @@ class Model:
         last token only (cheaper: no LM head on the others). Continues the state of `seq_id`."""
         return self.eval_batch({seq_id: tokens}, logits=logits)[seq_id]
 
+    @_locked
     def eval_batch(self, batch: dict, logits: str = "all") -> dict:
         """{seq_id: tokens} -> {seq_id: logits}. Sequences of any lengths are evaluated
         together: one graph run per ubatch of up to n_ubatch tokens. logits="last" returns
@@ -353,6 +368,7 @@ class Model:
                 if take:
                     self._snapshot(int(sid), to_cache=turn)
 
+    @_locked
     def eval_hidden(self, tokens, seq_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Like eval, in one ubatch, also returning the residual stream [n_layer+1, T, n_embd]:
         the embeddings, then each block's output (for finding where a model diverges)."""
@@ -371,6 +387,7 @@ class Model:
         seq.logits = lg[-1].copy() if T else seq.logits
         return lg, hidden
 
+    @_locked
     def reset(self, seq_id: int | None = None):
         """Clear the state of one sequence (its slot is freed), or of all."""
         self.memory.clear(seq_id)
@@ -438,6 +455,7 @@ class Model:
             self._prefix_cache.put(e)
         return e
 
+    @_locked
     def checkpoint(self, seq_id: int) -> Entry:
         """Snapshot the sequence where it is now (generate() does it after a reply, so that the
         next turn of a chat resumes there) and return it."""
@@ -455,6 +473,7 @@ class Model:
         self._seqs[seq_id] = _Seq(e.tokens.tolist(), e.logits.copy(), [e])
         return len(e.tokens)
 
+    @_locked
     def state_save(self, seq_id: int) -> bytes:
         """The sequence's state and token history (and last logits) as bytes (state_file.py):
         state_load on a Model of the same file continues exactly as this one would."""
@@ -463,6 +482,7 @@ class Model:
             raise TinyGGMLError(f"sequence {seq_id} has no state to save")
         return encode(self.fingerprint, [self._entry(seq_id)])
 
+    @_locked
     def state_load(self, seq_id: int, blob: bytes):
         """Set sequence `seq_id` from state_save bytes. A blob of another model or format
         version, truncated or corrupted is refused (TinyGGMLError naming what does not match)
@@ -474,6 +494,7 @@ class Model:
         self.memory.seq_load(seq_id, e.state)          # refuses (no free slot) before writing
         self._seqs[int(seq_id)] = _Seq(e.tokens.tolist(), e.logits, [])
 
+    @_locked
     def seq_copy(self, src: int, dst: int):
         """Sequence `dst` becomes a copy of `src`: both continue exactly alike (forks,
         n-best sampling, beam search)."""
@@ -487,6 +508,7 @@ class Model:
         self._seqs[dst] = _Seq(list(s.tokens), None if s.logits is None else s.logits.copy(),
                                list(s.snapshots))
 
+    @_locked
     def rollback(self, seq_id: int, n_past: int) -> int:
         """Make the sequence exactly as if only its first n_past tokens had been evaluated:
         restore the nearest snapshot at or before n_past (the sequence's own, or a deeper one in

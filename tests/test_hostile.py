@@ -1,0 +1,80 @@
+"""Hostile and concurrent use (first part of the hostile-input issue): tensor offsets that are
+misaligned or overlap are refused at load; a Model shared by threads gives every caller the
+logits it would get alone."""
+import struct
+import threading
+
+import numpy as np
+import pytest
+
+import tinyggml
+from tinyggml.tools.testing import write_random_model
+
+
+@pytest.fixture(scope="module")
+def path(tmp_path_factory):
+    p = tmp_path_factory.mktemp("hostile") / "m.gguf"
+    write_random_model(p, "mamba2", n_embd=32, n_layer=2, d_state=8, head_dim=8, n_vocab=97, seed=2)
+    return p
+
+
+def _offset_field(raw: bytes, name: str) -> int:
+    """Byte position of tensor `name`'s data offset (u64) in the tensor-info table."""
+    key = struct.pack("<Q", len(name)) + name.encode()
+    at = raw.index(key) + len(key)
+    n_dims = struct.unpack_from("<I", raw, at)[0]
+    return at + 4 + 8 * n_dims + 4
+
+
+def test_misaligned_offset_refused(path, tmp_path):
+    raw = bytearray(path.read_bytes())
+    at = _offset_field(raw, "blk.0.ssm_a")
+    rel = struct.unpack_from("<Q", raw, at)[0]
+    struct.pack_into("<Q", raw, at, rel + 255)
+    bad = tmp_path / "misaligned.gguf"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(tinyggml.ModelLoadError, match=r"misaligned.gguf.*blk.0.ssm_a.*alignment"):
+        tinyggml.Model(bad)
+
+
+def test_overlapping_tensors_refused(path, tmp_path):
+    raw = bytearray(path.read_bytes())
+    a, b = _offset_field(raw, "blk.0.ssm_in.weight"), _offset_field(raw, "blk.0.ssm_out.weight")
+    struct.pack_into("<Q", raw, b, struct.unpack_from("<Q", raw, a)[0] + 32)   # inside ssm_in
+    bad = tmp_path / "overlap.gguf"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(tinyggml.ModelLoadError, match=r"overlap.gguf.*overlap"):
+        tinyggml.Model(bad)
+
+
+def test_threads_sharing_a_model(path):
+    """4 threads, each evaluating its own sequence on one Model, 5 rounds: every call returns
+    what the same calls give on a Model of its own."""
+    rng = np.random.default_rng(0)
+    work = {sid: [rng.integers(0, 97, int(rng.integers(1, 12))).tolist() for _ in range(5)]
+            for sid in range(4)}
+    want = {}
+    for sid, calls in work.items():
+        alone = tinyggml.Model(path, n_threads=2)
+        want[sid] = [alone.eval(c, sid) for c in calls]
+    shared = tinyggml.Model(path, n_threads=2)
+    got, errors = {sid: [] for sid in work}, []
+    start = threading.Barrier(4)
+
+    def worker(sid):
+        try:
+            start.wait()
+            for c in work[sid]:
+                got[sid].append(shared.eval(c, sid))
+        except Exception as e:                   # reported below, not lost in the thread
+            errors.append(e)
+    threads = [threading.Thread(target=worker, args=(sid,)) for sid in work]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for sid in work:
+        for g, w in zip(got[sid], want[sid]):
+            np.testing.assert_array_equal(g, w)
+    assert all(shared.tokens(sid) == sum(work[sid], []) for sid in work)
