@@ -156,7 +156,13 @@ class Tokenizer:
 
         def value(key):
             field = reader.fields.get(f"tokenizer.ggml.{key}")
-            return None if field is None else field.contents()
+            if field is None:
+                return None
+            try:
+                return field.contents()
+            except UnicodeDecodeError as e:
+                raise ModelLoadError(f"{source}: tokenizer.ggml.{key} is not valid UTF-8 "
+                                     f"({e.reason} at byte {e.start})") from None
         model, tokens = value("model"), value("tokens")
         if model is None or tokens is None:
             raise TinyGGMLError(f"{source}: no tokenizer in this GGUF (tokenizer.ggml.model = "
@@ -164,13 +170,55 @@ class Tokenizer:
                                 f"{'missing' if tokens is None else 'present'})")
         if model == "gpt2" and value("merges") is None:
             raise TinyGGMLError(f"{source}: gpt2 tokenizer without tokenizer.ggml.merges")
-        return cls(model, tokens, types=value("token_type"), scores=value("scores"),
-                   merges=value("merges"), pre=value("pre"), bos_id=value("bos_token_id"),
-                   eos_id=value("eos_token_id"), unk_id=value("unknown_token_id"),
-                   pad_id=value("padding_token_id"), eot_id=value("eot_token_id"),
-                   eom_id=value("eom_token_id"), add_bos=value("add_bos_token"),
-                   add_eos=value("add_eos_token"), add_space_prefix=value("add_space_prefix"),
-                   source=source)
+
+        # every key of the right kind (and arrays of the vocabulary's length) before any use
+        def bad(key, what):
+            return ModelLoadError(f"{source}: tokenizer.ggml.{key} {what}")
+        is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)   # noqa: E731
+        if not isinstance(model, str):
+            raise bad("model", f"is {type(model).__name__}, expected a string")
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens) or not tokens:
+            raise bad("tokens", "is not a non-empty array of strings")
+        n = len(tokens)
+        for key, kind, check in (("token_type", "integers", is_int),
+                                 ("scores", "numbers", lambda v: isinstance(v, (int, float))
+                                  and not isinstance(v, bool))):
+            v = value(key)
+            if v is not None and (not isinstance(v, list) or len(v) != n or not all(map(check, v))):
+                raise bad(key, f"is not an array of {n} {kind} (one per token)")
+        merges = value("merges")
+        if merges is not None and (not isinstance(merges, list)
+                                   or not all(isinstance(m, str) for m in merges)):
+            raise bad("merges", "is not an array of strings")
+        ids = {}
+        for key in ("bos_token_id", "eos_token_id", "unknown_token_id", "padding_token_id",
+                    "eot_token_id", "eom_token_id"):
+            v = value(key)
+            if v is not None and not is_int(v):
+                raise bad(key, f"is {type(v).__name__}, expected an integer")
+            ids[key] = v
+        flags = {}
+        for key in ("add_bos_token", "add_eos_token", "add_space_prefix"):
+            v = value(key)
+            if v is not None and not isinstance(v, (bool, int)):
+                raise bad(key, f"is {type(v).__name__}, expected a boolean")
+            flags[key] = v
+        pre = value("pre")
+        if pre is not None and not isinstance(pre, str):
+            raise bad("pre", f"is {type(pre).__name__}, expected a string")
+        try:
+            return cls(model, tokens, types=value("token_type"), scores=value("scores"),
+                       merges=merges, pre=pre, bos_id=ids["bos_token_id"],
+                       eos_id=ids["eos_token_id"], unk_id=ids["unknown_token_id"],
+                       pad_id=ids["padding_token_id"], eot_id=ids["eot_token_id"],
+                       eom_id=ids["eom_token_id"], add_bos=flags["add_bos_token"],
+                       add_eos=flags["add_eos_token"], add_space_prefix=flags["add_space_prefix"],
+                       source=source)
+        except TinyGGMLError:
+            raise
+        except Exception as e:        # what the checks above cannot see (merges the BPE refuses)
+            raise ModelLoadError(f"{source}: tokenizer metadata not usable "
+                                 f"({type(e).__name__}: {e})") from None
 
     def _build_pieces(self) -> list:
         """llama.cpp token_to_piece(special=True, lstrip=0) for every id, as raw bytes."""
