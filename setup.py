@@ -1,8 +1,10 @@
 """Build the Cython/C backend with OpenMP and -O3.
 
 By default the kernels are compiled for the build machine (-march=native, like GGML_NATIVE).
-Set TINYGGML_PORTABLE=1 for a portable build (baseline x86-64, scalar kernels), and
-TINYGGML_NO_OPENMP=1 for a compiler without OpenMP.
+Set TINYGGML_PORTABLE=1 for a portable build (baseline x86-64, scalar kernels),
+TINYGGML_NO_OPENMP=1 for a compiler without OpenMP, and TINYGGML_SANITIZE=1 for a build with
+AddressSanitizer and UndefinedBehaviorSanitizer (tests run under it with the ASan runtime
+preloaded: see README).
 """
 import os
 
@@ -15,6 +17,11 @@ cflags = ["-O3", "-std=c11", "-Wno-unused-function", "-Werror=implicit-function-
 ldflags = []
 if os.environ.get("TINYGGML_PORTABLE", "") in ("", "0"):
     cflags.append("-march=native")
+if os.environ.get("TINYGGML_SANITIZE", "") not in ("", "0"):
+    # AddressSanitizer + UndefinedBehaviorSanitizer, any finding fatal (README: how to run)
+    san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+    cflags += san + ["-O1", "-g"]
+    ldflags += san
 if os.environ.get("TINYGGML_NO_OPENMP", "") in ("", "0"):
     cflags.append("-fopenmp")
     ldflags.append("-fopenmp")

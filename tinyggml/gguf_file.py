@@ -6,6 +6,7 @@ expected versus found.
 """
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -81,12 +82,24 @@ class GGUFModel:
             if default is not None:
                 return default
             raise ModelLoadError(f"{self.path}: missing metadata key '{key}'")
-        try:
-            if kind is bool:
-                return bool(v)
-            return kind(v)
-        except (TypeError, ValueError):
-            raise ModelLoadError(f"{self.path}: key '{key}' = {v!r} is not {kind.__name__}") from None
+        bad = ModelLoadError(f"{self.path}: key '{key}' = {v!r:.60} is not {kind.__name__}")
+        if kind is bool:
+            if not isinstance(v, (bool, int)):
+                raise bad
+            return bool(v)
+        if kind is int:                   # an integer, or a float holding one exactly
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise bad
+            if isinstance(v, float) and not (math.isfinite(v) and v.is_integer()):
+                raise bad
+            return int(v)
+        if kind is float:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise bad
+            return float(v)
+        if not isinstance(v, kind):
+            raise bad
+        return v
 
     # ---- tensors ------------------------------------------------------------------------------
     def has(self, name: str) -> bool:

@@ -331,7 +331,8 @@ static inline __attribute__((always_inline)) __m256 q6_k_ksuper(const uint8_t *b
     __m256i sh = _mm256_setzero_si256(), sl = _mm256_setzero_si256();
     for (int h = 0; h < 2; h++) {
         const uint8_t *ql = b + 64 * h, *qh = b + 128 + 32 * h;
-        const __m256i Sh = _mm256_permute2x128_si256(S, S, h ? 0x11 : 0x00);
+        const __m256i Sh = h ? _mm256_permute2x128_si256(S, S, 0x11)    // immediates at -O0/-O1 too
+                             : _mm256_permute2x128_si256(S, S, 0x00);
         __m256i w[4];
         q6k_half(ql, qh, w);
         for (int k = 0; k < 4; k++) {
