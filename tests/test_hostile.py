@@ -78,3 +78,16 @@ def test_threads_sharing_a_model(path):
         for g, w in zip(got[sid], want[sid]):
             np.testing.assert_array_equal(g, w)
     assert all(shared.tokens(sid) == sum(work[sid], []) for sid in work)
+
+
+def test_memory_estimate_and_refusal(path, monkeypatch):
+    from tinyggml import runtime
+    m = tinyggml.Model(path, n_threads=1)
+    est = m.memory_estimate()
+    import os
+    assert est.weights == sum(t.n_bytes for t in m.file.tensors.values()) <= os.path.getsize(path)
+    assert est.state_per_sequence == m.state_bytes_per_sequence and est.arena > 0
+    monkeypatch.setattr(runtime, "available_memory", lambda: est.weights // 2)
+    with pytest.raises(tinyggml.ModelLoadError, match=r"m.gguf: needs about .* available.*check_memory"):
+        tinyggml.Model(path)
+    tinyggml.Model(path, check_memory=False).eval([1, 2])      # the override loads it

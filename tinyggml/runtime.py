@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .backend import Plan
-from .errors import TinyGGMLError
+from .errors import ModelLoadError, TinyGGMLError
 from .gguf_file import GGUFModel
 from .graph import Graph
 from .memory import Memory
@@ -81,6 +81,31 @@ class _Seq:
     snapshots: list = field(default_factory=list)     # state_file.Entry, ascending length
 
 
+@dataclass
+class MemoryEstimate:
+    """What a model needs, in bytes (Model.memory_estimate; `tinyggml-cli info` prints it)."""
+    weights: int                 # the file's tensors, mapped: read from disk as they are used
+    dequantized: int             # copies made at load of types the kernels do not read
+    state_per_sequence: int      # each live sequence's memory slot (snapshots: one each)
+    n_seq_max: int
+    arena: int = 0               # activations and scratch of the largest ubatch (0: not computed)
+
+    def total(self, sequences: int = 1) -> int:
+        return self.weights + self.dequantized + self.state_per_sequence * sequences + self.arena
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def build_graph(arch, hp: HParams, weights: dict, memory: Memory, opts: GraphOptions,
                 n_tokens: int, n_out: int | None = None, keep: tuple = ()) -> Graph:
     """Record the forward graph of one ubatch of `n_tokens` tokens, with logits for `n_out`
@@ -106,13 +131,15 @@ class Model:
     def __init__(self, path: str, n_threads: int | None = None, n_ubatch: int = 512,
                  scan: str | None = None, ssd_chunk: int | None = None, int_gemm: bool | None = None,
                  n_seq_max: int = 8, options: GraphOptions | None = None,
-                 snapshot_every: int = 512, max_snapshots: int | None = None, prefix_cache=None):
+                 snapshot_every: int = 512, max_snapshots: int | None = None, prefix_cache=None,
+                 check_memory: bool = True):
         """n_seq_max: sequences that can hold state at once (slots are allocated up front,
         zeroed lazily by the OS: untouched slots cost no memory). scan / ssd_chunk / int_gemm
         override the graph options, whose default is the CPU's (GraphOptions.for_cpu), or
         `options` replaces them whole. snapshot_every (0: none) and max_snapshots: the states
         kept per sequence for rollback() (default: as many as fit in 256 MiB, at most 8, at
-        least 1). prefix_cache: a PrefixCache to resume prompts from."""
+        least 1). prefix_cache: a PrefixCache to resume prompts from. check_memory: refuse
+        (ModelLoadError) before loading when the estimate does not fit the available memory."""
         t0 = time.perf_counter()
         self._lock = threading.RLock()
         try:
@@ -133,6 +160,16 @@ class Model:
         if n_ubatch < 1:
             raise TinyGGMLError(f"n_ubatch must be >= 1, got {n_ubatch}")
         self.n_ubatch = int(n_ubatch)
+        self.memory: Memory = self.arch_module.make_memory(self.hparams, n_seq_max)
+        est = self._estimate_before_load()
+        avail = available_memory() if check_memory else None
+        if avail is not None and est.total() + (64 << 20) > avail:
+            gib = lambda n: f"{n / 2**30:.2f} GiB"     # noqa: E731
+            raise ModelLoadError(
+                f"{self.path}: needs about {gib(est.total())} (weights {gib(est.weights)}, "
+                f"dequantized copies {gib(est.dequantized)}, one sequence's state "
+                f"{gib(est.state_per_sequence)}), {gib(avail)} available; pass "
+                f"check_memory=False (tinyggml-cli: --no-memory-check) to load anyway")
         self.weights = self.arch_module.load_tensors(self.file, self.hparams)
         if self.file.dequantized:
             kinds = sorted({f"{a}->{b}" for _, a, b, _ in self.file.dequantized})
@@ -140,7 +177,6 @@ class Model:
             print(f"tinyggml: warning: {self.path}: {len(self.file.dequantized)} tensors "
                   f"dequantized at load ({', '.join(kinds)}): {extra / 2**20:.1f} MiB of extra "
                   f"memory", file=sys.stderr)
-        self.memory: Memory = self.arch_module.make_memory(self.hparams, n_seq_max)
         if max_snapshots is None:
             max_snapshots = min(8, max(1, (256 << 20) // self.memory.bytes_per_sequence))
         if snapshot_every < 0 or max_snapshots < 0:
@@ -155,6 +191,28 @@ class Model:
         self.rollback_reevaluated = deque(maxlen=1024)   # tokens recent rollbacks evaluated again
         self.prefix_cache = prefix_cache
         self.load_ms = (time.perf_counter() - t0) * 1000
+
+    def _estimate_before_load(self) -> MemoryEstimate:
+        from .tensor import WEIGHT_TYPES
+        weights = dequant = 0
+        for t in self.file.tensors.values():
+            weights += int(t.n_bytes)
+            if int(t.tensor_type) not in WEIGHT_TYPES:      # dequantized at load, F16 at best
+                dequant += int(t.n_elements) * (2 if len(t.shape) > 1 else 4)
+        return MemoryEstimate(weights, dequant, self.memory.bytes_per_sequence, self.n_seq_max)
+
+    def memory_estimate(self, n_tokens: int | None = None) -> MemoryEstimate:
+        """The memory this model needs: weights, dequantized copies, state per sequence, and
+        the arena and scratch of a ubatch of n_tokens (default n_ubatch) tokens."""
+        from .alloc import plan_memory
+        from .ops import EMPTY_OPS, OPS
+        est = self._estimate_before_load()
+        est.dequantized = sum(n for *_, n in self.file.dequantized)
+        g = self.build_graph(n_tokens or self.n_ubatch)
+        _, arena = plan_memory(g.nodes)
+        scratch = max((OPS[t.op].wsize(t) for t in g.nodes if t.op not in EMPTY_OPS), default=0)
+        est.arena = arena + scratch * self.n_threads
+        return est
 
     @property
     def state(self) -> Memory:

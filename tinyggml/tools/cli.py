@@ -41,9 +41,13 @@ def default_model() -> str:
     return os.path.join(os.path.dirname(package), "models", DEMO_MODEL)
 
 
+CHECK_MEMORY = True        # --no-memory-check turns it off
+
+
 def _model(path: str, n_threads: int | None = 1, scan: str = "auto", n_seq_max: int = 8):
     from ..runtime import Model
-    return Model(path, n_threads=n_threads, scan=scan, n_seq_max=n_seq_max)
+    return Model(path, n_threads=n_threads, scan=scan, n_seq_max=n_seq_max,
+                 check_memory=CHECK_MEMORY)
 
 
 def _read_text(path: str) -> str:
@@ -224,6 +228,12 @@ def cmd_info(args) -> int:
     out.append(f"tokenizer: {f.value('tokenizer.ggml.model') or '-'} "
                f"(pre: {f.value('tokenizer.ggml.pre') or '-'})")
     out.append(f"state bytes per sequence: {m.state_bytes_per_sequence}")
+    est = m.memory_estimate()
+    mib = lambda n: f"{n / 2**20:.1f} MiB"     # noqa: E731
+    out.append(f"memory: {mib(est.total())} with one sequence = weights {mib(est.weights)} "
+               f"(mapped) + dequantized {mib(est.dequantized)} + state {mib(est.state_per_sequence)} "
+               f"per sequence + arena {mib(est.arena)} ({m.n_ubatch}-token ubatch, "
+               f"{m.n_threads} threads)")
     from ..backend import describe
     out.append(f"backend: {describe(m.options)}")
     out.append(f"tensors: {len(f.tensors)}")
@@ -455,6 +465,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output format (default: from the -o suffix, else text)")
     s.add_argument("-o", "--output", help="output file (.txt, .json, .dot, .svg, .png); default stdout")
     s.set_defaults(func=cmd_graph)
+    for name in ("run", "perplexity", "bench", "info", "graph"):
+        sub.choices[name].add_argument(
+            "--no-memory-check", action="store_true",
+            help="load even when the memory estimate exceeds the available memory")
     return p
 
 
@@ -469,6 +483,8 @@ def main(argv=None) -> int:
         parser.error("run: --prompt-cache-all and --prompt-cache-ro need --prompt-cache FILE")
     if getattr(args, "threads", None) is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
+    global CHECK_MEMORY
+    CHECK_MEMORY = not getattr(args, "no_memory_check", False)
     try:
         return args.func(args)
     except TinyGGMLError as e:
