@@ -7,6 +7,7 @@ A quick run is part of the suite; TINYGGML_FUZZ_EXAMPLES=100000 runs the long on
 """
 import os
 import struct
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -89,21 +90,35 @@ class _Base(tuple):
         return "<base model>"
 
 
+OUTCOMES = Counter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report():
+    yield
+    if OUTCOMES:                          # shown with -s: what the run exercised
+        print(f"\nfuzz outcomes: {dict(OUTCOMES)}")
+
+
 def _load_and_run(path):
     """Load; if that works, tokenize and evaluate a little. Only clean errors are allowed."""
     try:
         m = tinyggml.Model(str(path), n_threads=1)
     except ModelLoadError as e:
         assert str(path) in str(e), f"the error does not name the file: {e}"
+        OUTCOMES["refused at load"] += 1
         return "refused"
     except TinyGGMLError:
+        OUTCOMES["refused at load (options)"] += 1
         return "refused"
     try:
         ids = m.tokenize("hello") or [0]
         m.eval(ids[: 4], 0)
         m.detokenize(ids)
     except TinyGGMLError:
+        OUTCOMES["refused at first use (tokenizer)"] += 1
         return "refused late"
+    OUTCOMES["loaded and ran"] += 1
     return "loaded"
 
 
@@ -247,5 +262,7 @@ def test_state_blob_fuzz(blob_model, flips, cut, rechecksum):
         m.state_load(1, raw)
     except TinyGGMLError:
         assert m.state_save(0) == before
+        OUTCOMES["blob refused"] += 1
         return
     m.eval([4], 1)
+    OUTCOMES["blob loaded and ran"] += 1

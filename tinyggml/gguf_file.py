@@ -131,6 +131,7 @@ class GGUFModel:
                 f"{self.path}: tensor '{name}' has type {_type_name(ttype)}, which neither "
                 f"tinyggml nor the gguf package can read") from None
         out = F16 if F16 in types else F32
-        data = np.ascontiguousarray(data.astype(np.float16 if out == F16 else np.float32))
+        with np.errstate(over="ignore"):       # values beyond F16's range become inf, as in ggml
+            data = np.ascontiguousarray(data.astype(np.float16 if out == F16 else np.float32))
         self.dequantized.append((name, _type_name(ttype), TYPE_NAME[out], data.nbytes))
         return out, data

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import functools
+from array import array
 import sys
 import threading
 import time
@@ -76,7 +77,7 @@ def _locked(method):
 @dataclass
 class _Seq:
     """What the model keeps of a sequence beside its memory slot."""
-    tokens: list = field(default_factory=list)       # its history: every token evaluated
+    tokens: array = field(default_factory=lambda: array("i"))   # its history (int32: 4 B a token)
     logits: np.ndarray | None = None                  # after the last token, when computed
     snapshots: list = field(default_factory=list)     # state_file.Entry, ascending length
 
@@ -160,17 +161,15 @@ class Model:
         if n_ubatch < 1:
             raise TinyGGMLError(f"n_ubatch must be >= 1, got {n_ubatch}")
         self.n_ubatch = int(n_ubatch)
-        self.memory: Memory = self.arch_module.make_memory(self.hparams, n_seq_max)
-        est = self._estimate_before_load()
-        avail = available_memory() if check_memory else None
-        if avail is not None and est.total() + (64 << 20) > avail:
-            gib = lambda n: f"{n / 2**30:.2f} GiB"     # noqa: E731
-            raise ModelLoadError(
-                f"{self.path}: needs about {gib(est.total())} (weights {gib(est.weights)}, "
-                f"dequantized copies {gib(est.dequantized)}, one sequence's state "
-                f"{gib(est.state_per_sequence)}), {gib(avail)} available; pass "
-                f"check_memory=False (tinyggml-cli: --no-memory-check) to load anyway")
+        if int(n_seq_max) < 1:
+            raise TinyGGMLError(f"n_seq_max must be >= 1, got {n_seq_max}")
+        self._n_seq_max = int(n_seq_max)
+        # the memory check comes twice: before the tensors (weights and the copies dequantizing
+        # makes), and once they have confirmed the hparams, with a sequence's state
+        self._check_memory(check_memory, with_state=False)
         self.weights = self.arch_module.load_tensors(self.file, self.hparams)
+        self._check_memory(check_memory, with_state=True)
+        self.memory: Memory = self.arch_module.make_memory(self.hparams, n_seq_max)
         if self.file.dequantized:
             kinds = sorted({f"{a}->{b}" for _, a, b, _ in self.file.dequantized})
             extra = sum(n for *_, n in self.file.dequantized)
@@ -192,14 +191,31 @@ class Model:
         self.prefix_cache = prefix_cache
         self.load_ms = (time.perf_counter() - t0) * 1000
 
-    def _estimate_before_load(self) -> MemoryEstimate:
+    def _estimate_before_load(self, with_state: bool = True) -> MemoryEstimate:
         from .tensor import WEIGHT_TYPES
         weights = dequant = 0
         for t in self.file.tensors.values():
             weights += int(t.n_bytes)
             if int(t.tensor_type) not in WEIGHT_TYPES:      # dequantized at load, F16 at best
                 dequant += int(t.n_elements) * (2 if len(t.shape) > 1 else 4)
-        return MemoryEstimate(weights, dequant, self.memory.bytes_per_sequence, self.n_seq_max)
+        state = 0
+        if with_state:                     # from the hparams, before any array is made
+            conv, ssm = self.hparams.state_shapes()
+            state = self.hparams.n_layer * 4 * (int(np.prod(conv)) + int(np.prod(ssm)))
+        return MemoryEstimate(weights, dequant, state, self._n_seq_max)
+
+    def _check_memory(self, check: bool, with_state: bool):
+        if not check:
+            return
+        est = self._estimate_before_load(with_state)
+        avail = available_memory()
+        if avail is not None and est.total() + (64 << 20) > avail:
+            gib = lambda n: f"{n / 2**30:.2f} GiB"     # noqa: E731
+            raise ModelLoadError(
+                f"{self.path}: needs about {gib(est.total())} (weights {gib(est.weights)}, "
+                f"dequantized copies {gib(est.dequantized)}, one sequence's state "
+                f"{gib(est.state_per_sequence)}), {gib(avail)} available; pass "
+                f"check_memory=False (tinyggml-cli: --no-memory-check) to load anyway")
 
     def memory_estimate(self, n_tokens: int | None = None) -> MemoryEstimate:
         """The memory this model needs: weights, dequantized copies, state per sequence, and
@@ -225,7 +241,7 @@ class Model:
 
     @property
     def n_seq_max(self) -> int:
-        return self.memory.n_seq_max
+        return self._n_seq_max
 
     @property
     def n_vocab(self) -> int:
@@ -401,7 +417,7 @@ class Model:
             # it), so history and state never disagree
             for sid, start, n in parts:
                 seq = self._seqs[int(sid)]
-                seq.tokens.extend(int(x) for x in toks[sid][start:start + n])
+                seq.tokens.frombytes(toks[sid][start:start + n].tobytes())
                 seq.logits = None
                 done[sid] += n
             self._run(c, info)
@@ -441,7 +457,7 @@ class Model:
         hidden = np.stack([c.plan.numpy(c.graph.outputs[n]).reshape(T, d) for n in names])
         lg = c.plan.numpy(c.logits).reshape(T, self.n_vocab).copy()
         seq = self._seqs.setdefault(int(seq_id), _Seq())
-        seq.tokens.extend(int(x) for x in toks)
+        seq.tokens.frombytes(toks.tobytes())
         seq.logits = lg[-1].copy() if T else seq.logits
         return lg, hidden
 
@@ -492,7 +508,7 @@ class Model:
 
     def _entry(self, seq_id: int) -> Entry:
         s = self._seqs[seq_id]
-        return Entry(np.array(s.tokens, np.int32), self.memory.seq_state(seq_id),
+        return Entry(np.frombuffer(s.tokens, np.int32).copy(), self.memory.seq_state(seq_id),
                      None if s.logits is None else s.logits.copy())
 
     def _snapshot(self, seq_id: int, to_cache: bool = True) -> Entry | None:
@@ -528,7 +544,7 @@ class Model:
         if e is None or e.logits is None or not len(e.tokens):
             return 0
         self.memory.seq_load(seq_id, e.state)
-        self._seqs[seq_id] = _Seq(e.tokens.tolist(), e.logits.copy(), [e])
+        self._seqs[seq_id] = _Seq(array("i", e.tokens.tobytes()), e.logits.copy(), [e])
         return len(e.tokens)
 
     @_locked
@@ -550,7 +566,7 @@ class Model:
             raise TinyGGMLError(f"state: {len(entries)} entries, a sequence's state has 1")
         e = entries[0]
         self.memory.seq_load(seq_id, e.state)          # refuses (no free slot) before writing
-        self._seqs[int(seq_id)] = _Seq(e.tokens.tolist(), e.logits, [])
+        self._seqs[int(seq_id)] = _Seq(array("i", e.tokens.tobytes()), e.logits, [])
 
     @_locked
     def seq_copy(self, src: int, dst: int):
@@ -563,7 +579,7 @@ class Model:
             return
         self.memory.seq_copy(src, dst)
         s = self._seqs[src]
-        self._seqs[dst] = _Seq(list(s.tokens), None if s.logits is None else s.logits.copy(),
+        self._seqs[dst] = _Seq(array("i", s.tokens), None if s.logits is None else s.logits.copy(),
                                list(s.snapshots))
 
     @_locked
@@ -587,10 +603,10 @@ class Model:
                 base = e
         self.memory.clear(seq_id)
         if base is None:
-            self._seqs[seq_id] = _Seq([], None, [])
+            self._seqs[seq_id] = _Seq(array("i"), None, [])
         else:
             self.memory.seq_load(seq_id, base.state)
-            self._seqs[seq_id] = _Seq(base.tokens.tolist(),
+            self._seqs[seq_id] = _Seq(array("i", base.tokens.tobytes()),
                                       None if base.logits is None else base.logits.copy(), snaps)
         rest = target[len(self._seqs[seq_id].tokens):]
         if rest:
