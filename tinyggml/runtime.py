@@ -506,26 +506,32 @@ class Model:
                 raise TinyGGMLError("this prefix cache holds states of another model")
         self._prefix_cache = cache
 
-    def _entry(self, seq_id: int) -> Entry:
+    def _entry(self, seq_id: int, with_tokens: bool = True) -> Entry:
         s = self._seqs[seq_id]
-        return Entry(np.frombuffer(s.tokens, np.int32).copy(), self.memory.seq_state(seq_id),
-                     None if s.logits is None else s.logits.copy())
+        toks = np.frombuffer(s.tokens, np.int32).copy() if with_tokens else None
+        return Entry(toks, self.memory.seq_state(seq_id),
+                     None if s.logits is None else s.logits.copy(), len(s.tokens))
 
     def _snapshot(self, seq_id: int, to_cache: bool = True) -> Entry | None:
         """Keep the sequence's state now (for rollback, and with to_cache in the prefix cache)."""
         if self.max_snapshots == 0 and (self._prefix_cache is None or not to_cache):
             return None                            # nothing would keep it: no copy
         s = self._seqs[seq_id]
-        if s.snapshots and len(s.snapshots[-1].tokens) == len(s.tokens):
+        # a snapshot kept for rollback only needs no copy of the history (its sequence's history
+        # starts with it): histories are not copied once per snapshot
+        cache = to_cache and self._prefix_cache is not None
+        if s.snapshots and s.snapshots[-1].size == len(s.tokens):
             e = s.snapshots[-1]
             if e.logits is None and s.logits is not None:
                 e.logits = s.logits.copy()
         else:
-            e = self._entry(seq_id)
+            e = self._entry(seq_id, with_tokens=cache)
             s.snapshots.append(e)
             while len(s.snapshots) > self.max_snapshots:
                 del s.snapshots[0]                 # the oldest goes: rollbacks are usually recent
-        if to_cache and self._prefix_cache is not None and e.logits is not None and len(e.tokens):
+        if cache and e.tokens is None:
+            e.tokens = np.frombuffer(s.tokens, np.int32)[:e.size].copy()
+        if cache and e.logits is not None and e.size:
             self._prefix_cache.put(e)
         return e
 
@@ -536,7 +542,11 @@ class Model:
         if int(seq_id) not in self._seqs:
             raise TinyGGMLError(f"sequence {seq_id} has no state")
         e = self._snapshot(int(seq_id))
-        return e if e is not None else self._entry(int(seq_id))
+        if e is None:
+            return self._entry(int(seq_id))
+        if e.tokens is None:
+            e.tokens = np.frombuffer(self._seqs[int(seq_id)].tokens, np.int32)[:e.size].copy()
+        return e
 
     def _resume(self, seq_id: int, toks: np.ndarray) -> int:
         """Load the longest cached prefix of `toks` into the (empty) sequence; its length."""
@@ -595,18 +605,18 @@ class Model:
         if n_past == have:
             return 0
         target = s.tokens[:n_past]
-        snaps = [e for e in s.snapshots if len(e.tokens) <= n_past]
+        snaps = [e for e in s.snapshots if e.size <= n_past]
         base = snaps[-1] if snaps else None
         if self._prefix_cache is not None:
             e = self._prefix_cache.longest(target)
-            if e is not None and (base is None or len(e.tokens) > len(base.tokens)):
+            if e is not None and (base is None or e.size > base.size):
                 base = e
         self.memory.clear(seq_id)
         if base is None:
             self._seqs[seq_id] = _Seq(array("i"), None, [])
         else:
             self.memory.seq_load(seq_id, base.state)
-            self._seqs[seq_id] = _Seq(array("i", base.tokens.tobytes()),
+            self._seqs[seq_id] = _Seq(array("i", target[:base.size]),
                                       None if base.logits is None else base.logits.copy(), snaps)
         rest = target[len(self._seqs[seq_id].tokens):]
         if rest:

@@ -30,13 +30,21 @@ _HEAD = struct.Struct("<8sI32sI")
 
 @dataclass
 class Entry:
-    tokens: np.ndarray              # int32 token history
+    tokens: np.ndarray | None       # int32 token history (None: a snapshot that only serves
+                                    # rollback, whose sequence's history holds the tokens)
     state: bytes | np.ndarray       # Memory.seq_save bytes (or seq_state's uint8 array)
     logits: np.ndarray | None       # float32 [n_vocab] after the last token, or None
+    n_past: int = -1                # the length, when tokens is None
+
+    @property
+    def size(self) -> int:
+        """Tokens the state has consumed."""
+        return len(self.tokens) if self.tokens is not None else self.n_past
 
     @property
     def nbytes(self) -> int:
-        return len(self.state) + self.tokens.nbytes + (0 if self.logits is None else self.logits.nbytes)
+        return (len(self.state) + (0 if self.tokens is None else self.tokens.nbytes)
+                + (0 if self.logits is None else self.logits.nbytes))
 
 
 def model_fingerprint(model) -> bytes:
