@@ -91,3 +91,21 @@ def test_memory_estimate_and_refusal(path, monkeypatch):
     with pytest.raises(tinyggml.ModelLoadError, match=r"m.gguf: needs about .* available.*check_memory"):
         tinyggml.Model(path)
     tinyggml.Model(path, check_memory=False).eval([1, 2])      # the override loads it
+
+
+def test_check_finite_names_the_first_bad_node(path, tmp_path):
+    """A NaN planted in one weight: with check_finite the error names the node that first
+    produced non-finite values (the layer's ssm_out, not the logits downstream)."""
+    from tinyggml.gguf_reader import GGUFReader
+    r = GGUFReader(path)
+    t = next(t for t in r.tensors if t.name == "blk.1.ssm_out.weight")
+    raw = bytearray(path.read_bytes())
+    raw[t.data_offset:t.data_offset + 4] = np.float32(np.nan).tobytes()
+    bad = tmp_path / "nan.gguf"
+    bad.write_bytes(bytes(raw))
+    assert not np.isfinite(tinyggml.Model(bad, n_threads=1).eval([1, 2, 3])).all()
+    m = tinyggml.Model(bad, n_threads=1, check_finite=True)
+    with pytest.raises(tinyggml.TinyGGMLError, match=r"nan first appears in node 'blk.1.ssm_out' \(mul_mat"):
+        m.eval([1, 2, 3])
+    ok = tinyggml.Model(path, n_threads=1, check_finite=True)
+    np.testing.assert_array_equal(ok.eval([1, 2, 3]), tinyggml.Model(path, n_threads=1).eval([1, 2, 3]))

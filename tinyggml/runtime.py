@@ -15,12 +15,12 @@ and the quantized-batch path, whose default depends on the CPU (GraphOptions.for
 """
 from __future__ import annotations
 
-import os
 import functools
-from array import array
+import os
 import sys
 import threading
 import time
+from array import array
 from collections import deque
 from dataclasses import dataclass, field, replace
 
@@ -32,9 +32,10 @@ from .gguf_file import GGUFModel
 from .graph import Graph
 from .memory import Memory
 from .models.common import GraphContext, HParams
+from .ops import OPS, Op
 from .options import GraphOptions
 from .state_file import Entry, decode, encode, model_fingerprint
-from .tensor import Tensor
+from .tensor import F32, Tensor
 
 
 def physical_cores() -> int:
@@ -118,8 +119,9 @@ def build_graph(arch, hp: HParams, weights: dict, memory: Memory, opts: GraphOpt
     g = ctx.graph
     out = arch.build_graph(ctx)
     g.output(out)
-    for t in g.nodes:
-        if t.name in keep:
+    every = keep == ("*",)               # every computed F32 node (the finite-values check)
+    for t in list(g.nodes):
+        if t.name in keep or (every and t.op != Op.VIEW and t.type == F32):
             g.output(t)
             g.outputs[t.name] = t
     g.outputs["logits"] = out
@@ -133,14 +135,16 @@ class Model:
                  scan: str | None = None, ssd_chunk: int | None = None, int_gemm: bool | None = None,
                  n_seq_max: int = 8, options: GraphOptions | None = None,
                  snapshot_every: int = 512, max_snapshots: int | None = None, prefix_cache=None,
-                 check_memory: bool = True):
+                 check_memory: bool = True, check_finite: bool = False):
         """n_seq_max: sequences that can hold state at once (slots are allocated up front,
         zeroed lazily by the OS: untouched slots cost no memory). scan / ssd_chunk / int_gemm
         override the graph options, whose default is the CPU's (GraphOptions.for_cpu), or
         `options` replaces them whole. snapshot_every (0: none) and max_snapshots: the states
         kept per sequence for rollback() (default: as many as fit in 256 MiB, at most 8, at
         least 1). prefix_cache: a PrefixCache to resume prompts from. check_memory: refuse
-        (ModelLoadError) before loading when the estimate does not fit the available memory."""
+        (ModelLoadError) before loading when the estimate does not fit the available memory.
+        check_finite: keep every node's output and stop at the first NaN / Inf, naming the node
+        that made it (slower: for finding where a model breaks)."""
         t0 = time.perf_counter()
         self._lock = threading.RLock()
         try:
@@ -181,6 +185,7 @@ class Model:
         if snapshot_every < 0 or max_snapshots < 0:
             raise TinyGGMLError("snapshot_every and max_snapshots must be >= 0")
         self.snapshot_every, self.max_snapshots = int(snapshot_every), int(max_snapshots)
+        self.check_finite = bool(check_finite)
         self._compiled: dict[tuple, _Compiled] = {}
         self._tokenizer = None
         self._seqs: dict[int, _Seq] = {}
@@ -303,6 +308,16 @@ class Model:
             self._compiled[key] = c
         return c
 
+    def _first_non_finite(self, c: _Compiled):
+        """Raise naming the first node (in execution order) whose output has a NaN or Inf."""
+        for t in c.graph.nodes:
+            if t.name in c.graph.outputs and t.type == F32:
+                v = c.plan.numpy(t)
+                if not np.isfinite(v).all():
+                    bad = "nan" if np.isnan(v).any() else "inf"
+                    raise TinyGGMLError(f"{bad} first appears in node '{t.name}' "
+                                        f"({OPS[t.op].name}, shape {list(t.ne[:t.ndim])})")
+
     def _run(self, c: _Compiled, parts):
         """Fill seq_info with `parts` [(slot, first token, n tokens)] and run the plan."""
         info = c.inputs["seq_info"]
@@ -405,7 +420,7 @@ class Model:
                 elif end or snap[-1][0]:
                     rows.append((sid, 0 if end else -1, pos + n - 1))
                 pos += n
-            c = self.compiled(n_tokens, len(rows))
+            c = self.compiled(n_tokens, len(rows), ("*",) if self.check_finite else ())
             pos, info = 0, []
             for sid, start, n in parts:
                 c.inputs["tokens"][pos:pos + n] = toks[sid][start:start + n]
@@ -422,6 +437,8 @@ class Model:
                 done[sid] += n
             self._run(c, info)
             self.tokens_evaluated += n_tokens
+            if self.check_finite:
+                self._first_non_finite(c)
             lg = c.plan.numpy(c.logits).reshape(len(rows), self.n_vocab) if rows else None  # arena view
             if rows and not last:          # rows are all tokens in order: copy per part
                 pos = 0
