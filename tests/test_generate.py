@@ -200,3 +200,26 @@ def test_cli_interactive_continues_the_sequence(paths):
     for line in ("abc\n", "xyz\n"):
         replies.append("".join(Generation(m, m.tokenize(line, add_bos=False), params, 4, reset=False)))
     assert p.stdout == "hello" + "\n".join(replies) + "\n"
+
+
+def test_cli_ignore_eos(paths):
+    r = cli("run", "-m", paths["eos"], "-p", "hi", "-n", 5, "--temp", 0, "--ignore-eos")
+    assert r.returncode == 0 and "5 runs" in r.stderr
+
+
+def test_cli_ctrl_c_while_writing_leaves_no_file(tmp_path):
+    """Ctrl-C during make-model (a file being written): exit 130, one line, no file and no
+    temporary left behind."""
+    out = tmp_path / "big.gguf"
+    p = subprocess.Popen([sys.executable, "-m", "tinyggml", "make-model", "mamba2-1.3b", "-o",
+                          str(out), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    t0 = time.time()
+    while not any(tmp_path.iterdir()) and time.time() - t0 < 60:     # writing has begun
+        time.sleep(0.05)
+    time.sleep(0.3)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert err.decode().strip() == "tinyggml-cli: interrupted"
+    assert list(tmp_path.iterdir()) == []

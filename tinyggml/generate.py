@@ -43,6 +43,7 @@ class Generation:
     max_tokens: int
     seq_id: int = 0
     reset: bool = True                   # start the sequence fresh (False: continue it)
+    ignore_eos: bool = False             # end-of-generation tokens are sampled like any other
     tokens: list = field(default_factory=list)
     timings: Timings = field(default_factory=Timings)
 
@@ -66,7 +67,7 @@ class Generation:
         try:
             while len(self.tokens) < self.max_tokens:
                 nxt = sampler.sample(logits)
-                if tok.is_eog(nxt):
+                if tok.is_eog(nxt) and not self.ignore_eos:
                     self.timings.stop = "eos"
                     break
                 sampler.accept(nxt)

@@ -128,6 +128,7 @@ def cmd_run(args) -> int:
     try:
         if prompt or not args.interactive:
             g = start(m, prompt, n, params)
+            g.ignore_eos = args.ignore_eos
             timings.append(g.timings)
             out.write(prompt)
             out.flush()
@@ -368,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     s.add_argument("-i", "--interactive", action="store_true",
                    help="after the prompt, read lines from stdin and continue the conversation")
+    s.add_argument("--ignore-eos", action="store_true",
+                   help="keep generating past end-of-text (as llama-cli --ignore-eos)")
     s.add_argument("--prompt-cache", metavar="FILE",
                    help="session file: resume from the longest prefix of the prompt saved there, "
                         "and save the state after the prompt (as llama-cli's --prompt-cache)")
@@ -490,6 +493,9 @@ def main(argv=None) -> int:
     except TinyGGMLError as e:
         print(f"tinyggml-cli: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:        # Ctrl-C while loading, converting, quantizing, ...: files
+        print("tinyggml-cli: interrupted", file=sys.stderr)   # are written by rename, none half
+        return 130
     except BrokenPipeError:          # e.g. `tinyggml-cli graph ... | head`
         return 0
     except OSError as e:
