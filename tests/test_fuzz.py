@@ -115,7 +115,8 @@ def _load_and_run(path):
         ids = m.tokenize("hello") or [0]
         m.eval(ids[: 4], 0)
         m.detokenize(ids)
-    except TinyGGMLError:
+    except ModelLoadError as e:          # the tokenizer is read on first use
+        assert str(path) in str(e), f"the error does not name the file: {e}"
         OUTCOMES["refused at first use (tokenizer)"] += 1
         return "refused late"
     OUTCOMES["loaded and ran"] += 1

@@ -109,3 +109,15 @@ def test_check_finite_names_the_first_bad_node(path, tmp_path):
         m.eval([1, 2, 3])
     ok = tinyggml.Model(path, n_threads=1, check_finite=True)
     np.testing.assert_array_equal(ok.eval([1, 2, 3]), tinyggml.Model(path, n_threads=1).eval([1, 2, 3]))
+
+
+def test_plan_cache_is_bounded(path, monkeypatch):
+    from tinyggml import runtime
+    m = tinyggml.Model(path, n_threads=1)
+    for n in range(1, 80):
+        m.eval(list(range(n % 9 + 1)) * (n // 9 + 1), seq_id=0)
+        m.reset(0)
+    assert len(m._compiled) <= runtime.PLANS_MAX
+    monkeypatch.setattr(runtime, "PLAN_BYTES_MAX", 1)       # only the newest plan fits
+    m.eval([1] * 83, 0)                                      # a shape not cached yet
+    assert len(m._compiled) == 1 and (83, 83, ()) in m._compiled

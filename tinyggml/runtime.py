@@ -65,6 +65,10 @@ class _Compiled:
     logits: Tensor            # {n_vocab, n_out}
 
 
+PLANS_MAX = 64                 # compiled plans a Model keeps (one per ubatch shape)
+PLAN_BYTES_MAX = 1 << 30       # and the arena bytes they may hold together
+
+
 def _locked(method):
     """Serialize calls that run graphs or change sequences: a Model may be shared by threads
     (one graph run at a time; each sequence stays consistent)."""
@@ -300,12 +304,15 @@ class Model:
         key = (n_tokens, n_out, keep)
         c = self._compiled.get(key)
         if c is None:
-            if len(self._compiled) >= 64:      # bound the cache (odd shapes): oldest out
-                self._compiled.pop(next(iter(self._compiled)))
             g = self.build_graph(n_tokens, n_out, keep)
             c = _Compiled(g, Plan(g, max_threads=self.n_threads),
                           {k: t.data for k, t in g.inputs.items()}, g.outputs["logits"])
             self._compiled[key] = c
+            # bounded: at most PLANS_MAX plans and PLAN_BYTES_MAX of arenas (but always the
+            # newest), the oldest out first; a server's ever-changing shapes cannot pile up
+            while len(self._compiled) > 1 and (len(self._compiled) > PLANS_MAX or sum(
+                    p.plan.arena_bytes for p in self._compiled.values()) > PLAN_BYTES_MAX):
+                self._compiled.pop(next(iter(self._compiled)))
         return c
 
     def _first_non_finite(self, c: _Compiled):

@@ -86,14 +86,14 @@ class Tokenizer:
                  eom_id=None, add_bos=None, add_eos=None, add_space_prefix=None,
                  source: str = "<tokenizer>"):
         if model not in ("llama", "gpt2"):
-            raise TinyGGMLError(f"{source}: unsupported tokenizer model '{model}' (tinyggml "
+            raise ModelLoadError(f"{source}: unsupported tokenizer model '{model}' (tinyggml "
                                 f"supports 'llama' (SentencePiece) and 'gpt2' (byte-level BPE))")
         n = len(tokens)
         self.model, self.n_vocab, self.source = model, n, source
         # llama.cpp renames empty tokens, and refuses duplicates
         self.tokens = [t if t else f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
         if len(set(self.tokens)) != n:
-            raise TinyGGMLError(f"{source}: duplicate token texts in tokenizer.ggml.tokens")
+            raise ModelLoadError(f"{source}: duplicate token texts in tokenizer.ggml.tokens")
         self.types = [int(t) for t in types] if types is not None else [NORMAL] * n
         eog_texts = [i for i, t in enumerate(self.tokens) if t in EOG_TEXTS]
         for i in eog_texts:
@@ -113,7 +113,7 @@ class Tokenizer:
         self.add_eos = bool(False if add_eos is None else add_eos)
         self.add_space_prefix = bool(spm if add_space_prefix is None else add_space_prefix)
         if self.add_bos and self.bos_id is None:
-            raise TinyGGMLError(f"{source}: add_bos_token is true but there is no BOS token")
+            raise ModelLoadError(f"{source}: add_bos_token is true but there is no BOS token")
         eog = {self.eos_id, special(eot_id, None), special(eom_id, None), *eog_texts}
         self.eog_ids = frozenset(eog - {None})
         self.pre = pre
@@ -165,11 +165,11 @@ class Tokenizer:
                                      f"({e.reason} at byte {e.start})") from None
         model, tokens = value("model"), value("tokens")
         if model is None or tokens is None:
-            raise TinyGGMLError(f"{source}: no tokenizer in this GGUF (tokenizer.ggml.model = "
+            raise ModelLoadError(f"{source}: no tokenizer in this GGUF (tokenizer.ggml.model = "
                                 f"{model!r}, tokenizer.ggml.tokens "
                                 f"{'missing' if tokens is None else 'present'})")
         if model == "gpt2" and value("merges") is None:
-            raise TinyGGMLError(f"{source}: gpt2 tokenizer without tokenizer.ggml.merges")
+            raise ModelLoadError(f"{source}: gpt2 tokenizer without tokenizer.ggml.merges")
 
         # every key of the right kind (and arrays of the vocabulary's length) before any use
         def bad(key, what):
