@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tinyggml
+from conftest import FIXTURES, requires_fixtures
 from tinyggml.errors import ModelLoadError, TinyGGMLError
 from tinyggml.gguf_reader import GGUFReader
 from tinyggml.tools.testing import write_random_model
@@ -267,3 +268,26 @@ def test_state_blob_fuzz(blob_model, flips, cut, rechecksum):
         return
     m.eval([4], 1)
     OUTCOMES["blob loaded and ran"] += 1
+
+
+FIXTURE_FILES = ["mamba2-tiny-g2-spm-q4_0.gguf", "mamba2-tiny-g2-spm-q8_0.gguf"]   # the smallest
+
+
+@requires_fixtures
+@FUZZ
+@given(which=st.sampled_from(FIXTURE_FILES),
+       flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)),
+                      min_size=1, max_size=8),
+       cut=st.one_of(st.none(), st.floats(0, 1)))
+def test_fixture_byte_mutation_fuzz(tmp_path_factory, which, flips, cut):
+    """Byte mutations of the shared fixtures (llama.cpp's converter and quantizer wrote them; an
+    SPM tokenizer, Q4_0 / Q8_0 blocks): the header and tokenizer get most of the flips."""
+    raw = bytearray((FIXTURES / "models" / which).read_bytes())
+    header = min(len(raw), 200_000)
+    for where, byte in flips:
+        raw[int(where * header)] = byte
+    if cut is not None:
+        raw = raw[:int(len(raw) * cut)]
+    p = tmp_path_factory.mktemp("f", numbered=True) / which
+    p.write_bytes(bytes(raw))
+    _load_and_run(p)

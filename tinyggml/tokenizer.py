@@ -271,7 +271,7 @@ class Tokenizer:
         try:
             return SentencePieceProcessor(model_proto=m.SerializeToString())
         except Exception as e:
-            raise TinyGGMLError(f"{self.source}: SPM vocabulary rejected by sentencepiece: "
+            raise ModelLoadError(f"{self.source}: SPM vocabulary rejected by sentencepiece: "
                                 f"{e}") from None
 
     def _build_bpe(self, merges):
@@ -329,7 +329,7 @@ class Tokenizer:
         ids = [t for f in frags for t in ([f] if isinstance(f, int) else f)]
         if add_bos or (add_bos is None and self.add_bos):
             if self.bos_id is None:
-                raise TinyGGMLError(f"{self.source}: add_bos asked but the vocab has no BOS")
+                raise ModelLoadError(f"{self.source}: add_bos asked but the vocab has no BOS")
             ids.insert(0, self.bos_id)
         if add_bos is None and self.add_eos and self.eos_id is not None:
             ids.append(self.eos_id)
