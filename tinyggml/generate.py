@@ -8,6 +8,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .errors import TinyGGMLError
 from .sampling import Sampler, SamplerParams
 
@@ -65,9 +67,13 @@ class Generation:
         self.timings.stop = "length"
         t0 = time.perf_counter()
         try:
+            eog = sorted(tok.eog_ids) if self.ignore_eos else []
             while len(self.tokens) < self.max_tokens:
+                if eog:                    # as llama-cli --ignore-eos: never sampled
+                    logits = logits.copy()
+                    logits[eog] = -np.inf
                 nxt = sampler.sample(logits)
-                if tok.is_eog(nxt) and not self.ignore_eos:
+                if tok.is_eog(nxt):
                     self.timings.stop = "eos"
                     break
                 sampler.accept(nxt)

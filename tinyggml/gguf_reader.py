@@ -243,8 +243,11 @@ class GGUFReader:
                     data = self.data[start:start + n_bytes].reshape(
                         np_dims[:-1] + (np_dims[-1] // block * type_size,))
             self.tensors.append(ReaderTensor(name, ttype, dims, n_el, n_bytes, start, data))
-        extents.sort()
-        for (s0, e0, a), (s1, e1, b) in zip(extents, extents[1:]):
-            if s1 < e0 and e1 > s1:            # (empty tensors overlap nothing)
-                raise ValueError(f"tensors '{a}' and '{b}' overlap (bytes {s1}..{min(e0, e1)} "
+        end, last = -1, None                   # the furthest end so far, and whose it is
+        for s1, e1, b in sorted(extents):
+            if e1 == s1:                       # empty tensors overlap nothing
+                continue
+            if s1 < end:
+                raise ValueError(f"tensors '{last}' and '{b}' overlap (bytes {s1}..{min(end, e1)} "
                                  f"of the file)")
+            end, last = e1, b

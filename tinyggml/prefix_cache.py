@@ -15,7 +15,9 @@ Eviction is least-recently-used: an entry is used when it is stored or resumed f
 """
 from __future__ import annotations
 
+import functools
 import os
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -24,6 +26,15 @@ from .errors import TinyGGMLError
 from .state_file import Entry, decode, encode, model_fingerprint, write_atomic
 
 CACHE_FILE = "prefix-cache.tgstate"
+
+
+def _locked(method):
+    """One caller at a time: Models of one file may share a cache from several threads."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return wrapper
 
 
 class _Node:
@@ -39,6 +50,7 @@ class PrefixCache:
         if int(max_bytes) < 0:
             raise TinyGGMLError(f"max_bytes must be >= 0, got {max_bytes}")
         self.max_bytes = int(max_bytes)
+        self._lock = threading.RLock()
         self._root = _Node()
         self._entries: OrderedDict[bytes, Entry] = OrderedDict()   # LRU order, oldest first
         self.bytes = 0
@@ -46,6 +58,7 @@ class PrefixCache:
         self.fingerprint: bytes | None = None      # of the model the entries belong to
 
     # ---- lookup -------------------------------------------------------------------------------
+    @_locked
     def longest(self, tokens) -> Entry | None:
         """The entry with the longest token history that is a prefix of `tokens` (counted as a
         hit, and made most recent), or None (a miss)."""
@@ -65,6 +78,7 @@ class PrefixCache:
         self._entries.move_to_end(best)
         return self._entries[best]
 
+    @_locked
     def get(self, tokens) -> Entry | None:
         """The entry for exactly these tokens, or None (not counted, recency unchanged)."""
         return self._entries.get(np.asarray(tokens, np.int32).tobytes())
@@ -81,6 +95,7 @@ class PrefixCache:
                 "entries": len(self._entries), "bytes": self.bytes, "max_bytes": self.max_bytes}
 
     # ---- storing --------------------------------------------------------------------------------
+    @_locked
     def put(self, entry: Entry) -> bool:
         """Store `entry` (replacing one of the same tokens); evict least recently used entries
         to stay under max_bytes. False when the entry alone is over the budget."""
@@ -115,10 +130,12 @@ class PrefixCache:
                 break
             del path[i - 1].children[int(entry.tokens[i - 1])]
 
+    @_locked
     def clear(self):
         self._root, self._entries, self.bytes = _Node(), OrderedDict(), 0
 
     # ---- persistence ------------------------------------------------------------------------------
+    @_locked
     def save(self, directory: str):
         """Write every entry (least recent first) to directory/prefix-cache.tgstate, atomically."""
         if self.fingerprint is None:

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from array import array
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -190,7 +190,7 @@ class Model:
             raise TinyGGMLError("snapshot_every and max_snapshots must be >= 0")
         self.snapshot_every, self.max_snapshots = int(snapshot_every), int(max_snapshots)
         self.check_finite = bool(check_finite)
-        self._compiled: dict[tuple, _Compiled] = {}
+        self._compiled: OrderedDict[tuple, _Compiled] = OrderedDict()
         self._tokenizer = None
         self._seqs: dict[int, _Seq] = {}
         self._fingerprint: bytes | None = None
@@ -217,6 +217,8 @@ class Model:
         if not check:
             return
         est = self._estimate_before_load(with_state)
+        if with_state:                     # after loading: the copies exist, MemAvailable saw them
+            est.dequantized = 0
         avail = available_memory()
         if avail is not None and est.total() + (64 << 20) > avail:
             gib = lambda n: f"{n / 2**30:.2f} GiB"     # noqa: E731
@@ -266,7 +268,11 @@ class Model:
         """The GGUF's tokenizer (built on first use from the already-open file)."""
         if self._tokenizer is None:
             from .tokenizer import Tokenizer
-            self._tokenizer = Tokenizer.from_gguf(self.file.reader)
+            tok = Tokenizer.from_gguf(self.file.reader)
+            if tok.n_vocab > self.n_vocab:       # its ids would index past the embeddings
+                raise ModelLoadError(f"{self.path}: the tokenizer has {tok.n_vocab} tokens, the "
+                                     f"model's embeddings {self.n_vocab}")
+            self._tokenizer = tok
         return self._tokenizer
 
     def tokenize(self, text: str, add_bos: bool | None = None, parse_special: bool = False) -> list:
@@ -303,7 +309,9 @@ class Model:
         n_out = n_tokens if n_out is None else n_out
         key = (n_tokens, n_out, keep)
         c = self._compiled.get(key)
-        if c is None:
+        if c is not None:
+            self._compiled.move_to_end(key)        # least recently used go first
+        else:
             g = self.build_graph(n_tokens, n_out, keep)
             c = _Compiled(g, Plan(g, max_threads=self.n_threads),
                           {k: t.data for k, t in g.inputs.items()}, g.outputs["logits"])
@@ -522,6 +530,7 @@ class Model:
         return self._prefix_cache
 
     @prefix_cache.setter
+    @_locked
     def prefix_cache(self, cache):
         if cache is not None:
             if cache.fingerprint is None:

@@ -19,6 +19,7 @@ import subprocess
 import sys
 
 from ..errors import TinyGGMLError
+from ..state_file import write_atomic
 
 
 DEMO_MODEL = "shakespeare-mamba2.gguf"
@@ -137,7 +138,7 @@ def cmd_run(args) -> int:
             if args.prompt_cache and not args.prompt_cache_ro:
                 _prompt_cache_save(m, args.prompt_cache, g.prompt_ids, args.prompt_cache_all)
         if args.interactive:
-            code = _interactive(m, params, n, timings, out)
+            code = _interactive(m, params, n, timings, out, args.ignore_eos)
     except KeyboardInterrupt:
         out.write("\n")
         code = 130
@@ -147,7 +148,7 @@ def cmd_run(args) -> int:
     return code
 
 
-def _interactive(m, params, n, timings, out) -> int:
+def _interactive(m, params, n, timings, out, ignore_eos: bool = False) -> int:
     """Read a line, continue the same sequence with it, generate; Ctrl-C stops a reply,
     Ctrl-D (end of input) ends the session."""
     from ..generate import Generation
@@ -163,7 +164,7 @@ def _interactive(m, params, n, timings, out) -> int:
             return 0
         ids = m.tokenize(line, add_bos=first and not timings)
         first = False
-        g = Generation(m, ids, params, n, reset=not timings)
+        g = Generation(m, ids, params, n, reset=not timings, ignore_eos=ignore_eos)
         timings.append(g.timings)
         try:
             _stream(g, out)
@@ -328,13 +329,12 @@ def cmd_graph(args) -> int:
         if exe is None:
             raise TinyGGMLError(f"rendering {suffix} needs Graphviz's `dot`, which is not installed "
                                 f"(apt install graphviz); use -o FILE.dot for the DOT source")
-        r = subprocess.run([exe, f"-T{suffix[1:]}", "-o", args.output], input=text.encode(),
-                           capture_output=True)
+        r = subprocess.run([exe, f"-T{suffix[1:]}"], input=text.encode(), capture_output=True)
         if r.returncode != 0:
             raise TinyGGMLError(f"graphviz failed: {r.stderr.decode(errors='replace').strip()}")
+        write_atomic(args.output, r.stdout)
     else:
-        with open(args.output, "w") as fh:
-            fh.write(text)
+        write_atomic(args.output, text.encode())
     print(f"wrote {args.output}: {len(g.nodes)} nodes, arena {arena} bytes", file=sys.stderr)
     return 0
 
