@@ -18,29 +18,27 @@ from tinyggml.tools.testing import write_random_model
 V = 97
 
 
+def _model_file(tmp_path_factory, arch, seed=3):
+    p = tmp_path_factory.mktemp(arch) / f"{arch}-{seed}.gguf"
+    kw = dict(head_dim=8, n_group=2) if arch == "mamba2" else {}
+    write_random_model(p, arch, n_embd=32, n_layer=2, d_state=8, n_vocab=V, seed=seed, **kw)
+    return p
+
+
 @pytest.fixture(scope="module", params=["mamba", "mamba2"])
 def path(request, tmp_path_factory):
-    p = tmp_path_factory.mktemp("state") / f"{request.param}.gguf"
-    kw = dict(head_dim=8, n_group=2) if request.param == "mamba2" else {}
-    write_random_model(p, request.param, n_embd=32, n_layer=2, d_state=8, n_vocab=V, seed=3, **kw)
-    return p
+    return _model_file(tmp_path_factory, request.param)
 
 
 @pytest.fixture(scope="module")
 def m2path(tmp_path_factory):
-    p = tmp_path_factory.mktemp("m2") / "mamba2.gguf"
-    write_random_model(p, "mamba2", n_embd=32, n_layer=2, d_state=8, n_vocab=V, seed=3,
-                       head_dim=8, n_group=2)
-    return p
+    return _model_file(tmp_path_factory, "mamba2")
 
 
 @pytest.fixture(scope="module")
 def other(tmp_path_factory):
     """Same architecture and sizes as mamba2's `path`, other weights."""
-    p = tmp_path_factory.mktemp("other") / "other.gguf"
-    write_random_model(p, "mamba2", n_embd=32, n_layer=2, d_state=8, n_vocab=V, seed=4,
-                       head_dim=8, n_group=2)
-    return p
+    return _model_file(tmp_path_factory, "mamba2", seed=4)
 
 
 def toks(n, seed):

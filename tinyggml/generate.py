@@ -70,8 +70,7 @@ class Generation:
             eog = sorted(tok.eog_ids) if self.ignore_eos else []
             while len(self.tokens) < self.max_tokens:
                 if eog:                    # as llama-cli --ignore-eos: never sampled
-                    logits = logits.copy()
-                    logits[eog] = -np.inf
+                    logits[eog] = -np.inf      # (eval's array: ours to change)
                 nxt = sampler.sample(logits)
                 if tok.is_eog(nxt):
                     self.timings.stop = "eos"

@@ -23,7 +23,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .errors import TinyGGMLError
-from .state_file import Entry, decode, encode, model_fingerprint, write_atomic
+from .state_file import Entry, decode, encode, write_atomic
 
 CACHE_FILE = "prefix-cache.tgstate"
 

@@ -207,10 +207,8 @@ class Model:
             weights += int(t.n_bytes)
             if int(t.tensor_type) not in WEIGHT_TYPES:      # dequantized at load, F16 at best
                 dequant += int(t.n_elements) * (2 if len(t.shape) > 1 else 4)
-        state = 0
-        if with_state:                     # from the hparams, before any array is made
-            conv, ssm = self.hparams.state_shapes()
-            state = self.hparams.n_layer * 4 * (int(np.prod(conv)) + int(np.prod(ssm)))
+        # a sequence's state from the hparams, before any array is made
+        state = self.hparams.state_bytes_per_sequence if with_state else 0
         return MemoryEstimate(weights, dequant, state, self._n_seq_max)
 
     def _check_memory(self, check: bool, with_state: bool):

@@ -88,7 +88,7 @@ cdef class Plan:
     cdef tg_tensor **nodes
     cdef int n_tensors, n_nodes, max_threads
     cdef size_t wsize
-    cdef object arena, work, graph, offsets, _node_of, _index
+    cdef object arena, work, graph, offsets, _index
     cdef readonly Py_ssize_t arena_bytes
 
     def __cinit__(self, graph, int max_threads=1):
@@ -155,7 +155,6 @@ cdef class Plan:
             ct.data = <char *>base
         for i, t in enumerate(compute):
             self.nodes[i] = &self.tensors[index[id(t)]]
-        self._node_of = compute
 
     def __dealloc__(self):
         free(self.tensors)
@@ -200,10 +199,10 @@ cdef class Plan:
         names of mul_mat.c's tg_mm_path; it depends on set_simd)."""
         if t.op != Op.MUL_MAT:
             raise ValueError(f"{t.name} is not a mul_mat")
-        for k in range(self.n_nodes):
-            if self._node_of[k] is t:
-                return MUL_MAT_PATHS[tg_mul_mat_path(self.nodes[k])]
-        raise ValueError(f"{t.name} is not in this plan")
+        i = self._index.get(id(t))
+        if i is None:
+            raise ValueError(f"{t.name} is not in this plan")
+        return MUL_MAT_PATHS[tg_mul_mat_path(&self.tensors[<int>i])]
 
     def numpy(self, t):
         """numpy view (reversed shape) of a tensor's current data."""

@@ -43,6 +43,56 @@ class HParams:
                 raise ModelLoadError(f"{path}: {k} must be positive, found {getattr(self, k)}")
 
 
+@dataclass(frozen=True)
+class SSMHParams(HParams):
+    """What Mamba-style SSM layers add (Mamba-1, Mamba-2, and the SSM layers of hybrids); a
+    subclass gives state_shapes()."""
+    d_conv: int
+    d_inner: int
+    d_state: int
+
+    @staticmethod
+    def read_ssm(f) -> dict:
+        a = f.arch
+        return dict(**HParams.read_common(f), d_conv=f.get(f"{a}.ssm.conv_kernel", int),
+                    d_inner=f.get(f"{a}.ssm.inner_size", int),
+                    d_state=f.get(f"{a}.ssm.state_size", int))
+
+    def check(self, path: str, positive: tuple = ()):
+        super().check(path)
+        for k in ("d_inner", "d_state") + positive:
+            if getattr(self, k) <= 0:
+                raise ModelLoadError(f"{path}: {k} must be positive, found {getattr(self, k)}")
+        if not 2 <= self.d_conv <= 16:
+            raise ModelLoadError(f"{path}: ssm.conv_kernel {self.d_conv} not in 2..16")
+
+    def state_shapes(self) -> tuple[tuple, tuple]:
+        raise NotImplementedError
+
+    @property
+    def state_bytes_per_sequence(self) -> int:
+        """F32 conv + SSM state of all layers, from the sizes alone (before any array exists)."""
+        (a, b), (c, d, e) = self.state_shapes()
+        return self.n_layer * 4 * (a * b + c * d * e)
+
+
+def recurrent_memory(hp: SSMHParams, n_seq_max: int):
+    """A RecurrentState with every layer's conv and SSM state (the pure-SSM models' memory)."""
+    from ..memory import RecurrentState
+    conv, ssm = hp.state_shapes()
+    return RecurrentState(conv, ssm, hp.n_layer, n_seq_max)
+
+
+def pre_norm_stack(ctx: "GraphContext", block) -> Tensor:
+    """Embeddings -> n_layer x (x + block(ctx, rms_norm(x) * attn_norm, il)) -> final norm ->
+    logits: the residual skeleton of the pure-SSM models."""
+    cur = ctx.embed()                                                   # {n_embd, n_t}
+    for il in range(ctx.hp.n_layer):
+        x = name(ops.rms_norm(cur, ctx.hp.eps, ctx.w[f"{il}.attn_norm"]), "attn_norm", il)
+        cur = name(ops.add(block(ctx, x, il), cur), "l_out", il)
+    return ctx.head(cur)
+
+
 def name(t: Tensor, what: str, il: int | None = None) -> Tensor:
     """Name a node like llama.cpp's cb(): "blk.3.ssm_scan" or "result_norm" (and the activation
     quantization a quantized mul_mat inserted before it: "blk.3.ssm_in.act")."""

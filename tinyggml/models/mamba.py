@@ -11,35 +11,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import ops
-from ..errors import ModelLoadError
-from ..memory import RecurrentState
 from ..tensor import WEIGHT_TYPES, Tensor
-from .common import GraphContext, HParams, load_common, name, weight
+from .common import (GraphContext, SSMHParams, load_common, name, pre_norm_stack,
+                     recurrent_memory, weight)
 
 ARCH = "mamba"
 
 
 @dataclass(frozen=True)
-class MambaHParams(HParams):
-    d_conv: int
-    d_inner: int
-    d_state: int
+class MambaHParams(SSMHParams):
     dt_rank: int
     dt_b_c_rms: bool = False    # Falcon-Mamba
 
     @classmethod
     def read(cls, f) -> MambaHParams:
         a = f.arch
-        hp = cls(**HParams.read_common(f), d_conv=f.get(f"{a}.ssm.conv_kernel", int),
-                 d_inner=f.get(f"{a}.ssm.inner_size", int), d_state=f.get(f"{a}.ssm.state_size", int),
-                 dt_rank=f.get(f"{a}.ssm.time_step_rank", int),
+        hp = cls(**SSMHParams.read_ssm(f), dt_rank=f.get(f"{a}.ssm.time_step_rank", int),
                  dt_b_c_rms=f.get(f"{a}.ssm.dt_b_c_rms", bool, False))
-        hp.check(f.path)
-        for k in ("d_inner", "d_state", "dt_rank"):
-            if getattr(hp, k) <= 0:
-                raise ModelLoadError(f"{f.path}: {k} must be positive, found {getattr(hp, k)}")
-        if not 2 <= hp.d_conv <= 16:
-            raise ModelLoadError(f"{f.path}: ssm.conv_kernel {hp.d_conv} not in 2..16")
+        hp.check(f.path, positive=("dt_rank",))
         return hp
 
     def state_shapes(self) -> tuple[tuple, tuple]:
@@ -52,9 +41,7 @@ def read_hparams(f) -> MambaHParams:
     return MambaHParams.read(f)
 
 
-def make_memory(hp: MambaHParams, n_seq_max: int) -> RecurrentState:
-    conv, ssm = hp.state_shapes()
-    return RecurrentState(conv, ssm, hp.n_layer, n_seq_max)
+make_memory = recurrent_memory
 
 
 def load_tensors(f, hp: MambaHParams) -> dict:
@@ -111,8 +98,4 @@ def build_block(ctx: GraphContext, cur: Tensor, il: int) -> Tensor:
 
 def build_graph(ctx: GraphContext) -> Tensor:
     """Embeddings -> n_layer x (x + block(rms_norm(x) * attn_norm)) -> final norm -> logits."""
-    cur = ctx.embed()                                                   # {n_embd, n_t}
-    for il in range(ctx.hp.n_layer):
-        x = name(ops.rms_norm(cur, ctx.hp.eps, ctx.w[f"{il}.attn_norm"]), "attn_norm", il)
-        cur = name(ops.add(build_block(ctx, x, il), cur), "l_out", il)
-    return ctx.head(cur)
+    return pre_norm_stack(ctx, build_block)

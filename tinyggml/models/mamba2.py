@@ -14,37 +14,27 @@ from dataclasses import dataclass
 
 from .. import ops
 from ..errors import ModelLoadError
-from ..memory import RecurrentState
 from ..tensor import WEIGHT_TYPES, Tensor
-from .common import GraphContext, HParams, load_common, name, weight
+from .common import (GraphContext, SSMHParams, load_common, name, pre_norm_stack,
+                     recurrent_memory, weight)
 
 ARCH = "mamba2"
 
 
 @dataclass(frozen=True)
-class Mamba2HParams(HParams):
-    d_conv: int
-    d_inner: int
-    d_state: int
+class Mamba2HParams(SSMHParams):
     n_head: int
     n_group: int = 1
 
     @classmethod
     def read(cls, f) -> Mamba2HParams:
         a = f.arch
-        hp = cls(**HParams.read_common(f), d_conv=f.get(f"{a}.ssm.conv_kernel", int),
-                 d_inner=f.get(f"{a}.ssm.inner_size", int), d_state=f.get(f"{a}.ssm.state_size", int),
-                 n_head=f.get(f"{a}.ssm.time_step_rank", int),
+        hp = cls(**SSMHParams.read_ssm(f), n_head=f.get(f"{a}.ssm.time_step_rank", int),
                  n_group=f.get(f"{a}.ssm.group_count", int, 1))
         hp.check(f.path)
-        for k in ("d_inner", "d_state"):
-            if getattr(hp, k) <= 0:
-                raise ModelLoadError(f"{f.path}: {k} must be positive, found {getattr(hp, k)}")
         if hp.n_head <= 0 or hp.d_inner % hp.n_head or hp.n_group <= 0 or hp.n_head % hp.n_group:
             raise ModelLoadError(f"{f.path}: inconsistent Mamba-2 sizes: d_inner {hp.d_inner}, "
                                  f"heads {hp.n_head}, groups {hp.n_group}")
-        if not 2 <= hp.d_conv <= 16:
-            raise ModelLoadError(f"{f.path}: ssm.conv_kernel {hp.d_conv} not in 2..16")
         return hp
 
     @property
@@ -64,9 +54,7 @@ def read_hparams(f) -> Mamba2HParams:
     return Mamba2HParams.read(f)
 
 
-def make_memory(hp: Mamba2HParams, n_seq_max: int) -> RecurrentState:
-    conv, ssm = hp.state_shapes()
-    return RecurrentState(conv, ssm, hp.n_layer, n_seq_max)
+make_memory = recurrent_memory
 
 
 def load_tensors(f, hp: Mamba2HParams) -> dict:
@@ -120,8 +108,4 @@ def build_block(ctx: GraphContext, cur: Tensor, il: int) -> Tensor:
 
 def build_graph(ctx: GraphContext) -> Tensor:
     """Embeddings -> n_layer x (x + block(rms_norm(x) * attn_norm)) -> final norm -> logits."""
-    cur = ctx.embed()                                                   # {n_embd, n_t}
-    for il in range(ctx.hp.n_layer):
-        x = name(ops.rms_norm(cur, ctx.hp.eps, ctx.w[f"{il}.attn_norm"]), "attn_norm", il)
-        cur = name(ops.add(build_block(ctx, x, il), cur), "l_out", il)
-    return ctx.head(cur)
+    return pre_norm_stack(ctx, build_block)
