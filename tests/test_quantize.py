@@ -158,7 +158,9 @@ def test_quantize_tensor_arguments():
     ("blk.0.ssm_a", [16, 512], Q.Q4_0, False, (Q.F32, False)),
     ("blk.0.ssm_dt.bias", [512], Q.Q8_0, False, (Q.F32, False)),
     ("blk.0.ssm_x.weight", [512, 40], Q.Q4_K, False, (Q.Q4_K, False)),
-    ("output.weight", [128, 4000], Q.Q4_0, False, (Q.Q8_0, False)),      # ne0 % 256: Q8_0
+    ("output.weight", [128, 4000], Q.Q4_0, False, (Q.Q8_0, True)),   # Q6_K wanted, ne0 % 256
+    ("output.weight", [128, 4000], Q.Q4_K, False, (Q.Q8_0, False)),  # ne0 % 256: Q8_0 wanted
+    ("output.weight", [48, 4000], Q.Q4_0, False, (Q.F16, True)),     # ne0 % 32: Q8_0 wanted
     ("output.weight", [768, 4000], Q.Q4_0, False, (Q.Q6_K, False)),
     ("output.weight", [768, 4000], Q.Q8_0, False, (Q.Q8_0, False)),
     ("token_embd.weight", [768, 4000], Q.Q4_K, False, (Q.Q4_K, False)),  # untied: base type
@@ -282,7 +284,8 @@ def test_requantize_needs_permission(tmp_path):
     q8 = tmp_path / "q8.gguf"
     quantize_file(src, q8, "q8_0", progress=False)
     out = tmp_path / "q4.gguf"
-    with pytest.raises(TinyGGMLError, match="already quantized .Q8_0.*allow_requantize"):
+    with pytest.raises(TinyGGMLError, match="q8.gguf: tensor .* already quantized .Q8_0.*"
+                                            "pass --allow-requantize$"):
         quantize_file(q8, out, "q4_0", progress=False)
     assert sorted(os.listdir(tmp_path)) == ["m.gguf", "q8.gguf"]
     summary = quantize_file(q8, out, "q4_0", progress=False, allow_requantize=True)
@@ -307,9 +310,9 @@ def test_threads_give_the_same_file(tmp_path, monkeypatch):
 def test_progress_on_stderr_only_when_asked(tmp_path, capsys):
     src = tmp_path / "m.gguf"
     write_random_model(src, "mamba2", n_embd=64, n_layer=1, d_state=16, n_vocab=100, seed=6)
-    quantize_file(src, tmp_path / "a.gguf", "q8_0", progress=False)
+    quantize_file(src, tmp_path / "a.gguf", "q8_0", progress=False, log=None)
     assert capsys.readouterr() == ("", "")
-    quantize_file(src, tmp_path / "b.gguf", "q8_0", progress=True)
+    quantize_file(src, tmp_path / "b.gguf", "q8_0", progress=True, log=None)
     out, err = capsys.readouterr()
     assert out == "" and "quantizing" in err
 
@@ -319,9 +322,9 @@ def test_progress_on_stderr_only_when_asked(tmp_path, capsys):
 def test_bad_qtype_and_unreadable_source(tmp_path):
     src = tmp_path / "m.gguf"
     write_random_model(src, "mamba2", n_embd=64, n_layer=1, d_state=16, n_vocab=100, seed=7)
-    with pytest.raises(TinyGGMLError, match=r"unknown quantization type 'q4_k_m' \(choose from "
-                                            r"q8_0, q4_0, .*f32\)"):
-        quantize_file(src, tmp_path / "o.gguf", "q4_k_m", progress=False)
+    with pytest.raises(TinyGGMLError, match=r"unknown quantization type 'q4_k_x' \(choose from "
+                                            r"Q4_0, Q4_1, .*Q4_K_M, .*F32, COPY\)"):
+        quantize_file(src, tmp_path / "o.gguf", "q4_k_x", progress=False)
     with pytest.raises(TinyGGMLError, match="no such file"):
         quantize_file(tmp_path / "missing.gguf", tmp_path / "o.gguf", "q8_0", progress=False)
     (tmp_path / "junk.gguf").write_bytes(b"not a gguf file")
@@ -329,8 +332,12 @@ def test_bad_qtype_and_unreadable_source(tmp_path):
         quantize_file(tmp_path / "junk.gguf", tmp_path / "o.gguf", "q8_0", progress=False)
     with pytest.raises(TinyGGMLError, match="would overwrite the input"):
         quantize_file(src, src, "q8_0", progress=False)
-    with pytest.raises(TinyGGMLError, match="cannot write"):
+    with pytest.raises(TinyGGMLError, match="junk.gguf is not a folder"):
         quantize_file(src, tmp_path / "junk.gguf" / "o.gguf", "q8_0", progress=False)
+    with pytest.raises(TinyGGMLError, match="folder .*missing does not exist"):
+        quantize_file(src, tmp_path / "missing" / "o.gguf", "q8_0", progress=False)
+    with pytest.raises(TinyGGMLError, match="cannot write .File name too long"):
+        quantize_file(src, tmp_path / ("x" * 250 + ".gguf"), "q8_0", progress=False)
     assert sorted(os.listdir(tmp_path)) == ["junk.gguf", "m.gguf"]
 
 

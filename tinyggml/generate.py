@@ -21,7 +21,7 @@ class Timings:
     prompt_ms: float = 0.0
     gen_tokens: int = 0
     gen_ms: float = 0.0
-    stop: str = ""                       # "eos", "length", "interrupted"
+    stop: str = ""                       # "eos", "stop" (a stop string), "length", "interrupted"
 
     def lines(self) -> list[str]:
         def rate(n, ms):
@@ -46,8 +46,21 @@ class Generation:
     seq_id: int = 0
     reset: bool = True                   # start the sequence fresh (False: continue it)
     ignore_eos: bool = False             # end-of-generation tokens are sampled like any other
+    stop: list = field(default_factory=list)   # stop strings: the reply ends before the first
     tokens: list = field(default_factory=list)
     timings: Timings = field(default_factory=Timings)
+    reply: str = ""                      # the text given out (before any stop string)
+    text: str = ""                       # the text of every generated token (the state holds it)
+
+    def _hold(self, text: str) -> int:
+        """How many characters at the end of `text` could begin a stop string."""
+        n = 0
+        for s in self.stop:
+            for k in range(min(len(s) - 1, len(text)), n, -1):
+                if text.endswith(s[:k]):
+                    n = k
+                    break
+        return n
 
     def __iter__(self):
         from .tokenizer import StreamDecoder
@@ -60,11 +73,19 @@ class Generation:
         self.timings.load_ms = getattr(m, "load_ms", 0.0)
         t0 = time.perf_counter()
         n0 = m.tokens_evaluated
-        logits = m.eval(self.prompt_ids, seq_id=self.seq_id, logits="last")[0]
+        if len(self.prompt_ids):
+            logits = m.eval(self.prompt_ids, seq_id=self.seq_id, logits="last")[0]
+        else:                              # continue after what the sequence holds
+            logits = m.last_logits(self.seq_id)
+            if logits is None:
+                raise TinyGGMLError(f"sequence {self.seq_id} has no logits to continue from")
+            logits = logits.copy()
         self.timings.prompt_tokens = m.tokens_evaluated - n0    # the prefix cache may skip some
         self.timings.prompt_ms = (time.perf_counter() - t0) * 1000
         dec = StreamDecoder(tok, continuation=True)
         self.timings.stop = "length"
+        stops = [s for s in self.stop if s]
+        pending = ""               # decoded text not given out yet (it may begin a stop string)
         t0 = time.perf_counter()
         try:
             eog = sorted(tok.eog_ids) if self.ignore_eos else []
@@ -78,12 +99,26 @@ class Generation:
                 sampler.accept(nxt)
                 self.tokens.append(nxt)
                 piece = dec.push(nxt)
+                self.text += piece
+                if stops and piece:
+                    pending += piece
+                    hits = [i for i in (pending.find(s) for s in stops) if i >= 0]
+                    if hits:
+                        piece, pending = pending[:min(hits)], ""
+                        self.timings.stop = "stop"
+                    else:
+                        keep = self._hold(pending)
+                        piece, pending = pending[:len(pending) - keep], pending[len(pending) - keep:]
                 if piece:
+                    self.reply += piece
                     yield piece
-                # always feed the token back: the state then holds prompt + everything generated
+                # always feed the token back (the one completing a stop string too): the state
+                # then holds prompt + everything generated
                 logits = m.eval([nxt], seq_id=self.seq_id, logits="last")[0]
                 self.timings.gen_tokens += 1
                 self.timings.gen_ms = (time.perf_counter() - t0) * 1000
+                if self.timings.stop == "stop":
+                    break
         except (KeyboardInterrupt, GeneratorExit):
             self.timings.stop = "interrupted"
             self.timings.gen_ms = (time.perf_counter() - t0) * 1000
@@ -91,8 +126,16 @@ class Generation:
         if m.prefix_cache is not None and self.tokens:
             m.checkpoint(self.seq_id)      # the next turn of a chat resumes after this reply
         rest = dec.flush()
-        if rest:
-            yield rest
+        self.text += rest
+        if self.timings.stop != "stop":
+            rest = pending + rest
+            hits = [i for i in (rest.find(s) for s in stops) if i >= 0]
+            if hits:
+                rest = rest[:min(hits)]
+                self.timings.stop = "stop"
+            if rest:
+                self.reply += rest
+                yield rest
 
 
 def start(model, prompt, max_tokens: int, params: SamplerParams, seq_id: int = 0,

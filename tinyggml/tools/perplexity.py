@@ -34,8 +34,10 @@ def chunk_nll(logits: np.ndarray, chunk: np.ndarray) -> np.ndarray:
     return lse - x[np.arange(len(x)), chunk[first + 1:]]
 
 
-def perplexity(model, tokens, n_ctx: int, on_chunk=None) -> PerplexityResult:
-    """Perplexity of `tokens` (ids); on_chunk(i, n_chunks, running_ppl) reports progress."""
+def perplexity(model, tokens, n_ctx: int, on_chunk=None, on_pass=None) -> PerplexityResult:
+    """Perplexity of `tokens` (ids); on_chunk(i, n_chunks, running_ppl) reports progress, and
+    on_pass(chunks_done, n_chunks, chunks_per_pass) follows each graph run (several chunks
+    are evaluated together, one per sequence)."""
     tokens = np.asarray(tokens, dtype=np.int64)
     if n_ctx < 4:
         raise TinyGGMLError(f"--ctx must be at least 4, got {n_ctx}")
@@ -68,6 +70,8 @@ def perplexity(model, tokens, n_ctx: int, on_chunk=None) -> PerplexityResult:
             running.append(math.exp(nll.mean()))
             if on_chunk:
                 on_chunk(c, n_chunks, running[-1])
+        if on_pass:
+            on_pass(min(c0 + per_run, n_chunks), n_chunks, per_run)
     nll = np.concatenate(nll_all)
     ppl = math.exp(nll.mean())
     return PerplexityResult(ppl, ppl * nll.std() / math.sqrt(len(nll)), len(nll), n_chunks, running)

@@ -103,7 +103,7 @@ def _layer_tensors(rng, arch, n_embd, d_inner, d_state, d_conv, dt_rank, n_head,
 
 def write_random_model(path, arch, *, n_embd, n_layer, d_state, d_conv=4, expand=2,
                        dt_rank=None, head_dim=None, n_group=1, n_vocab, tied=True,
-                       dt_b_c_rms=False, wtype="f32", seed=0):
+                       dt_b_c_rms=False, wtype="f32", seed=0, chat_template=None):
     """Write a random model to path and return its hparams.
 
     Args:
@@ -114,6 +114,7 @@ def write_random_model(path, arch, *, n_embd, n_layer, d_state, d_conv=4, expand
         tied: no output.weight, the LM head is token_embd
         wtype: "f32", or "f16" for the converter's `--outtype f16` layout
         seed: the same arguments and seed give the same file
+        chat_template: a tokenizer.chat_template (Jinja2) to store, or None
     Returns: dict with n_embd, n_layer, d_inner, d_state, d_conv, eps, n_vocab, tied and
         dt_rank, dt_b_c_rms (mamba) or n_head, head_dim, n_group (mamba2)
     """
@@ -183,6 +184,8 @@ def write_random_model(path, arch, *, n_embd, n_layer, d_state, d_conv=4, expand
     writer.add_bos_token_id(0)
     writer.add_eos_token_id(0)
     writer.add_unk_token_id(0)
+    if chat_template is not None:
+        writer.add_chat_template(chat_template)
     for name, w in tensors.items():
         writer.add_tensor(name, w)
     writer.write_header_to_file()
