@@ -7,6 +7,7 @@ AddressSanitizer and UndefinedBehaviorSanitizer (tests run under it with the ASa
 preloaded: see README).
 """
 import os
+import subprocess
 
 from Cython.Build import cythonize
 from setuptools import Extension, find_packages, setup
@@ -35,6 +36,28 @@ ext = Extension(
     extra_link_args=ldflags,
     depends=[f"{KERNELS}/{f}" for f in ("tg.h", "internal.h", "simd.h", "quants.h")],
 )
+
+
+
+def _record_commit():
+    """tinyggml/_build.py: the git commit this build comes from (for `tinyggml-cli --version`
+    after a plain `pip install .`, where the checkout is gone)."""
+    commit = ""
+    if os.path.isdir(".git"):
+        try:
+            r = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                               text=True, timeout=10)
+            d = subprocess.run(["git", "status", "--porcelain", "-uno"], capture_output=True,
+                               text=True, timeout=10)
+            if r.returncode == 0:
+                commit = r.stdout.strip() + ("-dirty" if d.stdout.strip() else "")
+        except (OSError, subprocess.SubprocessError):
+            pass
+    with open(os.path.join("tinyggml", "_build.py"), "w") as f:
+        f.write(f'"""Written by setup.py."""\nCOMMIT = {commit!r}\n')
+
+
+_record_commit()
 
 # The bundled demo model (models/*.gguf) ships inside the package as tinyggml.demo_models, so
 # `tinyggml-cli run` finds it after a plain `pip install .` too.

@@ -493,7 +493,7 @@ def test_missing_tensor_and_shape_mismatch(tmp_path):
 
 def test_no_tokenizer(tmp_path):
     write_transformers_mamba2(tmp_path / "m")
-    with pytest.raises(TinyGGMLError, match="no tokenizer.*vocab_from"):
+    with pytest.raises(TinyGGMLError, match="no tokenizer.*--vocab-from"):
         convert(tmp_path / "m", tmp_path / "out.gguf", progress=False)
     assert not (tmp_path / "out.gguf").exists()
 

@@ -121,3 +121,24 @@ def test_plan_cache_is_bounded(path, monkeypatch):
     monkeypatch.setattr(runtime, "PLAN_BYTES_MAX", 1)       # only the newest plan fits
     m.eval([1] * 83, 0)                                      # a shape not cached yet
     assert len(m._compiled) == 1 and (83, 83, ()) in m._compiled
+
+
+def test_names_from_a_file_are_shown_escaped(tmp_path):
+    """A tensor name with a newline, a terminal escape and a byte that is not UTF-8 is one
+    line in the message, each shown escaped."""
+    import struct
+    from tinyggml.errors import shown
+    assert shown(b"ok\n\x1b[31m\xff") == "ok\\n\\x1b[31m\\xff"
+    assert shown("x" * 100).endswith("...") and len(shown("x" * 100)) == 83
+    # a GGUF v3 with no keys and one tensor of 7 dimensions, named with hostile bytes
+    name = b"blk\n\x1b[2J\xfe"
+    blob = (b"GGUF" + struct.pack("<IQQ", 3, 1, 0) + struct.pack("<Q", len(name)) + name
+            + struct.pack("<I", 7) + struct.pack("<7Q", *[1] * 7) + struct.pack("<IQ", 0, 0))
+    p = tmp_path / "names.gguf"
+    p.write_bytes(blob + bytes(64))
+    from tinyggml.errors import ModelLoadError
+    from tinyggml.gguf_file import GGUFModel
+    with pytest.raises(ModelLoadError) as e:
+        GGUFModel(str(p))
+    msg = str(e.value)
+    assert "\n" not in msg and "\x1b" not in msg and "blk\\n\\x1b[2J\\xfe" in msg, msg

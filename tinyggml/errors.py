@@ -7,3 +7,13 @@ class TinyGGMLError(Exception):
 
 class ModelLoadError(TinyGGMLError):
     """A model file is missing, unreadable, truncated or not a model tinyggml can run."""
+
+
+def shown(text, limit: int = 80) -> str:
+    """Text read from a file, fit for a one-line message: bytes that are not UTF-8 as \\xNN,
+    control characters escaped (a name can hold a newline or a terminal escape), long text cut."""
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8", "backslashreplace")
+    out = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                  for c in str(text))
+    return out if len(out) <= limit else out[:limit] + "..."

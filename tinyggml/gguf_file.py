@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from .errors import ModelLoadError
+from .errors import ModelLoadError, shown
 from .gguf_reader import GGUFReader
 from .tensor import F16, F32, TYPE_NAME
 
@@ -51,14 +51,14 @@ class GGUFModel:
         self.tensors = {}
         for t in self.reader.tensors:
             if t.data_offset + t.n_bytes > size:
-                raise ModelLoadError(f"{self.path}: truncated: tensor {t.name} ends at byte "
+                raise ModelLoadError(f"{self.path}: truncated: tensor {shown(t.name)} ends at byte "
                                      f"{t.data_offset + t.n_bytes}, file has {size}")
             self.tensors[t.name] = t
         self.dequantized: list[tuple] = []     # (tensor, from type, to type, bytes) at load
         self.arch = self.get("general.architecture", str)
         from .models import ARCHS
         if self.arch not in ARCHS:
-            raise ModelLoadError(f"{self.path}: unsupported architecture '{self.arch}' "
+            raise ModelLoadError(f"{self.path}: unsupported architecture '{shown(self.arch)}' "
                                  f"(tinyggml runs {', '.join(ARCHS)})")
         self.arch_module = ARCHS[self.arch]
         self.hparams = self.arch_module.read_hparams(self)

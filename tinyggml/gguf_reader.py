@@ -21,6 +21,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGMLQuantizationType, GGUFValueType
 
+from .errors import shown
+
 VERSIONS = (2, 3)
 MAX_DIMS = 4                      # GGML_MAX_DIMS
 
@@ -184,11 +186,11 @@ class GGUFReader:
         for i in range(n_kv):
             start = off
             raw_key, off = self._string(off, f"key {i}")
-            key = raw_key.decode("utf-8", errors="replace")
+            key = raw_key.decode("utf-8", errors="backslashreplace")
             raw, off = self._unpack("<I", off, f"key '{key}'")
             value, types, off = self._value(self._value_type(raw, f"key '{key}'"), off, f"key '{key}'")
             if key in self.fields:
-                raise ValueError(f"duplicate key '{key}'")
+                raise ValueError(f"duplicate key '{shown(key)}'")
             self.fields[key] = Field(key, start, types, value)
         align = self.fields.get("general.alignment")
         if align is not None:
@@ -199,37 +201,37 @@ class GGUFReader:
         infos = []
         for i in range(n_tensors):
             raw_name, off = self._string(off, f"tensor info {i}")
-            name = raw_name.decode("utf-8", errors="replace")
-            n_dims, off = self._unpack("<I", off, f"tensor '{name}'")
+            name = raw_name.decode("utf-8", errors="backslashreplace")
+            n_dims, off = self._unpack("<I", off, f"tensor '{shown(name)}'")
             if not 1 <= n_dims <= MAX_DIMS:
-                raise ValueError(f"tensor '{name}': {n_dims} dimensions (1..{MAX_DIMS})")
-            self._need(off, 8 * n_dims, f"tensor '{name}'")
+                raise ValueError(f"tensor '{shown(name)}': {n_dims} dimensions (1..{MAX_DIMS})")
+            self._need(off, 8 * n_dims, f"tensor '{shown(name)}'")
             dims = np.frombuffer(self._buf, dtype="<u8", count=n_dims, offset=off).astype(np.uint64)
             off += 8 * n_dims
-            raw, off = self._unpack("<I", off, f"tensor '{name}'")
-            rel, off = self._unpack("<Q", off, f"tensor '{name}'")
+            raw, off = self._unpack("<I", off, f"tensor '{shown(name)}'")
+            rel, off = self._unpack("<Q", off, f"tensor '{shown(name)}'")
             try:
                 ttype = GGMLQuantizationType(raw)
                 block, type_size = GGML_QUANT_SIZES[ttype]
             except (ValueError, KeyError):
-                raise ValueError(f"tensor '{name}': unknown tensor type {raw}") from None
+                raise ValueError(f"tensor '{shown(name)}': unknown tensor type {raw}") from None
             infos.append((name, ttype, dims, rel, block, type_size))
         self.data_offset = off + (-off) % self.alignment
         seen = set()
         extents = []
         for name, ttype, dims, rel, block, type_size in infos:
             if name in seen:
-                raise ValueError(f"duplicate tensor '{name}'")
+                raise ValueError(f"duplicate tensor '{shown(name)}'")
             seen.add(name)
             if int(dims[0]) % block:
-                raise ValueError(f"tensor '{name}': {int(dims[0])} values per row is not a "
+                raise ValueError(f"tensor '{shown(name)}': {int(dims[0])} values per row is not a "
                                  f"multiple of the {ttype.name} block ({block})")
             n_el = 1
             for d in dims.tolist():
                 n_el *= int(d)
             n_bytes = n_el // block * type_size
             if rel % self.alignment:
-                raise ValueError(f"tensor '{name}': offset {rel} is not a multiple of the "
+                raise ValueError(f"tensor '{shown(name)}': offset {rel} is not a multiple of the "
                                  f"alignment ({self.alignment})")
             start = self.data_offset + rel
             extents.append((start, start + n_bytes, name))
@@ -248,6 +250,6 @@ class GGUFReader:
             if e1 == s1:                       # empty tensors overlap nothing
                 continue
             if s1 < end:
-                raise ValueError(f"tensors '{last}' and '{b}' overlap (bytes {s1}..{min(end, e1)} "
+                raise ValueError(f"tensors '{shown(last)}' and '{shown(b)}' overlap (bytes {s1}..{min(end, e1)} "
                                  f"of the file)")
             end, last = e1, b

@@ -45,7 +45,7 @@ import os
 import re
 import sys
 
-from .errors import ModelLoadError, TinyGGMLError
+from .errors import ModelLoadError, TinyGGMLError, shown
 
 # tokenizer.ggml.token_type values
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -86,7 +86,7 @@ class Tokenizer:
                  eom_id=None, add_bos=None, add_eos=None, add_space_prefix=None,
                  source: str = "<tokenizer>"):
         if model not in ("llama", "gpt2"):
-            raise ModelLoadError(f"{source}: unsupported tokenizer model '{model}' (tinyggml "
+            raise ModelLoadError(f"{source}: unsupported tokenizer model '{shown(model)}' (tinyggml "
                                 f"supports 'llama' (SentencePiece) and 'gpt2' (byte-level BPE))")
         n = len(tokens)
         self.model, self.n_vocab, self.source = model, n, source

@@ -86,7 +86,7 @@ def load_vocab(hf_dir: Path, n_vocab: int, vocab_from=None, spm_ids_fallback=Fal
         return vocab_from_tokenizer_json(hf_dir, n_vocab)
     raise TinyGGMLError(
         f"{hf_dir}: no tokenizer (tokenizer.model, tokenizer.model.v3 or tokenizer.json). Pass "
-        f"vocab_from=<a GGUF with the right tokenizer>; for the gpt-neox tokenizer of the "
+        f"--vocab-from <a GGUF with the right tokenizer>; for the gpt-neox tokenizer of the "
         f"state-spaces and transformers Mamba models that is llama.cpp's "
         f"models/ggml-vocab-gpt-neox.gguf")
 
@@ -97,15 +97,15 @@ def vocab_from_gguf(path: Path, n_vocab: int) -> Vocab:
     """Copy the tokenizer.* keys of `path`: per-token arrays cut (or padded) to n_vocab, and a
     missing pre as llama.cpp's built-in vocabs get it ("mpt" for gpt2, else "default")."""
     if not path.is_file():
-        raise TinyGGMLError(f"vocab_from: {path}: no such file")
+        raise TinyGGMLError(f"--vocab-from {path}: no such file")
     try:
         reader = gguf.GGUFReader(path)
     except Exception as e:      # the reader raises ValueError / struct errors on bad files
-        raise TinyGGMLError(f"vocab_from: {path}: not a readable GGUF file ({e})") from None
+        raise TinyGGMLError(f"--vocab-from {path}: not a readable GGUF file ({e})") from None
     fields = {k: f for k, f in reader.fields.items() if k.startswith("tokenizer.")}
     for key in ("tokenizer.ggml.model", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type"):
         if key not in fields:
-            raise TinyGGMLError(f"vocab_from: {path}: no '{key}' key, not a tokenizer GGUF")
+            raise TinyGGMLError(f"--vocab-from {path}: no '{key}' key, not a tokenizer GGUF")
     model = fields["tokenizer.ggml.model"].contents()
     pre = fields["tokenizer.ggml.pre"].contents() if "tokenizer.ggml.pre" in fields else (
         "mpt" if model == "gpt2" else "default")
@@ -180,7 +180,7 @@ def vocab_from_tokenizer_json(hf_dir: Path, n_vocab: int) -> Vocab:
     model = tj.get("model", {})
     if model.get("type") != "BPE":
         raise TinyGGMLError(f"{path}: tokenizer model {model.get('type')!r} is not supported "
-                            f"(only BPE); pass vocab_from=<a GGUF with this tokenizer>")
+                            f"(only BPE); pass --vocab-from <a GGUF with this tokenizer>")
     if is_spm_escaped(tj):
         return _spm_from_bpe_json(hf_dir, tj, n_vocab)
     return _gpt2_from_bpe_json(hf_dir, path, tj, n_vocab)
@@ -213,7 +213,7 @@ def _gpt2_from_bpe_json(hf_dir: Path, path: Path, tj: dict, n_vocab: int) -> Voc
     if chkhsh not in KNOWN_PRE:
         raise TinyGGMLError(
             f"{path}: BPE pre-tokenizer not recognized (llama.cpp check hash {chkhsh}; known: "
-            f"gpt-neox/mpt, gpt-2, llama-bpe); pass vocab_from=<a GGUF with this tokenizer>")
+            f"gpt-neox/mpt, gpt-2, llama-bpe); pass --vocab-from <a GGUF with this tokenizer>")
     reverse, added = _full_vocab(path, tj, n_vocab)
     tokens, types = [], []
     for i in range(n_vocab):
