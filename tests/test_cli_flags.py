@@ -10,7 +10,8 @@ from tinyggml.tools import cli
 
 # options that take free text (paths, prompts, names): nothing to range-check
 TEXT_OPTIONS = {"model", "prompt", "file", "system_prompt", "chat_template", "prompt_cache",
-                "kl_base", "output", "vocab_from", "name", "input", "hf_dir"}
+                "kl_base", "output", "vocab_from", "name", "input", "hf_dir", "host", "api_key",
+                "alias"}
 
 
 def subcommands():

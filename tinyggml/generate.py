@@ -36,6 +36,57 @@ class Timings:
         ]
 
 
+class TextStream:
+    """Generated token ids in, text out: incremental detokenization (a continuation of a
+    prompt) and stop strings. A stop string ends the text before it and is never given out, so
+    the characters that could begin one wait until the next token decides."""
+
+    def __init__(self, tok, stop=()):
+        from .tokenizer import StreamDecoder
+        self._dec = StreamDecoder(tok, continuation=True)
+        self.stops = [s for s in stop if s]
+        self._pending = ""        # decoded, not given out: it may begin a stop string
+        self.text = ""            # everything decoded (what the state holds)
+        self.reply = ""           # everything given out
+        self.stopped = False      # a stop string was found: nothing more is given out
+
+    def _hold(self, text: str) -> int:
+        """How many characters at the end of `text` could begin a stop string."""
+        n = 0
+        for s in self.stops:
+            for k in range(min(len(s) - 1, len(text)), n, -1):
+                if text.endswith(s[:k]):
+                    n = k
+                    break
+        return n
+
+    def _give(self, text: str, final: bool) -> str:
+        if self.stopped:
+            return ""
+        if not self.stops:
+            self.reply += text
+            return text
+        text = self._pending + text
+        hits = [i for i in (text.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            text, self._pending, self.stopped = text[:min(hits)], "", True
+        else:
+            keep = 0 if final else self._hold(text)
+            text, self._pending = text[:len(text) - keep], text[len(text) - keep:]
+        self.reply += text
+        return text
+
+    def push(self, token: int) -> str:
+        piece = self._dec.push(token)
+        self.text += piece
+        return self._give(piece, False)
+
+    def flush(self) -> str:
+        rest = self._dec.flush()
+        self.text += rest
+        return self._give(rest, True)
+
+
 @dataclass
 class Generation:
     """One generation: iterate it for text pieces; `.tokens` and `.timings` fill as it runs."""
@@ -52,18 +103,7 @@ class Generation:
     reply: str = ""                      # the text given out (before any stop string)
     text: str = ""                       # the text of every generated token (the state holds it)
 
-    def _hold(self, text: str) -> int:
-        """How many characters at the end of `text` could begin a stop string."""
-        n = 0
-        for s in self.stop:
-            for k in range(min(len(s) - 1, len(text)), n, -1):
-                if text.endswith(s[:k]):
-                    n = k
-                    break
-        return n
-
     def __iter__(self):
-        from .tokenizer import StreamDecoder
         m, tok = self.model, self.model.tokenizer
         sampler = Sampler(self.params)
         for t in self.prompt_ids:
@@ -82,10 +122,8 @@ class Generation:
             logits = logits.copy()
         self.timings.prompt_tokens = m.tokens_evaluated - n0    # the prefix cache may skip some
         self.timings.prompt_ms = (time.perf_counter() - t0) * 1000
-        dec = StreamDecoder(tok, continuation=True)
+        out = TextStream(tok, self.stop)
         self.timings.stop = "length"
-        stops = [s for s in self.stop if s]
-        pending = ""               # decoded text not given out yet (it may begin a stop string)
         t0 = time.perf_counter()
         try:
             eog = sorted(tok.eog_ids) if self.ignore_eos else []
@@ -98,26 +136,17 @@ class Generation:
                     break
                 sampler.accept(nxt)
                 self.tokens.append(nxt)
-                piece = dec.push(nxt)
-                self.text += piece
-                if stops and piece:
-                    pending += piece
-                    hits = [i for i in (pending.find(s) for s in stops) if i >= 0]
-                    if hits:
-                        piece, pending = pending[:min(hits)], ""
-                        self.timings.stop = "stop"
-                    else:
-                        keep = self._hold(pending)
-                        piece, pending = pending[:len(pending) - keep], pending[len(pending) - keep:]
+                piece = out.push(nxt)
+                self.text, self.reply = out.text, out.reply
                 if piece:
-                    self.reply += piece
                     yield piece
                 # always feed the token back (the one completing a stop string too): the state
                 # then holds prompt + everything generated
                 logits = m.eval([nxt], seq_id=self.seq_id, logits="last")[0]
                 self.timings.gen_tokens += 1
                 self.timings.gen_ms = (time.perf_counter() - t0) * 1000
-                if self.timings.stop == "stop":
+                if out.stopped:
+                    self.timings.stop = "stop"
                     break
         except (KeyboardInterrupt, GeneratorExit):
             self.timings.stop = "interrupted"
@@ -125,17 +154,12 @@ class Generation:
             raise
         if m.prefix_cache is not None and self.tokens:
             m.checkpoint(self.seq_id)      # the next turn of a chat resumes after this reply
-        rest = dec.flush()
-        self.text += rest
-        if self.timings.stop != "stop":
-            rest = pending + rest
-            hits = [i for i in (rest.find(s) for s in stops) if i >= 0]
-            if hits:
-                rest = rest[:min(hits)]
-                self.timings.stop = "stop"
-            if rest:
-                self.reply += rest
-                yield rest
+        rest = out.flush()
+        self.text, self.reply = out.text, out.reply
+        if out.stopped:
+            self.timings.stop = "stop"
+        if rest:
+            yield rest
 
 
 def start(model, prompt, max_tokens: int, params: SamplerParams, seq_id: int = 0,

@@ -589,6 +589,20 @@ class Model:
         return len(e.tokens)
 
     @_locked
+    def resume(self, seq_id: int, tokens) -> int:
+        """Start the empty sequence `seq_id` from the longest prefix of `tokens` held in the
+        prefix cache (its state, history and the logits after it); returns how many tokens
+        that covers (0: none, or no cache attached). eval_batch does this by itself for a
+        sequence's first call with logits="last"; a caller that evaluates a prompt in pieces
+        asks here first, with the whole prompt."""
+        seq_id = int(seq_id)
+        if self.n_past(seq_id):
+            raise TinyGGMLError(f"resume: sequence {seq_id} has state; reset it first")
+        if self._prefix_cache is None:
+            return 0
+        return self._resume(seq_id, self._check_tokens(tokens))
+
+    @_locked
     def state_save(self, seq_id: int) -> bytes:
         """The sequence's state and token history (and last logits) as bytes (state_file.py):
         state_load on a Model of the same file continues exactly as this one would."""

@@ -547,6 +547,50 @@ def cmd_bench(args) -> int:
     return 0
 
 
+# ---- serve ----------------------------------------------------------------------------------
+def cmd_serve(args) -> int:
+    import socket
+    from .. import server
+    lacking = server.missing()
+    if lacking:
+        raise TinyGGMLError(f"serve needs {', '.join(lacking)}: pip install 'tinyggml[server]'")
+    import uvicorn
+    if args.chat_template is not None and not os.path.isfile(args.chat_template):
+        raise TinyGGMLError(f"{args.chat_template}: no such file (--chat-template)")
+    m = _model(args.model, args.threads, n_seq_max=args.parallel)
+    name = args.alias or os.path.splitext(os.path.basename(args.model))[0]
+    app, engine = server.build(m, parallel=args.parallel, cache_mib=args.cache_mib,
+                               chat_template=args.chat_template, model_id=name,
+                               ctx_size=args.ctx_size, max_tokens=args.max_tokens,
+                               api_key=args.api_key, max_queue=args.queue,
+                               prefill_chunk=args.prefill_chunk)
+    try:
+        sock = socket.create_server((args.host, args.port))
+    except OSError as e:
+        engine.shutdown()
+        raise TinyGGMLError(f"cannot listen on {args.host}:{args.port} ({e.strerror})") from None
+    host, port = sock.getsockname()[:2]
+    print(f"tinyggml: serving {m.path} as '{name}' on http://{host}:{port} ({args.parallel} "
+          f"sequences, {m.n_threads} threads)", file=sys.stderr, flush=True)
+    config = uvicorn.Config(app, log_level="info" if args.verbose else "warning",
+                            timeout_graceful_shutdown=args.shutdown_timeout, lifespan="on")
+    # uvicorn shuts down gracefully on SIGINT / SIGTERM, then raises the signal again for the
+    # handler it found: this one notes it, so that a clean shutdown exits 0
+    import signal
+    caught = []
+    before = {sig: signal.signal(sig, lambda n, _f: caught.append(n))
+              for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+        engine.shutdown()
+    if caught:
+        print(f"tinyggml: stopped ({signal.Signals(caught[0]).name})", file=sys.stderr)
+    return 0
+
+
 # ---- quantize / make-model -----------------------------------------------------------------
 def quant_type_arg(text: str) -> str:
     from .quantize import resolve_type
@@ -880,7 +924,44 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output format (default: from the -o suffix, else text)")
     s.add_argument("-o", "--output", help="output file (.txt, .json, .dot, .svg, .png); default stdout")
     s.set_defaults(func=cmd_graph)
-    for name in ("run", "chat", "perplexity", "bench", "info", "graph"):
+    s = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (continuous batching, "
+                                     "prefix reuse)",
+                       description="Serve the model over HTTP: POST /v1/completions and "
+                                   "/v1/chat/completions (OpenAI's API, streaming as server-sent "
+                                   "events), GET /v1/models, /health, /metrics (Prometheus), POST "
+                                   "/tokenize and /detokenize. Every running request advances in "
+                                   "the same graph run each step; prompts resume from the prefix "
+                                   "cache. Needs the server extra: pip install 'tinyggml[server]'.")
+    _add_model(s)
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int_arg(0, 65535), default=8080, metavar="N",
+                   help="port (default 8080; 0: any free port, printed)")
+    _add_threads(s)
+    s.add_argument("-np", "--parallel", type=int_arg(1, 256), default=4, metavar="N",
+                   help="sequences evaluated together (default 4); more requests wait in a queue")
+    s.add_argument("--queue", type=int_arg(0, 1 << 16), default=64, metavar="N",
+                   help="requests that may wait for a sequence (default 64); beyond: 503")
+    s.add_argument("--cache-mib", type=int_arg(0, 1 << 24), default=1024, metavar="M",
+                   help="prefix cache budget in MiB (default 1024; 0: no reuse)")
+    s.add_argument("--api-key", metavar="KEY", help="require Authorization: Bearer KEY")
+    s.add_argument("--max-tokens", type=int_arg(1, INT_MAX), default=1024, metavar="N",
+                   help="the most tokens a request may generate (default 1024)")
+    s.add_argument("-c", "--ctx-size", type=int_arg(2, INT_MAX), default=8192, metavar="N",
+                   help="prompt + max_tokens limit per request (default 8192)")
+    s.add_argument("--prefill-chunk", type=int_arg(1, 1 << 16), default=256, metavar="N",
+                   help="prompt tokens evaluated per step beside the running streams (default 256)")
+    s.add_argument("--chat-template", "--chat-template-file", metavar="FILE", dest="chat_template",
+                   help="Jinja2 chat template file (default: the GGUF's tokenizer.chat_template, "
+                        "else plain 'User: / Assistant:' lines)")
+    s.add_argument("--alias", metavar="NAME",
+                   help="the model's name in the API (default: the file name without .gguf)")
+    s.add_argument("--shutdown-timeout", type=float_arg(0.0, 3600.0), default=30.0, metavar="S",
+                   help="on SIGTERM / Ctrl-C, seconds running requests may take to finish "
+                        "(default 30); then they are cancelled")
+    s.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    s.set_defaults(func=cmd_serve)
+
+    for name in ("run", "chat", "perplexity", "bench", "info", "graph", "serve"):
         sub.choices[name].add_argument(
             "--no-memory-check", action="store_true",
             help="load even when the memory estimate exceeds the available memory")
