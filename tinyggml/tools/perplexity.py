@@ -36,8 +36,8 @@ def chunk_nll(logits: np.ndarray, chunk: np.ndarray) -> np.ndarray:
 
 def perplexity(model, tokens, n_ctx: int, on_chunk=None, on_pass=None) -> PerplexityResult:
     """Perplexity of `tokens` (ids); on_chunk(i, n_chunks, running_ppl) reports progress, and
-    on_pass(chunks_done, n_chunks, chunks_per_pass) follows each graph run (several chunks
-    are evaluated together, one per sequence)."""
+    on_pass(chunks_done, n_chunks, chunks_per_pass) follows each graph run, before its chunks
+    are reported (several chunks are evaluated together, one per sequence)."""
     tokens = np.asarray(tokens, dtype=np.int64)
     if n_ctx < 4:
         raise TinyGGMLError(f"--ctx must be at least 4, got {n_ctx}")
@@ -62,6 +62,8 @@ def perplexity(model, tokens, n_ctx: int, on_chunk=None, on_pass=None) -> Perple
             chunks[-1 - c] = chunk          # sequence ids of their own: user sequences untouched
             model.reset(-1 - c)
         out = model.eval_batch(chunks)
+        if on_pass:
+            on_pass(min(c0 + per_run, n_chunks), n_chunks, per_run)
         for sid, chunk in chunks.items():
             c = -1 - sid
             nll_all.append(chunk_nll(out[sid], chunk))
@@ -70,8 +72,6 @@ def perplexity(model, tokens, n_ctx: int, on_chunk=None, on_pass=None) -> Perple
             running.append(math.exp(nll.mean()))
             if on_chunk:
                 on_chunk(c, n_chunks, running[-1])
-        if on_pass:
-            on_pass(min(c0 + per_run, n_chunks), n_chunks, per_run)
     nll = np.concatenate(nll_all)
     ppl = math.exp(nll.mean())
     return PerplexityResult(ppl, ppl * nll.std() / math.sqrt(len(nll)), len(nll), n_chunks, running)
