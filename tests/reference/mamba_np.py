@@ -5,6 +5,12 @@ This is the spec that the tinyggml graphs are checked against. It reads a GGUF w
 runs the recurrent form of each block one token at a time, so prefill and decode are the
 same code and the state can be carried from one call to the next.
 
+`RefModel(path, dtype=np.float32)` runs the same code in float32 throughout (weights, state,
+every intermediate, the final norm and the LM head; `forward` checks its outputs' dtype): a
+plain float32 evaluation, the yardstick for how close to float64 a float32 runtime can be
+(tests/test_numerics.py, tools/numerics.py). Python float constants (eps, 1.0) do not widen
+float32 arrays (NEP 50).
+
 Glossary (code name: paper symbol):
     T: number of tokens                    (`L` in [1] Algorithm 2)
     d, n_embd: model width                 (`D` in [1] Algorithm 2)
@@ -81,14 +87,14 @@ def _kv(reader, key, default=None):
     return default if field is None else field.contents()
 
 
-def load_weights(path):
-    """Read a GGUF model file.
+def load_weights(path, dtype=np.float64):
+    """Read a GGUF model file, every tensor dequantized and cast to `dtype`.
 
     Returns:
         arch: "mamba" (Mamba-1, Falcon-Mamba) or "mamba2"
         hparams: n_embd, n_layer, d_conv, d_inner, d_state, eps, n_vocab, tied (no output.weight),
             and dt_rank, dt_b_c_rms (mamba) or n_head, n_group, head_dim (mamba2)
-        weights: {GGUF tensor name: float64 array}, numpy shape (ggml ne reversed)
+        weights: {GGUF tensor name: `dtype` array}, numpy shape (ggml ne reversed)
     """
     reader = open_gguf(path)
     arch = _kv(reader, "general.architecture")
@@ -98,7 +104,7 @@ def load_weights(path):
     for t in reader.tensors:
         w = gguf.quants.dequantize(t.data, t.tensor_type)
         shape = tuple(int(n) for n in reversed(t.shape))
-        weights[t.name] = np.asarray(w, dtype=np.float64).reshape(shape)
+        weights[t.name] = np.asarray(w, dtype=dtype).reshape(shape)
     hp = {
         "n_embd": _kv(reader, f"{arch}.embedding_length"),
         "n_layer": _kv(reader, f"{arch}.block_count"),
@@ -212,8 +218,9 @@ def mamba2_mixer(x, w, hp, st):
 class RefModel:
     """The whole model: embeddings, n_layer pre-norm residual blocks, final norm, LM head."""
 
-    def __init__(self, path):
-        self.arch, self.hparams, self.weights = load_weights(path)
+    def __init__(self, path, dtype=np.float64):
+        self.dtype = np.dtype(dtype)
+        self.arch, self.hparams, self.weights = load_weights(path, self.dtype)
         hp, w = self.hparams, self.weights
         self.layers = []
         for il in range(hp["n_layer"]):
@@ -231,15 +238,17 @@ class RefModel:
         else:
             conv_ch = hp["d_inner"] + 2 * hp["n_group"] * hp["d_state"]
             ssm_shape = (hp["n_head"], hp["head_dim"], hp["d_state"])
-        return [{"conv": np.zeros((hp["d_conv"] - 1, conv_ch)), "ssm": np.zeros(ssm_shape)}
-                for _ in range(hp["n_layer"])]
+        return [{"conv": np.zeros((hp["d_conv"] - 1, conv_ch), self.dtype),
+                 "ssm": np.zeros(ssm_shape, self.dtype)} for _ in range(hp["n_layer"])]
 
-    def forward(self, tokens, state=None):
+    def forward(self, tokens, state=None, logits=True):
         """Run tokens one after the other, continuing from (and updating) state.
 
         Args:
             tokens: shape (T,), token ids
             state: from new_state() or a previous forward(); None starts from zeros
+            logits: False skips the LM head (returns None for them: T x n_vocab float64 is
+                large for long prompts; take final_norm_hidden @ lm_head.T by rows instead)
         Returns:
             logits: shape (T, n_vocab)
             layer_hidden: shape (n_layer + 1, T, d), embeddings then each block's output
@@ -249,7 +258,7 @@ class RefModel:
         if state is None:
             state = self.new_state()
         tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
-        layer_hidden = np.zeros((hp["n_layer"] + 1, len(tokens), hp["n_embd"]))
+        layer_hidden = np.zeros((hp["n_layer"] + 1, len(tokens), hp["n_embd"]), self.dtype)
         for t, tok in enumerate(tokens):
             h = w["token_embd.weight"][tok].copy()
             layer_hidden[0, t] = h
@@ -257,9 +266,11 @@ class RefModel:
                 x = rmsnorm(h, lw["attn_norm.weight"], hp["eps"])
                 h = h + self.mixer(x, lw, hp, state[il])
                 layer_hidden[il + 1, t] = h
+        assert h.dtype == self.dtype and state[0]["ssm"].dtype == self.dtype, "dtype widened"
         final = rmsnorm(layer_hidden[-1], w["output_norm.weight"], hp["eps"])
-        logits = final @ self.lm_head.T
-        return logits, layer_hidden, final
+        out = final @ self.lm_head.T if logits else None
+        assert final.dtype == self.dtype and (out is None or out.dtype == self.dtype)
+        return out, layer_hidden, final
 
     def greedy(self, tokens, n_new, state=None):
         """Feed tokens, then n_new greedy steps. Returns (new token ids, their margins)."""

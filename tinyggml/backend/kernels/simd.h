@@ -26,6 +26,13 @@
 #define TG_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define TG_MAX(a, b) ((a) > (b) ? (a) : (b))
 
+// Long float sums go in blocks of TG_SUM_BLOCK terms: each block one chain from zero, the
+// blocks added in order to a running total. One chain over all n terms rounds a partial sum
+// that keeps growing (rms error ~ n ulp); blocks keep both chains short (~ sqrt(n) ulp), as the
+// SIMD dots' 16 lanes do, at one add per block. Used where a scalar loop or a register tile
+// sums over k (mul_mat, the chunked scan's products).
+#define TG_SUM_BLOCK 32
+
 typedef uint16_t tg_fp16_t;
 
 // ---- scalar half <-> float (IEEE binary16), exact, with subnormals, inf and nan ----
@@ -171,17 +178,27 @@ static inline float tg_dot_f32(int64_t n, const float *x, const float *y) {
 // figures). A row's arithmetic is the same in both functions (2 accumulators over 16 values a
 // step, one 8-value step, the horizontal sum, a scalar tail), so its result does not depend on
 // which rows it is computed with or on the thread count.
+// The scalar path (and the SIMD tail, under 8 values: one block) sums in TG_SUM_BLOCK blocks.
 #define TG_DEF_DOT_ROWS(SUF, T, LOAD_X, TO_F32)                                                \
+static inline float tg_dot_tail_##SUF(int64_t i, int64_t n, const T *x, const float *y) {    \
+    float sum = 0.0f;                                                                            \
+    while (i < n) {                                                                              \
+        const int64_t i1 = TG_MIN(n, i + TG_SUM_BLOCK);                                          \
+        float b = 0.0f;                                                                          \
+        for (; i < i1; i++) b += TO_F32(x[i]) * y[i];                                            \
+        sum += b;                                                                                \
+    }                                                                                            \
+    return sum;                                                                                  \
+}                                                                                                \
 static inline float tg_dot_row1_##SUF(int64_t n, const T *x, const float *y) {               \
     int64_t i = 0;                                                                               \
     float sum = 0.0f;                                                                            \
     TG_DOT_ROW1_SIMD(LOAD_X)                                                                     \
-    for (; i < n; i++) sum += TO_F32(x[i]) * y[i];                                               \
-    return sum;                                                                                  \
+    return i < n ? sum + tg_dot_tail_##SUF(i, n, x, y) : sum;                                    \
 }                                                                                                \
 static inline void tg_dot_rows4_##SUF(int64_t n, const T *const x[4], const float *y,           \
                                       float out[4]) {                                            \
-    TG_DOT_ROWS4_SIMD(LOAD_X, TO_F32)                                                            \
+    TG_DOT_ROWS4_SIMD(LOAD_X, SUF)                                                               \
     for (int r = 0; r < 4; r++) out[r] = tg_dot_row1_##SUF(n, x[r], y);                          \
 }
 
@@ -199,7 +216,7 @@ static inline void tg_dot_rows4_##SUF(int64_t n, const T *const x[4], const floa
         }                                                                                        \
         sum = tg_hsum256(_mm256_add_ps(a0, a1));                                                 \
     }
-#define TG_DOT_ROWS4_SIMD(LOAD_X, TO_F32)                                                        \
+#define TG_DOT_ROWS4_SIMD(LOAD_X, SUF)                                                           \
     if (TG_USE_SIMD) {                                                                           \
         const __m256 z = _mm256_setzero_ps();                                                    \
         __m256 a0 = z, a1 = z, b0 = z, b1 = z, c0 = z, c1 = z, d0 = z, d1 = z;                   \
@@ -226,13 +243,13 @@ static inline void tg_dot_rows4_##SUF(int64_t n, const T *const x[4], const floa
         out[1] = tg_hsum256(_mm256_add_ps(b0, b1));                                              \
         out[2] = tg_hsum256(_mm256_add_ps(c0, c1));                                              \
         out[3] = tg_hsum256(_mm256_add_ps(d0, d1));                                              \
-        for (int r = 0; r < 4; r++)                                                              \
-            for (int64_t k = n / 8 * 8; k < n; k++) out[r] += TO_F32(x[r][k]) * y[k];            \
+        if (n % 8)                                                                               \
+            for (int r = 0; r < 4; r++) out[r] += tg_dot_tail_##SUF(n / 8 * 8, n, x[r], y);      \
         return;                                                                                  \
     }
 #else
 #define TG_DOT_ROW1_SIMD(LOAD_X)
-#define TG_DOT_ROWS4_SIMD(LOAD_X, TO_F32)
+#define TG_DOT_ROWS4_SIMD(LOAD_X, SUF)
 #endif
 
 #define TG_F32_ID(v) (v)
