@@ -3,7 +3,7 @@
 
     python tools/numerics.py [-m mamba1-tiny,falcon-mamba-tiny,...|FILE.gguf] [-n 512,8192]
         [--seeds 2] [--window 512] [--decode 16] [--modes once,tbt] [--scans chunked,recurrent]
-        [--kernels simd,scalar] [--int-gemm cpu|0|1] [-t 1] [--json out.json]
+        [--kernels simd,scalar] [--int-gemm cpu|0|1] [-t 1] [--json out.json] [--nodes]
 
 Reference: tests/reference/mamba_np.py in float64, the model the file defines (F16 and
 quantized weights dequantized), token by token. Yardstick: the same code in float32 throughout
@@ -23,7 +23,12 @@ $TINYGGML_FIXTURES/models, default ../shared/fixtures; a bare name is its F32 fi
 mamba2-tiny-q8_0 names that file), `codestral-shape` (a random Mamba-2 of
 Mamba-Codestral's head shape written here: 3 layers, d_model 256, d_state 128, head_dim 64,
 8 groups of 1 head, 4000-token vocabulary, untied; seed = prompt seed), or GGUF paths.
-tests/test_numerics.py asserts the same quantity at T = 1024.
+tests/test_numerics.py asserts the same quantities at T = 1024.
+
+`--nodes`: where extra error enters. A prompt of the first length in one ubatch, every node
+the reference traces (RefModel.trace: attn_norm, ssm_in, ssm_conv, ..., result_output), the
+max and rms error against float64 of tinyggml's output (Model(check_finite=True) keeps every
+node's) beside float32 numpy's: the first node whose ratio jumps is where it enters.
 """
 from __future__ import annotations
 
@@ -166,6 +171,50 @@ def measure(names, lengths, seeds, window, n_decode, modes, scans, kernels, n_th
     return rows
 
 
+def node_errors(path, n_tokens, seed, scan, simd, n_threads):
+    """Node by node, a prompt of n_tokens in one ubatch: [(node, max |float64|, tinyggml's max
+    abs error, float32 numpy's, tinyggml's rms error, float32 numpy's)] in graph order, for
+    the nodes the reference traces (RefModel.trace: the same names)."""
+    ref = {}
+    for dtype in (np.float64, np.float32):
+        r = RefModel(path, dtype)
+        toks = np.random.default_rng(1000 * seed + n_tokens).integers(
+            0, r.hparams["n_vocab"], n_tokens)
+        r.trace = {}
+        r.forward(toks)
+        ref[dtype] = {k: np.stack(v) for k, v in r.trace.items()}
+    set_simd(simd)
+    try:
+        m = tinyggml.Model(path, n_threads=n_threads, scan=scan, n_ubatch=n_tokens,
+                           snapshot_every=0, check_finite=True)
+        m.eval(toks)
+        c = m.compiled(n_tokens, n_tokens, ("*",))
+        out = []
+        for t in c.graph.nodes:
+            want = ref[np.float64].get(t.name)
+            if want is None or t.name not in c.graph.outputs:
+                continue
+            got = c.plan.numpy(t).reshape(want.shape)
+            plain = ref[np.float32][t.name]
+            out.append((t.name, float(np.abs(want).max()), float(np.abs(got - want).max()),
+                        float(np.abs(plain - want).max()), float(np.sqrt(((got - want) ** 2).mean())),
+                        float(np.sqrt(((plain - want) ** 2).mean()))))
+        return out
+    finally:
+        set_simd(True)
+
+
+def print_nodes(name, T, path_label, rows, out=sys.stdout):
+    print(f"\n{name}, {T} tokens in one ubatch, {path_label}: errors against float64 node by "
+          f"node\n", file=out)
+    print("| node | max abs (f64) | tinyggml max err | float32 numpy max err | ratio | "
+          "rms ratio |", file=out)
+    print("|---|---:|---:|---:|---:|---:|", file=out)
+    for node, ref, tg, f32, tg_rms, f32_rms in rows:
+        print(f"| {node} | {ref:.3g} | {tg:.2e} | {f32:.2e} | {tg / f32:.2f}x | "
+              f"{tg_rms / f32_rms:.2f}x |", file=out)
+
+
 def print_table(rows, out=sys.stdout):
     print("| model | tokens | path (prompt/scan/kernels) | float32 numpy max | tinyggml max | "
           "ratio max (worst seed) | ratio p99 | ratio rms |", file=out)
@@ -191,7 +240,21 @@ def main():
     ap.add_argument("--int-gemm", choices=["cpu", "0", "1"], default="cpu",
                     help="quantized batches on the integer panels: the CPU's default, off, on")
     ap.add_argument("--json", help="also write the rows here")
+    ap.add_argument("--nodes", action="store_true",
+                    help="instead: node by node errors of a prompt of the first length (seed 0) "
+                         "in one ubatch, per scan and kernels (where extra error enters)")
     a = ap.parse_args()
+    if a.nodes:
+        T = int(a.tokens.split(",")[0])
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, path in model_paths(a.models.split(","), tmp, 0):
+                m2 = tinyggml.Model(path, n_threads=1).arch == "mamba2"
+                for scan in (a.scans.split(",") if m2 else ["-"]):
+                    for k in a.kernels.split(","):
+                        rows = node_errors(path, T, 0, None if scan == "-" else scan,
+                                           k == "simd", a.threads)
+                        print_nodes(name, T, f"{scan}/{k}", rows)
+        return
     rows = measure(a.models.split(","), [int(n) for n in a.tokens.split(",")], a.seeds, a.window,
                    a.decode, a.modes.split(","), a.scans.split(","), a.kernels.split(","),
                    a.threads, None if a.int_gemm == "cpu" else a.int_gemm == "1")
