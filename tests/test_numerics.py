@@ -19,6 +19,9 @@ over every position, must be within FACTOR times the same statistic of the yards
   memory order of ssm_in / ssm_out / the LM head (BLAS sums in another order) differ there by
   up to 2.2x in max (prompt seeds 0-5), within 6% in rms and p99: no factor on the max would
   be derived from the yardstick, so those models are held to rms and p99 only.
+test_f32_error_after_8192_tokens holds one Mamba-2 fixture to the same after an 8192-token
+prompt (no error that grows with the context).
+
 Over a vocabulary of more than VOCAB_SAMPLE tokens, the statistics take the logits of a fixed
 random VOCAB_SAMPLE of them, the same for tinyggml and the yardstick (the float64 LM head over
 1040 x 50k logits per run was a third of the file's time); tools/numerics.py takes them all, and
@@ -133,3 +136,26 @@ def test_f32_logits_within_float32_error(cases, model, mode, kernels):
                 f"{model} {mode} {scan} {kernels}: {k} error {got[k]:.3g} against float64, "
                 f"{got[k] / c.float32[k]:.2f}x plain float32 numpy's {c.float32[k]:.3g} "
                 f"(seeds {SEEDS})")
+
+
+@requires_fixtures
+def test_f32_error_after_8192_tokens():
+    """Long context (Mamba-2, the chunked prompt path): after an 8192-token prompt (ubatches of
+    512), the logits of its last 512 positions and of 16 decoded tokens are as close to float64
+    as float32 numpy's after the same prompt (rms, p99 and max within FACTOR): no error that
+    grows with the context. One seed; tools/numerics.py -n 512,8192 has every model and path."""
+    path = FIXTURES / "models" / "mamba2-tiny-g2-spm-f32.gguf"
+    T, W = 8192, 512
+    ref, r32 = RefModel(path), RefModel(path, np.float32)
+    toks = np.random.default_rng(T).integers(0, ref.hparams["n_vocab"], T + N_DECODE)
+    hidden = ref.forward(toks, logits=False)[2][T - W:]
+    plain = r32.forward(toks, logits=False)[2][T - W:] @ r32.lm_head.T
+    m = tinyggml.Model(path, n_threads=2)
+    m.eval(toks[:T - W], logits="last")
+    got = np.concatenate([m.eval(toks[T - W:T])] + [m.eval([t]) for t in toks[T:]])
+    want = _stats([_errors(hidden, ref.lm_head, plain)], ref.hparams["n_vocab"])
+    have = _stats([_errors(hidden, ref.lm_head, got)], ref.hparams["n_vocab"])
+    for k in ("rms", "p99", "max"):
+        assert have[k] <= FACTOR * want[k], (
+            f"after {T} tokens: {k} error {have[k]:.3g}, {have[k] / want[k]:.2f}x float32 "
+            f"numpy's {want[k]:.3g}")
