@@ -5,6 +5,12 @@ This is the spec that the tinyggml graphs are checked against. It reads a GGUF w
 runs the recurrent form of each block one token at a time, so prefill and decode are the
 same code and the state can be carried from one call to the next.
 
+`RefModel(path, dtype=np.float32)` runs the same code in float32 throughout (weights, state,
+every intermediate, the final norm and the LM head; `forward` checks its outputs' dtype): a
+plain float32 evaluation, the yardstick for how close to float64 a float32 runtime can be
+(tests/test_numerics.py, tools/numerics.py). Python float constants (eps, 1.0) do not widen
+float32 arrays (NEP 50).
+
 Glossary (code name: paper symbol):
     T: number of tokens                    (`L` in [1] Algorithm 2)
     d, n_embd: model width                 (`D` in [1] Algorithm 2)
@@ -81,14 +87,14 @@ def _kv(reader, key, default=None):
     return default if field is None else field.contents()
 
 
-def load_weights(path):
-    """Read a GGUF model file.
+def load_weights(path, dtype=np.float64):
+    """Read a GGUF model file, every tensor dequantized and cast to `dtype`.
 
     Returns:
         arch: "mamba" (Mamba-1, Falcon-Mamba) or "mamba2"
         hparams: n_embd, n_layer, d_conv, d_inner, d_state, eps, n_vocab, tied (no output.weight),
             and dt_rank, dt_b_c_rms (mamba) or n_head, n_group, head_dim (mamba2)
-        weights: {GGUF tensor name: float64 array}, numpy shape (ggml ne reversed)
+        weights: {GGUF tensor name: `dtype` array}, numpy shape (ggml ne reversed)
     """
     reader = open_gguf(path)
     arch = _kv(reader, "general.architecture")
@@ -98,7 +104,7 @@ def load_weights(path):
     for t in reader.tensors:
         w = gguf.quants.dequantize(t.data, t.tensor_type)
         shape = tuple(int(n) for n in reversed(t.shape))
-        weights[t.name] = np.asarray(w, dtype=np.float64).reshape(shape)
+        weights[t.name] = np.asarray(w, dtype=dtype).reshape(shape)
     hp = {
         "n_embd": _kv(reader, f"{arch}.embedding_length"),
         "n_layer": _kv(reader, f"{arch}.block_count"),
@@ -148,35 +154,53 @@ def conv_step(conv_state, x, weight, bias):
     return np.einsum("kc,ck->c", window, weight) + bias
 
 
-def mamba1_mixer(x, w, hp, st):
+def _no_trace(name, value):
+    pass
+
+
+def mamba1_mixer(x, w, hp, st, trace=_no_trace):
     """One token through a Mamba-1 / Falcon-Mamba mixer. See [1] Figure 3, [3] `Mamba.step`.
 
     Args:
         x: shape (d,), the normalized residual stream
         w: this layer's weights, keyed by the part after "blk.N."
         st: {"conv": (d_conv - 1, d_inner), "ssm": (d_inner, d_state)}, updated in place
+        trace: called with (name, value) for the intermediate values that the tinyggml graph
+            names alike (ssm_in, ssm_conv, ...: RefModel.trace)
     Returns: shape (d,)
     """
     d_inner, d_state, dt_rank = hp["d_inner"], hp["d_state"], hp["dt_rank"]
     xz = w["ssm_in.weight"] @ x                                      # (2*d_inner,)
+    trace("ssm_in", xz)
     x, z = xz[:d_inner], xz[d_inner:]
     x = silu(conv_step(st["conv"], x, w["ssm_conv1d.weight"], w["ssm_conv1d.bias"]))
+    trace("ssm_conv", x)
     x_db = w["ssm_x.weight"] @ x                                     # (dt_rank + 2*d_state,)
+    trace("ssm_x", x_db)
     dt = x_db[:dt_rank]
     B = x_db[dt_rank:dt_rank + d_state]
     C = x_db[dt_rank + d_state:]
     if hp["dt_b_c_rms"]:
         dt, B, C = (rmsnorm(v, None, hp["eps"]) for v in (dt, B, C))
-    delta = softplus(w["ssm_dt.weight"] @ dt + w["ssm_dt.bias"])     # (d_inner,)
+        trace("dt_norm", dt), trace("b_norm", B), trace("c_norm", C)
+    dt = w["ssm_dt.weight"] @ dt
+    trace("ssm_dt", dt)
+    dt = dt + w["ssm_dt.bias"]
+    trace("ssm_dt_b", dt)
+    delta = softplus(dt)                                             # (d_inner,)
     dA = np.exp(delta[:, None] * w["ssm_a"])                         # (d_inner, d_state)
     dBx = (delta * x)[:, None] * B[None, :]                          # (d_inner, d_state)
     st["ssm"][...] = dA * st["ssm"] + dBx
     y = st["ssm"] @ C + w["ssm_d"] * x                               # (d_inner,)
+    trace("ssm_scan", y)
     y = y * silu(z)
-    return w["ssm_out.weight"] @ y
+    trace("ssm_gate", y)
+    out = w["ssm_out.weight"] @ y
+    trace("ssm_out", out)
+    return out
 
 
-def mamba2_mixer(x, w, hp, st):
+def mamba2_mixer(x, w, hp, st, trace=_no_trace):
     """One token through a Mamba-2 mixer. See [2] Section 7, [3] `Mamba2.step`.
 
     Args:
@@ -184,36 +208,46 @@ def mamba2_mixer(x, w, hp, st):
         w: this layer's weights, keyed by the part after "blk.N."
         st: {"conv": (d_conv - 1, d_inner + 2*n_group*d_state),
              "ssm": (n_head, head_dim, d_state)}, updated in place
+        trace: as mamba1_mixer's
     Returns: shape (d,)
     """
     d_inner, d_state = hp["d_inner"], hp["d_state"]
     n_head, n_group, head_dim = hp["n_head"], hp["n_group"], hp["head_dim"]
     n_bc = n_group * d_state
     zxbcdt = w["ssm_in.weight"] @ x               # (2*d_inner + 2*n_group*d_state + n_head,)
+    trace("ssm_in", zxbcdt)
     z = zxbcdt[:d_inner]
     xbc = zxbcdt[d_inner:2 * d_inner + 2 * n_bc]
     dt = zxbcdt[2 * d_inner + 2 * n_bc:]
     xbc = silu(conv_step(st["conv"], xbc, w["ssm_conv1d.weight"], w["ssm_conv1d.bias"]))
+    trace("ssm_conv", xbc)
     x = xbc[:d_inner].reshape(n_head, head_dim)
     B = xbc[d_inner:d_inner + n_bc].reshape(n_group, d_state)
     C = xbc[d_inner + n_bc:].reshape(n_group, d_state)
     group = np.arange(n_head) // (n_head // n_group)                # head h -> its B/C group
     B, C = B[group], C[group]                                        # (n_head, d_state)
-    delta = softplus(dt + w["ssm_dt.bias"])                          # (n_head,)
+    dt = dt + w["ssm_dt.bias"]
+    trace("ssm_dt_b", dt)
+    delta = softplus(dt)                                             # (n_head,)
     dA = np.exp(delta * w["ssm_a"][:, 0])                            # (n_head,) scalar A per head
     dBx = (delta[:, None] * x)[:, :, None] * B[:, None, :]           # (n_head, head_dim, d_state)
     st["ssm"][...] = dA[:, None, None] * st["ssm"] + dBx
     y = np.einsum("hpn,hn->hp", st["ssm"], C) + w["ssm_d"] * x       # (n_head, head_dim)
+    trace("ssm_scan", y)
     g = (y.reshape(d_inner) * silu(z)).reshape(n_group, d_inner // n_group)
     g = rmsnorm(g, None, hp["eps"]) * w["ssm_norm.weight"]           # per group of channels
-    return w["ssm_out.weight"] @ g.reshape(d_inner)
+    trace("ssm_norm", g)
+    out = w["ssm_out.weight"] @ g.reshape(d_inner)
+    trace("ssm_out", out)
+    return out
 
 
 class RefModel:
     """The whole model: embeddings, n_layer pre-norm residual blocks, final norm, LM head."""
 
-    def __init__(self, path):
-        self.arch, self.hparams, self.weights = load_weights(path)
+    def __init__(self, path, dtype=np.float64):
+        self.dtype = np.dtype(dtype)
+        self.arch, self.hparams, self.weights = load_weights(path, self.dtype)
         hp, w = self.hparams, self.weights
         self.layers = []
         for il in range(hp["n_layer"]):
@@ -221,6 +255,10 @@ class RefModel:
             self.layers.append({k[len(prefix):]: v for k, v in w.items() if k.startswith(prefix)})
         self.mixer = mamba1_mixer if self.arch == "mamba" else mamba2_mixer
         self.lm_head = w["token_embd.weight"] if hp["tied"] else w["output.weight"]
+        # a dict here makes forward() record every named intermediate value, one row per
+        # token, under the tinyggml graph's node names ("blk.0.ssm_in", ..., "result_norm"):
+        # node-by-node comparisons (tools/numerics.py --nodes)
+        self.trace = None
 
     def new_state(self):
         """Zero state, one {"conv", "ssm"} dict per layer; its size does not depend on T."""
@@ -231,15 +269,17 @@ class RefModel:
         else:
             conv_ch = hp["d_inner"] + 2 * hp["n_group"] * hp["d_state"]
             ssm_shape = (hp["n_head"], hp["head_dim"], hp["d_state"])
-        return [{"conv": np.zeros((hp["d_conv"] - 1, conv_ch)), "ssm": np.zeros(ssm_shape)}
-                for _ in range(hp["n_layer"])]
+        return [{"conv": np.zeros((hp["d_conv"] - 1, conv_ch), self.dtype),
+                 "ssm": np.zeros(ssm_shape, self.dtype)} for _ in range(hp["n_layer"])]
 
-    def forward(self, tokens, state=None):
+    def forward(self, tokens, state=None, logits=True):
         """Run tokens one after the other, continuing from (and updating) state.
 
         Args:
             tokens: shape (T,), token ids
             state: from new_state() or a previous forward(); None starts from zeros
+            logits: False skips the LM head (returns None for them: T x n_vocab float64 is
+                large for long prompts; take final_norm_hidden @ lm_head.T by rows instead)
         Returns:
             logits: shape (T, n_vocab)
             layer_hidden: shape (n_layer + 1, T, d), embeddings then each block's output
@@ -249,17 +289,31 @@ class RefModel:
         if state is None:
             state = self.new_state()
         tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
-        layer_hidden = np.zeros((hp["n_layer"] + 1, len(tokens), hp["n_embd"]))
+        layer_hidden = np.zeros((hp["n_layer"] + 1, len(tokens), hp["n_embd"]), self.dtype)
+        rec = self.trace
         for t, tok in enumerate(tokens):
             h = w["token_embd.weight"][tok].copy()
             layer_hidden[0, t] = h
             for il, lw in enumerate(self.layers):
                 x = rmsnorm(h, lw["attn_norm.weight"], hp["eps"])
-                h = h + self.mixer(x, lw, hp, state[il])
+                if rec is None:
+                    h = h + self.mixer(x, lw, hp, state[il])
+                else:
+                    def trace(name, v, il=il):
+                        rec.setdefault(f"blk.{il}.{name}", []).append(np.array(v).reshape(-1))
+                    trace("attn_norm", x)
+                    h = h + self.mixer(x, lw, hp, state[il], trace)
+                    trace("l_out", h)
                 layer_hidden[il + 1, t] = h
+        assert h.dtype == self.dtype and state[0]["ssm"].dtype == self.dtype, "dtype widened"
         final = rmsnorm(layer_hidden[-1], w["output_norm.weight"], hp["eps"])
-        logits = final @ self.lm_head.T
-        return logits, layer_hidden, final
+        out = final @ self.lm_head.T if logits else None
+        assert final.dtype == self.dtype and (out is None or out.dtype == self.dtype)
+        if rec is not None:
+            rec.setdefault("result_norm", []).extend(final)
+            if out is not None:
+                rec.setdefault("result_output", []).extend(out)
+        return out, layer_hidden, final
 
     def greedy(self, tokens, n_new, state=None):
         """Feed tokens, then n_new greedy steps. Returns (new token ids, their margins)."""

@@ -164,14 +164,22 @@ static void tg_rms_norm_f32(const tg_params *p, tg_tensor *dst) {
             x = d;
             i = 0;
         }
+        // the sum of squares in double, as the scalar path: a float sum over a long row would
+        // round its growing partial sums (~ ne0/8 ulp of the scale at 8 lanes); the row is read
+        // from memory either way
 #ifdef TG_AVX2
         if (TG_USE_SIMD) {
-            __m256 acc = _mm256_setzero_ps();
+            __m256d acc0 = _mm256_setzero_pd(), acc1 = _mm256_setzero_pd();
             for (; i + 8 <= ne0; i += 8) {
                 const __m256 v = _mm256_loadu_ps(x + i);
-                acc = _mm256_fmadd_ps(v, v, acc);
+                const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+                const __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+                acc0 = _mm256_fmadd_pd(lo, lo, acc0);
+                acc1 = _mm256_fmadd_pd(hi, hi, acc1);
             }
-            sum = tg_hsum256(acc);
+            double part[4];
+            _mm256_storeu_pd(part, _mm256_add_pd(acc0, acc1));
+            sum = (part[0] + part[1]) + (part[2] + part[3]);
         }
 #endif
         for (; i < ne0; i++) sum += (double)x[i] * x[i];

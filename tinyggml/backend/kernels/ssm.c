@@ -208,7 +208,7 @@ static void tg_ssm_scan_m1_f32(const tg_params *p, tg_tensor *dst) {
                 const __m256 vx = _mm256_loadu_ps(x8);
                 const __m256 sp = tg_softplus256(_mm256_loadu_ps(dt8));
                 const __m256 dx = _mm256_mul_ps(sp, vx);
-                __m256 y = _mm256_mul_ps(_mm256_loadu_ps(d8), vx);
+                __m256 y = _mm256_setzero_ps();
                 for (int64_t n = 0; n < ds; n++) {
                     const __m256 da = tg_exp256(_mm256_mul_ps(sp, _mm256_loadu_ps(At + n * 8)));
                     const __m256 sn = _mm256_fmadd_ps(_mm256_loadu_ps(S + n * 8), da,
@@ -216,14 +216,14 @@ static void tg_ssm_scan_m1_f32(const tg_params *p, tg_tensor *dst) {
                     _mm256_storeu_ps(S + n * 8, sn);
                     y = _mm256_fmadd_ps(sn, _mm256_set1_ps(cc[n]), y);
                 }
-                _mm256_storeu_ps(y8, y);
+                _mm256_storeu_ps(y8, _mm256_fmadd_ps(_mm256_loadu_ps(d8), vx, y));
             } else
 #endif
             {
                 float sp[8];
                 for (int l = 0; l < 8; l++) {
                     sp[l] = tg_softplus_f32(dt8[l]);
-                    y8[l] = d8[l] * x8[l];
+                    y8[l] = 0.0f;
                 }
                 for (int64_t n = 0; n < ds; n++)
                     for (int l = 0; l < 8; l++) {
@@ -231,6 +231,7 @@ static void tg_ssm_scan_m1_f32(const tg_params *p, tg_tensor *dst) {
                         S[n * 8 + l] = sn;
                         y8[l] += sn * cc[n];
                     }
+                for (int l = 0; l < 8; l++) y8[l] += d8[l] * x8[l];
             }
             for (int64_t l = 0; l < nc; l++) *(float *)at(dst, 0, c0 + l, t, 0) = y8[l];
         }
@@ -313,10 +314,16 @@ static void tg_scan_head_recurrent(const tg_tensor *dst, float *state, int64_t t
                 sum = tg_hsum256(acc);
             }
 #endif
-            for (; n < ds; n++) {
-                const float sn = sp[n] * (scalar_a ? da_scalar : dA[n]) + b[n] * xdt;
-                sp[n] = sn;
-                sum += sn * c[n];
+            const int64_t kb = tg_sum_block(ds);    // the scalar path: C . s in blocks
+            while (n < ds) {
+                const int64_t n1 = TG_MIN(ds, (n / kb + 1) * kb);
+                float part = 0.0f;
+                for (; n < n1; n++) {
+                    const float sn = sp[n] * (scalar_a ? da_scalar : dA[n]) + b[n] * xdt;
+                    sp[n] = sn;
+                    part += sn * c[n];
+                }
+                sum += part;
             }
             y[pi] = sum + dh * xp[pi];
         }
@@ -380,19 +387,29 @@ static void tg_scan_heads4_recurrent(const tg_tensor *dst, float *const state[4]
 // across k.
 #ifdef TG_AVX2
 // The register tile of the scan's small products: acc[r][v] (r < mr <= 6 rows, v < nv <= 2
-// vectors of 8 columns) += sum_{k < K} A[r * ar + k * ak] * B[k * ldb + 8 v], in k order.
-// A is addressed by a row and a k stride, so row-major (ak = 1) and column-major (ar = 1)
-// operands are read where they lie.
+// vectors of 8 columns) += sum_{k < K} A[r * ar + k * ak] * B[k * ldb + 8 v], in k order, in
+// tg_sum_block(K) blocks (each summed from zero, then added to acc). A is addressed by a row
+// and a k stride, so row-major (ak = 1) and column-major (ar = 1) operands are read where they
+// lie.
 static inline __attribute__((always_inline)) void tg_tile_fma(
         int mr, int nv, int64_t K, const float *A, int64_t ar, int64_t ak, const float *B,
         int64_t ldb, __m256 acc[6][2]) {
-    for (int64_t k = 0; k < K; k++) {
-        __m256 b[2];
-        for (int v = 0; v < nv; v++) b[v] = _mm256_loadu_ps(B + k * ldb + 8 * v);
-        for (int r = 0; r < mr; r++) {
-            const __m256 a = _mm256_broadcast_ss(A + r * ar + k * ak);
-            for (int v = 0; v < nv; v++) acc[r][v] = _mm256_fmadd_ps(a, b[v], acc[r][v]);
+    const int64_t kb = tg_sum_block(K);
+    for (int64_t k0 = 0; k0 < K; k0 += kb) {
+        const int64_t k1 = TG_MIN(K, k0 + kb);
+        __m256 part[6][2];
+        for (int r = 0; r < mr; r++)
+            for (int v = 0; v < nv; v++) part[r][v] = _mm256_setzero_ps();
+        for (int64_t k = k0; k < k1; k++) {
+            __m256 b[2];
+            for (int v = 0; v < nv; v++) b[v] = _mm256_loadu_ps(B + k * ldb + 8 * v);
+            for (int r = 0; r < mr; r++) {
+                const __m256 a = _mm256_broadcast_ss(A + r * ar + k * ak);
+                for (int v = 0; v < nv; v++) part[r][v] = _mm256_fmadd_ps(a, b[v], part[r][v]);
+            }
         }
+        for (int r = 0; r < mr; r++)
+            for (int v = 0; v < nv; v++) acc[r][v] = _mm256_add_ps(acc[r][v], part[r][v]);
     }
 }
 
@@ -414,6 +431,19 @@ static inline __attribute__((always_inline)) void tg_gemm_tile(
 }
 #endif
 
+// sum_{k < K} a[k * as] * b[k * bs] in tg_sum_block(K) blocks: the scalar paths' products
+static inline float tg_dot_strided(int64_t K, const float *a, int64_t as, const float *b, int64_t bs) {
+    const int64_t kb = tg_sum_block(K);
+    float sum = 0.0f;
+    for (int64_t k0 = 0; k0 < K; k0 += kb) {
+        const int64_t k1 = TG_MIN(K, k0 + kb);
+        float part = 0.0f;
+        for (int64_t k = k0; k < k1; k++) part += a[k * as] * b[k * bs];
+        sum += part;
+    }
+    return sum;
+}
+
 static void tg_gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                     const float *B, int64_t ldb, float *C, int64_t ldc) {
     for (int64_t j0 = 0; j0 < N; j0 += 16) {
@@ -434,15 +464,8 @@ static void tg_gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda
             }
         }
 #endif
-        for (; i < M; i++) {
-            float *c = C + i * ldc + j0;
-            for (int64_t j = 0; j < nj; j++) c[j] = 0.0f;
-            for (int64_t k = 0; k < K; k++) {
-                const float av = A[i * lda + k];
-                const float *b = B + k * ldb + j0;
-                for (int64_t j = 0; j < nj; j++) c[j] += av * b[j];
-            }
-        }
+        for (; i < M; i++)
+            for (int64_t j = 0; j < nj; j++) C[i * ldc + j0 + j] = tg_dot_strided(K, A + i * lda, 1, B + j0 + j, ldb);
     }
 }
 
@@ -548,16 +571,11 @@ static void tg_ssd_columns(int64_t p0, int64_t p1, int64_t Lc, int64_t ds, const
                            float *Y, int64_t ldy) {
     for (int64_t pc = p0; pc < p1; pc++) {
         for (int64_t t = 0; t < Lc; t++) {
-            float a = 0.0f, b = 0.0f;
-            for (int64_t n = 0; n < ds; n++) a += C[t * ldc + n] * S[n * lds + pc];
-            for (int64_t s = 0; s <= t; s++) b += M[t * ldm + s] * X[s * ldx + pc];
-            Y[t * ldy + pc] = a * ecs[t] + b;
+            const float a = tg_dot_strided(ds, C + t * ldc, 1, S + pc, lds);
+            Y[t * ldy + pc] = a * ecs[t] + tg_dot_strided(t + 1, M + t * ldm, 1, X + pc, ldx);
         }
-        for (int64_t n = 0; n < ds; n++) {
-            float a = decay * S[n * lds + pc];
-            for (int64_t s = 0; s < Lc; s++) a += Bn[s * ldb + n] * Xw[s * ldw + pc];
-            S[n * lds + pc] = a;
-        }
+        for (int64_t n = 0; n < ds; n++)
+            S[n * lds + pc] = decay * S[n * lds + pc] + tg_dot_strided(Lc, Bn + n, ldb, Xw + pc, ldw);
     }
 }
 
