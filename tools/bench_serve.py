@@ -23,12 +23,14 @@ import argparse
 import concurrent.futures as cf
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEXT = os.path.join(ROOT, "models", "shakespeare-heldout-tempest.txt")
@@ -68,10 +70,8 @@ class Server:
         raise RuntimeError(f"{kind} server did not start")
 
     def client(self):
-        from openai import OpenAI
-        c = OpenAI(base_url=self.url + "/v1", api_key="none", max_retries=0, timeout=600)
-        c.model_id = self.model_id
-        return c
+        import httpx
+        return Client(self.url, self.model_id, httpx.Client(timeout=600))
 
     def close(self):
         self.proc.terminate()
@@ -79,6 +79,13 @@ class Server:
             self.proc.wait(60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+@dataclass
+class Client:
+    url: str
+    model_id: str
+    http: object
 
 
 def pct(xs, q):
@@ -89,25 +96,27 @@ def pct(xs, q):
 
 
 def stream_once(client, prompt, max_tokens: int, chat: bool = False):
-    """One streaming request: (time to first token, gaps between chunks, completion tokens)."""
+    """One streaming request: (time to first token, gaps between chunks, completion tokens).
+    Raw SSE lines through httpx (the clients share the machine with the server: they parse as
+    little as they can); the usage chunk gives the token count."""
+    import httpx
+    body = {"model": client.model_id, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}}
+    body.update({"messages": prompt} if chat else {"prompt": prompt})
+    path = "/v1/chat/completions" if chat else "/v1/completions"
     t0 = time.perf_counter()
     stamps, n = [], 0
-    if chat:
-        it = client.chat.completions.create(model=client.model_id, messages=prompt, max_tokens=max_tokens,
-                                            temperature=0, stream=True,
-                                            stream_options={"include_usage": True})
-    else:
-        it = client.completions.create(model=client.model_id, prompt=prompt, max_tokens=max_tokens,
-                                       temperature=0, stream=True,
-                                       stream_options={"include_usage": True})
-    for ch in it:
-        if ch.choices:
-            c = ch.choices[0]
-            text = c.delta.content if chat else c.text
-            if text:
+    with client.http.stream("POST", client.url + path, json=body) as r:
+        if r.status_code != 200:
+            raise RuntimeError(f"HTTP {r.status_code}: {r.read()[:200]!r}")
+        for line in r.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            if '"usage"' in line and '"choices": []' in line.replace('"choices":[]', '"choices": []'):
+                n = json.loads(line[6:])["usage"]["completion_tokens"]
+            elif ('"content"' in line or '"text"' in line) and not re.search(
+                    r'"(content|text)": ?""', line):
                 stamps.append(time.perf_counter())
-        if getattr(ch, "usage", None) is not None:
-            n = ch.usage.completion_tokens
     if not n:
         n = len(stamps)
     ttft = stamps[0] - t0 if stamps else float("nan")
@@ -153,15 +162,17 @@ def chat_run(server: Server, history_tokens: int, gen: int):
     out = []
     for turn in ["Who is speaking?", "What happened next?", "Why?", "And then?", "Farewell."]:
         msgs.append({"role": "user", "content": turn})
-        reply = []
+        body = {"model": c.model_id, "messages": msgs, "max_tokens": gen, "temperature": 0}
         t0 = time.perf_counter()
-        first = None
-        for ch in c.chat.completions.create(model=c.model_id, messages=msgs, max_tokens=gen,
-                                            temperature=0, stream=True):
-            if ch.choices and ch.choices[0].delta.content:
-                if first is None:
-                    first = time.perf_counter() - t0
-                reply.append(ch.choices[0].delta.content)
+        first, reply = None, []
+        with c.http.stream("POST", c.url + "/v1/chat/completions", json={**body, "stream": True}) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: ") and line != "data: [DONE]":
+                    d = json.loads(line[6:])
+                    piece = (d.get("choices") or [{}])[0].get("delta", {}).get("content")
+                    if piece:
+                        first = first or time.perf_counter() - t0
+                        reply.append(piece)
         msgs.append({"role": "assistant", "content": "".join(reply)})
         out.append(first if first is not None else time.perf_counter() - t0)
     return out
