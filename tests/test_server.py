@@ -303,3 +303,65 @@ def test_api_key_queue_full_and_sigterm(tmp_path):
     finally:
         if s.proc.poll() is None:
             s.proc.kill()
+
+
+# ---- the engine alone -------------------------------------------------------------------------
+def test_long_prefill_runs_in_pieces_beside_running_streams():
+    """A 1000-token prompt is prefilled 64 tokens a step while a running stream keeps getting a
+    token every step; n = 2 forks the prompt's state; a cancelled job frees its sequences."""
+    import threading
+    from tinyggml import Model
+    from tinyggml.prefix_cache import PrefixCache
+    from tinyggml.sampling import SamplerParams
+    from tinyggml.server.engine import Engine, Job
+    m = Model(str(DEMO), n_threads=1, n_seq_max=4)
+    m.prefix_cache = PrefixCache(1 << 28)
+    e = Engine(m, 4, prefill_chunk=64)
+    log, lock, done = [], threading.Lock(), {}
+
+    def emitter(name):
+        def emit(ev):
+            with lock:
+                log.append((name, ev[0]))
+            if ev[0] == "done":
+                done.setdefault(name, threading.Event())
+                done[name].set()
+        return emit
+    for name in ("a", "b"):
+        done[name] = threading.Event()
+    e.start()
+    try:
+        a = Job(prompt=m.tokenize("ROMEO:"), params=SamplerParams(temperature=0), max_tokens=60,
+                emit=emitter("a"))
+        e.submit(a)
+        while not any(x == ("a", "token") for x in log):
+            time.sleep(0.001)
+        long_prompt = m.tokenize(open(DEMO.parent / "shakespeare-heldout-tempest.txt").read())[:1000]
+        b = Job(prompt=long_prompt, params=SamplerParams(temperature=0), max_tokens=3, n=2,
+                emit=emitter("b"))
+        e.submit(b)
+        assert done["b"].wait(60) and done["a"].wait(60)
+        with lock:
+            seq = list(log)
+        start = seq.index(("b", "started"))
+        first_b = seq.index(("b", "token"))
+        a_between = sum(1 for x in seq[start:first_b] if x == ("a", "token"))
+        assert a_between >= 1000 // 64 - 2, a_between     # a token per prefill step
+        assert sum(1 for x in seq if x == ("b", "done")) == 2
+        # cancelling a running job frees its sequence at the next step
+        c = Job(prompt=m.tokenize("KING:"), params=SamplerParams(temperature=0), max_tokens=500,
+                emit=lambda ev: None)
+        e.submit(c)
+        for _ in range(200):
+            if e.active:
+                break
+            time.sleep(0.005)
+        c.cancel()
+        e.wake()
+        for _ in range(200):
+            if e.active == 0:
+                break
+            time.sleep(0.005)
+        assert e.active == 0
+    finally:
+        e.shutdown()
