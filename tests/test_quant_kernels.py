@@ -157,16 +157,17 @@ def test_decode_rows_in_4_streams(simd, qt):
     np.testing.assert_array_equal(shifted[..., 1:], one)
 
 
-# Q4_0: 8-block groups only / a tail of 3 blocks, up to 11 columns (QDOT2_MAX_N); Q4_K: 2 and 3
-# superblocks, up to 7 columns (QDOT2_MAX_N_Q4_K); odd N leave a last column alone
+# Q4_0: 8-block groups only / a tail of 3 blocks, up to 11 columns (its dot2x4_max_n); Q4_K: 2
+# and 3 superblocks, up to 7 columns; Q8_0: up to 11 columns; odd N leave a last column alone
 PAIR_CASES = [(Q4_0, K, N) for K in (512, 608) for N in (2, 7, 11)] + \
-             [(Q4_K, K, N) for K in (512, 768) for N in (2, 5, 7)]
+             [(Q4_K, K, N) for K in (512, 768) for N in (2, 5, 7)] + \
+             [(Q8_0, K, N) for K in (96, 768) for N in (2, 8, 11)]
 
 
 @pytest.mark.parametrize("qt,K,N", PAIR_CASES,
                          ids=[f"{gguf.GGMLQuantizationType(q).name}-{k}-{n}" for q, k, n in PAIR_CASES])
 def test_column_pairs_equal_single_columns(simd, qt, K, N):
-    """Small Q4_0 / Q4_K batches dot two columns per pass over a row (the type table's dot2x4_max_n): every
+    """Small Q4_0 / Q4_K / Q8_0 batches dot two columns per pass over a row (the type table's dot2x4_max_n): every
     column equals that column alone (the decode dot) bit for bit, whatever its partner."""
     rng = np.random.default_rng(K + N + qt)
     M = 21

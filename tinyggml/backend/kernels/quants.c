@@ -655,6 +655,45 @@ void tg_dot4_q8_0_qact(int64_t K, const void *const rows[4], const uint8_t *act,
     for (int r = 0; r < 4; r++) out[r] = tg_dot_q8_0_qact(K, rows[r], act);
 }
 
+// four Q8_0 rows x two QACT rows (two columns of a small batch: decoding several sequences),
+// the rows read side by side; each block's int8 values widen once for both columns. out[2 r + j]
+// equals tg_dot_q8_0_qact(K, rows[r], act_j) bit for bit (the same operations per column), so a
+// sequence decodes alike alone and in a batch.
+void tg_dot2x4_q8_0_qact(int64_t K, const void *const rows[4], const uint8_t *act0,
+                         const uint8_t *act1, float out[8]) {
+#ifdef TG_AVX2
+    if (TG_USE_SIMD) {
+        const int16_t *q0 = (const int16_t *)act0, *q1 = (const int16_t *)act1;
+        const float *d0 = (const float *)(act0 + 2 * K), *d1 = (const float *)(act1 + 2 * K);
+        __m256 acc[8];
+        for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+        for (int64_t c = 0; c < K / 32; c++)
+            for (int r = 0; r < 4; r++) {
+                const uint8_t *b = (const uint8_t *)rows[r] + 34 * c;
+                if ((c & 1) == 0) _mm_prefetch((const char *)(b + 1024), _MM_HINT_NTA);
+                const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + 2)));
+                const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + 18)));
+                const float s = f16(b);
+                const __m256i p0 = _mm256_add_epi32(
+                    _mm256_madd_epi16(w0, _mm256_loadu_si256((const __m256i *)(q0 + c * 32))),
+                    _mm256_madd_epi16(w1, _mm256_loadu_si256((const __m256i *)(q0 + c * 32 + 16))));
+                const __m256i p1 = _mm256_add_epi32(
+                    _mm256_madd_epi16(w0, _mm256_loadu_si256((const __m256i *)(q1 + c * 32))),
+                    _mm256_madd_epi16(w1, _mm256_loadu_si256((const __m256i *)(q1 + c * 32 + 16))));
+                acc[2 * r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(s * d0[c]), acc[2 * r]);
+                acc[2 * r + 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(s * d1[c]),
+                                                 acc[2 * r + 1]);
+            }
+        for (int i = 0; i < 8; i++) out[i] = tg_hsum256(acc[i]);
+        return;
+    }
+#endif
+    for (int r = 0; r < 4; r++) {
+        out[2 * r] = tg_dot_q8_0_qact(K, rows[r], act0);
+        out[2 * r + 1] = tg_dot_q8_0_qact(K, rows[r], act1);
+    }
+}
+
 #ifdef TG_AVX2
 // Q4_K row x QACT row (SIMD only; the scalar path is the generic unpack + dot). The 8 six-bit
 // scales and mins of a superblock are unpacked branch-free with 32-bit masks, and the scales
@@ -807,6 +846,12 @@ float tg_dot_q6_k_qact(int64_t K, const void *row, const uint8_t *act) {
 #define TG_SIMD_DOT(f) NULL
 #endif
 
+// Q8_0 batches under this many columns take the paired dots (tg_dot2x4_q8_0_qact: each weight
+// row read from memory once, every column summed as alone), larger ones the integer panels
+#ifndef Q8_0_PAIRS_MAX_N
+#define Q8_0_PAIRS_MAX_N 12
+#endif
+
 static const tg_type_traits TYPE_TRAITS[] = {
     // name    type           blck bytes  quant min grp  unpack
     {"f32",    TG_TYPE_F32,    1,   4,    0,    0,  0,   NULL},
@@ -820,7 +865,8 @@ static const tg_type_traits TYPE_TRAITS[] = {
     {"q5_0",   TG_TYPE_Q5_0,   32,  22,   1,    0,  32,  unpack_q5_0},
     {"q5_1",   TG_TYPE_Q5_1,   32,  24,   1,    1,  32,  unpack_q5_1},
     {"q8_0",   TG_TYPE_Q8_0,   32,  34,   1,    0,  32,  unpack_q8_0,
-     .dot = tg_dot_q8_0_qact, .dot4 = tg_dot4_q8_0_qact},
+     .dot = tg_dot_q8_0_qact, .dot4 = tg_dot4_q8_0_qact,
+     .dot2x4 = TG_SIMD_DOT(tg_dot2x4_q8_0_qact), .dot2x4_max_n = Q8_0_PAIRS_MAX_N},
     {"q2_K",   TG_TYPE_Q2_K,   256, 84,   1,    1,  16,  unpack_q2_k},
     {"q3_K",   TG_TYPE_Q3_K,   256, 110,  1,    0,  16,  unpack_q3_k},
     {"q4_K",   TG_TYPE_Q4_K,   256, 144,  1,    1,  32,  unpack_q4_k,

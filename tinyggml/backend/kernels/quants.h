@@ -58,6 +58,9 @@ void tg_dot4_q6_k_kact(int64_t K, const void *const rows[4], const uint8_t *act,
 // four Q4_0 rows x two QACT rows: out[2 r + j] equals tg_dot_q4_0_qact(K, rows[r], act_j) bit for bit
 void tg_dot2x4_q4_0_qact(int64_t K, const void *const rows[4], const uint8_t *act0, const uint8_t *act1,
                          float out[8]);
+// four Q8_0 rows x two QACT rows: out[2 r + j] equals tg_dot_q8_0_qact(K, rows[r], act_j) bit for bit
+void tg_dot2x4_q8_0_qact(int64_t K, const void *const rows[4], const uint8_t *act0, const uint8_t *act1,
+                         float out[8]);
 #ifdef TG_AVX2
 float tg_dot_q4_k_qact(int64_t K, const void *row, const uint8_t *act);   // SIMD only
 float tg_dot_q6_k_qact(int64_t K, const void *row, const uint8_t *act);
