@@ -8,7 +8,9 @@ Servers: tinyggml (`tinyggml-cli serve`, --parallel = the most clients) and, wit
 llama-cpp-python's (`python -m llama_cpp.server`, the optional peer: pip install
 'llama-cpp-python[server]==0.3.36'), each started here on a free loopback port with the same
 GGUF and thread count, one at a time (never both at once: the machine has few cores), in
-alternating order over -r rounds; figures are medians over the rounds.
+alternating order over -r rounds; figures are medians over the rounds. The peer runs with
+--interrupt_requests False: by default a new request interrupts the running one, so concurrent
+clients would cut each other's replies short instead of waiting.
 
 Per client count: every client sends streaming completions (its own prompt, max_tokens
 --gen, temperature 0) one after the other until --requests of them are done or --seconds
@@ -54,7 +56,7 @@ class Server:
             cmd = [sys.executable, "-m", "llama_cpp.server", "--model", model, "--host",
                    "127.0.0.1", "--port", str(port), "--n_threads", str(threads),
                    "--n_threads_batch", str(threads), "--n_ctx", "16384", "--n_batch", "512",
-                   "--verbose", "False"]
+                   "--verbose", "False", "--interrupt_requests", "False"]
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         t0 = time.time()

@@ -206,7 +206,13 @@ class Engine:
                 self._waiting.popleft()
             seq = self._free.pop(0)
             m.reset(seq)
-            job.cached_tokens = m.resume(seq, job.prompt)
+            try:
+                job.cached_tokens = m.resume(seq, job.prompt)
+            except TinyGGMLError as e:         # this job's input: it alone hears of it
+                self._free.append(seq)
+                self._live.pop(job.id, None)
+                job.emit(("error", str(e)))
+                continue
             if self.metrics is not None:
                 self.metrics.tokens_cached.inc(job.cached_tokens)
                 self.metrics.tokens_prompt.inc(len(job.prompt))
