@@ -208,3 +208,66 @@ def test_cli_chat_session(paths, tmp_path):
     old = turns[3]
     same = lambda ln: ln.split(": prompt ")[1].split(" in ")[0]     # noqa: E731
     assert same(new) == same(old)             # "N new tokens (M already in the state)"
+
+
+def test_regen_with_a_seed_samples_anew(plain):
+    plain.reset(0)
+    c = Conversation(plain, ChatTemplate.for_model(plain), SamplerParams(seed=3, temperature=1.5),
+                     max_tokens=12)
+    first = "".join(c.send("hello"))
+    again = "".join(c.regen())
+    assert again != first                         # another draw, from the same prompt state
+    plain.reset(0)
+    c2 = Conversation(plain, ChatTemplate.for_model(plain), SamplerParams(seed=3, temperature=1.5),
+                      max_tokens=12)
+    assert "".join(c2.send("hello")) == first     # and reproducible from the seed
+
+
+def test_an_unfinished_reply_is_closed_before_the_next_turn(plain):
+    plain.reset(0)
+    c = Conversation(plain, ChatTemplate.for_model(plain), GREEDY, max_tokens=12)
+    it = c.send("one")
+    next(it)                                      # the reader stops (Ctrl-C while printing)
+    "".join(c.send("two"))
+    assert [m["role"] for m in c.messages] == ["user", "assistant", "user", "assistant"]
+
+
+def test_a_prompt_interrupted_midway_is_evaluated_whole_next_turn(plain, monkeypatch):
+    """Ctrl-C inside the prompt's evaluation: the turn is dropped and the next one brings the
+    sequence to exactly the conversation's tokens."""
+    plain.reset(0)
+    c = Conversation(plain, ChatTemplate.for_model(plain), GREEDY, max_tokens=6, system="Sys.")
+    "".join(c.send("first"))
+    real = plain.eval_batch
+    calls = {"n": 0}
+
+    def flaky(batch, logits="all"):
+        calls["n"] += 1
+        if calls["n"] == 1:                       # evaluate part of the prompt, then interrupt
+            sid, toks = next(iter(batch.items()))
+            real({sid: toks[:2]}, logits=logits)
+            raise KeyboardInterrupt
+        return real(batch, logits=logits)
+    monkeypatch.setattr(plain, "eval_batch", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        "".join(c.send("second"))
+    assert [m["role"] for m in c.messages] == ["system", "user", "assistant"]
+    monkeypatch.setattr(plain, "eval_batch", real)
+    "".join(c.send("third"))
+    rendered = c.template.render(c.messages[:-1])
+    expect = c.template.tokenize(plain, rendered, first=True)
+    held = plain.tokens(0)
+    # the state is the whole conversation: the first reply's tokens as generated, then the rest
+    assert held[:len(held) - c.last.timings.gen_tokens][-5:] == expect[-5:]
+    assert plain.detokenize(held).startswith(plain.detokenize(expect[:len(c.template.tokenize(
+        plain, c.template.render(c.messages[:1]), first=True)) - 1]))
+
+
+def test_text_that_is_not_unicode_is_refused(plain):
+    with pytest.raises(TinyGGMLError, match="not valid Unicode"):
+        plain.tokenize("ab\udcffcd")
+    r = subprocess.run([sys.executable, "-m", "tinyggml.tools.cli", "run", "-m", str(plain.path),
+                        "-p", "ab\udcffcd".encode("utf-8", "surrogateescape"), "-n", "2"],
+                       capture_output=True, timeout=120)
+    assert r.returncode == 1 and b"not valid UTF-8" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr

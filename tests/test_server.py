@@ -39,9 +39,9 @@ class Server:
         return openai.OpenAI(base_url=self.url + "/v1", api_key=kw.pop("api_key", "none"),
                              max_retries=0, timeout=60, **kw)
 
-    def post(self, path, body, headers=None):
+    def post(self, path, body, headers=None, timeout=60):
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return httpx.post(self.url + path, content=data, timeout=60,
+        return httpx.post(self.url + path, content=data, timeout=timeout,
                           headers={"Content-Type": "application/json", **(headers or {})})
 
     def metrics(self) -> dict:
@@ -286,6 +286,15 @@ def test_api_key_queue_full_and_sigterm(tmp_path):
             s.client(api_key="wrong").completions.create(model=M, prompt="x", max_tokens=1)
         c = s.client(api_key="sesame")
         assert c.completions.create(model=M, prompt="x", max_tokens=1).choices[0].finish_reason
+        # a non-streaming client that goes away frees its sequence (checked every 0.25 s)
+        with pytest.raises(httpx.TimeoutException):
+            s.post("/v1/completions", {"prompt": "ROMEO:", "max_tokens": 4000},
+                   headers={"Authorization": "Bearer sesame"}, timeout=0.3)
+        for _ in range(30):          # 1.5 s; the whole reply would take 2.5 s or more
+            if s.metrics()["tinyggml_active_sequences"] == 0:
+                break
+            time.sleep(0.05)
+        assert s.metrics()["tinyggml_active_sequences"] == 0
         # one long stream holds the only sequence; the next request finds the queue full
         stream = c.completions.create(model=M, prompt="ROMEO:", max_tokens=4000, stream=True, temperature=0.8)
         first = next(iter(stream))
@@ -365,3 +374,52 @@ def test_long_prefill_runs_in_pieces_beside_running_streams():
         assert e.active == 0
     finally:
         e.shutdown()
+
+
+def test_n_choices_keep_their_slots_while_prefilling():
+    """A job of n = 2 takes both its slots when it starts, so a job arriving during its
+    prefill waits instead of taking one (the engine once died here)."""
+    import threading
+    from tinyggml import Model
+    from tinyggml.sampling import SamplerParams
+    from tinyggml.server.engine import Engine, Job
+    m = Model(str(DEMO), n_threads=1, n_seq_max=2)
+    e = Engine(m, 2, prefill_chunk=16)
+    done = {k: threading.Event() for k in "ab"}
+    n_done = {"a": 0, "b": 0}
+
+    errors = []
+
+    def emitter(k, n):
+        def emit(ev):
+            if ev[0] == "done":
+                n_done[k] += 1
+                if n_done[k] == n:
+                    done[k].set()
+            if ev[0] == "error":
+                errors.append(ev)
+                done[k].set()
+        return emit
+    e.start()
+    try:
+        prompt = m.tokenize(open(DEMO.parent / "shakespeare-heldout-tempest.txt").read())[:200]
+        e.submit(Job(prompt=prompt, params=SamplerParams(temperature=0), max_tokens=4, n=2,
+                     emit=emitter("a", 2)))
+        e.submit(Job(prompt=m.tokenize("KING:"), params=SamplerParams(temperature=0),
+                     max_tokens=4, emit=emitter("b", 1)))
+        assert done["a"].wait(60) and done["b"].wait(60)
+        assert not errors and e.error is None, (errors, e.error)
+        for _ in range(200):                  # the slots are freed just after "done" is sent
+            if e.active == 0:
+                break
+            time.sleep(0.005)
+        assert e.active == 0
+    finally:
+        e.shutdown()
+
+
+@pytest.mark.parametrize("body", [b'{"prompt": "ab\\ud800cd", "max_tokens": 2}',
+                                  b'{"prompt": ' + b'[' * 100000 + b']' * 100000 + b'}'])
+def test_text_that_is_not_unicode_and_deep_json_are_400(server, body):
+    r = server.post("/v1/completions", body)
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error", r.text

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from dataclasses import replace
 from datetime import datetime
 
 from .errors import TinyGGMLError
@@ -180,6 +181,8 @@ class Conversation:
         self._turn_start = 0       # tokens before the last reply (for regen)
         self.last = None           # the last turn's Generation (timings, tokens)
         self.last_prompt_new = 0   # tokens the last turn evaluated for its prompt
+        self._replies = 0          # replies sampled: each draws with its own seed
+        self._active = None        # the reply being streamed, if one is unfinished
 
     def _prompt_ids(self, rendered: str) -> list:
         """The ids of the conversation up to the new generation prompt. The sequence holds the
@@ -223,8 +226,16 @@ class Conversation:
             n -= 1
         return ids[n:]
 
+    def _settle(self):
+        """Close a reply left unfinished (a caller that stopped reading, Ctrl-C): its end of
+        turn is recorded before anything new happens."""
+        if self._active is not None:
+            self._active.close()
+            self._active = None
+
     def send(self, text: str):
         """Add a user turn and stream the reply (an iterator of text pieces)."""
+        self._settle()
         self.messages.append({"role": "user", "content": text})
         return self._reply()
 
@@ -242,31 +253,50 @@ class Conversation:
                                     f"(-c {self.n_ctx}); /clear starts a new one")
         rest = self._sync(ids)
         self._turn_start = len(ids)
-        g = Generation(self.model, rest, self.params, limit, self.seq_id,
+        params = self.params
+        if params.seed is not None:     # a regenerated answer draws anew, reproducibly
+            params = replace(params, seed=(params.seed + self._replies) % 2**32)
+        self._replies += 1
+        g = Generation(self.model, rest, params, limit, self.seq_id,
                        reset=self.model.n_past(self.seq_id) == 0, ignore_eos=self.ignore_eos,
                        stop=self.template.stop)
         self.last = g
-        return self._run(g, rendered)
+        self._active = self._run(g, rendered)
+        return self._active
 
     def _run(self, g, rendered: str):
         self._prompt_text, self._reply_text = rendered, None
         try:
             yield from g
-        finally:                     # also after Ctrl-C: the partial reply is the turn's reply
-            self._reply_text = g.text
-            self.messages.append({"role": "assistant", "content": g.reply})
+        finally:
+            # After Ctrl-C the partial reply is the turn's reply, when the state holds exactly
+            # prompt + its tokens; interrupted earlier (in the prompt, or between a token's
+            # sampling and its evaluation), the state is unknown: the next turn tokenizes the
+            # whole rendering and rolls back to what the sequence shares with it.
+            self._active = None
+            held = self.model.n_past(self.seq_id)
+            if held == self._turn_start + len(g.tokens):
+                self._reply_text = g.text
+            if g.tokens or held >= self._turn_start:
+                self.messages.append({"role": "assistant", "content": g.reply})
+            else:
+                self.messages.pop()         # the turn never got its prompt in: as if unsent
             self.last_prompt_new = g.timings.prompt_tokens
 
     def regen(self):
         """Drop the last reply, roll the sequence back to the end of its prompt (a snapshot is
         kept there) and reply again."""
+        self._settle()
         if not self.messages or self.messages[-1]["role"] != "assistant":
             raise TinyGGMLError("nothing to regenerate yet")
         self.messages.pop()
         have = list(self.model.tokens(self.seq_id))
+        if self._reply_text is None or len(have) < self._turn_start:
+            return self._reply()            # the state is not the last prompt + reply
         return self._reply(have[:self._turn_start])
 
     def clear(self):
+        self._settle()
         self.model.reset(self.seq_id)
         self.messages = [m for m in self.messages if m["role"] == "system"][:1]
         self._prompt_text, self._reply_text = "", None
@@ -276,6 +306,7 @@ class Conversation:
         """Messages, the text the state holds and the sequence's state, in one file (written
         by rename)."""
         from .state_file import write_atomic
+        self._settle()
         head = json.dumps({"messages": self.messages, "prompt_text": self._prompt_text,
                            "reply_text": self._reply_text, "turn_start": self._turn_start},
                           ensure_ascii=False).encode()

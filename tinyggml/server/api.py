@@ -26,7 +26,7 @@ from starlette.routing import Route
 from ..chat import ChatTemplate
 from ..errors import TinyGGMLError
 from ..sampling import SamplerParams
-from .engine import Engine, Job, QueueFull
+from .engine import Engine, EngineFailed, Job, QueueFull
 
 
 @dataclass
@@ -161,6 +161,8 @@ class Server:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
             raise ApiError(400, f"the body is not valid JSON ({e})", code="invalid_json") from None
+        except RecursionError:
+            raise ApiError(400, "the body nests too deeply", code="invalid_json") from None
         if not isinstance(data, dict):
             raise ApiError(400, "the body must be a JSON object", code="invalid_json")
         for k in UNSUPPORTED:
@@ -186,6 +188,11 @@ class Server:
             resp = e.response()
         except TinyGGMLError as e:
             resp = ApiError(400, str(e)).response()
+        except Exception as e:        # a bug: the client gets OpenAI's shape, the log the trace
+            import traceback
+            traceback.print_exc()
+            resp = ApiError(500, f"internal error: {type(e).__name__}: {e}", kind="server_error",
+                            code="internal_error").response()
         self._count(endpoint, resp.status_code)
         return resp
 
@@ -319,6 +326,8 @@ class Server:
         except QueueFull as e:
             raise ApiError(503, str(e), kind="server_error", code="queue_full",
                            headers={"Retry-After": "1"}) from None
+        except EngineFailed as e:
+            raise ApiError(503, str(e), kind="server_error", code="unavailable") from None
         rid = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
         out = _Output(self, job, rid, chat, int(time.time()))
         if req.stream:
@@ -367,7 +376,9 @@ class _Output:
         """Record an event; returns (kind, index, text, logprob entries)."""
         kind = ev[0]
         if kind == "error":
-            raise ApiError(503, ev[1], kind="server_error", code="unavailable")
+            status = ev[2] if len(ev) > 2 else 503
+            raise ApiError(status, ev[1], kind="server_error" if status >= 500 else
+                           "invalid_request_error", code="unavailable" if status >= 500 else None)
         if kind == "started":
             self.cached = ev[1]
             return kind, None, "", []
@@ -385,17 +396,26 @@ class _Output:
         return all(f is not None for f in self.finish)
 
     async def whole(self, q: asyncio.Queue, request: Request) -> JSONResponse:
+        """Wait for every choice to finish. Every 0.25 s, however busy the stream of events, ask
+        whether the client is still there: one that left cancels the job."""
+        loop = asyncio.get_running_loop()
+        next_check = loop.time() + 0.25
         try:
             while not self._done():
                 try:
-                    ev = await asyncio.wait_for(q.get(), 0.25)
+                    ev = await asyncio.wait_for(q.get(), max(0.0, next_check - loop.time()))
+                    self._apply(ev)
                 except asyncio.TimeoutError:
+                    pass
+                if loop.time() >= next_check:
+                    next_check = loop.time() + 0.25
                     if await request.is_disconnected():
                         self.job.cancel()
                         self.s.engine.wake()
                         return JSONResponse({}, status_code=499)
-                    continue
-                self._apply(ev)
+                    if self.s.engine.error:
+                        raise ApiError(503, f"the engine stopped: {self.s.engine.error}",
+                                       kind="server_error", code="unavailable")
         except BaseException:
             self.job.cancel()
             raise

@@ -32,6 +32,10 @@ class QueueFull(TinyGGMLError):
     """More jobs waiting than the server accepts."""
 
 
+class EngineFailed(TinyGGMLError):
+    """The engine thread stopped on an error: the server cannot evaluate anything."""
+
+
 @dataclass
 class Job:
     prompt: list                          # token ids
@@ -68,6 +72,7 @@ class _Prefill:
     job: Job
     seq: int
     pos: int                              # prompt tokens the sequence holds
+    spare: list = field(default_factory=list)   # slots taken for the job's other choices
 
 
 class Engine:
@@ -99,7 +104,7 @@ class Engine:
                                 f"sequences at once (--parallel)")
         with self._cv:
             if self.error is not None:
-                raise TinyGGMLError(f"the engine stopped: {self.error}")
+                raise EngineFailed(f"the engine stopped: {self.error}")
             if self._stop:
                 raise QueueFull("the server is shutting down")
             if len(self._waiting) >= self.max_queue + len(self._free):   # beyond the free slots
@@ -146,21 +151,27 @@ class Engine:
                         break
                 self._step()
         except BaseException as e:           # a bug: every job hears of it, nothing hangs
-            self.error = f"{type(e).__name__}: {e}"
-            for j in list(self._live.values()):
-                j.emit(("error", f"internal error: {self.error}"))
-            self._live.clear()
+            with self._cv:
+                self.error = f"{type(e).__name__}: {e}"
+                jobs = list(self._live.values())
+                self._live.clear()
+            for j in jobs:
+                j.emit(("error", f"internal error: {self.error}", 500))
             raise
         finally:
             self._cancel_all()
 
     def _cancel_all(self):
-        for j in list(self._live.values()):
+        with self._cv:
+            jobs = list(self._live.values())
+            self._live.clear()
+        for j in jobs:
             j.cancel()
-            j.emit(("error", "the server is shutting down"))
-        self._live.clear()
+            j.emit(("error", "the server is shutting down", 503))
         for p in self._prefill:
             self._release(p.seq)
+            for s in p.spare:
+                self._release(s)
         for c in self._choices:
             self._release(c.seq)
         self._prefill, self._choices = [], []
@@ -174,12 +185,15 @@ class Engine:
         self._free.append(seq)
 
     def _drop_cancelled(self):
-        for j in [j for j in self._live.values() if j.cancelled]:
-            self._live.pop(j.id, None)
+        with self._cv:
+            for j in [j for j in self._live.values() if j.cancelled]:
+                self._live.pop(j.id, None)
         keep = []
         for p in self._prefill:
             if p.job.cancelled:
                 self._release(p.seq)
+                for s in p.spare:
+                    self._release(s)
             else:
                 keep.append(p)
         self._prefill = keep
@@ -204,28 +218,30 @@ class Engine:
                 if len(self._free) < job.n:
                     return                      # first come, first served
                 self._waiting.popleft()
-            seq = self._free.pop(0)
+            seqs = [self._free.pop(0) for _ in range(job.n)]   # every choice's slot, now
+            seq = seqs[0]
             m.reset(seq)
             try:
                 job.cached_tokens = m.resume(seq, job.prompt)
             except TinyGGMLError as e:         # this job's input: it alone hears of it
-                self._free.append(seq)
-                self._live.pop(job.id, None)
-                job.emit(("error", str(e)))
+                self._free.extend(seqs)
+                with self._cv:
+                    self._live.pop(job.id, None)
+                job.emit(("error", str(e), 400))
                 continue
             if self.metrics is not None:
                 self.metrics.tokens_cached.inc(job.cached_tokens)
                 self.metrics.tokens_prompt.inc(len(job.prompt))
             job.emit(("started", job.cached_tokens))
             if job.cached_tokens == len(job.prompt):      # all cached: its logits are kept
-                self._fork(job, seq, m.last_logits(seq))
+                self._fork(job, seqs, m.last_logits(seq))
             else:
-                self._prefill.append(_Prefill(job, seq, job.cached_tokens))
+                self._prefill.append(_Prefill(job, seq, job.cached_tokens, seqs[1:]))
 
-    def _fork(self, job: Job, seq: int, logits: np.ndarray):
-        """The prompt is in `seq`: make the job's choices (forks for n > 1) and sample their
-        first tokens from `logits`."""
-        seqs = [seq] + [self._free.pop(0) for _ in range(job.n - 1)]
+    def _fork(self, job: Job, seqs: list, logits: np.ndarray):
+        """The prompt is in seqs[0]: make the job's choices (the other slots become forks of
+        it) and sample their first tokens from `logits`."""
+        seq = seqs[0]
         for s in seqs[1:]:
             self.model.reset(s)
             self.model.seq_copy(seq, s)
@@ -279,7 +295,8 @@ class Engine:
         c.job.emit(("done", c.index, reason, c.n_gen))
         self._release(c.seq, checkpoint=c.n_gen > 0)
         if all(x.done for x in self._choices if x.job is c.job):
-            self._live.pop(c.job.id, None)
+            with self._cv:
+                self._live.pop(c.job.id, None)
 
     def _step(self):
         m = self.model
@@ -309,8 +326,10 @@ class Engine:
             if p.pos == len(p.job.prompt):
                 self._prefill.remove(p)
                 if not p.job.cancelled:
-                    self._fork(p.job, p.seq, out[p.seq][0])
+                    self._fork(p.job, [p.seq] + p.spare, out[p.seq][0])
                 else:
                     self._release(p.seq)
+                    for s in p.spare:
+                        self._release(s)
         self._choices = [c for c in self._choices if not c.done]
         self._gauges()

@@ -116,9 +116,14 @@ def _add_run_args(s) -> None:
                    help="take the prompt literally")
     o.add_argument("--log-disable", action="store_true",
                    help="no timings or notes on stderr (errors still)")
-    o.add_argument("--no-warmup", action="store_true",
+    _add_compat(o)
+
+
+def _add_compat(s) -> None:
+    """llama.cpp flags that mean nothing here, accepted so that its command lines work."""
+    s.add_argument("--no-warmup", action="store_true",
                    help="accepted for llama.cpp compatibility (tinyggml runs no warm-up)")
-    o.add_argument("-ngl", "--gpu-layers", "--n-gpu-layers", dest="n_gpu_layers", type=ngl_arg,
+    s.add_argument("-ngl", "--gpu-layers", "--n-gpu-layers", dest="n_gpu_layers", type=ngl_arg,
                    default=None, metavar="N", help="accepted and ignored: tinyggml runs on the CPU")
 
 
@@ -285,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-v", "--verbose", action="store_true", help="log every request")
     s.set_defaults(func=cmd_serve)
 
+    for name in ("perplexity", "bench", "serve"):
+        _add_compat(sub.choices[name])
     for name in ("run", "chat", "perplexity", "bench", "info", "graph", "serve"):
         sub.choices[name].add_argument(
             "--no-memory-check", action="store_true",
@@ -319,6 +326,9 @@ def main(argv=None) -> int:
         args.model = default_model()
     _check_combinations(parser, args)
     cli_util.CHECK_MEMORY = not getattr(args, "no_memory_check", False)
+    if getattr(args, "n_gpu_layers", None) is not None and not getattr(args, "log_disable", False):
+        print(f"tinyggml: note: -ngl {args.n_gpu_layers} ignored: tinyggml runs on the CPU",
+              file=sys.stderr)
     try:
         return args.func(args)
     except TinyGGMLError as e:

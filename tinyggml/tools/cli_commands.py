@@ -97,6 +97,10 @@ def cmd_serve(args) -> int:
     if lacking:
         raise TinyGGMLError(f"serve needs {', '.join(lacking)}: pip install 'tinyggml[server]'")
     import uvicorn
+    from sse_starlette.sse import AppStatus
+    # streams are requests too: on SIGTERM they may finish within --shutdown-timeout (uvicorn's
+    # graceful shutdown), rather than sse-starlette closing them at once
+    AppStatus.disable_automatic_graceful_drain()
     if args.chat_template is not None and not os.path.isfile(args.chat_template):
         raise TinyGGMLError(f"{args.chat_template}: no such file (--chat-template)")
     m = load_model(args.model, args.threads, n_seq_max=args.parallel)

@@ -7,7 +7,7 @@ import secrets
 import sys
 
 from ..errors import TinyGGMLError
-from .cli_util import INT_MAX, load_model, process_escapes, read_text
+from .cli_util import INT_MAX, check_text, load_model, process_escapes, read_text
 
 
 def _prompt_cache_open(m, path: str) -> None:
@@ -85,8 +85,6 @@ def _stream(gen, out) -> None:
 
 def _prepare_run(args):
     """The model and sampler of `run` / `chat`, after the notes llama.cpp users expect."""
-    if args.n_gpu_layers is not None:
-        _note(args, f"-ngl {args.n_gpu_layers} ignored: tinyggml runs on the CPU")
     m = load_model(args.model, args.threads, n_ubatch=min(args.batch_size, args.ubatch_size))
     if args.seed == -1:                   # llama.cpp's default: a random seed, printed
         args.seed = secrets.randbits(32)
@@ -104,6 +102,7 @@ def cmd_run(args) -> int:
     prompt = args.prompt if args.prompt is not None else read_text(args.file) if args.file else ""
     if args.escape:
         prompt = process_escapes(prompt)
+    check_text(prompt, "the prompt")
     m, params = _prepare_run(args)
     if args.prompt_cache:
         _prompt_cache_open(m, args.prompt_cache)
@@ -201,6 +200,8 @@ def cmd_chat(args) -> int:
         system = read_text(args.file)
     if system is not None and args.escape:
         system = process_escapes(system)
+    if system is not None:
+        check_text(system, "the system prompt")
     m, params = _prepare_run(args)
     tmpl = ChatTemplate.for_model(m, args.chat_template)
     conv = Conversation(m, tmpl, params, max_tokens=args.n_predict, system=system or None,
@@ -256,7 +257,7 @@ def cmd_chat(args) -> int:
             try:
                 _stream(reply, out)
             except KeyboardInterrupt:
-                pass                         # the reply so far is kept
+                reply.close()                # the reply so far is kept as the turn's reply
             except TinyGGMLError as e:
                 print(f"tinyggml: {e}", file=sys.stderr)
             out.write("\n")
