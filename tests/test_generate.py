@@ -2,6 +2,7 @@
 the Python API and `tinyggml-cli run` / `perplexity` by subprocess."""
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -226,3 +227,15 @@ def test_cli_ctrl_c_while_writing_leaves_no_file(tmp_path):
     assert p.returncode == 130, err
     assert err.decode().strip() == "tinyggml-cli: interrupted"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_interactive_stops_at_the_context(paths):
+    """-c bounds the whole session: prompt, each typed line and every reply together."""
+    p = subprocess.run([sys.executable, "-m", "tinyggml.tools.cli", "run", "-m", str(paths["model"]),
+                        "-p", "hello", "-n", "8", "--temp", "0", "-i", "-c", "30", "--ignore-eos"],
+                       input="abc\nxyz\nmore\nand more\n", capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "the context (-c 30) is full" in p.stderr
+    prompt = int(re.search(r"prompt eval time =.*/\s+(\d+) tokens", p.stderr).group(1))
+    runs = int(re.search(r"eval time\s+=.*/\s+(\d+) runs", p.stderr.split("prompt eval")[1]).group(1))
+    assert prompt + runs <= 30

@@ -129,7 +129,7 @@ def cmd_run(args) -> int:
             if args.prompt_cache and not args.prompt_cache_ro:
                 _prompt_cache_save(m, args.prompt_cache, g.prompt_ids, args.prompt_cache_all)
         if args.interactive:
-            code = _interactive(m, params, n, timings, out, args.ignore_eos)
+            code = _interactive(m, params, args, timings, out)
     except KeyboardInterrupt:
         out.write("\n")
         code = 130
@@ -162,9 +162,10 @@ def _read_turn(prompt: str = "> ") -> str | None:
         return text
 
 
-def _interactive(m, params, n, timings, out, ignore_eos: bool = False) -> int:
+def _interactive(m, params, args, timings, out) -> int:
     """Read a line, continue the same sequence with it (no chat template: see --conversation),
-    generate; Ctrl-C stops a reply, Ctrl-D (end of input) ends the session."""
+    generate; Ctrl-C stops a reply, Ctrl-D (end of input) ends the session, and so does -c
+    when the sequence reaches it."""
     from ..generate import Generation
     first = True
     while True:
@@ -174,9 +175,16 @@ def _interactive(m, params, n, timings, out, ignore_eos: bool = False) -> int:
             return 130
         if line is None:
             return 0
-        ids = m.tokenize(line + "\n", add_bos=first and not timings)
+        ids = m.tokenize(check_text(line, "the input") + "\n", add_bos=first and not timings)
         first = False
-        g = Generation(m, ids, params, n, reset=not timings, ignore_eos=ignore_eos)
+        n = args.n_predict if args.n_predict >= 0 else 1 << 62
+        if args.ctx_size:
+            room = args.ctx_size - m.n_past(0) - len(ids)
+            if room <= 0:
+                _note(args, f"the context (-c {args.ctx_size}) is full")
+                return 0
+            n = min(n, room)
+        g = Generation(m, ids, params, n, reset=not timings, ignore_eos=args.ignore_eos)
         timings.append(g.timings)
         try:
             _stream(g, out)
