@@ -122,6 +122,12 @@ def test_bench_json(model):
     assert out["scan"] == "auto"
     r = cli("bench", "-m", model, "-p", "32", "-n", "0", "-r", 1, "-t", 1, "--scan", "recurrent", "-o", "json")
     assert r.returncode == 0 and json.loads(r.stdout)["scan"] == "recurrent", r.stderr
+    r = cli("bench", "-m", model, "-p", "0", "-n", "4", "--seqs", "1,3", "-d", "0,8", "-r", 1,
+            "-t", 1, "-o", "json")
+    res = json.loads(r.stdout)["results"]
+    assert [(x["test"], x["seqs"]) for x in res] == [("tg4", 1), ("tg4x3", 3), ("tg4@d8", 1),
+                                                     ("tg4x3@d8", 3)], r.stderr
+    assert all(x["per_seq"] == pytest.approx(x["ts_median"] / x["seqs"]) for x in res)
     r = cli("bench", "-m", model, "-p", "x")
     assert r.returncode == 2
     r = cli("bench", "-m", model, "--scan", "ssd")

@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generation lengths (default 128; 0 = none)")
     s.add_argument("-d", "--depth", type=int_list_arg(), default=[0], metavar="N[,N...]",
                    help="context tokens before the tg tests (default 0)")
+    s.add_argument("--seqs", type=int_list_arg(1, 256), default=[1], metavar="S[,S...]",
+                   help="sequences decoded together in the tg tests, each at its own depth "
+                        "(default 1); t/s is their aggregate, also shown per sequence")
     _add_threads(s)
     s.add_argument("-r", "--reps", type=int_arg(1, 1000), default=5, metavar="N",
                    help="repetitions (default 5)")

@@ -76,13 +76,13 @@ def cmd_perplexity(args) -> int:
 # ---- bench --------------------------------------------------------------------------------
 def cmd_bench(args) -> int:
     from .bench import run_bench, to_json, to_markdown
-    m = load_model(args.model, args.threads, args.scan)
+    m = load_model(args.model, args.threads, args.scan, n_seq_max=max(8, max(args.seqs)))
     tty = sys.stderr.isatty()
 
     def progress(test, r, n):
         if tty:
             print(f"\rbench: {test} run {r}/{n}   ", end="", file=sys.stderr, flush=True)
-    res = run_bench(m, args.n_prompt, args.n_gen, args.depth, args.reps, progress)
+    res = run_bench(m, args.n_prompt, args.n_gen, args.depth, args.reps, progress, seqs=args.seqs)
     if tty:
         print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
     print(to_json(m, res) if args.output == "json" else to_markdown(m, res))
