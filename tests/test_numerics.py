@@ -35,13 +35,11 @@ import tinyggml
 from conftest import FIXTURES, HAVE_FIXTURES, requires_fixtures
 from reference.mamba_np import RefModel
 from tinyggml.backend import set_simd, simd_compiled
-from tinyggml.tools.testing import write_random_model
+from reference.numerics import logit_errors, summarize, write_codestral_shape
 
 FACTOR = 1.5                  # issue 20: within 1.5x of float32's own error (stretch: 1.0x)
 SEEDS = (0, 1)
 N_PROMPT, N_DECODE = 1024, 16
-CODESTRAL_SHAPE = dict(n_embd=256, n_layer=3, d_state=128, head_dim=64, n_group=8,
-                       n_vocab=4000, tied=False)
 KERNELS = ("simd", "scalar") if simd_compiled() else ("scalar",)
 VOCAB_SAMPLE = 8192
 
@@ -52,23 +50,6 @@ if not FIXTURE_FILES:                 # a fresh clone: say what is not tested
     MODELS.append(pytest.param("fixtures", marks=requires_fixtures))
 
 
-def _errors(hidden, lm_head, got, rows=256):
-    """Per position: max abs logit error, and the sum of squared errors."""
-    mx, sq = [], []
-    for i in range(0, len(hidden), rows):
-        d = np.abs(hidden[i:i + rows] @ lm_head.T - got[i:i + rows])
-        mx.append(d.max(axis=1))
-        sq.append((d * d).sum(axis=1))
-    return np.concatenate(mx), np.concatenate(sq)
-
-
-def _stats(per_seed, n_vocab):
-    mx = np.concatenate([m for m, _ in per_seed])
-    sq = np.concatenate([q for _, q in per_seed])
-    return {"max": mx.max(), "p99": np.quantile(mx, 0.99),
-            "rms": np.sqrt(sq.sum() / (len(sq) * n_vocab))}
-
-
 class Case:
     """One model over SEEDS: the prompts, the float64 rows and the yardstick's errors."""
 
@@ -77,7 +58,7 @@ class Case:
         for seed in SEEDS:
             if name == "codestral-shape":
                 path = tmp / f"codestral-shape-{seed}.gguf"
-                write_random_model(path, "mamba2", seed=seed, **CODESTRAL_SHAPE)
+                write_codestral_shape(path, seed)
             else:
                 path = FIXTURES / "models" / f"{name}-f32.gguf"
             ref = RefModel(path)
@@ -90,9 +71,9 @@ class Case:
             r32 = RefModel(path, np.float32)
             plain = r32.forward(toks, logits=False)[2] @ r32.lm_head[self.vocab].T
             assert plain.dtype == np.float32
-            self.runs.append((path, toks, hidden, head, _errors(hidden, head, plain)))
+            self.runs.append((path, toks, hidden, head, logit_errors(hidden, head, plain)))
         self.arch, self.n_vocab = ref.arch, head.shape[0]
-        self.float32 = _stats([r[4] for r in self.runs], self.n_vocab)
+        self.float32 = summarize([r[4] for r in self.runs], self.n_vocab)
 
     def tinyggml(self, mode, scan, kernels):
         """tinyggml's error statistics on this path, pooled over the seeds."""
@@ -105,10 +86,10 @@ class Case:
                     got = [m.eval(toks[:N_PROMPT])] + [m.eval([t]) for t in toks[N_PROMPT:]]
                 else:
                     got = [m.eval([t]) for t in toks]
-                errs.append(_errors(hidden, lm_head, np.concatenate(got)[:, self.vocab]))
+                errs.append(logit_errors(hidden, lm_head, np.concatenate(got)[:, self.vocab]))
         finally:
             set_simd(True)
-        return _stats(errs, self.n_vocab)
+        return summarize(errs, self.n_vocab)
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +135,8 @@ def test_f32_error_after_8192_tokens():
     m = tinyggml.Model(path, n_threads=2)
     m.eval(toks[:T - W], logits="last")
     got = np.concatenate([m.eval(toks[T - W:T])] + [m.eval([t]) for t in toks[T:]])
-    want = _stats([_errors(hidden, ref.lm_head, plain)], ref.hparams["n_vocab"])
-    have = _stats([_errors(hidden, ref.lm_head, got)], ref.hparams["n_vocab"])
+    want = summarize([logit_errors(hidden, ref.lm_head, plain)], ref.hparams["n_vocab"])
+    have = summarize([logit_errors(hidden, ref.lm_head, got)], ref.hparams["n_vocab"])
     for k in ("rms", "p99", "max"):
         assert have[k] <= FACTOR * want[k], (
             f"after {T} tokens: {k} error {have[k]:.3g}, {have[k] / want[k]:.2f}x float32 "

@@ -19,6 +19,14 @@ import pytest
 DEMO = Path(__file__).resolve().parent.parent / "models" / "shakespeare-mamba2.gguf"
 
 
+def wait_until(cond, seconds: float, step: float = 0.005) -> bool:
+    """Poll cond() until it holds or `seconds` pass; whether it holds."""
+    end = time.monotonic() + seconds
+    while not cond() and time.monotonic() < end:
+        time.sleep(step)
+    return cond()
+
+
 class Server:
     def __init__(self, *args):
         self.proc = subprocess.Popen(
@@ -265,11 +273,7 @@ def test_disconnect_mid_stream_frees_the_sequence(server):
         for i, _ in enumerate(r.iter_lines()):
             if i > 4:
                 break                             # the client goes away mid-stream
-    for _ in range(100):
-        if server.metrics()["tinyggml_active_sequences"] == 0:
-            break
-        time.sleep(0.05)
-    assert server.metrics()["tinyggml_active_sequences"] == 0
+    assert wait_until(lambda: server.metrics()["tinyggml_active_sequences"] == 0, 5, 0.05)
     c = server.client()                           # and the server goes on
     assert c.completions.create(model=M, prompt="x", max_tokens=2).usage.completion_tokens <= 2
 
@@ -290,11 +294,8 @@ def test_api_key_queue_full_and_sigterm(tmp_path):
         with pytest.raises(httpx.TimeoutException):
             s.post("/v1/completions", {"prompt": "ROMEO:", "max_tokens": 4000},
                    headers={"Authorization": "Bearer sesame"}, timeout=0.3)
-        for _ in range(30):          # 1.5 s; the whole reply would take 2.5 s or more
-            if s.metrics()["tinyggml_active_sequences"] == 0:
-                break
-            time.sleep(0.05)
-        assert s.metrics()["tinyggml_active_sequences"] == 0
+        # within 1.5 s; the whole reply would take 2.5 s or more
+        assert wait_until(lambda: s.metrics()["tinyggml_active_sequences"] == 0, 1.5, 0.05)
         # one long stream holds the only sequence; the next request finds the queue full
         stream = c.completions.create(model=M, prompt="ROMEO:", max_tokens=4000, stream=True, temperature=0.8)
         first = next(iter(stream))
@@ -361,17 +362,10 @@ def test_long_prefill_runs_in_pieces_beside_running_streams():
         c = Job(prompt=m.tokenize("KING:"), params=SamplerParams(temperature=0), max_tokens=500,
                 emit=lambda ev: None)
         e.submit(c)
-        for _ in range(200):
-            if e.active:
-                break
-            time.sleep(0.005)
+        wait_until(lambda: e.active, 1)
         c.cancel()
         e.wake()
-        for _ in range(200):
-            if e.active == 0:
-                break
-            time.sleep(0.005)
-        assert e.active == 0
+        assert wait_until(lambda: e.active == 0, 1)
     finally:
         e.shutdown()
 
@@ -409,11 +403,8 @@ def test_n_choices_keep_their_slots_while_prefilling():
                      max_tokens=4, emit=emitter("b", 1)))
         assert done["a"].wait(60) and done["b"].wait(60)
         assert not errors and e.error is None, (errors, e.error)
-        for _ in range(200):                  # the slots are freed just after "done" is sent
-            if e.active == 0:
-                break
-            time.sleep(0.005)
-        assert e.active == 0
+        # the slots are freed just after "done" is sent
+        assert wait_until(lambda: e.active == 0, 1)
     finally:
         e.shutdown()
 

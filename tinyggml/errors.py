@@ -9,6 +9,17 @@ class ModelLoadError(TinyGGMLError):
     """A model file is missing, unreadable, truncated or not a model tinyggml can run."""
 
 
+def check_utf8(text: str, what: str = "the text") -> str:
+    """`text` as given, if it can be written as UTF-8; bytes that were not UTF-8 (in argv,
+    stdin, JSON escapes) arrive as lone surrogates and are refused here, naming the first."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise TinyGGMLError(f"{what} is not valid UTF-8 (not valid Unicode at character "
+                            f"{e.start}, {text[e.start]!r})") from None
+    return text
+
+
 def shown(text, limit: int = 80) -> str:
     """Text read from a file, fit for a one-line message: bytes that are not UTF-8 as \\xNN,
     control characters escaped (a name can hold a newline or a terminal escape), long text cut."""

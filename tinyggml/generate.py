@@ -46,9 +46,17 @@ class TextStream:
         self._dec = StreamDecoder(tok, continuation=True)
         self.stops = [s for s in stop if s]
         self._pending = ""        # decoded, not given out: it may begin a stop string
-        self.text = ""            # everything decoded (what the state holds)
-        self.reply = ""           # everything given out
+        self._text: list = []     # pieces of everything decoded (what the state holds)
+        self._reply: list = []    # pieces of everything given out
         self.stopped = False      # a stop string was found: nothing more is given out
+
+    @property
+    def text(self) -> str:
+        return "".join(self._text)
+
+    @property
+    def reply(self) -> str:
+        return "".join(self._reply)
 
     def _hold(self, text: str) -> int:
         """How many characters at the end of `text` could begin a stop string."""
@@ -64,7 +72,7 @@ class TextStream:
         if self.stopped:
             return ""
         if not self.stops:
-            self.reply += text
+            self._reply.append(text)
             return text
         text = self._pending + text
         hits = [i for i in (text.find(s) for s in self.stops) if i >= 0]
@@ -73,17 +81,17 @@ class TextStream:
         else:
             keep = 0 if final else self._hold(text)
             text, self._pending = text[:len(text) - keep], text[len(text) - keep:]
-        self.reply += text
+        self._reply.append(text)
         return text
 
     def push(self, token: int) -> str:
         piece = self._dec.push(token)
-        self.text += piece
+        self._text.append(piece)
         return self._give(piece, False)
 
     def flush(self) -> str:
         rest = self._dec.flush()
-        self.text += rest
+        self._text.append(rest)
         return self._give(rest, True)
 
 
@@ -100,8 +108,17 @@ class Generation:
     stop: list = field(default_factory=list)   # stop strings: the reply ends before the first
     tokens: list = field(default_factory=list)
     timings: Timings = field(default_factory=Timings)
-    reply: str = ""                      # the text given out (before any stop string)
-    text: str = ""                       # the text of every generated token (the state holds it)
+    _out: TextStream | None = field(default=None, repr=False)
+
+    @property
+    def reply(self) -> str:
+        """The text given out (before any stop string)."""
+        return self._out.reply if self._out else ""
+
+    @property
+    def text(self) -> str:
+        """The text of every generated token (the state holds it)."""
+        return self._out.text if self._out else ""
 
     def __iter__(self):
         m, tok = self.model, self.model.tokenizer
@@ -122,7 +139,7 @@ class Generation:
             logits = logits.copy()
         self.timings.prompt_tokens = m.tokens_evaluated - n0    # the prefix cache may skip some
         self.timings.prompt_ms = (time.perf_counter() - t0) * 1000
-        out = TextStream(tok, self.stop)
+        out = self._out = TextStream(tok, self.stop)
         self.timings.stop = "length"
         t0 = time.perf_counter()
         try:
@@ -137,7 +154,6 @@ class Generation:
                 sampler.accept(nxt)
                 self.tokens.append(nxt)
                 piece = out.push(nxt)
-                self.text, self.reply = out.text, out.reply
                 if piece:
                     yield piece
                 # always feed the token back (the one completing a stop string too): the state
@@ -155,7 +171,6 @@ class Generation:
         if m.prefix_cache is not None and self.tokens:
             m.checkpoint(self.seq_id)      # the next turn of a chat resumes after this reply
         rest = out.flush()
-        self.text, self.reply = out.text, out.reply
         if out.stopped:
             self.timings.stop = "stop"
         if rest:

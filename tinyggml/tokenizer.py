@@ -45,7 +45,7 @@ import os
 import re
 import sys
 
-from .errors import ModelLoadError, TinyGGMLError, shown
+from .errors import ModelLoadError, TinyGGMLError, check_utf8, shown
 
 # tokenizer.ggml.token_type values
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -315,11 +315,7 @@ class Tokenizer:
         BOS if add_bos_token, EOS if add_eos_token); False adds neither; True forces BOS."""
         if not isinstance(text, str):
             raise TinyGGMLError(f"tokenize takes a str, got {type(text).__name__}")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as e:   # lone surrogates: bytes that were not UTF-8 in argv / stdin
-            raise TinyGGMLError(f"the text is not valid Unicode at character {e.start} "
-                                f"({text[e.start]!r}): give UTF-8 text") from None
+        check_utf8(text)
         frags = self.partition(text, parse_special)
         raw = [i for i, f in enumerate(frags) if isinstance(f, str)]
         if self.model == "llama":

@@ -150,7 +150,7 @@ class Server:
         size = request.headers.get("content-length")
         if size is not None and (not size.isdigit() or int(size) > self.cfg.max_body):
             raise ApiError(413, f"request body over {self.cfg.max_body} bytes", code="too_large")
-        raw = b""
+        raw = bytearray()
         async for chunk in request.stream():
             raw += chunk
             if len(raw) > self.cfg.max_body:

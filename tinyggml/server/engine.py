@@ -19,7 +19,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -250,7 +250,7 @@ class Engine:
         for i, s in enumerate(seqs):
             p = job.params
             if p.seed is not None and i:
-                p = SamplerParams(**{**p.__dict__, "seed": p.seed + i})
+                p = replace(p, seed=p.seed + i)
             sampler = Sampler(p)
             for t in job.prompt[-p.penalty_last_n:] if p.penalty_last_n > 0 else ():
                 sampler.accept(t)

@@ -6,8 +6,8 @@ import os
 import secrets
 import sys
 
-from ..errors import TinyGGMLError
-from .cli_util import INT_MAX, check_text, load_model, process_escapes, read_text
+from ..errors import TinyGGMLError, check_utf8
+from .cli_util import INT_MAX, load_model, process_escapes, read_text
 
 
 def _prompt_cache_open(m, path: str) -> None:
@@ -102,7 +102,7 @@ def cmd_run(args) -> int:
     prompt = args.prompt if args.prompt is not None else read_text(args.file) if args.file else ""
     if args.escape:
         prompt = process_escapes(prompt)
-    check_text(prompt, "the prompt")
+    check_utf8(prompt, "the prompt")
     m, params = _prepare_run(args)
     if args.prompt_cache:
         _prompt_cache_open(m, args.prompt_cache)
@@ -175,7 +175,7 @@ def _interactive(m, params, args, timings, out) -> int:
             return 130
         if line is None:
             return 0
-        ids = m.tokenize(check_text(line, "the input") + "\n", add_bos=first and not timings)
+        ids = m.tokenize(check_utf8(line, "the input") + "\n", add_bos=first and not timings)
         first = False
         n = args.n_predict if args.n_predict >= 0 else 1 << 62
         if args.ctx_size:
@@ -209,7 +209,7 @@ def cmd_chat(args) -> int:
     if system is not None and args.escape:
         system = process_escapes(system)
     if system is not None:
-        check_text(system, "the system prompt")
+        check_utf8(system, "the system prompt")
     m, params = _prepare_run(args)
     tmpl = ChatTemplate.for_model(m, args.chat_template)
     conv = Conversation(m, tmpl, params, max_tokens=args.n_predict, system=system or None,

@@ -54,15 +54,6 @@ def read_text(path: str) -> str:
         raise TinyGGMLError(f"{path}: not UTF-8 text") from None
 
 
-def check_text(text: str, what: str) -> str:
-    """Text typed or piped in must be UTF-8: bytes that are not arrive as lone surrogates."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise TinyGGMLError(f"{what} is not valid UTF-8 at character {e.start}") from None
-    return text
-
-
 def progress_wanted(args) -> bool:
     """Progress bars only on a terminal: piped logs get no carriage returns."""
     return not getattr(args, "quiet", False) and sys.stderr.isatty()

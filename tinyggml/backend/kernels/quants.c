@@ -608,14 +608,31 @@ void tg_dot2x4_q4_0_qact(int64_t K, const void *const rows[4], const uint8_t *ac
 
 // Q8_0 row x QACT row
 #ifdef TG_AVX2
+// block c (at b): its 32 int8 values widened to int16 in two halves (and the next blocks
+// prefetched)
+static inline __attribute__((always_inline)) void q8_0_widen(const uint8_t *b, int64_t c,
+                                                           __m256i *w0, __m256i *w1) {
+    if ((c & 1) == 0) _mm_prefetch((const char *)(b + 1024), _MM_HINT_NTA);
+    *w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + 2)));
+    *w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + 18)));
+}
+
+// acc + a widened block (w0, w1; scale ws) times block c of one QACT column
+static inline __attribute__((always_inline)) __m256 q8_0_madd(__m256i w0, __m256i w1, float ws,
+                                                             const int16_t *q, const float *d,
+                                                             int64_t c, __m256 acc) {
+    const __m256i p = _mm256_add_epi32(
+        _mm256_madd_epi16(w0, _mm256_loadu_si256((const __m256i *)(q + c * 32))),
+        _mm256_madd_epi16(w1, _mm256_loadu_si256((const __m256i *)(q + c * 32 + 16))));
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(ws * d[c]), acc);
+}
+
 // acc + block c (at b) times one QACT column
 static inline __attribute__((always_inline)) __m256 q8_0_block(const uint8_t *b, const int16_t *q,
                                                               const float *d, int64_t c, __m256 acc) {
-    if ((c & 1) == 0) _mm_prefetch((const char *)(b + 1024), _MM_HINT_NTA);
-    const __m128i w0 = _mm_loadu_si128((const __m128i *)(b + 2));
-    const __m128i w1 = _mm_loadu_si128((const __m128i *)(b + 18));
-    const __m256i p = _mm256_add_epi32(madd16(w0, q + c * 32), madd16(w1, q + c * 32 + 16));
-    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(f16(b) * d[c]), acc);
+    __m256i w0, w1;
+    q8_0_widen(b, c, &w0, &w1);
+    return q8_0_madd(w0, w1, f16(b), q, d, c, acc);
 }
 #endif
 
@@ -670,19 +687,11 @@ void tg_dot2x4_q8_0_qact(int64_t K, const void *const rows[4], const uint8_t *ac
         for (int64_t c = 0; c < K / 32; c++)
             for (int r = 0; r < 4; r++) {
                 const uint8_t *b = (const uint8_t *)rows[r] + 34 * c;
-                if ((c & 1) == 0) _mm_prefetch((const char *)(b + 1024), _MM_HINT_NTA);
-                const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + 2)));
-                const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + 18)));
-                const float s = f16(b);
-                const __m256i p0 = _mm256_add_epi32(
-                    _mm256_madd_epi16(w0, _mm256_loadu_si256((const __m256i *)(q0 + c * 32))),
-                    _mm256_madd_epi16(w1, _mm256_loadu_si256((const __m256i *)(q0 + c * 32 + 16))));
-                const __m256i p1 = _mm256_add_epi32(
-                    _mm256_madd_epi16(w0, _mm256_loadu_si256((const __m256i *)(q1 + c * 32))),
-                    _mm256_madd_epi16(w1, _mm256_loadu_si256((const __m256i *)(q1 + c * 32 + 16))));
-                acc[2 * r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(s * d0[c]), acc[2 * r]);
-                acc[2 * r + 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(s * d1[c]),
-                                                 acc[2 * r + 1]);
+                __m256i w0, w1;
+                q8_0_widen(b, c, &w0, &w1);
+                const float ws = f16(b);
+                acc[2 * r] = q8_0_madd(w0, w1, ws, q0, d0, c, acc[2 * r]);
+                acc[2 * r + 1] = q8_0_madd(w0, w1, ws, q1, d1, c, acc[2 * r + 1]);
             }
         for (int i = 0; i < 8; i++) out[i] = tg_hsum256(acc[i]);
         return;
