@@ -15,8 +15,17 @@ against the probe taken just before it ("paired"), which follows the drift inste
 included), fresh objects, alternated, median of R (the file already in the page cache for
 both).
 
+With --seqs 1,4,8,16, also tgNxS: S sequences, sequence s after depth + 8 + 4 s tokens of its
+own (fed untimed), then N steps of one token per sequence in one batched call: tinyggml's
+eval_batch (the server's decode step, as `tinyggml-cli bench --seqs`), llama.cpp's llama_decode
+on a context of its own with n_seq_max = S (a Mamba's recurrent memory holds one cell per
+sequence). t/s is the aggregate over the sequences; per sequence and the gain over 1 sequence
+(always run) are given for each side. The S alternate with each other and the two sides
+repetition by repetition. Before timing, llama.cpp's batched logits are checked against each
+sequence decoded alone (the argmax must agree), and tinyggml's argmax against llama.cpp's.
+
     python tools/bench_vs_llamacpp.py MODEL.gguf [MODEL2.gguf ...] [-t 2] [-p 512] [-n 128] [-r 5]
-                                      [--load 3]
+                                      [--load 3] [--seqs 1,4,8,16]
 """
 from __future__ import annotations
 
@@ -55,9 +64,9 @@ def read_bandwidth(n_threads: int, mib: int = 512, reps: int = 5) -> float:
 class TinyGGML:
     name = "tinyggml"
 
-    def __init__(self, path, n_threads):
+    def __init__(self, path, n_threads, n_seq_max=8):
         import tinyggml
-        self.m = tinyggml.Model(path, n_threads=n_threads)
+        self.m = tinyggml.Model(path, n_threads=n_threads, n_seq_max=n_seq_max)
 
     def first_logits(self, text):
         self.m.eval(self.m.tokenize(text), logits="last")
@@ -76,6 +85,22 @@ class TinyGGML:
         for t in toks:
             self.m.eval([int(t)], logits="last")
         return time.perf_counter() - t0
+
+    def tg_batch(self, toks, ctxs):
+        from tinyggml.tools.bench import _tg_batch
+        return _tg_batch(self.m, toks, ctxs)
+
+    def batch_logits(self, toks, ctxs):
+        """{s: ctxs[s]} in one call, then one eval_batch per column of toks: the logits,
+        (S, n, n_vocab)."""
+        self.m.reset()
+        self.m.eval_batch(dict(enumerate(ctxs)), logits="last")
+        out = np.empty(toks.shape + (self.m.n_vocab,), np.float32)
+        for j in range(toks.shape[1]):
+            got = self.m.eval_batch({s: toks[s, j:j + 1] for s in range(len(ctxs))}, logits="last")
+            for s, lg in got.items():
+                out[s, j] = lg[0]
+        return out
 
 
 class LlamaCpp:
@@ -105,6 +130,130 @@ class LlamaCpp:
         return time.perf_counter() - t0
 
 
+class LlamaCppBatch:
+    """S sequences decoded together through llama.cpp's low-level API: a llama_context of its
+    own on the peer's model, n_seq_max = S (a recurrent model's memory has n_seq_max cells,
+    one per sequence), one llama_batch with one sequence id per token."""
+
+    def __init__(self, model, n_threads, n_seq, n_ctx):
+        import llama_cpp as lc
+        self.lc = lc
+        p = lc.llama_context_default_params()
+        p.n_ctx, p.n_seq_max = n_ctx, n_seq
+        p.n_batch = p.n_ubatch = max(512, n_seq)       # a step's S tokens in one ubatch
+        p.n_threads = p.n_threads_batch = n_threads
+        self.ctx = lc.llama_init_from_model(model, p)
+        if not self.ctx:
+            raise RuntimeError(f"llama_init_from_model failed (n_seq_max {n_seq}, n_ctx {n_ctx})")
+        self.mem = lc.llama_get_memory(self.ctx)
+        self.n_batch = p.n_batch
+        self.batch = lc.llama_batch_init(self.n_batch, 0, 1)
+        self.n_vocab = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(model))
+
+    def close(self):
+        self.lc.llama_batch_free(self.batch)
+        self.lc.llama_free(self.ctx)
+
+    def decode(self, items):
+        """items: (seq_id, pos, token, want_logits) per token, in one llama_decode."""
+        b = self.batch
+        for i, (s, pos, tok, out) in enumerate(items):
+            b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = int(tok), pos, 1, out
+            b.seq_id[i][0] = s
+        b.n_tokens = len(items)
+        rc = self.lc.llama_decode(self.ctx, b)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode returned {rc}")
+        self.lc.llama_synchronize(self.ctx)
+
+    def tg(self, toks, ctxs, out=None):
+        """Memory cleared, sequence s fed ctxs[s] (untimed), then toks[s, j] for every s in one
+        llama_decode per step j, each at its own position; out (S, n, n_vocab) receives the
+        logits. Seconds for the steps."""
+        self.lc.llama_memory_clear(self.mem, True)
+        for s, c in enumerate(ctxs):
+            for i0 in range(0, len(c), self.n_batch):
+                self.decode([(s, i, c[i], i == len(c) - 1)
+                             for i in range(i0, min(len(c), i0 + self.n_batch))])
+        t0 = time.perf_counter()
+        for j in range(toks.shape[1]):
+            self.decode([(s, len(c) + j, toks[s, j], True) for s, c in enumerate(ctxs)])
+            if out is not None:
+                for s in range(len(ctxs)):
+                    out[s, j] = np.ctypeslib.as_array(self.lc.llama_get_logits_ith(self.ctx, s),
+                                                      shape=(self.n_vocab,))
+        return time.perf_counter() - t0
+
+
+def check_batch(ours, theirs, toks, ctxs):
+    """llama.cpp's batched logits of each sequence against it decoded alone (the argmax must
+    agree, or the timed batch is not doing the work), and tinyggml's argmax against llama.cpp's
+    (reported: the two round differently)."""
+    k, n = toks.shape
+    together = np.empty((k, n, theirs.n_vocab), np.float32)
+    alone = np.empty_like(together)
+    theirs.tg(toks, ctxs, out=together)
+    for s in range(k):
+        theirs.tg(toks[s:s + 1], ctxs[s:s + 1], out=alone[s:s + 1])
+    mine = ours.batch_logits(toks, ctxs)
+    top = together.argmax(-1)
+    same = int((top == alone.argmax(-1)).sum())
+    diff = np.abs(together - alone).max() / np.abs(alone).max()
+    agree = int((top == mine.argmax(-1)).sum())
+    peer_diff = np.abs(mine - together).max() / np.abs(together).max()
+    print(f"check, {k} sequences x {n} steps: llama.cpp batched vs each alone: argmax "
+          f"{same}/{k * n}, max |diff| {diff:.1e} of max |logit|; tinyggml vs llama.cpp: argmax "
+          f"{agree}/{k * n}, max |diff| {peer_diff:.1e}", flush=True)
+    if same != k * n:
+        raise SystemExit("llama.cpp's batched decode disagrees with its one-sequence decode")
+
+
+def batch_rows(path, ours, peer, a, seqs):
+    """tgNxS rows: both sides decode S sequences (each at its own depth) one batched call per
+    step; the S and the sides alternate within each repetition."""
+    rng = np.random.default_rng(1)
+    n_vocab = ours.m.n_vocab
+    ctxs = {k: [rng.integers(0, n_vocab, size=a.depth + 8 + 4 * s) for s in range(k)] for k in seqs}
+    toks = {k: rng.integers(0, n_vocab, size=(k, a.n_gen)) for k in seqs}
+    # n_ctx: each sequence's share (n_ctx / n_seq_max) holds it, in llama.cpp's units of 256
+    theirs = {k: LlamaCppBatch(peer.llm.model, a.threads, k,
+                               n_ctx=k * 256 * -(-(len(ctxs[k][-1]) + a.n_gen + 1) // 256))
+              for k in seqs}
+    try:
+        top = seqs[-1]
+        check_batch(ours, theirs[top], toks[top][:, :4], ctxs[top])
+        run = {(k, name): (lambda k=k, f=f: f(toks[k], ctxs[k])) for k in seqs
+               for name, f in (("tinyggml", ours.tg_batch), ("llama.cpp", theirs[k].tg))}
+        for f in run.values():
+            f()                                       # warm-up
+        ts = {key: [] for key in run}
+        for _ in range(a.reps):
+            for (k, name), f in run.items():          # alternate
+                ts[k, name].append(k * a.n_gen / f())
+    finally:
+        for side in theirs.values():
+            side.close()
+    med = {key: statistics.median(v) for key, v in ts.items()}
+    rows = []
+    for k in seqs:
+        ours_ts, their_ts = med[k, "tinyggml"], med[k, "llama.cpp"]
+        row = dict(model=os.path.basename(path), seqs=k,
+                   test=f"tg{a.n_gen}x{k}" + (f"@d{a.depth}" if a.depth else ""),
+                   tinyggml=ours_ts, llamacpp=their_ts, ratio=ours_ts / their_ts,
+                   spread={name: (min(ts[k, name]), max(ts[k, name]))
+                           for name in ("tinyggml", "llama.cpp")},
+                   per_seq_tinyggml=ours_ts / k, per_seq_llamacpp=their_ts / k,
+                   scaling_tinyggml=ours_ts / med[1, "tinyggml"],
+                   scaling_llamacpp=their_ts / med[1, "llama.cpp"])
+        rows.append(row)
+        print(f"{row['model']:<32s} {row['test']:<8s} tinyggml {ours_ts:8.2f} t/s  "
+              f"llama.cpp {their_ts:8.2f} t/s  ratio {row['ratio']:.2f}x  per sequence "
+              f"{row['per_seq_tinyggml']:.2f} / {row['per_seq_llamacpp']:.2f} t/s, x{k} vs 1 "
+              f"sequence: tinyggml {row['scaling_tinyggml']:.2f}x, llama.cpp "
+              f"{row['scaling_llamacpp']:.2f}x", flush=True)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="+")
@@ -115,8 +264,13 @@ def main():
     ap.add_argument("-r", "--reps", type=int, default=5)
     ap.add_argument("--load", type=int, default=0, metavar="R",
                     help="also time open -> first logits, R alternated repetitions")
+    ap.add_argument("--seqs", default="", metavar="S[,S...]",
+                    help="also tgN with S sequences decoded together, for each S (1 always run)")
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args()
+    seqs = sorted({1} | {int(x) for x in a.seqs.split(",") if x}) if a.seqs else []
+    if seqs and (seqs[0] < 1 or a.n_gen <= 0):
+        ap.error("--seqs needs sequence counts >= 1 and -n > 0")
 
     bw = read_bandwidth(a.threads)
     print(f"read bandwidth ({a.threads} threads): {bw / 1e9:.1f} GB/s", flush=True)
@@ -140,7 +294,7 @@ def main():
             print(f"{rows[-1]['model']:<32s} {'load':<8s} tinyggml {med['tinyggml']:8.2f} s    "
                   f"llama.cpp {med['llama.cpp']:8.2f} s    ratio {rows[-1]['ratio']:.2f}x "
                   f"(open -> first logits; > 1: tinyggml faster)", flush=True)
-        tg_side = TinyGGML(path, a.threads)
+        tg_side = TinyGGML(path, a.threads, n_seq_max=max([8] + seqs))
         n_vocab = tg_side.m.n_vocab
         peer = LlamaCpp(path, a.threads, n_ctx=max(a.n_prompt, a.depth + a.n_gen) + 16)
         rng = np.random.default_rng(0)
@@ -181,6 +335,8 @@ def main():
                      f"{row['paired_tinyggml']:.0%}, {row['paired_llamacpp']:.0%})" if kind == "tg" else "")
             print(f"{row['model']:<32s} {row['test']:<8s} tinyggml {row['tinyggml']:8.2f} t/s  "
                   f"llama.cpp {row['llamacpp']:8.2f} t/s  ratio {row['ratio']:.2f}x{extra}", flush=True)
+        if seqs:
+            rows += batch_rows(path, tg_side, peer, a, seqs)
         del peer
     if a.json:
         with open(a.json, "w") as f:
