@@ -36,6 +36,7 @@ from .ops import OPS, Op
 from .options import GraphOptions
 from .state_file import Entry, decode, encode, model_fingerprint
 from .tensor import F32, Tensor
+from .threads import PlanTimes, ThreadChooser
 
 
 def physical_cores() -> int:
@@ -63,6 +64,7 @@ class _Compiled:
     plan: Plan
     inputs: dict              # name -> numpy input buffer
     logits: Tensor            # {n_vocab, n_out}
+    times: PlanTimes = field(default_factory=PlanTimes)   # for the thread count (threads.py)
 
 
 PLANS_MAX = 64                 # compiled plans a Model keeps (one per ubatch shape)
@@ -140,7 +142,9 @@ class Model:
                  n_seq_max: int = 8, options: GraphOptions | None = None,
                  snapshot_every: int = 512, max_snapshots: int | None = None, prefix_cache=None,
                  check_memory: bool = True, check_finite: bool = False):
-        """n_seq_max: sequences that can hold state at once (slots are allocated up front,
+        """n_threads: None (default) runs each graph on up to the physical cores, on whichever
+        count is fastest at the moment (threads.py: a shared machine's busy core makes one
+        thread beat two); a number fixes it. n_seq_max: sequences that can hold state at once (slots are allocated up front,
         zeroed lazily by the OS: untouched slots cost no memory). scan / ssd_chunk / int_gemm
         override the graph options, whose default is the CPU's (GraphOptions.for_cpu), or
         `options` replaces them whole. snapshot_every (0: none) and max_snapshots: the states
@@ -166,6 +170,8 @@ class Model:
         self.n_threads = physical_cores() if n_threads is None else int(n_threads)
         if self.n_threads < 1:
             raise TinyGGMLError(f"n_threads must be >= 1, got {n_threads}")
+        # n_threads None: up to the physical cores, each run on the count that is fastest now
+        self._threads = ThreadChooser(self.n_threads) if n_threads is None else None
         if n_ubatch < 1:
             raise TinyGGMLError(f"n_ubatch must be >= 1, got {n_ubatch}")
         self.n_ubatch = int(n_ubatch)
@@ -294,6 +300,11 @@ class Model:
         self.last_generation = g
         return iter(g) if stream else "".join(g)
 
+    @property
+    def threads_auto(self) -> bool:
+        """True when each graph run takes 1..n_threads threads, whichever is fastest now."""
+        return self._threads is not None
+
     # ---- graphs -------------------------------------------------------------------------------
     def build_graph(self, n_tokens: int, n_out: int | None = None, keep: tuple = ()) -> Graph:
         """Record (not run) the graph of a ubatch of n_tokens tokens; see runtime.build_graph."""
@@ -337,7 +348,10 @@ class Model:
         info[:len(parts)] = parts
         info[len(parts):] = 0
         c.plan.set_rows(c.graph.inputs["seq_info"], len(parts))
-        c.plan.run(self.n_threads)
+        if self._threads is None:
+            c.plan.run(self.n_threads)
+        else:
+            self._threads.run(c.plan, c.times)
 
     # ---- evaluation ---------------------------------------------------------------------------
     def _check_tokens(self, tokens) -> np.ndarray:

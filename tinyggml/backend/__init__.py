@@ -5,16 +5,18 @@ Importing it changes nothing elsewhere: the choices a graph records are GraphOpt
 """
 import os as _os
 
-from ._backend import (MAX_PARAMS, MAX_SRC, MUL_MAT_PATHS, Plan, int_gemm_compiled,
-                       measure_read_bandwidth, openmp_max_threads, set_simd, simd_compiled,
-                       simd_enabled, type_traits)
+from ._backend import (MAX_PARAMS, MAX_SRC, MUL_MAT_PATHS, Plan, barrier_spin,
+                       int_gemm_compiled, measure_read_bandwidth, openmp_max_threads,
+                       set_barrier_spin, set_simd, simd_compiled, simd_enabled, type_traits)
 
 __all__ = ["Plan", "set_simd", "simd_compiled", "simd_enabled", "int_gemm_compiled",
-           "openmp_max_threads", "measure_read_bandwidth", "type_traits", "describe",
-           "MAX_SRC", "MAX_PARAMS", "MUL_MAT_PATHS"]
+           "openmp_max_threads", "measure_read_bandwidth", "set_barrier_spin", "barrier_spin",
+           "type_traits", "describe", "MAX_SRC", "MAX_PARAMS", "MUL_MAT_PATHS"]
 
 if _os.environ.get("TINYGGML_FORCE_SCALAR", "") not in ("", "0"):
     set_simd(False)
+if _os.environ.get("TINYGGML_SPIN_NS"):        # for measuring the barrier (BENCHMARKS.md)
+    set_barrier_spin(int(_os.environ["TINYGGML_SPIN_NS"]))
 
 
 def describe(options=None) -> str:

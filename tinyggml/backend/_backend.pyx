@@ -17,7 +17,7 @@ from ..tensor import as_numpy
 
 from .tg cimport (tg_tensor, tg_graph_compute, tg_simd_enabled, tg_simd_compiled,
                  tg_int_gemm_compiled, tg_max_threads, tg_mul_mat_path, tg_type_info,
-                 tg_read_bandwidth, tg_time_now, TG_MAX_SRC, TG_MAX_PARAMS)
+                 tg_read_bandwidth, tg_time_now, tg_spin_ns, TG_MAX_SRC, TG_MAX_PARAMS)
 
 
 def simd_compiled():
@@ -58,6 +58,19 @@ def set_simd(bint enabled):
 
 def simd_enabled():
     return bool(tg_simd_enabled) and bool(tg_simd_compiled())
+
+
+def set_barrier_spin(long ns):
+    """How long (ns) a thread that finishes a node early spins before it sleeps until the others
+    finish it (kernels/compute.c tg_barrier_wait); 0 sleeps at once."""
+    global tg_spin_ns
+    if ns < 0:
+        raise ValueError(f"spin must be >= 0 ns, not {ns}")
+    tg_spin_ns = ns
+
+
+def barrier_spin():
+    return tg_spin_ns
 
 
 def openmp_max_threads():

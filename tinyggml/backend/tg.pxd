@@ -26,3 +26,4 @@ cdef extern from "tg.h" nogil:
     void tg_graph_compute(tg_tensor **nodes, int n_nodes, int n_threads, char *wdata, size_t wsize,
                           double *times)
     double tg_time_now()
+    long tg_spin_ns

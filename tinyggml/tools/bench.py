@@ -36,6 +36,7 @@ class BenchResult:
     ts_max: float
     ts_all: list
     seqs: int = 1        # sequences decoded together (tg); t/s is their aggregate
+    auto_threads: bool = False   # threads is the most; each run took the fastest count (threads.py)
 
     @property
     def per_seq(self) -> float:
@@ -109,7 +110,8 @@ def run_bench(m, pp=(512,), tg=(128,), depths=(0,), reps=5, progress=None,
         for (_, n, depth, k), name, tt in zip(group, names, times):
             ts = [k * n / t for t in tt]
             out.append(BenchResult(os.path.basename(m.path), name, n, depth, m.n_threads,
-                                   statistics.median(ts), min(ts), max(ts), ts, k))
+                                   statistics.median(ts), min(ts), max(ts), ts, k,
+                                   m.threads_auto))
     m.reset()
     return out
 
@@ -119,7 +121,8 @@ def to_markdown(m, results: list[BenchResult]) -> str:
     lines = ["| model | size | threads | test | t/s (median) | min - max | t/s per sequence |",
              "|---|---:|---:|---|---:|---:|---:|"]
     for r in results:
-        lines.append(f"| {r.model} | {size / 2**20:.1f} MiB | {r.threads} | {r.test} | "
+        threads = f"1-{r.threads} auto" if r.auto_threads and r.threads > 1 else r.threads
+        lines.append(f"| {r.model} | {size / 2**20:.1f} MiB | {threads} | {r.test} | "
                      f"{r.ts_median:.2f} | {r.ts_min:.2f} - {r.ts_max:.2f} | {r.per_seq:.2f} |")
     lines.append("")
     lines.append(f"backend: {describe(m.options)}")

@@ -37,7 +37,7 @@ def _add_model(s, required: bool = False) -> None:
                    help="path to a .gguf model" if required else MODEL_HELP)
 
 
-def _add_threads(s, what: str = "physical cores") -> None:
+def _add_threads(s, what: str = "up to the physical cores, each graph run on the count that is fastest at the moment") -> None:
     s.add_argument("-t", "--threads", type=THREADS, default=None, metavar="N",
                    help=f"threads, 1-1024 (default: {what})")
 

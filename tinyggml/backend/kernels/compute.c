@@ -1,8 +1,24 @@
 // Graph executor: one OpenMP parallel region per graph run, a barrier between nodes.
 // The node list holds only nodes that compute (views are removed by the planner).
+#define _GNU_SOURCE
 #include "tg.h"
+#include <limits.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <time.h>
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define TG_PAUSE() _mm_pause()
+#else
+#define TG_PAUSE() ((void)0)
 #endif
 
 int tg_simd_enabled = 1;
@@ -34,9 +50,79 @@ int tg_max_threads(void) {
 #endif
 }
 
+// The barrier between nodes. A thread that arrives early spins for tg_spin_ns (the usual gap
+// between threads finishing a node is a few microseconds), then sleeps on a futex until the last
+// thread arrives. Sleeping matters on a shared machine: when another process has taken the core
+// of a thread still working, a spinning waiter would hold its own core until the scheduler's
+// next time slice, while a sleeping one leaves the core idle and the scheduler moves the
+// preempted thread onto it. Without futexes (not Linux) the waiter yields instead of sleeping.
+long tg_spin_ns = 50000;
+
+// Each counter on its own cache line: the waiters poll phase while the others add to arrived.
+typedef struct tg_barrier {
+    _Alignas(64) atomic_int arrived;   // threads at the barrier in this phase
+    _Alignas(64) atomic_int phase;     // bumped by the last thread to arrive: the futex word
+    _Alignas(64) atomic_int sleepers;  // threads asleep on phase (woken only if any)
+} tg_barrier;
+
+static inline int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void barrier_sleep(atomic_int *word, int value) {
+#if defined(__linux__)
+    syscall(SYS_futex, (int *)word, FUTEX_WAIT_PRIVATE, value, NULL, NULL, 0);
+#else
+    (void)word;
+    (void)value;
+    sched_yield();
+#endif
+}
+
+static void barrier_wake(atomic_int *word) {
+#if defined(__linux__)
+    syscall(SYS_futex, (int *)word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+#else
+    (void)word;
+#endif
+}
+
+static void tg_barrier_wait(tg_barrier *b, int nth) {
+    if (nth == 1) return;
+    const int phase = atomic_load_explicit(&b->phase, memory_order_acquire);
+    if (atomic_fetch_add_explicit(&b->arrived, 1, memory_order_acq_rel) == nth - 1) {
+        atomic_store_explicit(&b->arrived, 0, memory_order_relaxed);
+        atomic_fetch_add(&b->phase, 1);                    // seq_cst: ordered before the load below
+        if (atomic_load(&b->sleepers) > 0) barrier_wake(&b->phase);
+        return;
+    }
+    if (tg_spin_ns > 0) {
+        const int64_t until = now_ns() + tg_spin_ns;
+        for (;;) {
+            for (int i = 0; i < 32; i++) {
+                if (atomic_load_explicit(&b->phase, memory_order_acquire) != phase) return;
+                TG_PAUSE();
+            }
+            if (now_ns() > until) break;
+        }
+    }
+    // seq_cst increment, then the phase check: either the last thread sees this sleeper and
+    // wakes it, or this thread sees the new phase (the futex also refuses to sleep on a stale
+    // value).
+    atomic_fetch_add(&b->sleepers, 1);
+    while (atomic_load(&b->phase) == phase) barrier_sleep(&b->phase, phase);
+    atomic_fetch_sub(&b->sleepers, 1);
+}
+
 void tg_graph_compute(tg_tensor **nodes, int n_nodes, int n_threads, char *wdata, size_t wsize,
                       double *times) {
 #ifdef _OPENMP
+    tg_barrier barrier;
+    atomic_init(&barrier.arrived, 0);
+    atomic_init(&barrier.phase, 0);
+    atomic_init(&barrier.sleepers, 0);
     #pragma omp parallel num_threads(n_threads)
     {
         tg_params p;
@@ -46,7 +132,7 @@ void tg_graph_compute(tg_tensor **nodes, int n_nodes, int n_threads, char *wdata
         p.wsize = wsize;
         for (int i = 0; i < n_nodes; i++) {
             tg_compute_forward(&p, nodes[i]);
-            #pragma omp barrier
+            tg_barrier_wait(&barrier, p.nth);
             if (times && p.ith == 0) times[i] = omp_get_wtime();   // profiling: node end times
         }
     }

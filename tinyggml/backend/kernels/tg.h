@@ -97,6 +97,8 @@ void tg_compute_forward(const tg_params *p, tg_tensor *dst);
 void tg_graph_compute(tg_tensor **nodes, int n_nodes, int n_threads,
                       char *wdata, size_t wsize_per_thread, double *times);
 double tg_time_now(void);
+// how long a thread that reaches the barrier between nodes early spins before it sleeps
+extern long tg_spin_ns;
 int tg_max_threads(void);
 double tg_read_bandwidth(const float *buf, int64_t n, int n_threads, int reps, int streams, float *sink);
 
