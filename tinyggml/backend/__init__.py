@@ -6,11 +6,12 @@ Importing it changes nothing elsewhere: the choices a graph records are GraphOpt
 import os as _os
 
 from ._backend import (MAX_PARAMS, MAX_SRC, MUL_MAT_PATHS, Plan, int_gemm_compiled,
-                       measure_read_bandwidth, openmp_max_threads, set_simd, simd_compiled,
-                       simd_enabled, type_traits)
+                       measure_read_bandwidth, openmp_max_threads, pack_rows, pack_supported,
+                       set_simd, simd_compiled, simd_enabled, type_traits)
 
 __all__ = ["Plan", "set_simd", "simd_compiled", "simd_enabled", "int_gemm_compiled",
            "openmp_max_threads", "measure_read_bandwidth", "type_traits", "describe",
+           "pack_rows", "pack_supported",
            "MAX_SRC", "MAX_PARAMS", "MUL_MAT_PATHS"]
 
 if _os.environ.get("TINYGGML_FORCE_SCALAR", "") not in ("", "0"):
