@@ -43,14 +43,16 @@ def _release(arr: np.ndarray) -> None:
 
 
 def pack_weights(weights: dict, n_threads: int = 1) -> int:
-    """Repack every packable weight of `weights` (each tensor once) in place; returns the bytes
-    repacked."""
-    done, total = set(), 0
-    for t in weights.values():
-        if id(t) in done or not packable(t):
-            continue
-        done.add(id(t))
-        t.packed = pack_rows(t.type, t.data, t.ne[0], t.ne[1], n_threads)
-        total += t.packed.nbytes
+    """Repack every packable weight of `weights` (each tensor once) in place, all in one
+    arena; returns the bytes repacked."""
+    todo = list({id(t): t for t in weights.values() if packable(t)}.values())
+    offs, total = [], 0
+    for t in todo:
+        offs.append(total)
+        total += -(-np.asarray(t.data).nbytes // 64) * 64
+    arena = np.empty(total, dtype=np.uint8)
+    for t, off in zip(todo, offs):
+        n = np.asarray(t.data).nbytes
+        t.packed = pack_rows(t.type, t.data, t.ne[0], t.ne[1], n_threads, out=arena[off:off + n])
         _release(np.asarray(t.data))
-    return total
+    return sum(t.packed.nbytes for t in todo)

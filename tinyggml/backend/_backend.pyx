@@ -38,11 +38,14 @@ def pack_supported(int type):
     return bool(tg_pack_supported(type))
 
 
-def pack_rows(int type, data, int64_t K, int64_t M, int n_threads=1):
+def pack_rows(int type, data, int64_t K, int64_t M, int n_threads=1, out=None):
     """The M rows of K values (`type`, rows contiguous) in `data` repacked for the 16-row dots:
-    a new uint8 array of the same size (kernels/repack.c has the layout)."""
+    into `out` (uint8, as many bytes) or a new array (kernels/repack.c has the layout)."""
     src = np.ascontiguousarray(np.asarray(data).reshape(-1).view(np.uint8))
-    out = np.empty(src.size, dtype=np.uint8)
+    if out is None:
+        out = np.empty(src.size, dtype=np.uint8)
+    if out.dtype != np.uint8 or out.size != src.size or not out.flags.c_contiguous:
+        raise ValueError(f"pack_rows: out must be {src.size} contiguous bytes")
     cdef const uint8_t *s = <const uint8_t *><size_t>_addr(src)
     cdef uint8_t *d = <uint8_t *><size_t>_addr(out)
     with nogil:
