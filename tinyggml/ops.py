@@ -313,6 +313,8 @@ def _ref_quantize(t, x):
 def _mm_wsize(t):
     a, b = t.src
     unpacked = a.ne[0] + a.ne[0] // 2         # K int8 + K/16 scales + K/16 mins
+    if a.type in QUANTIZED:                   # + 4 repacked rows gathered (mul_mat.c), or the
+        unpacked += 4 * a.nb[1] + 2 * a.ne[0] * min(b.ne[1], 16)   # columns' bytes (repack.c)
     if b.type == QACT_K:                          # Q6_K columns: fused dots, no scratch used
         return unpacked + 64
     if a.type in QUANTIZED and b.type == QACT:    # + integer panels (mul_mat.c tg_mul_mat_qpanels)
@@ -347,7 +349,7 @@ OPS: dict[int, OpDef] = {
     Op.VIEW: OpDef("view", None),
     Op.CPY: OpDef("cpy", lambda t, a: a),
     Op.GET_ROWS: OpDef("get_rows", lambda t, a, ids: a[0, 0][ids.reshape(-1).astype(np.int64)][None, None],
-                       wsize=lambda t: 0 if t.src[0].type in (F32, F16) else 2 * t.src[0].ne[0]),
+                       wsize=lambda t: 0 if t.src[0].type in (F32, F16) else 2 * t.src[0].ne[0] + t.src[0].nb[1]),
     Op.MUL_MAT: OpDef("mul_mat", _ref_mul_mat, wsize=_mm_wsize),
     Op.ADD: OpDef("add", lambda t, a, b: _ref_rows(a, b, np.add)),
     Op.MUL: OpDef("mul", lambda t, a, b: _ref_rows(a, b, np.multiply)),

@@ -34,6 +34,7 @@ from .memory import Memory
 from .models.common import GraphContext, HParams
 from .ops import OPS, Op
 from .options import GraphOptions
+from .repack import pack_weights
 from .state_file import Entry, decode, encode, model_fingerprint
 from .tensor import F32, Tensor
 from .threads import PlanTimes, ThreadChooser
@@ -141,10 +142,11 @@ class Model:
                  scan: str | None = None, ssd_chunk: int | None = None, int_gemm: bool | None = None,
                  n_seq_max: int = 8, options: GraphOptions | None = None,
                  snapshot_every: int = 512, max_snapshots: int | None = None, prefix_cache=None,
-                 check_memory: bool = True, check_finite: bool = False):
+                 check_memory: bool = True, check_finite: bool = False, repack: bool = True):
         """n_threads: None (default) runs each graph on up to the physical cores, on whichever
         count is fastest at the moment (threads.py: a shared machine's busy core makes one
-        thread beat two); a number fixes it. n_seq_max: sequences that can hold state at once (slots are allocated up front,
+        thread beat two); a number fixes it. n_seq_max: sequences that can hold state at once
+        (slots are allocated up front,
         zeroed lazily by the OS: untouched slots cost no memory). scan / ssd_chunk / int_gemm
         override the graph options, whose default is the CPU's (GraphOptions.for_cpu), or
         `options` replaces them whole. snapshot_every (0: none) and max_snapshots: the states
@@ -152,7 +154,8 @@ class Model:
         least 1). prefix_cache: a PrefixCache to resume prompts from. check_memory: refuse
         (ModelLoadError) before loading when the estimate does not fit the available memory.
         check_finite: keep every node's output and stop at the first NaN / Inf, naming the node
-        that made it (slower: for finding where a model breaks)."""
+        that made it (slower: for finding where a model breaks). repack: interleave the rows of
+        Q4_0 / Q4_K / Q6_K weights for the decode dots where the build has them (repack.py)."""
         t0 = time.perf_counter()
         self._lock = threading.RLock()
         try:
@@ -182,6 +185,7 @@ class Model:
         # makes), and once they have confirmed the hparams, with a sequence's state
         self._check_memory(check_memory, with_state=False)
         self.weights = self.arch_module.load_tensors(self.file, self.hparams)
+        self.packed_bytes = pack_weights(self.weights, self.n_threads) if repack else 0
         self._check_memory(check_memory, with_state=True)
         self.memory: Memory = self.arch_module.make_memory(self.hparams, n_seq_max)
         if self.file.dequantized:

@@ -66,7 +66,7 @@ MAX_DIMS = 4
 
 class Tensor:
     __slots__ = ("type", "ne", "nb", "op", "src", "op_params", "view_src", "view_offs",
-                 "name", "flags", "data")
+                 "name", "flags", "data", "packed")
 
     def __init__(self, type: int, ne, *, nb=None, op: int = 0, src=(), op_params=(),
                  view_src: Tensor | None = None, view_offs: int = 0, name: str = "",
@@ -91,6 +91,9 @@ class Tensor:
         self.name = name
         self.flags = flags
         self.data = data
+        # a weight's rows repacked for the decode dots (runtime.pack_weights): what the C plan
+        # binds instead of `data`, which keeps the file layout for everything else
+        self.packed: np.ndarray | None = None
 
     # -- shape helpers ------------------------------------------------------------------------
     @property

@@ -2,7 +2,8 @@
 columns, as a model's projections run it (quantized weights meet F32 activations through the
 same QUANTIZE node a model graph has). GFLOP/s (2 M K N per run), best and median of repeated
 runs of a one-node plan, one process per measurement. What it measured chose MM_KC in
-backend/kernels/ops.c; decode shapes (N = 1) read as weight bandwidth.
+backend/kernels/ops.c; decode shapes (N = 1) read as weight bandwidth. Weights are repacked as a
+model's are (tinyggml/repack.py) unless --no-repack.
 
     python tools/bench_matmul.py 2048x4096x512xq4_0 3352x768x1xf16 [-t 2] [-r 9]
 """
@@ -15,6 +16,8 @@ import numpy as np
 from tinyggml import ops
 from tinyggml.backend import Plan
 from tinyggml.graph import Graph
+from tinyggml.repack import packable
+from tinyggml.backend import pack_rows
 from tinyggml.tools.quantize import QTYPES, quantize_tensor
 from tinyggml.tensor import F32, INPUT, NP_DTYPE, leaf
 
@@ -32,12 +35,14 @@ def parse(spec):
     return m, k, n, t
 
 
-def measure(m, k, n, t, threads, reps, rng):
+def measure(m, k, n, t, threads, reps, rng, repack=True):
     qtype = QTYPES[t][0]
     w = quantize_tensor(rng.standard_normal((m, k)).astype(np.float32) * 0.02, t)
     if int(qtype) in NP_DTYPE:                          # F32 / F16 leaves hold their own dtype
         w = w.view(NP_DTYPE[int(qtype)])
     a = leaf(int(qtype), (k, m), "w", INPUT, data=w)
+    if repack and packable(a):
+        a.packed = pack_rows(a.type, w, k, m, threads)
     x = leaf(F32, (k, n), "x", INPUT, data=rng.standard_normal((n, k)).astype(np.float32))
     g = Graph()
     g.output(ops.mul_mat(a, x))
@@ -58,6 +63,7 @@ def main(argv=None):
                     help="weight rows x row length x activation columns x weight type")
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("-r", "--reps", type=int, default=9)
+    ap.add_argument("--no-repack", action="store_true", help="weights in the file layout")
     args = ap.parse_args(argv)
     if args.threads < 1 or args.reps < 1:
         ap.error("threads and reps must be at least 1")
@@ -65,7 +71,7 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     for m, k, n, t in specs:
         try:
-            best, med, nbytes = measure(m, k, n, t, args.threads, args.reps, rng)
+            best, med, nbytes = measure(m, k, n, t, args.threads, args.reps, rng, not args.no_repack)
         except Exception as e:                          # e.g. K not a multiple of the block
             print(f"{m}x{k}x{n}x{t}: {e}", file=sys.stderr)
             return 1

@@ -6,12 +6,14 @@ Importing it changes nothing elsewhere: the choices a graph records are GraphOpt
 import os as _os
 
 from ._backend import (MAX_PARAMS, MAX_SRC, MUL_MAT_PATHS, Plan, barrier_spin,
-                       int_gemm_compiled, measure_read_bandwidth, openmp_max_threads,
-                       set_barrier_spin, set_simd, simd_compiled, simd_enabled, type_traits)
+                       int_gemm_compiled, measure_read_bandwidth, openmp_max_threads, pack_rows,
+                       pack_supported, set_barrier_spin, set_simd, simd_compiled, simd_enabled,
+                       type_traits)
 
 __all__ = ["Plan", "set_simd", "simd_compiled", "simd_enabled", "int_gemm_compiled",
            "openmp_max_threads", "measure_read_bandwidth", "set_barrier_spin", "barrier_spin",
-           "type_traits", "describe", "MAX_SRC", "MAX_PARAMS", "MUL_MAT_PATHS"]
+           "pack_rows", "pack_supported", "type_traits", "describe", "MAX_SRC", "MAX_PARAMS",
+           "MUL_MAT_PATHS"]
 
 if _os.environ.get("TINYGGML_FORCE_SCALAR", "") not in ("", "0"):
     set_simd(False)
@@ -28,5 +30,7 @@ def describe(options=None) -> str:
         kernels = "AVX2/FMA/F16C kernels"
         if int_gemm_compiled():
             kernels += f", {int_gemm_compiled()} integer panels"
+        if pack_supported(2):                       # Q4_0 (and Q4_K, Q6_K): kernels/repack.c
+            kernels += ", repacked 16-row VNNI decode dots"
     line = f"{kernels}; OpenMP, up to {openmp_max_threads()} threads"
     return line if options is None else f"{line}; {options.describe()}"

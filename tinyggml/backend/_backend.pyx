@@ -6,7 +6,7 @@ data pointers (external arrays for leafs, the arena for computed roots, root + o
 and keeps the list of nodes that compute. run(n_threads) is the whole per-step cost in Python.
 """
 from libc.stdlib cimport calloc, free
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint8_t
 from libc.string cimport memset
 
 import numpy as np
@@ -16,8 +16,9 @@ from ..ops import EMPTY_OPS, OPS, Op
 from ..tensor import as_numpy
 
 from .tg cimport (tg_tensor, tg_graph_compute, tg_simd_enabled, tg_simd_compiled,
-                 tg_int_gemm_compiled, tg_max_threads, tg_mul_mat_path, tg_type_info,
-                 tg_read_bandwidth, tg_time_now, tg_spin_ns, TG_MAX_SRC, TG_MAX_PARAMS)
+                 tg_int_gemm_compiled, tg_pack_supported, tg_pack_rows, tg_max_threads,
+                 tg_mul_mat_path, tg_type_info, tg_read_bandwidth, tg_time_now, tg_spin_ns,
+                 TG_MAX_SRC, TG_MAX_PARAMS)
 
 
 def simd_compiled():
@@ -30,6 +31,27 @@ def int_gemm_compiled():
     "AVX2", or "" (the portable build). Which batches take them is a graph option
     (options.GraphOptions.int_gemm; GraphOptions.for_cpu() turns it on with VNNI)."""
     return {2: "AVX-512 VNNI", 1: "AVX2"}.get(tg_int_gemm_compiled(), "")
+
+
+def pack_supported(int type):
+    """True when this build has the repacked 16-row dots for weights of `type` (kernels/repack.c:
+    AVX-512 VNNI builds, Q4_0 / Q4_K / Q6_K)."""
+    return bool(tg_pack_supported(type))
+
+
+def pack_rows(int type, data, int64_t K, int64_t M, int n_threads=1, out=None):
+    """The M rows of K values (`type`, rows contiguous) in `data` repacked for the 16-row dots:
+    into `out` (uint8, as many bytes) or a new array (kernels/repack.c has the layout)."""
+    src = np.ascontiguousarray(np.asarray(data).reshape(-1).view(np.uint8))
+    if out is None:
+        out = np.empty(src.size, dtype=np.uint8)
+    if out.dtype != np.uint8 or out.size != src.size or not out.flags.c_contiguous:
+        raise ValueError(f"pack_rows: out must be {src.size} contiguous bytes")
+    cdef const uint8_t *s = <const uint8_t *><size_t>_addr(src)
+    cdef uint8_t *d = <uint8_t *><size_t>_addr(out)
+    with nogil:
+        tg_pack_rows(type, s, K, M, d, n_threads)
+    return out
 
 
 def type_traits():
@@ -47,7 +69,7 @@ def type_traits():
 
 MAX_SRC = TG_MAX_SRC
 MAX_PARAMS = TG_MAX_PARAMS
-MUL_MAT_PATHS = ("decode", "qdots", "qpanels", "small_f16", "panels", "tiles")   # enum tg_mm_path
+MUL_MAT_PATHS = ("decode", "qdots", "qpanels", "small_f16", "panels", "tiles", "packed")   # enum tg_mm_path
 
 
 def set_simd(bint enabled):
@@ -166,6 +188,10 @@ cdef class Plan:
                 base = arena_base + <size_t>offsets[id(root)]
             base += <size_t>t.view_offs
             ct.data = <char *>base
+            ct.packed = 0
+            if root is t and root.op == Op.NONE and root.packed is not None:
+                ct.data = <char *><size_t>_addr(root.packed)   # a view reads the file layout
+                ct.packed = 1
         for i, t in enumerate(compute):
             self.nodes[i] = &self.tensors[index[id(t)]]
 

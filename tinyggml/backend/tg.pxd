@@ -1,5 +1,5 @@
 # Extern-only declarations of the C backend (kernels/tg.h); no matching .pyx.
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t
 
 cdef extern from "tg.h" nogil:
     enum:
@@ -9,6 +9,7 @@ cdef extern from "tg.h" nogil:
     ctypedef struct tg_tensor:
         int32_t type
         int32_t op
+        int32_t packed
         int64_t ne[4]
         int64_t nb[4]
         tg_tensor *src[TG_MAX_SRC]
@@ -18,6 +19,8 @@ cdef extern from "tg.h" nogil:
     int tg_simd_enabled
     int tg_simd_compiled()
     int tg_int_gemm_compiled()
+    int tg_pack_supported(int type)
+    void tg_pack_rows(int type, const uint8_t *src, int64_t K, int64_t M, uint8_t *dst, int n_threads)
     int tg_mul_mat_path(const tg_tensor *dst)
     int tg_type_info(int type, const char **name, int64_t *blck_size, int64_t *type_size,
                      int *is_quantized)

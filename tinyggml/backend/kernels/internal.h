@@ -38,6 +38,18 @@ static inline char *at(const tg_tensor *t, int64_t i0, int64_t i1, int64_t i2, i
     return t->data + i0 * t->nb[0] + i1 * t->nb[1] + i2 * t->nb[2] + i3 * t->nb[3];
 }
 
+// Row m of weight t in its file layout: a packed row (repack.c: rows in groups of
+// TG_PACK_ROWS, 2-D weights only) is gathered into buf (nb[1] bytes), any other is read in place.
+#define TG_PACK_ROWS 16
+void tg_unpack_packed_row(int type, const char *data, int64_t K, int64_t m, void *out);
+static inline const char *tg_weight_row(const tg_tensor *t, int64_t m, int64_t i2, int64_t i3, void *buf) {
+    if (t->packed && m < t->ne[1] / TG_PACK_ROWS * TG_PACK_ROWS) {
+        tg_unpack_packed_row(t->type, t->data, t->ne[0], m, buf);
+        return (const char *)buf;
+    }
+    return at(t, 0, m, i2, i3);
+}
+
 static inline float tg_f32_param(const tg_tensor *t, int i) {
     float f;
     memcpy(&f, &t->op_params[i], 4);

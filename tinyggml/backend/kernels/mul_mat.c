@@ -9,6 +9,9 @@
 // - quantized weights with QACT columns: integer dots under MM_NR columns (the type table's
 //   fused dots where it has them: 4 rows at a time, columns in pairs), integer panels from
 //   MM_NR columns (SIMD);
+// - weights repacked at load (repack.c, AVX-512 VNNI) with QACT / QACT_K columns under the
+//   paired dots' limit: 16 rows at a time, one int32 lane per row; everything else reads
+//   their rows gathered back (tg_weight_row), bit for bit as from the file layout;
 // - F16 rows times 2 .. MM_SMALL_N - 1 columns: 2 rows x 4 columns in registers (SIMD);
 // - other batches: packed 16 x 6 float panels, non-F32 rows widened first (SIMD), or 4-row x
 //   3-column dot tiles on widened rows (the portable build).
@@ -121,6 +124,7 @@ static void tg_mul_mat_panels(const tg_params *p, tg_tensor *dst, int64_t ir0, i
     float *rows = Wp + MM_MR * KC, *Bp = rows + MM_MR * KC, *Cp = Bp + NP * KC;
     int8_t *uw = (int8_t *)(Cp + NP * MM_MR);
     float *usc = (float *)(uw + K), *umn = usc + K / 16;
+    char *rbuf = (char *)(umn + K / 16);             // a packed row, gathered
     for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
     for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
         if (ir0 >= ir1) break;
@@ -145,7 +149,8 @@ static void tg_mul_mat_panels(const tg_params *p, tg_tensor *dst, int64_t ir0, i
                     for (int64_t r = 0; r < MM_MR; r++) {
                         float *row = rows + r * kc;
                         if (r >= nm) { memset(row, 0, kc * 4); continue; }
-                        const char *w = at(src0, 0, m0 + r, i12 / r2, i13 / r3) + tg_row_bytes(src0->type, k0);
+                        const char *w = tg_weight_row(src0, m0 + r, i12 / r2, i13 / r3, rbuf) +
+                                        tg_row_bytes(src0->type, k0);
                         if (src0->type == TG_TYPE_F32) memcpy(row, w, kc * 4);
                         else if (src0->type == TG_TYPE_F16) tg_fp16_to_fp32_row((const tg_fp16_t *)w, row, kc);
                         else tg_dequantize_row(src0->type, w, kc, row, uw, usc, umn);
@@ -296,6 +301,7 @@ static void tg_mul_mat_qpanels(const tg_params *p, tg_tensor *dst, int64_t ir0, 
     float *Ws = (float *)(rows + 16 * K), *Wm = Ws + K;
     int8_t *uw = (int8_t *)(Wm + K);
     float *usc = (float *)(uw + K), *umn = usc + K / 16;
+    char *rbuf = (char *)(umn + K / 16);             // a packed row, gathered
     float tmp[QP_NR][MM_MR];
     for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
     for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
@@ -307,7 +313,7 @@ static void tg_mul_mat_qpanels(const tg_params *p, tg_tensor *dst, int64_t ir0, 
                     for (int64_t h = 0; h < K / 16; h++) Ws[h * 16 + r] = Wm[h * 16 + r] = 0.0f;
                     continue;
                 }
-                tg_unpack_row(src0->type, at(src0, 0, m0 + r, i12 / r2, i13 / r3), K, uw, usc, umn);
+                tg_unpack_row(src0->type, tg_weight_row(src0, m0 + r, i12 / r2, i13 / r3, rbuf), K, uw, usc, umn);
                 int64_t k = 0;
                 for (; k + 16 <= K; k += 16)
                     _mm256_storeu_si256((__m256i *)(rows + r * K + k),
@@ -353,6 +359,8 @@ static void tg_mul_mat_qdots(const tg_params *p, tg_tensor *dst) {
     const int64_t r2 = src1->ne[2] / src0->ne[2], r3 = src1->ne[3] / src0->ne[3];
     int8_t *w = (int8_t *)p->wdata;
     float *sc = (float *)(p->wdata + K), *mn = sc + K / 16;
+    char *rbuf = (char *)(mn + K / 16);              // 4 packed rows, gathered
+    const int64_t rb = src0->nb[1];
     const int split = src1->type == TG_TYPE_QACT_K, simd = TG_USE_SIMD;
     const tg_dot_fn fused = split ? tt->kact_dot : simd && tt->dot_simd ? tt->dot_simd : tt->dot;
     const tg_dot4_fn fused4 = split ? tt->kact_dot4 : simd && tt->dot4_simd ? tt->dot4_simd : tt->dot4;
@@ -366,7 +374,8 @@ static void tg_mul_mat_qdots(const tg_params *p, tg_tensor *dst) {
                 int64_t m[4];
                 const void *rows[4];
                 tg_run_rows(ir0, ir1, len, 4, i, m);
-                for (int r = 0; r < 4; r++) rows[r] = at(src0, 0, m[r] < 0 ? m[0] : m[r], i12 / r2, i13 / r3);
+                for (int r = 0; r < 4; r++)
+                    rows[r] = tg_weight_row(src0, m[r] < 0 ? m[0] : m[r], i12 / r2, i13 / r3, rbuf + r * rb);
                 int64_t n = 0;
                 for (; pair4 && n + 2 <= N; n += 2) {
                     float o[8];
@@ -386,7 +395,7 @@ static void tg_mul_mat_qdots(const tg_params *p, tg_tensor *dst) {
             continue;
         }
         for (int64_t m = ir0; m < ir1; m++) {
-            const char *row = at(src0, 0, m, i12 / r2, i13 / r3);
+            const char *row = tg_weight_row(src0, m, i12 / r2, i13 / r3, rbuf);
             if (fused) {
                 for (int64_t n = 0; n < N; n++)
                     *(float *)at(dst, m, n, i12, i13) =
@@ -523,6 +532,7 @@ static void tg_mul_mat_tiles(const tg_params *p, tg_tensor *dst) {
     float *wrows = (float *)p->wdata;                                 // MM_MB*K floats
     int8_t *uw = (int8_t *)(p->wdata + MM_MB * 4 * K);                // unpack scratch: K int8
     float *usc = (float *)(p->wdata + MM_MB * 4 * K + K), *umn = usc + K / 16;
+    char *rbuf = (char *)(umn + K / 16);             // a packed row, gathered
     const int64_t dr = ((M + p->nth - 1) / p->nth + 3) / 4 * 4;
     const int64_t ir0 = TG_MIN(dr * p->ith, M), ir1 = TG_MIN(ir0 + dr, M);
     for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
@@ -532,7 +542,7 @@ static void tg_mul_mat_tiles(const tg_params *p, tg_tensor *dst) {
         const int64_t mb1 = TG_MIN(ir1, mb + MM_MB);
         if (widen) {
             for (int64_t m = mb; m < mb1; m++) {
-                const char *row = at(src0, 0, m, i02, i03);
+                const char *row = tg_weight_row(src0, m, i02, i03, rbuf);
                 if (is_f16) tg_fp16_to_fp32_row((const tg_fp16_t *)row, wrows + (m - mb) * K, K);
                 else tg_dequantize_row(src0->type, row, K, wrows + (m - mb) * K, uw, usc, umn);
             }
@@ -571,6 +581,62 @@ static void tg_mul_mat_tiles(const tg_params *p, tg_tensor *dst) {
     }
 }
 
+// Repacked weights (repack.c) times QACT / QACT_K columns under the paired dots' limit: the
+// rows' full groups of 16 split over the threads, each group dotted with one column at a time
+// (a group's rows stay in L1 between its columns); the rows past the last group (file layout)
+// through the one-row dots, by the last thread. Each output is its one-row dot's bit for bit.
+// Scratch: each QACT column's low and high bytes (2 K bytes a column).
+static int tg_packed_dots(int type, int act_type, int64_t N) {
+#ifdef TG_AVX512
+    if (act_type == TG_TYPE_QACT_K) return type == TG_TYPE_Q6_K;
+    const tg_type_traits *tt = tg_get_type_traits(type);
+    return (type == TG_TYPE_Q4_0 || type == TG_TYPE_Q4_K) && N < tt->dot2x4_max_n;
+#else
+    (void)type; (void)act_type; (void)N;
+    return 0;
+#endif
+}
+
+#ifdef TG_AVX512
+static void tg_mul_mat_packed(const tg_params *p, tg_tensor *dst) {
+    const tg_tensor *src0 = dst->src[0], *src1 = dst->src[1];
+    const tg_type_traits *tt = tg_get_type_traits(src0->type);
+    const int64_t K = src0->ne[0], M = src0->ne[1], N = src1->ne[1], G = M / TG_PACK_ROWS;
+    const int kact = src1->type == TG_TYPE_QACT_K;
+    const tg_dot_fn dot1 = kact ? tt->kact_dot : tt->dot_simd ? tt->dot_simd : tt->dot;
+    uint8_t *split = (uint8_t *)p->wdata;
+    ROW_RANGE(G);
+    for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
+    for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
+        if (!kact)
+            for (int64_t n = 0; n < N; n++)
+                tg_qact_split((const uint8_t *)at(src1, 0, n, i12, i13), K, split + 2 * K * n,
+                              (int8_t *)split + 2 * K * n + K);
+        for (int64_t g = ir0; g < ir1; g++) {
+            const uint8_t *gb = (const uint8_t *)src0->data + g * TG_PACK_ROWS * src0->nb[1];
+            for (int64_t n = 0; n < N; n++) {
+                const uint8_t *act = (const uint8_t *)at(src1, 0, n, i12, i13);
+                const uint8_t *lo = split + 2 * K * n;
+                const int8_t *hi = (const int8_t *)lo + K;
+                float o[TG_PACK_ROWS];
+                switch (src0->type) {
+                    case TG_TYPE_Q4_0: tg_dot16_q4_0_packed(K, gb, act, lo, hi, o); break;
+                    case TG_TYPE_Q4_K: tg_dot16_q4_k_packed(K, gb, act, lo, hi, o); break;
+                    default:           tg_dot16_q6_k_packed(K, gb, act, o); break;
+                }
+                float *d = (float *)at(dst, TG_PACK_ROWS * g, n, i12, i13);
+                memcpy(d, o, sizeof(o));
+            }
+        }
+        if (p->ith == p->nth - 1)
+            for (int64_t m = G * TG_PACK_ROWS; m < M; m++)
+                for (int64_t n = 0; n < N; n++)
+                    *(float *)at(dst, m, n, i12, i13) =
+                        dot1(K, at(src0, 0, m, 0, 0), (const uint8_t *)at(src1, 0, n, i12, i13));
+    }
+}
+#endif
+
 // ---- the selection -------------------------------------------------------------------------
 // The kernel that multiplies `dst`, from its types, its column count and whether the SIMD
 // kernels run. What the graph records decides the rest: a QUANTIZE node before a quantized
@@ -583,6 +649,7 @@ tg_mm_path tg_mul_mat_path(const tg_tensor *dst) {
     const int simd = TG_USE_SIMD;
     if (src1->type == TG_TYPE_QACT || src1->type == TG_TYPE_QACT_K) {
         const tg_type_traits *tt = tg_get_type_traits(src0->type);
+        if (simd && src0->packed && tg_packed_dots(src0->type, src1->type, N)) return TG_MM_PACKED;
         const int pairs = simd && tt->dot2x4 && N < tt->dot2x4_max_n;
         if (simd && N >= MM_NR && src1->type == TG_TYPE_QACT && !pairs) return TG_MM_QPANELS;
         return TG_MM_QDOTS;
@@ -606,6 +673,9 @@ void tg_mul_mat(const tg_params *p, tg_tensor *dst) {
         case TG_MM_DECODE:    tg_mul_mat_decode(p, dst); break;
         case TG_MM_QDOTS:     tg_mul_mat_qdots(p, dst); break;
         case TG_MM_TILES:     tg_mul_mat_tiles(p, dst); break;
+#ifdef TG_AVX512
+        case TG_MM_PACKED:    tg_mul_mat_packed(p, dst); break;
+#endif
 #ifdef TG_AVX2
         case TG_MM_SMALL_F16: tg_mul_mat_small_f16(p, dst); break;
         case TG_MM_QPANELS:

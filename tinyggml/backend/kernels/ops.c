@@ -39,7 +39,7 @@ static void tg_get_rows_f32(const tg_params *p, tg_tensor *dst) {
             memset(d, 0, ne00 * 4);
             continue;
         }
-        const char *s = src0->data + id * src0->nb[1];
+        const char *s = tg_weight_row(src0, id, 0, 0, p->wdata + 2 * ne00);  // gathered if packed
         if (src0->type == TG_TYPE_F16) {
             tg_fp16_to_fp32_row((const tg_fp16_t *)s, d, ne00);
         } else if (src0->type == TG_TYPE_F32) {

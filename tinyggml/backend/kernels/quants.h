@@ -69,4 +69,14 @@ void tg_dot4_q4_k_qact(int64_t K, const void *const rows[4], const uint8_t *act,
 void tg_dot2x4_q4_k_qact(int64_t K, const void *const rows[4], const uint8_t *act0, const uint8_t *act1,
                          float out[8]);
 #endif
+#ifdef TG_AVX512
+// repack.c: 16 packed rows (the group at gb) x one QACT column (lo / hi: its bytes, tg_qact_split)
+// or QACT_K column -> out[16], each bit for bit the row's one-row dot above
+void tg_qact_split(const uint8_t *act, int64_t K, uint8_t *lo, int8_t *hi);
+void tg_dot16_q4_0_packed(int64_t K, const uint8_t *gb, const uint8_t *act, const uint8_t *lo,
+                          const int8_t *hi, float out[16]);
+void tg_dot16_q4_k_packed(int64_t K, const uint8_t *gb, const uint8_t *act, const uint8_t *lo,
+                          const int8_t *hi, float out[16]);
+void tg_dot16_q6_k_packed(int64_t K, const uint8_t *gb, const uint8_t *act, float out[16]);
+#endif
 #endif

@@ -56,6 +56,7 @@ enum tg_op {
 typedef struct tg_tensor {
     int32_t type;
     int32_t op;
+    int32_t packed;      // a weight whose rows are repacked in groups of 16 (repack.c)
     int64_t ne[4];       // elements per dim, ne[0] innermost
     int64_t nb[4];       // byte strides
     struct tg_tensor *src[TG_MAX_SRC];
@@ -72,7 +73,11 @@ typedef struct tg_params {
 // 1 = use the SIMD kernels where compiled in; 0 = force the portable scalar path.
 extern int tg_simd_enabled;
 int tg_simd_compiled(void);   // 1 when built with AVX2+FMA+F16C
-int tg_int_gemm_compiled(void);   // batched quantized mul_mat on integer panels: 2 VNNI, 1 AVX2, 0 none
+int tg_int_gemm_compiled(void);
+// Weights repacked at load (repack.c): 1 when this build has the packed dots for `type`
+int tg_pack_supported(int type);
+// M rows of K values of `type` at src -> the packed layout at dst (the same size)
+void tg_pack_rows(int type, const uint8_t *src, int64_t K, int64_t M, uint8_t *dst, int n_threads);   // batched quantized mul_mat on integer panels: 2 VNNI, 1 AVX2, 0 none
 
 // The kernels of a mul_mat node (mul_mat.c tg_mul_mat_path, which documents them).
 typedef enum tg_mm_path {
@@ -82,6 +87,7 @@ typedef enum tg_mm_path {
     TG_MM_SMALL_F16,   // F16 rows, 2-9 columns: register tiles (SIMD)
     TG_MM_PANELS,      // float batches: packed 16 x 6 panels (SIMD)
     TG_MM_TILES,       // the portable build's batches: 4 x 3 dot tiles
+    TG_MM_PACKED,      // repacked weights x QACT / QACT_K columns: 16-row VNNI dots (repack.c)
 } tg_mm_path;
 tg_mm_path tg_mul_mat_path(const tg_tensor *dst);
 

@@ -1,0 +1,293 @@
+// Weights repacked at load for the decode dots (the idea of ggml-cpu's repack, our own layout).
+//
+// The rows of a 2-D Q4_0 / Q4_K / Q6_K weight go in groups of TG_PACK_ROWS = 16: each block's
+// bytes are interleaved across the group's rows in granules of 4 bytes (2 for an f16 field),
+//   packed[g][c] = for each granule (off, len) of the block: row 0's len bytes, row 1's, ... row 15's
+// so one 64-byte load holds the same 4 bytes of 16 rows, and the 16 f16 scales of a block
+// are one 32-byte load (one vcvtph2ps). A dot then keeps one int32 lane per row: vpdpbusd
+// multiplies 4 weights of each row by 4 activation bytes broadcast to every lane, and no
+// horizontal sums are left but the last one. Rows past the last full group stay as they were,
+// so the packed tensor has the original's size and strides (row m >= 16 * (M / 16) is at
+// m * nb[1] in both). Anything else that reads a packed row gathers it first (tg_weight_row).
+//
+// The dots (AVX-512 VNNI builds) give each row the result of its one-row dot in quants.c bit
+// for bit: the activations are the same QACT / QACT_K rows, the integer sums are the same
+// integers, and the float steps are the same operations in the same order, lane for lane
+// (the one-row dots' 8 float lanes become 8 accumulators here, added as tg_hsum256 adds them).
+// Integer sums: a QACT value q (int16) is 256 hi + lo with hi = q >> 8 (int8) and lo = q & 255
+// (uint8), so sum(u q) = 256 sum(u hi) + sum(lo u) for 4-bit weights u in 0..15: vpdpbusd takes
+// the weights as the unsigned operand against hi, and as the signed one against lo. QACT_K
+// (Q6_K) already holds int8 halves; there 4 products at a time fit int16 and vpdpwssd applies
+// the group scale, as vpmaddubsw + vpmaddwd do in the one-row dot.
+#include "internal.h"
+
+// the bytes of one block as granules: f16 fields (the scales) 2 bytes, the rest 4
+static int pack_granules(int type, int64_t *off, int64_t *len) {
+    const tg_type_traits *tt = tg_get_type_traits(type);
+    int half[2] = {-1, -1};
+    switch (type) {
+        case TG_TYPE_Q4_0: half[0] = 0; break;
+        case TG_TYPE_Q4_K: half[0] = 0; half[1] = 2; break;
+        case TG_TYPE_Q6_K: half[0] = 208; break;
+        default: return 0;
+    }
+    int n = 0;
+    for (int64_t p = 0; p < tt->type_size; n++) {
+        off[n] = p;
+        len[n] = (p == half[0] || p == half[1]) ? 2 : 4;
+        p += len[n];
+    }
+    return n;
+}
+
+#define MAX_GRANULES 64
+
+int tg_pack_supported(int type) {
+#ifdef TG_AVX512
+    return type == TG_TYPE_Q4_0 || type == TG_TYPE_Q4_K || type == TG_TYPE_Q6_K;
+#else
+    (void)type;
+    return 0;
+#endif
+}
+
+// M rows of K values (type) at src -> dst, same size; groups split over n_threads
+void tg_pack_rows(int type, const uint8_t *src, int64_t K, int64_t M, uint8_t *dst, int n_threads) {
+    const tg_type_traits *tt = tg_get_type_traits(type);
+    const int64_t ts = tt->type_size, nblk = K / tt->blck_size, rb = nblk * ts;
+    const int64_t G = M / TG_PACK_ROWS;
+    int64_t off[MAX_GRANULES], len[MAX_GRANULES];
+    const int ng = pack_granules(type, off, len);
+    #pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (int64_t g = 0; g < G; g++) {
+        const uint8_t *s = src + g * TG_PACK_ROWS * rb;
+        uint8_t *d = dst + g * TG_PACK_ROWS * rb;
+        for (int64_t c = 0; c < nblk; c++) {
+            uint8_t *dc = d + c * TG_PACK_ROWS * ts;
+            for (int j = 0; j < ng; j++) {      // constant sizes: plain moves, not memcpy calls
+                uint8_t *o = dc + TG_PACK_ROWS * off[j];
+                const uint8_t *i = s + c * ts + off[j];
+                if (len[j] == 4)
+                    for (int r = 0; r < TG_PACK_ROWS; r++) memcpy(o + 4 * r, i + r * rb, 4);
+                else
+                    for (int r = 0; r < TG_PACK_ROWS; r++) memcpy(o + 2 * r, i + r * rb, 2);
+            }
+        }
+    }
+    memcpy(dst + G * TG_PACK_ROWS * rb, src + G * TG_PACK_ROWS * rb, (M - G * TG_PACK_ROWS) * rb);
+}
+
+// row m (in a full group) of a packed tensor's data -> row bytes at out, in the original layout
+void tg_unpack_packed_row(int type, const char *data, int64_t K, int64_t m, void *out) {
+    const tg_type_traits *tt = tg_get_type_traits(type);
+    const int64_t ts = tt->type_size, nblk = K / tt->blck_size, rb = nblk * ts;
+    int64_t off[MAX_GRANULES], len[MAX_GRANULES];
+    const int ng = pack_granules(type, off, len);
+    const int64_t g = m / TG_PACK_ROWS, r = m % TG_PACK_ROWS;
+    const char *s = data + g * TG_PACK_ROWS * rb;
+    char *o = (char *)out;
+    for (int64_t c = 0; c < nblk; c++)
+        for (int j = 0; j < ng; j++)
+            memcpy(o + c * ts + off[j], s + c * TG_PACK_ROWS * ts + TG_PACK_ROWS * off[j] + r * len[j], len[j]);
+}
+
+#ifdef TG_AVX512
+// ---- the group dots: 16 packed rows x one activation column -> out[16] -------------------------
+
+// the 16 rows' float lanes a[0..7] summed as tg_hsum256 sums the 8 lanes of one row
+static inline void hsum8_rows(const __m512 a[8], float out[16]) {
+    const __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a[0], a[4]), _mm512_add_ps(a[1], a[5])),
+                                   _mm512_add_ps(_mm512_add_ps(a[2], a[6]), _mm512_add_ps(a[3], a[7])));
+    _mm512_storeu_ps(out, s);
+}
+
+static inline __m512i bcast4(const void *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+// a QACT row's int16 values as low bytes (uint8) and high bytes (int8): q = 256 hi + lo
+void tg_qact_split(const uint8_t *act, int64_t K, uint8_t *lo, int8_t *hi) {
+    const int16_t *q = (const int16_t *)act;
+    for (int64_t k = 0; k < K; k += 32) {
+        const __m512i v = _mm512_loadu_si512((const void *)(q + k));
+        _mm256_storeu_si256((__m256i *)(lo + k), _mm512_cvtepi16_epi8(v));
+        _mm256_storeu_si256((__m256i *)(hi + k), _mm512_cvtepi16_epi8(_mm512_srai_epi16(v, 8)));
+    }
+}
+
+// Q4_0: a packed block of 16 rows is 288 bytes: the 16 f16 scales, then 4 granules of 64 bytes
+// (granule t: bytes 4t..4t+3 of each row's 16: low nibbles = values 4t.., high = 16 + 4t..).
+// As tg_dot_q4_0_qact: per block d_a * sum(u q) - 8 d_a sum(q) times d_w, into lane c % 8; the
+// blocks past the last 8 through the one-row tail.
+void tg_dot16_q4_0_packed(int64_t K, const uint8_t *gb, const uint8_t *act, const uint8_t *lo,
+                          const int8_t *hi, float out[16]) {
+    const int64_t nb = K / 32, nb8 = nb / 8 * 8;
+    const float *d = (const float *)(act + 2 * K), *ds = d + K / 32;
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512 acc[8];
+    for (int j = 0; j < 8; j++) acc[j] = _mm512_setzero_ps();
+    for (int64_t c0 = 0; c0 < nb8; c0 += 8) {
+        #pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            const int64_t c = c0 + j;
+            const uint8_t *b = gb + 288 * c;
+            _mm_prefetch((const char *)(b + 2048), _MM_HINT_T0);
+            _mm_prefetch((const char *)(b + 2048 + 64), _MM_HINT_T0);
+            _mm_prefetch((const char *)(b + 2048 + 128), _MM_HINT_T0);
+            _mm_prefetch((const char *)(b + 2048 + 192), _MM_HINT_T0);
+            _mm_prefetch((const char *)(b + 2048 + 256), _MM_HINT_T0);
+            __m512i sl0 = _mm512_setzero_si512(), sh0 = sl0, sl1 = sl0, sh1 = sl0;
+            for (int t = 0; t < 4; t++) {
+                const __m512i x = _mm512_loadu_si512((const void *)(b + 32 + 64 * t));
+                const __m512i wl = _mm512_and_si512(x, m4);
+                const __m512i wh = _mm512_and_si512(_mm512_srli_epi16(x, 4), m4);
+                const int64_t k = 32 * c + 4 * t;
+                sl0 = _mm512_dpbusd_epi32(sl0, bcast4(lo + k), wl);
+                sh0 = _mm512_dpbusd_epi32(sh0, wl, bcast4(hi + k));
+                sl1 = _mm512_dpbusd_epi32(sl1, bcast4(lo + k + 16), wh);
+                sh1 = _mm512_dpbusd_epi32(sh1, wh, bcast4(hi + k + 16));
+            }
+            const __m512i s = _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(sh0, sh1), 8),
+                                               _mm512_add_epi32(sl0, sl1));
+            const __m512 blk = _mm512_fnmadd_ps(_mm512_set1_ps(8.0f), _mm512_set1_ps(ds[2 * c] + ds[2 * c + 1]),
+                                                _mm512_mul_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(d[c])));
+            const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b));
+            acc[j] = _mm512_fmadd_ps(blk, dw, acc[j]);
+        }
+    }
+    hsum8_rows(acc, out);
+    if (nb8 < nb) {
+        const int16_t *q = (const int16_t *)act;
+        for (int r = 0; r < 16; r++)
+            for (int64_t c = nb8; c < nb; c++) {
+                const uint8_t *b = gb + 288 * c;
+                int s = 0;
+                for (int t = 0; t < 4; t++)
+                    for (int i = 0; i < 4; i++) {
+                        const uint8_t x = b[32 + 64 * t + 4 * r + i];
+                        s += ((x & 0xF) - 8) * q[32 * c + 4 * t + i] + ((x >> 4) - 8) * q[32 * c + 16 + 4 * t + i];
+                    }
+                tg_fp16_t h;
+                memcpy(&h, b + 2 * r, 2);
+                out[r] += (float)s * (_cvtsh_ss(h) * d[c]);
+            }
+    }
+}
+
+// Q4_K: a packed superblock of 16 rows is 2304 bytes: d and dmin (16 f16 each), the 12 scale
+// bytes as 3 granules, then 32 granules of qs (granule t: bytes 4t.. of each row: 32-byte group
+// h = t / 8 holds chunk 2h in its low nibbles and 2h + 1 in its high). As tg_dot_q4_k_qact:
+// chunk j's sum(u q) times (scale_j d_w) d_a into lane j, the mins times the activation half
+// sums into another 8 lanes, the two summed apart and subtracted.
+void tg_dot16_q4_k_packed(int64_t K, const uint8_t *gb, const uint8_t *act, const uint8_t *lo,
+                          const int8_t *hi, float out[16]) {
+    const float *d = (const float *)(act + 2 * K), *ds = d + K / 32;
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i k1 = _mm512_set1_epi32(0x3f3f3f3f), k2 = _mm512_set1_epi32(0x0f0f0f0f),
+                  k3 = _mm512_set1_epi32(0x03030303), ff = _mm512_set1_epi32(0xFF);
+    __m512 acc[8], macc[8];
+    for (int j = 0; j < 8; j++) acc[j] = macc[j] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < K; i += 256) {
+        const uint8_t *b = gb + 2304 * (i / 256);
+        for (int l = 0; l < 2304; l += 256) _mm_prefetch((const char *)(b + 4608 + l), _MM_HINT_T0);
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b));
+        const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(b + 32)));
+        __m512i u[4];
+        u[0] = _mm512_loadu_si512((const void *)(b + 64));
+        u[1] = _mm512_loadu_si512((const void *)(b + 128));
+        u[2] = _mm512_loadu_si512((const void *)(b + 192));
+        u[3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u[2], 4), k2),
+                               _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u[1], 6), k3), 4));
+        const __m512i mins_lo = _mm512_and_si512(u[1], k1);
+        u[1] = _mm512_or_si512(_mm512_and_si512(u[2], k2),
+                               _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u[0], 6), k3), 4));
+        u[2] = mins_lo;
+        u[0] = _mm512_and_si512(u[0], k1);     // u0, u1: scales 0-3, 4-7; u2, u3: mins 0-3, 4-7
+        const int64_t c0 = i / 32;
+        for (int h = 0; h < 4; h++) {           // chunks 2h (low nibbles) and 2h + 1 (high)
+            __m512i sl0 = _mm512_setzero_si512(), sh0 = sl0, sl1 = sl0, sh1 = sl0;
+            #pragma GCC unroll 8
+            for (int t = 0; t < 8; t++) {
+                const __m512i x = _mm512_loadu_si512((const void *)(b + 256 + 64 * (8 * h + t)));
+                const __m512i wl = _mm512_and_si512(x, m4);
+                const __m512i wh = _mm512_and_si512(_mm512_srli_epi16(x, 4), m4);
+                const int64_t k = i + 64 * h + 4 * t;
+                sl0 = _mm512_dpbusd_epi32(sl0, bcast4(lo + k), wl);
+                sh0 = _mm512_dpbusd_epi32(sh0, wl, bcast4(hi + k));
+                sl1 = _mm512_dpbusd_epi32(sl1, bcast4(lo + k + 32), wh);
+                sh1 = _mm512_dpbusd_epi32(sh1, wh, bcast4(hi + k + 32));
+            }
+            const __m512i s[2] = {_mm512_add_epi32(_mm512_slli_epi32(sh0, 8), sl0),
+                                  _mm512_add_epi32(_mm512_slli_epi32(sh1, 8), sl1)};
+            for (int e = 0; e < 2; e++) {
+                const int j = 2 * h + e;
+                const __m512 sc = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(u[j / 4], 8 * (j % 4)), ff));
+                const __m512 mn = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(u[2 + j / 4], 8 * (j % 4)), ff));
+                const float pairs = ds[2 * (c0 + j)] + ds[2 * (c0 + j) + 1];
+                macc[j] = _mm512_fmadd_ps(_mm512_mul_ps(mn, dmin), _mm512_set1_ps(pairs), macc[j]);
+                acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[e]),
+                                         _mm512_mul_ps(_mm512_mul_ps(sc, dw), _mm512_set1_ps(d[c0 + j])), acc[j]);
+            }
+        }
+    }
+    float a[16], m[16];
+    hsum8_rows(acc, a);
+    hsum8_rows(macc, m);
+    for (int r = 0; r < 16; r++) out[r] = a[r] - m[r];
+}
+
+// Q6_K x QACT_K: a packed superblock of 16 rows is 3360 bytes: ql as 32 granules, qh as 16,
+// the 16 int8 scales as 4, then d (16 f16). As tg_dot_q6_k_kact: lane l (values 4l..4l+3 of
+// every 32) sums scale * (4 products) over the superblock in int32, hi and lo apart; then
+// 256 hi + lo and the -32 offset in float, into lane l.
+void tg_dot16_q6_k_packed(int64_t K, const uint8_t *gb, const uint8_t *act, float out[16]) {
+    const float *d = (const float *)(act + 2 * K), *qs = d + K / 256;
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30), lo16 = _mm512_set1_epi32(0xFFFF);
+    const __m512i zero = _mm512_setzero_si512();
+    __m512 acc[8];
+    for (int j = 0; j < 8; j++) acc[j] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < K; i += 256) {
+        const int64_t sb = i / 256;
+        const uint8_t *b = gb + 3360 * sb;
+        for (int l = 0; l < 3360; l += 256) _mm_prefetch((const char *)(b + 6720 + l), _MM_HINT_T0);
+        const int8_t *ah = (const int8_t *)act + 2 * i, *al = ah + 256;
+        __m512i sv[16];
+        __m512 sf[16];
+        for (int g = 0; g < 16; g++) {
+            const __m512i x = _mm512_loadu_si512((const void *)(b + 3072 + 64 * (g / 4)));
+            const __m512i s = _mm512_srai_epi32(_mm512_slli_epi32(x, 24 - 8 * (g % 4)), 24);
+            sf[g] = _mm512_cvtepi32_ps(s);
+            sv[g] = _mm512_and_si512(s, lo16);        // [scale, 0] as int16 pairs
+        }
+        const __m512 dd = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(b + 3328))),
+                                        _mm512_set1_ps(d[sb]));
+        for (int l = 0; l < 8; l++) {
+            __m512i sh = zero, sl = zero;
+            for (int h = 0; h < 2; h++) {
+                const __m512i L0 = _mm512_loadu_si512((const void *)(b + 64 * (16 * h + l)));
+                const __m512i L1 = _mm512_loadu_si512((const void *)(b + 64 * (16 * h + 8 + l)));
+                const __m512i H = _mm512_loadu_si512((const void *)(b + 64 * (32 + 8 * h + l)));
+                __m512i w[4];
+                w[0] = _mm512_or_si512(_mm512_and_si512(L0, m4), _mm512_and_si512(_mm512_slli_epi16(H, 4), m30));
+                w[1] = _mm512_or_si512(_mm512_and_si512(L1, m4), _mm512_and_si512(_mm512_slli_epi16(H, 2), m30));
+                w[2] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L0, 4), m4), _mm512_and_si512(H, m30));
+                w[3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L1, 4), m4),
+                                       _mm512_and_si512(_mm512_srli_epi16(H, 2), m30));
+                for (int k = 0; k < 4; k++) {
+                    const int g = 8 * h + 2 * k + (l >= 4);
+                    const int64_t v = 128 * h + 32 * k + 4 * l;
+                    sh = _mm512_dpwssd_epi32(sh, _mm512_dpbusd_epi32(zero, w[k], bcast4(ah + v)), sv[g]);
+                    sl = _mm512_dpwssd_epi32(sl, _mm512_dpbusd_epi32(zero, w[k], bcast4(al + v)), sv[g]);
+                }
+            }
+            const __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sh), _mm512_set1_ps(256.0f), _mm512_cvtepi32_ps(sl));
+            const __m512 off = _mm512_fmadd_ps(sf[l], _mm512_set1_ps(qs[16 * sb + l]),
+                                               _mm512_mul_ps(sf[8 + l], _mm512_set1_ps(qs[16 * sb + 8 + l])));
+            acc[l] = _mm512_fmadd_ps(_mm512_fnmadd_ps(_mm512_set1_ps(32.0f), off, v), dd, acc[l]);
+        }
+    }
+    hsum8_rows(acc, out);
+}
+#endif
