@@ -140,7 +140,7 @@ def test_bench_alternates_depths():
     from tinyggml.tools.bench import run_bench
 
     class Stub:                       # records what each repetition evaluates
-        n_vocab, path, n_threads = 100, "stub.gguf", 1
+        n_vocab, path, n_threads, threads_auto = 100, "stub.gguf", 1, False
 
         def __init__(self):
             self.log = []
