@@ -581,16 +581,18 @@ static void tg_mul_mat_tiles(const tg_params *p, tg_tensor *dst) {
     }
 }
 
-// Repacked weights (repack.c) times QACT / QACT_K columns under the paired dots' limit: the
-// rows' full groups of 16 split over the threads, each group dotted with one column at a time
+// Repacked weights (repack.c) times QACT / QACT_K columns, fewer than PACKED_MAX_N (from 12
+// the integer panels are faster; under it, these beat the file layout's paired dots and the
+// panels, which would have to gather each packed row first): the rows' full groups of 16 split
+// over the threads, each group dotted with one column at a time
 // (a group's rows stay in L1 between its columns); the rows past the last group (file layout)
 // through the one-row dots, by the last thread. Each output is its one-row dot's bit for bit.
 // Scratch: each QACT column's low and high bytes (2 K bytes a column).
+#define PACKED_MAX_N 12
 static int tg_packed_dots(int type, int act_type, int64_t N) {
 #ifdef TG_AVX512
     if (act_type == TG_TYPE_QACT_K) return type == TG_TYPE_Q6_K;
-    const tg_type_traits *tt = tg_get_type_traits(type);
-    return (type == TG_TYPE_Q4_0 || type == TG_TYPE_Q4_K) && N < tt->dot2x4_max_n;
+    return (type == TG_TYPE_Q4_0 || type == TG_TYPE_Q4_K) && N < PACKED_MAX_N;
 #else
     (void)type; (void)act_type; (void)N;
     return 0;

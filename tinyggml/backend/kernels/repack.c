@@ -87,8 +87,11 @@ void tg_unpack_packed_row(int type, const char *data, int64_t K, int64_t m, void
     const char *s = data + g * TG_PACK_ROWS * rb;
     char *o = (char *)out;
     for (int64_t c = 0; c < nblk; c++)
-        for (int j = 0; j < ng; j++)
-            memcpy(o + c * ts + off[j], s + c * TG_PACK_ROWS * ts + TG_PACK_ROWS * off[j] + r * len[j], len[j]);
+        for (int j = 0; j < ng; j++) {         // constant sizes: plain moves, not memcpy calls
+            const char *i = s + c * TG_PACK_ROWS * ts + TG_PACK_ROWS * off[j];
+            if (len[j] == 4) memcpy(o + c * ts + off[j], i + 4 * r, 4);
+            else memcpy(o + c * ts + off[j], i + 2 * r, 2);
+        }
 }
 
 #ifdef TG_AVX512
