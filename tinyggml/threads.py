@@ -77,19 +77,20 @@ class ThreadChooser:
         return min(st.avg, key=st.avg.get) if st.avg else self.candidates[0]
 
     def _pick(self, st: PlanTimes) -> tuple[int, bool]:
-        """(threads, whether this run probes a candidate other than the best)."""
-        if len(self.candidates) == 1:
-            return self.candidates[0], False
+        """(threads, whether this run probes a candidate other than the best). Per token: no
+        list is built once every candidate has an estimate."""
+        cands = self.candidates
+        if len(cands) == 1:
+            return cands[0], False
         if st is not self.ref and st.runs < WARM:
             return self._best(self.ref), False
-        untried = [c for c in self.candidates if c not in st.avg]
-        if untried:
-            return untried[0], True
+        if len(st.avg) < len(cands):                       # a candidate not timed yet
+            return next(c for c in cands if c not in st.avg), True
         best = self._best(st)
-        others = [c for c in self.candidates if c != best]
-        alt = others[st.next_alt % len(others)]
-        gap = st.avg[alt] - st.avg[best]
-        wait = min(PROBE_MAX_S, max(PROBE_MIN_S, gap / PROBE_COST))
+        alt = cands[st.next_alt % len(cands)]
+        if alt == best:
+            alt = cands[(st.next_alt + 1) % len(cands)]
+        wait = min(PROBE_MAX_S, max(PROBE_MIN_S, (st.avg[alt] - st.avg[best]) / PROBE_COST))
         if time.perf_counter() - st.last_probe < wait:
             return best, False
         st.next_alt += 1
