@@ -30,7 +30,7 @@ if os.environ.get("TINYGGML_NO_OPENMP", "") in ("", "0"):
 ext = Extension(
     "tinyggml.backend._backend",
     sources=["tinyggml/backend/_backend.pyx"] + [f"{KERNELS}/{f}" for f in
-                                                 ("ops.c", "mul_mat.c", "ssm.c", "quants.c", "repack.c", "compute.c")],
+                                                 ("ops.c", "mul_mat.c", "ssm.c", "attn.c", "quants.c", "repack.c", "compute.c")],
     include_dirs=[KERNELS],
     extra_compile_args=cflags,
     extra_link_args=ldflags,

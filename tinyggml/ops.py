@@ -36,6 +36,10 @@ class Op(IntEnum):
     SSM_SCAN = 12
     GATE_SILU = 13
     QUANTIZE = 14
+    ROPE = 15
+    KV_STORE = 16
+    ATTN = 17
+    RELU_SQR = 18
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,12 @@ def gate_silu(y: Tensor, z: Tensor) -> Tensor:
     return _new(F32, y.ne, Op.GATE_SILU, (y, z))
 
 
+def relu_sqr(a: Tensor) -> Tensor:
+    """max(a, 0)^2: the squared-ReLU MLP activation (Nemotron-H)."""
+    _check(a.type == F32, "relu_sqr: F32")
+    return _new(F32, a.ne, Op.RELU_SQR, (a,))
+
+
 def rms_norm(a: Tensor, eps: float, weight: Tensor | None = None, gate: Tensor | None = None) -> Tensor:
     """Per row of ne0: g / sqrt(mean(g^2) + eps), g = a, or a * silu(gate) with a gate of a's
     shape; times `weight` (broadcast over rows as mul's) when given. One pass for what would be
@@ -236,6 +246,59 @@ def ssm_scan(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tens
     _check(seq_info.type == I32 and seq_info.ne[0] == 3, "seq_info")
     return _new(F32, (hd, nh, n_t), Op.SSM_SCAN, (state, x, dt, A, B, C, D, seq_info),
                 (SCAN_ALGOS[algo], chunk, opts.ssd_min_len))
+
+
+# ---- attention ----------------------------------------------------------------------------
+ROPE_NORM, ROPE_NEOX = 0, 2          # ggml's rope modes (GGUF models: llama_model_rope_type)
+
+
+def rope(x: Tensor, pos: Tensor, n_rot: int, mode: int, freq_base: float,
+         freq_scale: float = 1.0) -> Tensor:
+    """Rotary position embedding of the first n_rot values of each head: pairs (2i, 2i+1)
+    (ROPE_NORM, llama) or (i, i + n_rot/2) (ROPE_NEOX) turn by pos * freq_scale *
+    freq_base^(-2i/n_rot). x: {head_dim, n_head, n_t} with rows of whole floats; pos: {n_t} I32
+    (each token's position in its sequence) => {head_dim, n_head, n_t}, contiguous."""
+    hd, nh, n_t = x.ne[:3]
+    _check(x.type == F32 and x.nb[0] == 4 and x.ne[3] == 1, f"rope: x {x.ne} F32 rows")
+    _check(0 < n_rot <= hd and n_rot % 2 == 0, f"rope: n_rot {n_rot} for head_dim {hd}")
+    _check(mode in (ROPE_NORM, ROPE_NEOX), f"rope: mode {mode}")
+    _check(pos.type == I32 and pos.ne[0] == n_t and pos.is_contiguous(), "rope: pos {n_t} I32")
+    return _new(F32, (hd, nh, n_t), Op.ROPE, (x, pos),
+                (n_rot, mode, _f32_bits(freq_base), _f32_bits(freq_scale)))
+
+
+def kv_store(cache: Tensor, x: Tensor, seq_info: Tensor, pos: Tensor) -> Tensor:
+    """Write each token's keys (or values) into its sequence's cache at its position:
+    cache[:, :, pos[i], slot(i)] = x[:, :, i]. cache: {head_dim, n_kv, n_ctx, n_slots} F32 | F16
+    (a STATE leaf), x: {head_dim, n_kv, n_t} F32, seq_info {3, n_s} (slot, first token, n tokens),
+    pos {n_t} I32. The result is the cache itself (readers depend on it: written first)."""
+    hd, nkv, n_t = x.ne[:3]
+    _check(cache.type in (F32, F16) and cache.is_contiguous() and cache.ne[:2] == (hd, nkv),
+           f"kv_store: cache {cache.ne} for rows {x.ne}")
+    _check(x.type == F32 and x.nb[0] == 4 and x.ne[3] == 1, f"kv_store: x {x.ne}")
+    _check(seq_info.type == I32 and seq_info.ne[0] == 3, "seq_info")
+    _check(pos.type == I32 and pos.ne[0] == n_t and pos.is_contiguous(), "kv_store: pos {n_t} I32")
+    return Tensor(cache.type, cache.ne, nb=cache.nb, op=Op.KV_STORE, src=(x, seq_info, pos, cache),
+                  view_src=cache.root(), view_offs=cache.view_offs)
+
+
+def attn(q: Tensor, k: Tensor, v: Tensor, seq_info: Tensor, pos: Tensor, scale: float) -> Tensor:
+    """Causal attention of each token over its own sequence's cache, positions 0..pos[i]:
+    softmax(scale * q . K^T) V, grouped-query (query head h reads kv head h / (n_head/n_kv)).
+    One pass over the keys in blocks with a running max (flash attention): no score matrix.
+    q: {head_dim, n_head, n_t} (rows of whole floats), k, v: caches {head_dim, n_kv, n_ctx,
+    n_slots} F32 | F16 (kv_store's results) => {head_dim, n_head, n_t}."""
+    hd, nh, n_t = q.ne[:3]
+    nkv = k.ne[1]
+    _check(q.type == F32 and q.nb[0] == 4 and q.ne[3] == 1, f"attn: q {q.ne}")
+    for t, n in ((k, "k"), (v, "v")):
+        _check(t.type in (F32, F16) and t.is_contiguous() and t.ne[0] == hd and t.ne[1] == nkv,
+               f"attn: {n} cache {t.ne} for q {q.ne}")
+    _check(k.ne == v.ne and k.type == v.type, "attn: k and v caches differ")
+    _check(nkv >= 1 and nh % nkv == 0, f"attn: {nh} heads over {nkv} kv heads")
+    _check(seq_info.type == I32 and seq_info.ne[0] == 3, "seq_info")
+    _check(pos.type == I32 and pos.ne[0] == n_t and pos.is_contiguous(), "attn: pos {n_t} I32")
+    return _new(F32, (hd, nh, n_t), Op.ATTN, (q, k, v, seq_info, pos), (_f32_bits(scale),))
 
 
 # ---- numpy references (float64) -------------------------------------------------------------
@@ -297,6 +360,58 @@ def _ref_ssm_scan(t, state, x, dt, A, B, C, D, info):
             if D is not None:
                 y[i] += D.reshape(-1)[:, None] * x[i]
     return y[None]
+
+
+def _ref_rope(t, x, pos):
+    n_rot, mode = t.op_params[0], t.op_params[1]
+    base, fscale = _bits_f32(t.op_params[2]), _bits_f32(t.op_params[3])
+    x = x[0]                                                          # (n_t, nh, hd)
+    theta = pos.reshape(-1)[:, None] * fscale * base ** (-np.arange(0, n_rot, 2) / n_rot)
+    c, s = np.cos(theta)[:, None, :], np.sin(theta)[:, None, :]       # (n_t, 1, n_rot/2)
+    out = x.copy()
+    if mode == ROPE_NORM:
+        i0, i1 = slice(0, n_rot, 2), slice(1, n_rot, 2)
+    else:
+        i0, i1 = slice(0, n_rot // 2), slice(n_rot // 2, n_rot)
+    out[..., i0] = x[..., i0] * c - x[..., i1] * s
+    out[..., i1] = x[..., i0] * s + x[..., i1] * c
+    return out[None]
+
+
+def _ref_kv_store(t, x, info, pos, cache):
+    out = cache.copy()                                    # (n_slots, n_ctx, nkv, hd)
+    x = x[0]                                              # (n_t, nkv, hd)
+    if t.type == F16:
+        x = x.astype(np.float16).astype(np.float64)
+    pos = pos.reshape(-1)
+    for slot, t0, n in info[0, 0].astype(np.int64):
+        out[slot, pos[t0:t0 + n]] = x[t0:t0 + n]
+    return out
+
+
+def _ref_attn(t, q, k, v, info, pos):
+    q = q[0]                                              # (n_t, nh, hd)
+    nh, nkv = q.shape[1], k.shape[2]
+    scale = _bits_f32(t.op_params[0])
+    pos = pos.reshape(-1)
+    out = np.zeros_like(q)
+    for slot, t0, n in info[0, 0].astype(np.int64):
+        for i in range(t0, t0 + n):
+            K = np.repeat(k[slot, :pos[i] + 1], nh // nkv, axis=1)      # (n_k, nh, hd)
+            V = np.repeat(v[slot, :pos[i] + 1], nh // nkv, axis=1)
+            s = np.einsum("hd,khd->hk", q[i], K) * scale
+            p = np.exp(s - s.max(axis=1, keepdims=True))
+            out[i] = np.einsum("hk,khd->hd", p / p.sum(axis=1, keepdims=True), V)
+    return out[None]
+
+
+def _attn_wsize(t):
+    hd, nh = t.src[0].ne[:2]
+    rows = ATTN_TILE * (nh // t.src[1].ne[1])             # query rows of one work item
+    return 4 * (rows * (hd + 2) + ATTN_KBLOCK + 2 * ATTN_KBLOCK * hd) + 64
+
+
+ATTN_TILE, ATTN_KBLOCK = 8, 64        # tokens per attention work item, keys per block (attn.c)
 
 
 def _ref_quantize(t, x):
@@ -361,6 +476,10 @@ OPS: dict[int, OpDef] = {
     Op.SSM_SCAN: OpDef("ssm_scan", _ref_ssm_scan, wsize=_scan_wsize),
     Op.GATE_SILU: OpDef("gate_silu", lambda t, y, z: y * _silu(z)),
     Op.QUANTIZE: OpDef("quantize", _ref_quantize),
+    Op.ROPE: OpDef("rope", _ref_rope, wsize=lambda t: 4 * t.op_params[0] + 64),
+    Op.KV_STORE: OpDef("kv_store", _ref_kv_store),
+    Op.ATTN: OpDef("attn", _ref_attn, wsize=_attn_wsize),
+    Op.RELU_SQR: OpDef("relu_sqr", lambda t, a: np.maximum(a, 0) ** 2),
 }
 
 EMPTY_OPS = (Op.NONE, Op.VIEW)

@@ -10,6 +10,7 @@
 //   ops.c      element-wise kernels, get_rows, quantize, and the dispatch switch
 //   mul_mat.c  mul_mat: decode dots, small batches, float and integer panels (tg_mul_mat_path)
 //   ssm.c      ssm_conv, the recurrent scans (Mamba-1, Mamba-2) and the chunked SSD scan
+//   attn.c     rope, kv_store and the causal attention over the KV cache (hybrid models)
 //   quants.c   the type table, weight unpacking, activation quantization, integer dots
 #ifndef TG_INTERNAL_H
 #define TG_INTERNAL_H
@@ -102,5 +103,8 @@ static inline void tg_transpose(const float *src, int64_t lds, float *dst, int64
 void tg_mul_mat(const tg_params *p, tg_tensor *dst);    // mul_mat.c
 void tg_ssm_conv(const tg_params *p, tg_tensor *dst);   // ssm.c
 void tg_ssm_scan(const tg_params *p, tg_tensor *dst);   // ssm.c
+void tg_rope(const tg_params *p, tg_tensor *dst);       // attn.c
+void tg_kv_store(const tg_params *p, tg_tensor *dst);   // attn.c
+void tg_attn(const tg_params *p, tg_tensor *dst);       // attn.c
 
 #endif

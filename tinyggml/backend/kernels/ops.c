@@ -89,9 +89,9 @@ static inline void tg_binary_f32(const tg_params *p, tg_tensor *dst, int is_mul)
 }
 
 // ---------------------------------------------------------------------------------------------
-// unary ops over rows: scale (op_params[0] = s as f32 bits), silu, and gate_silu
+// unary ops over rows: scale (op_params[0] = s as f32 bits), silu, relu_sqr, and gate_silu
 // (dst = src0 * silu(src1), src1 the same shape as src0). All F32, any row strides.
-enum { UN_SCALE, UN_SILU, UN_GATE };
+enum { UN_SCALE, UN_SILU, UN_GATE, UN_RELU_SQR };
 
 static inline void tg_unary_f32(const tg_params *p, tg_tensor *dst, int kind) {
     const tg_tensor *src0 = dst->src[0];
@@ -115,6 +115,7 @@ static inline void tg_unary_f32(const tg_params *p, tg_tensor *dst, int kind) {
                 __m256 r;
                 if (kind == UN_SCALE) r = _mm256_mul_ps(vx, _mm256_set1_ps(s));
                 else if (kind == UN_SILU) r = tg_silu256(vx);
+                else if (kind == UN_RELU_SQR) { r = _mm256_max_ps(vx, _mm256_setzero_ps()); r = _mm256_mul_ps(r, r); }
                 else r = _mm256_mul_ps(vx, tg_silu256(_mm256_loadu_ps((const float *)g + i)));
                 _mm256_storeu_ps(d + i, r);
             }
@@ -126,6 +127,7 @@ static inline void tg_unary_f32(const tg_params *p, tg_tensor *dst, int kind) {
             float r;
             if (kind == UN_SCALE) r = x * s;
             else if (kind == UN_SILU) r = tg_silu_f32(x);
+            else if (kind == UN_RELU_SQR) r = x > 0.0f ? x * x : 0.0f;
             else r = x * tg_silu_f32(*(const float *)(g + i * src1->nb[0]));
             *(float *)((char *)d + i * dst->nb[0]) = r;
         }
@@ -252,6 +254,10 @@ void tg_compute_forward(const tg_params *p, tg_tensor *dst) {
         case TG_OP_SSM_CONV:  tg_ssm_conv(p, dst); break;
         case TG_OP_SSM_SCAN:  tg_ssm_scan(p, dst); break;
         case TG_OP_QUANTIZE:  tg_quantize_f32(p, dst); break;
+        case TG_OP_ROPE:      tg_rope(p, dst); break;
+        case TG_OP_KV_STORE:  tg_kv_store(p, dst); break;
+        case TG_OP_ATTN:      tg_attn(p, dst); break;
+        case TG_OP_RELU_SQR:  tg_unary_f32(p, dst, UN_RELU_SQR); break;
         default: break;       // NONE / VIEW: nothing to compute
     }
 }

@@ -166,6 +166,37 @@ static inline void tg_fp16_to_fp32_row(const tg_fp16_t *x, float *y, int64_t n) 
     for (; i < n; i++) y[i] = tg_fp16_to_fp32(x[i]);
 }
 
+// float -> half, rounding to nearest even (as F16C and numpy): overflow to inf, subnormals, nan
+static inline tg_fp16_t tg_fp32_to_fp16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    const uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    x &= 0x7fffffffu;
+    if (x >= 0x7f800000u) return sign | 0x7c00 | (x > 0x7f800000u ? 0x200 : 0);   // inf, nan
+    if (x >= 0x47800000u) return sign | 0x7c00;                 // >= 2^16: beyond the largest half
+    if (x < 0x38800000u) {                                      // < 2^-14: a subnormal half (or 0)
+        float a;
+        memcpy(&a, &x, 4);
+        return sign | (uint16_t)lrintf(a * 16777216.0f);        // exact product; 1024 is 2^-14
+    }
+    uint32_t h = ((x >> 23) - 112) << 10 | (x & 0x7fffff) >> 13;
+    const uint32_t rem = x & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;        // a carry rounds up the exponent
+    return sign | (uint16_t)h;
+}
+
+// y[i] = (half)x[i], n elements
+static inline void tg_fp32_to_fp16_row(const float *x, tg_fp16_t *y, int64_t n) {
+    int64_t i = 0;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD) {
+        for (; i + 8 <= n; i += 8)
+            _mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    }
+#endif
+    for (; i < n; i++) y[i] = tg_fp32_to_fp16(x[i]);
+}
+
 // Dot products streaming one row through 4 accumulators, 32 values a step (the bandwidth probe's
 // 1-stream read, the K-quants' min terms; the decode reads rows through tg_dot_rows4_* below).
 #ifdef TG_AVX2

@@ -47,6 +47,10 @@ enum tg_op {
     TG_OP_SSM_SCAN,      // selective scan over sequences, ssm state updated in place
     TG_OP_GATE_SILU,     // dst = src0 * silu(src1)
     TG_OP_QUANTIZE,      // dst (QACT rows) = src0 (F32 rows), once per mul_mat with quantized weights
+    TG_OP_ROPE,          // rotary position embedding by each token's position
+    TG_OP_KV_STORE,      // keys / values of the ubatch into their sequences' cache, in place
+    TG_OP_ATTN,          // causal attention of each token over its sequence's cache
+    TG_OP_RELU_SQR,      // dst = max(src0, 0)^2
     TG_OP_COUNT,
 };
 

@@ -1,0 +1,192 @@
+// Attention beside the recurrent state (hybrid models): rotary position embedding, the KV cache
+// write, and causal attention over the cache in one pass (flash attention).
+//
+// Tokens of several sequences sit back to back in a ubatch; seq_info gives each sequence's
+// (slot, first token, n tokens) and pos each token's position in its sequence. A sequence's
+// keys and values live in its slot of the cache, position by position, so token i attends to
+// positions 0..pos[i] of its slot: the causal mask and the sequences' separation in one rule.
+#include "internal.h"
+
+// ---------------------------------------------------------------------------------------------
+// rope: rotate pairs of the first n_rot values of each head by pos * freq_scale * base^(-2i/n_rot)
+// src0: x {hd, nh, n_t} F32 (nb0 == 4, any row strides), src1: pos {n_t} I32, dst: contiguous.
+// op_params: n_rot, mode (0: pairs (2i, 2i+1); 2, NEOX: (i, i + n_rot/2)), base, freq_scale.
+// The angles are computed in double (cos and sin of angles up to the context length lose
+// ~ulp(angle) in float); each token's table is shared by its heads.
+void tg_rope(const tg_params *p, tg_tensor *dst) {
+    const tg_tensor *x = dst->src[0], *pos = dst->src[1];
+    const int64_t hd = x->ne[0], nh = x->ne[1], n_t = x->ne[2];
+    const int n_rot = dst->op_params[0], neox = dst->op_params[1] == 2;
+    const double base = tg_f32_param(dst, 2), fscale = tg_f32_param(dst, 3);
+    float *cs = (float *)p->wdata;               // n_rot/2 cosines, then n_rot/2 sines
+    float *sn = cs + n_rot / 2;
+    ROW_RANGE(n_t);
+    for (int64_t i = ir0; i < ir1; i++) {
+        const double pp = (double)((const int32_t *)pos->data)[i] * fscale;
+        for (int j = 0; j < n_rot / 2; j++) {
+            const double th = pp * pow(base, -2.0 * j / n_rot);
+            cs[j] = (float)cos(th);
+            sn[j] = (float)sin(th);
+        }
+        for (int64_t h = 0; h < nh; h++) {
+            const float *s = (const float *)at(x, 0, h, i, 0);
+            float *d = (float *)at(dst, 0, h, i, 0);
+            for (int j = 0; j < n_rot / 2; j++) {
+                const int64_t a = neox ? j : 2 * j, b = neox ? j + n_rot / 2 : 2 * j + 1;
+                const float x0 = s[a], x1 = s[b];
+                d[a] = x0 * cs[j] - x1 * sn[j];
+                d[b] = x0 * sn[j] + x1 * cs[j];
+            }
+            if (d != s)
+                for (int64_t j = n_rot; j < hd; j++) d[j] = s[j];
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// kv_store: cache[:, :, pos[i], slot of i] = x[:, :, i]
+// src0: x {hd, nkv, n_t} F32 (nb0 == 4), src1: seq_info {3, n_s} I32, src2: pos {n_t} I32,
+// dst: the cache {hd, nkv, n_ctx, n_slots} F32 | F16, contiguous. Threads split the tokens.
+void tg_kv_store(const tg_params *p, tg_tensor *dst) {
+    const tg_tensor *x = dst->src[0], *info = dst->src[1], *pos = dst->src[2];
+    const int64_t hd = x->ne[0], nkv = x->ne[1], n_t = x->ne[2];
+    const int32_t *si = (const int32_t *)info->data, *ps = (const int32_t *)pos->data;
+    ROW_RANGE(n_t);
+    for (int64_t s = 0; s < info->ne[1]; s++) {
+        const int64_t slot = si[3 * s], t0 = si[3 * s + 1], n = si[3 * s + 2];
+        for (int64_t i = TG_MAX(t0, ir0); i < TG_MIN(t0 + n, ir1); i++) {
+            if (ps[i] < 0 || ps[i] >= dst->ne[2]) continue;     // the runtime bounds positions
+            for (int64_t h = 0; h < nkv; h++) {
+                const float *src = (const float *)at(x, 0, h, i, 0);
+                char *d = at(dst, 0, h, ps[i], slot);
+                if (dst->type == TG_TYPE_F16) tg_fp32_to_fp16_row(src, (tg_fp16_t *)d, hd);
+                else memcpy(d, src, hd * 4);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// attn: dst[:, h, i] = softmax(scale * q[:, h, i] . K_j) V_j over j = 0..pos[i] of i's slot,
+// K_j = k[:, h / (nh/nkv), j, slot], V_j likewise.
+// src0: q {hd, nh, n_t} F32 (nb0 == 4), src1, src2: k, v caches {hd, nkv, n_ctx, n_slots}
+// F32 | F16 contiguous, src3: seq_info, src4: pos; dst {hd, nh, n_t} contiguous.
+//
+// A work item is up to TILE tokens of one sequence and one kv head: its rows are the TILE x g
+// query vectors that read that head (g = nh / nkv), so each key and value row is read once per
+// item. The keys go in blocks of KBLOCK (the same blocks from position 0 whatever the item, so
+// a token's result does not depend on which tokens share its ubatch); per row a running max m
+// and sum l: each block's scores are computed, the accumulator rescaled once if the block
+// raises the max, then exp(s - m) V added. Items go round-robin to the threads (later tiles
+// read more keys), each computed by one thread: results do not depend on the thread count.
+#define TILE 8        // ops.py ATTN_TILE
+#define KBLOCK 64     // ops.py ATTN_KBLOCK
+
+static inline float attn_dot(const float *a, const float *b, int64_t n) { return tg_dot_f32(n, a, b); }
+
+static inline void attn_axpy(float *y, float w, const float *x, int64_t n) {
+    int64_t i = 0;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD) {
+        const __m256 vw = _mm256_set1_ps(w);
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(y + i, _mm256_fmadd_ps(vw, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    }
+#endif
+    for (; i < n; i++) y[i] += w * x[i];
+}
+
+static inline void attn_scale(float *y, float w, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] *= w;
+}
+
+// exp(v[j] - m) for j < n, in place
+static inline void attn_exp(float *v, float m, int64_t n) {
+    int64_t j = 0;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD) {
+        const __m256 vm = _mm256_set1_ps(m);
+        for (; j + 8 <= n; j += 8) _mm256_storeu_ps(v + j, tg_exp256(_mm256_sub_ps(_mm256_loadu_ps(v + j), vm)));
+    }
+#endif
+    for (; j < n; j++) v[j] = expf(v[j] - m);
+}
+
+void tg_attn(const tg_params *p, tg_tensor *dst) {
+    const tg_tensor *q = dst->src[0], *k = dst->src[1], *v = dst->src[2];
+    const tg_tensor *info = dst->src[3], *pos = dst->src[4];
+    const int64_t hd = q->ne[0], nh = q->ne[1], nkv = k->ne[1], g = nh / nkv;
+    const float scale = tg_f32_param(dst, 0);
+    const int32_t *si = (const int32_t *)info->data, *ps = (const int32_t *)pos->data;
+    const int f16 = k->type == TG_TYPE_F16;
+    const int64_t R = TILE * g;
+    float *acc = (float *)p->wdata;            // R x hd
+    float *mx = acc + R * hd, *sum = mx + R;   // R each
+    float *s = sum + R;                        // KBLOCK scores
+    float *kb = s + KBLOCK, *vb = kb + KBLOCK * hd;   // F16 caches: a block of rows widened
+    int64_t item = 0;
+    for (int64_t sq = 0; sq < info->ne[1]; sq++) {
+        const int64_t slot = si[3 * sq], t0 = si[3 * sq + 1], n = si[3 * sq + 2];
+        for (int64_t i0 = t0; i0 < t0 + n; i0 += TILE) {
+            const int64_t i1 = TG_MIN(i0 + TILE, t0 + n), nt = i1 - i0;
+            for (int64_t h = 0; h < nkv; h++, item++) {
+                if (item % p->nth != p->ith) continue;
+                int64_t kmax = -1;                                    // the last key any row reads
+                for (int64_t i = i0; i < i1; i++) kmax = TG_MAX(kmax, (int64_t)ps[i]);
+                kmax = TG_MIN(kmax, k->ne[2] - 1);
+                memset(acc, 0, R * hd * 4);
+                for (int64_t r = 0; r < nt * g; r++) { mx[r] = -INFINITY; sum[r] = 0.0f; }
+                for (int64_t j0 = 0; j0 <= kmax; j0 += KBLOCK) {
+                    const int64_t nk = TG_MIN(KBLOCK, kmax + 1 - j0);
+                    const float *K = (const float *)at(k, 0, h, j0, slot);
+                    const float *V = (const float *)at(v, 0, h, j0, slot);
+                    int64_t kstride = k->nb[2] / 4;                   // floats between key rows
+                    if (f16) {
+                        for (int64_t j = 0; j < nk; j++) {
+                            tg_fp16_to_fp32_row((const tg_fp16_t *)at(k, 0, h, j0 + j, slot), kb + j * hd, hd);
+                            tg_fp16_to_fp32_row((const tg_fp16_t *)at(v, 0, h, j0 + j, slot), vb + j * hd, hd);
+                        }
+                        K = kb, V = vb, kstride = hd;
+                    }
+                    for (int64_t i = i0; i < i1; i++) {
+                        const int64_t lim = TG_MIN(nk, (int64_t)ps[i] - j0 + 1);   // causal
+                        if (lim <= 0) continue;
+                        for (int64_t e = 0; e < g; e++) {
+                            const int64_t r = (i - i0) * g + e;
+                            const float *qr = (const float *)at(q, 0, h * g + e, i, 0);
+                            float bmax = -INFINITY;
+                            for (int64_t j = 0; j < lim; j++) {
+                                s[j] = attn_dot(qr, K + j * kstride, hd) * scale;
+                                bmax = s[j] > bmax ? s[j] : bmax;
+                            }
+                            if (bmax > mx[r]) {            // rescale what the earlier blocks added
+                                if (mx[r] != -INFINITY) {
+                                    const float c = expf(mx[r] - bmax);
+                                    sum[r] *= c;
+                                    attn_scale(acc + r * hd, c, hd);
+                                }
+                                mx[r] = bmax;
+                            }
+                            attn_exp(s, mx[r], lim);
+                            float bs = 0.0f;
+                            for (int64_t j = 0; j < lim; j++) {
+                                bs += s[j];
+                                attn_axpy(acc + r * hd, s[j], V + j * kstride, hd);
+                            }
+                            sum[r] += bs;
+                        }
+                    }
+                }
+                for (int64_t i = i0; i < i1; i++)
+                    for (int64_t e = 0; e < g; e++) {
+                        const int64_t r = (i - i0) * g + e;
+                        float *d = (float *)at(dst, 0, h * g + e, i, 0);
+                        const float inv = sum[r] > 0.0f ? 1.0f / sum[r] : 0.0f;
+                        for (int64_t c = 0; c < hd; c++) d[c] = acc[r * hd + c] * inv;
+                    }
+            }
+        }
+    }
+}
+#undef TILE
+#undef KBLOCK
