@@ -155,7 +155,7 @@ class PrefixCache:
                 blob = f.read()
         except OSError as e:
             raise TinyGGMLError(f"{path}: cannot read ({e.strerror})") from None
-        entries = decode(blob, model.fingerprint, model.memory.bytes_per_sequence, model.n_vocab,
+        entries = decode(blob, model.fingerprint, model.memory.state_bytes, model.n_vocab,
                          what=path)
         cache = cls(max_bytes if max_bytes is not None else max(1 << 30, sum(e.nbytes for e in entries)))
         for e in entries:

@@ -21,7 +21,7 @@ GROUP = 16   # rows per packed group (repack.c TG_PACK_ROWS)
 
 
 def packable(t: Tensor) -> bool:
-    return (t.type in QUANTIZED and pack_supported(t.type) and t.view_src is None
+    return (t is not None and t.type in QUANTIZED and pack_supported(t.type) and t.view_src is None
             and t.data is not None and t.ne[2] == t.ne[3] == 1 and t.ne[1] >= GROUP
             and t.rows_contiguous())
 

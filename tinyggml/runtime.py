@@ -36,7 +36,7 @@ from .ops import OPS, Op
 from .options import GraphOptions
 from .repack import pack_weights
 from .state_file import Entry, decode, encode, model_fingerprint
-from .tensor import F32, Tensor
+from .tensor import F16, F32, Tensor
 from .threads import PlanTimes, ThreadChooser
 
 
@@ -68,6 +68,7 @@ class _Compiled:
     times: PlanTimes = field(default_factory=PlanTimes)   # for the thread count (threads.py)
 
 
+KV_TYPES = {"f16": F16, "f32": F32}     # the KV cache's cells (hybrid models)
 PLANS_MAX = 64                 # compiled plans a Model keeps (one per ubatch shape)
 PLAN_BYTES_MAX = 1 << 30       # and the arena bytes they may hold together
 
@@ -142,7 +143,8 @@ class Model:
                  scan: str | None = None, ssd_chunk: int | None = None, int_gemm: bool | None = None,
                  n_seq_max: int = 8, options: GraphOptions | None = None,
                  snapshot_every: int = 512, max_snapshots: int | None = None, prefix_cache=None,
-                 check_memory: bool = True, check_finite: bool = False, repack: bool = True):
+                 check_memory: bool = True, check_finite: bool = False, repack: bool = True,
+                 n_ctx: int | None = None, kv_type: str = "f16"):
         """n_threads: None (default) runs each graph on up to the physical cores, on whichever
         count is fastest at the moment (threads.py: a shared machine's busy core makes one
         thread beat two); a number fixes it. n_seq_max: sequences that can hold state at once
@@ -155,7 +157,10 @@ class Model:
         (ModelLoadError) before loading when the estimate does not fit the available memory.
         check_finite: keep every node's output and stop at the first NaN / Inf, naming the node
         that made it (slower: for finding where a model breaks). repack: interleave the rows of
-        Q4_0 / Q4_K / Q6_K weights for the decode dots where the build has them (repack.py)."""
+        Q4_0 / Q4_K / Q6_K weights for the decode dots where the build has them (repack.py).
+        n_ctx, kv_type: models with attention layers (hybrids) keep a KV cache of up to n_ctx
+        positions per sequence (default the model's context length; pages are committed as
+        they fill), of "f16" or "f32" cells; models without one ignore them."""
         t0 = time.perf_counter()
         self._lock = threading.RLock()
         try:
@@ -181,13 +186,18 @@ class Model:
         if int(n_seq_max) < 1:
             raise TinyGGMLError(f"n_seq_max must be >= 1, got {n_seq_max}")
         self._n_seq_max = int(n_seq_max)
+        if kv_type not in KV_TYPES:
+            raise TinyGGMLError(f"kv_type must be one of {', '.join(KV_TYPES)}, got {kv_type!r}")
+        self.kv_type = kv_type
+        self.n_ctx = self.hparams.context_limit(n_ctx)
         # the memory check comes twice: before the tensors (weights and the copies dequantizing
         # makes), and once they have confirmed the hparams, with a sequence's state
         self._check_memory(check_memory, with_state=False)
         self.weights = self.arch_module.load_tensors(self.file, self.hparams)
         self.packed_bytes = pack_weights(self.weights, self.n_threads) if repack else 0
         self._check_memory(check_memory, with_state=True)
-        self.memory: Memory = self.arch_module.make_memory(self.hparams, n_seq_max)
+        self.memory: Memory = self.arch_module.make_memory(self.hparams, n_seq_max, self.n_ctx,
+                                                           KV_TYPES[kv_type])
         if self.file.dequantized:
             kinds = sorted({f"{a}->{b}" for _, a, b, _ in self.file.dequantized})
             extra = sum(n for *_, n in self.file.dequantized)
@@ -195,7 +205,7 @@ class Model:
                   f"dequantized at load ({', '.join(kinds)}): {extra / 2**20:.1f} MiB of extra "
                   f"memory", file=sys.stderr)
         if max_snapshots is None:
-            max_snapshots = min(8, max(1, (256 << 20) // self.memory.bytes_per_sequence))
+            max_snapshots = min(8, max(1, (256 << 20) // max(1, self.memory.bytes_per_sequence)))
         if snapshot_every < 0 or max_snapshots < 0:
             raise TinyGGMLError("snapshot_every and max_snapshots must be >= 0")
         self.snapshot_every, self.max_snapshots = int(snapshot_every), int(max_snapshots)
@@ -218,7 +228,10 @@ class Model:
             if int(t.tensor_type) not in WEIGHT_TYPES:      # dequantized at load, F16 at best
                 dequant += int(t.n_elements) * (2 if len(t.shape) > 1 else 4)
         # a sequence's state from the hparams, before any array is made
-        state = self.hparams.state_bytes_per_sequence if with_state else 0
+        state = 0
+        if with_state:       # the recurrent state, and a KV cache filled to n_ctx (hybrids)
+            state = (self.hparams.state_bytes_per_sequence
+                     + self.hparams.kv_bytes_per_token(KV_TYPES[self.kv_type]) * (self.n_ctx or 0))
         return MemoryEstimate(weights, dequant, state, self._n_seq_max)
 
     def _check_memory(self, check: bool, with_state: bool):
@@ -451,10 +464,14 @@ class Model:
                 elif end or snap[-1][0]:
                     rows.append((sid, 0 if end else -1, pos + n - 1))
                 pos += n
+            self._check_context(parts)
             c = self.compiled(n_tokens, len(rows), ("*",) if self.check_finite else ())
             pos, info = 0, []
             for sid, start, n in parts:
                 c.inputs["tokens"][pos:pos + n] = toks[sid][start:start + n]
+                if "pos" in c.inputs:                  # each token's position in its sequence
+                    past = len(self._seqs[int(sid)].tokens)
+                    c.inputs["pos"][pos:pos + n] = np.arange(past, past + n, dtype=np.int32)
                 info.append((self.memory.slot_of[sid], pos, n))
                 pos += n
             if "out_ids" in c.inputs:
@@ -490,6 +507,17 @@ class Model:
                 if take:
                     self._snapshot(int(sid), to_cache=turn)
 
+    def _check_context(self, parts):
+        """Refuse a ubatch that would take a sequence past the KV cache's n_ctx positions."""
+        limit = self.memory.n_ctx
+        if limit is None:
+            return
+        for sid, _, n in parts:
+            past = self.n_past(sid)
+            if past + n > limit:
+                raise TinyGGMLError(f"sequence {sid}: {past} + {n} tokens exceed the context limit "
+                                    f"of {limit} (n_ctx; tinyggml-cli: -c)")
+
     @_locked
     def eval_hidden(self, tokens, seq_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Like eval, in one ubatch, also returning the residual stream [n_layer+1, T, n_embd]:
@@ -497,8 +525,12 @@ class Model:
         toks = self._check_tokens(tokens)
         names = ("inp_embd",) + tuple(f"blk.{il}.l_out" for il in range(self.hparams.n_layer))
         slot = self.memory.seq_slot(seq_id)
+        self._check_context([(seq_id, 0, len(toks))])
         c = self.compiled(len(toks), len(toks), names)
         c.inputs["tokens"][:] = toks
+        if "pos" in c.inputs:
+            past = self.n_past(seq_id)
+            c.inputs["pos"][:] = np.arange(past, past + len(toks), dtype=np.int32)
         self._run(c, [(slot, 0, len(toks))])
         self.tokens_evaluated += len(toks)
         T, d = len(toks), self.hparams.n_embd
@@ -556,9 +588,11 @@ class Model:
         self._prefix_cache = cache
 
     def _entry(self, seq_id: int, with_tokens: bool = True) -> Entry:
+        """The sequence now: with its tokens, a whole state (KV cache included: it can start
+        any sequence); without, a snapshot for its own rollback (the recurrent part only)."""
         s = self._seqs[seq_id]
         toks = np.frombuffer(s.tokens, np.int32).copy() if with_tokens else None
-        return Entry(toks, self.memory.seq_state(seq_id),
+        return Entry(toks, self.memory.seq_state(seq_id, len(s.tokens), kv=with_tokens),
                      None if s.logits is None else s.logits.copy(), len(s.tokens))
 
     def _snapshot(self, seq_id: int, to_cache: bool = True) -> Entry | None:
@@ -580,6 +614,8 @@ class Model:
                 del s.snapshots[0]                 # the oldest goes: rollbacks are usually recent
         if cache and e.tokens is None:
             e.tokens = np.frombuffer(s.tokens, np.int32)[:e.size].copy()
+            if len(e.state) != self.memory.state_bytes(e.size):     # the KV cache too
+                e.state = self.memory.seq_state(seq_id, e.size)
         if cache and e.logits is not None and e.size:
             self._prefix_cache.put(e)
         return e
@@ -595,6 +631,8 @@ class Model:
             return self._entry(int(seq_id))
         if e.tokens is None:
             e.tokens = np.frombuffer(self._seqs[int(seq_id)].tokens, np.int32)[:e.size].copy()
+            if len(e.state) != self.memory.state_bytes(e.size):
+                e.state = self.memory.seq_state(int(seq_id), e.size)
         return e
 
     def _resume(self, seq_id: int, toks: np.ndarray) -> int:
@@ -602,7 +640,7 @@ class Model:
         e = self._prefix_cache.longest(toks)
         if e is None or e.logits is None or not len(e.tokens):
             return 0
-        self.memory.seq_load(seq_id, e.state)
+        self.memory.seq_load(seq_id, e.state, e.size)
         self._seqs[seq_id] = _Seq(array("i", e.tokens.tobytes()), e.logits.copy(), [e])
         return len(e.tokens)
 
@@ -634,11 +672,14 @@ class Model:
         """Set sequence `seq_id` from state_save bytes. A blob of another model or format
         version, truncated or corrupted is refused (TinyGGMLError naming what does not match)
         and the sequence is left as it was."""
-        entries = decode(blob, self.fingerprint, self.memory.bytes_per_sequence, self.n_vocab)
+        entries = decode(blob, self.fingerprint, self.memory.state_bytes, self.n_vocab)
         if len(entries) != 1:
             raise TinyGGMLError(f"state: {len(entries)} entries, a sequence's state has 1")
         e = entries[0]
-        self.memory.seq_load(seq_id, e.state)          # refuses (no free slot) before writing
+        if len(e.tokens) > (self.memory.n_ctx or len(e.tokens)):
+            raise TinyGGMLError(f"state: {len(e.tokens)} tokens, beyond this model's context "
+                                f"limit of {self.memory.n_ctx}")
+        self.memory.seq_load(seq_id, e.state, len(e.tokens))   # refuses (no free slot) first
         self._seqs[int(seq_id)] = _Seq(array("i", e.tokens.tobytes()), e.logits, [])
 
     @_locked
@@ -650,7 +691,7 @@ class Model:
             raise TinyGGMLError(f"seq_copy: sequence {src} has no state")
         if src == dst:
             return
-        self.memory.seq_copy(src, dst)
+        self.memory.seq_copy(src, dst, self.n_past(src))
         s = self._seqs[src]
         self._seqs[dst] = _Seq(array("i", s.tokens), None if s.logits is None else s.logits.copy(),
                                list(s.snapshots))
@@ -674,11 +715,13 @@ class Model:
             e = self._prefix_cache.longest(target)
             if e is not None and (base is None or e.size > base.size):
                 base = e
-        self.memory.clear(seq_id)
         if base is None:
+            self.memory.clear(seq_id)
             self._seqs[seq_id] = _Seq(array("i"), None, [])
         else:
-            self.memory.seq_load(seq_id, base.state)
+            # a whole state (the prefix cache's) or the sequence's own snapshot of its recurrent
+            # part: its KV cache's first base.size positions are those of the snapshot
+            self.memory.seq_load(seq_id, base.state, base.size)
             self._seqs[seq_id] = _Seq(array("i", target[:base.size]),
                                       None if base.logits is None else base.logits.copy(), snaps)
         rest = target[len(self._seqs[seq_id].tokens):]

@@ -74,10 +74,11 @@ def encode(fingerprint: bytes, entries: list[Entry]) -> bytes:
     return body + hashlib.sha256(body).digest()
 
 
-def decode(blob: bytes, fingerprint: bytes, state_bytes: int, n_vocab: int,
+def decode(blob: bytes, fingerprint: bytes, state_bytes, n_vocab: int,
            what: str = "state") -> list[Entry]:
     """The entries of `blob`, after checking that it is whole and belongs to this model
-    (`fingerprint`, `state_bytes` per entry, logits of `n_vocab`); TinyGGMLError otherwise."""
+    (`fingerprint`, state bytes per entry: `state_bytes(n_tokens)` (Memory.state_bytes) or a
+    constant, logits of `n_vocab`); TinyGGMLError otherwise."""
     if not isinstance(blob, (bytes, bytearray, memoryview)):
         raise TinyGGMLError(f"{what}: expected bytes, got {type(blob).__name__}")
     blob = bytes(blob)
@@ -114,9 +115,10 @@ def decode(blob: bytes, fingerprint: bytes, state_bytes: int, n_vocab: int,
             raise TinyGGMLError(f"{what}: entry {i} has {nl} logits, the model {n_vocab}")
         lg = np.frombuffer(take(4 * nl, f"entry {i} logits"), "<f4").astype(np.float32) if nl else None
         ns = struct.unpack("<Q", take(8, f"entry {i} state size"))[0]
-        if ns != state_bytes:
+        want = state_bytes(len(toks)) if callable(state_bytes) else state_bytes
+        if ns != want:
             raise TinyGGMLError(f"{what}: entry {i} holds {ns} state bytes, a sequence of this "
-                                f"model has {state_bytes}")
+                                f"model has {want} after {len(toks)} tokens")
         out.append(Entry(toks, take(ns, f"entry {i} state"), lg))
     if off != end:
         raise TinyGGMLError(f"{what}: {end - off} bytes after the last entry")

@@ -235,8 +235,9 @@ def mamba2_mixer(x, w, hp, st, trace=_no_trace):
     y = np.einsum("hpn,hn->hp", st["ssm"], C) + w["ssm_d"] * x       # (n_head, head_dim)
     trace("ssm_scan", y)
     g = (y.reshape(d_inner) * silu(z)).reshape(n_group, d_inner // n_group)
-    g = rmsnorm(g, None, hp["eps"]) * w["ssm_norm.weight"]           # per group of channels
-    trace("ssm_norm", g)
+    if "ssm_norm.weight" in w:                   # absent: no gated norm (Falcon-H1's option)
+        g = rmsnorm(g, None, hp["eps"]) * w["ssm_norm.weight"]       # per group of channels
+        trace("ssm_norm", g)
     out = w["ssm_out.weight"] @ g.reshape(d_inner)
     trace("ssm_out", out)
     return out

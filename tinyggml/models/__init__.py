@@ -4,11 +4,12 @@ src/models/*.cpp. Each module has:
     ARCH                      the GGUF architecture name
     read_hparams(f)           its HParams (common.HParams + its own keys), validated
     load_tensors(f, hp)       {name: weight leaf}, zero-copy views of the mmapped file
-    make_memory(hp, n_seq_max)  the per-sequence memory its layers read and write (memory.py)
+    make_memory(hp, n_seq_max, n_ctx, kv_type)  the per-sequence memory its layers read and
+                              write (memory.py); n_ctx, kv_type: the KV cache of attention layers
     build_graph(ctx)          the forward graph of one ubatch in a common.GraphContext -> logits
 
 Adding an architecture is one new module and a line in ARCHS.
 """
-from . import mamba, mamba2
+from . import falcon_h1, granitehybrid, mamba, mamba2, nemotron_h
 
-ARCHS = {m.ARCH: m for m in (mamba, mamba2)}
+ARCHS = {m.ARCH: m for m in (mamba, mamba2, granitehybrid, falcon_h1, nemotron_h)}

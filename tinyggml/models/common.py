@@ -31,10 +31,22 @@ class HParams:
         emb = f.tensors.get("token_embd.weight")
         if emb is None:
             raise ModelLoadError(f"{f.path}: missing tensor 'token_embd.weight'")
+        eps_key = f"{a}.attention.layer_norm_rms_epsilon"
+        if f.value(eps_key) is None and f.value(f"{a}.attention.layer_norm_epsilon") is not None:
+            eps_key = f"{a}.attention.layer_norm_epsilon"   # Nemotron-H's (llama.cpp's fallback)
         return dict(arch=a, n_vocab=int(emb.shape[1]) if len(emb.shape) > 1 else 0,
                     n_embd=f.get(f"{a}.embedding_length", int),
                     n_layer=f.get(f"{a}.block_count", int),
-                    eps=f.get(f"{a}.attention.layer_norm_rms_epsilon", float))
+                    eps=f.get(eps_key, float))
+
+    def context_limit(self, n_ctx: int | None) -> int | None:
+        """The positions a sequence's KV cache holds for a requested n_ctx (None: the model's
+        own); None for models without attention layers (no limit)."""
+        return None
+
+    def kv_bytes_per_token(self, kv_type: int) -> int:
+        """KV cache bytes per position of a sequence (0 without attention layers)."""
+        return 0
 
     def check(self, path: str):
         """Raise ModelLoadError for sizes no model can have (before any tensor is read)."""
@@ -76,8 +88,9 @@ class SSMHParams(HParams):
         return self.n_layer * 4 * (a * b + c * d * e)
 
 
-def recurrent_memory(hp: SSMHParams, n_seq_max: int):
-    """A RecurrentState with every layer's conv and SSM state (the pure-SSM models' memory)."""
+def recurrent_memory(hp: SSMHParams, n_seq_max: int, n_ctx=None, kv_type=None):
+    """A RecurrentState with every layer's conv and SSM state (the pure-SSM models' memory:
+    no KV cache, so n_ctx and kv_type do not apply)."""
     from ..memory import RecurrentState
     conv, ssm = hp.state_shapes()
     return RecurrentState(conv, ssm, hp.n_layer, n_seq_max)
@@ -139,10 +152,20 @@ class GraphContext:
         self.seq_info = leaf(I32, (3, memory.n_seq_max), "inp_seq_info", INPUT,
                              np.zeros((memory.n_seq_max, 3), np.int32))
         self.graph.inputs = {"tokens": self.tokens, "seq_info": self.seq_info}
+        self._pos = None
         self.out_ids = None
         if 0 < n_out < n_tokens:
             self.out_ids = leaf(I32, (n_out,), "inp_out_ids", INPUT, np.zeros(n_out, np.int32))
             self.graph.inputs["out_ids"] = self.out_ids
+
+    @property
+    def positions(self) -> Tensor:
+        """{n_tokens} I32: each token's position in its sequence (rope, the KV cache), an input
+        of graphs that read it."""
+        if self._pos is None:
+            self._pos = leaf(I32, (self.n_tokens,), "inp_pos", INPUT, np.zeros(self.n_tokens, np.int32))
+            self.graph.inputs["pos"] = self._pos
+        return self._pos
 
     def mul_mat(self, w: Tensor, x: Tensor) -> Tensor:
         """w @ x with the graph's kernel options (integer or float paths, k blocking)."""

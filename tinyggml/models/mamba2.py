@@ -59,18 +59,25 @@ make_memory = recurrent_memory
 
 def load_tensors(f, hp: Mamba2HParams) -> dict:
     w = load_common(f, hp)
-    di, ch, nh, ng = hp.d_inner, hp.conv_channels, hp.n_head, hp.n_group
     for il in range(hp.n_layer):
-        p = f"blk.{il}."
-        w[f"{il}.ssm_in"] = weight(f, p + "ssm_in.weight", (hp.n_embd, di + ch + nh), WEIGHT_TYPES)
-        w[f"{il}.conv_w"] = weight(f, p + "ssm_conv1d.weight", (hp.d_conv, ch))
-        w[f"{il}.conv_b"] = weight(f, p + "ssm_conv1d.bias", (ch,))
-        w[f"{il}.ssm_dt_b"] = weight(f, p + "ssm_dt.bias", (nh,))
-        w[f"{il}.ssm_a"] = weight(f, p + "ssm_a", (1, nh))
-        w[f"{il}.ssm_d"] = weight(f, p + "ssm_d", (1, nh))
-        w[f"{il}.ssm_norm"] = weight(f, p + "ssm_norm.weight", (di // ng, ng))
-        w[f"{il}.ssm_out"] = weight(f, p + "ssm_out.weight", (di, hp.n_embd), WEIGHT_TYPES)
+        load_layer(f, hp, w, il)
     return w
+
+
+def load_layer(f, hp: Mamba2HParams, w: dict, il: int):
+    """Layer il's Mamba-2 mixer weights into w (hybrid models load theirs with it too)."""
+    di, ch, nh, ng = hp.d_inner, hp.conv_channels, hp.n_head, hp.n_group
+    p = f"blk.{il}."
+    w[f"{il}.ssm_in"] = weight(f, p + "ssm_in.weight", (hp.n_embd, di + ch + nh), WEIGHT_TYPES)
+    w[f"{il}.conv_w"] = weight(f, p + "ssm_conv1d.weight", (hp.d_conv, ch))
+    w[f"{il}.conv_b"] = (weight(f, p + "ssm_conv1d.bias", (ch,))      # optional in hybrids
+                         if f.has(p + "ssm_conv1d.bias") or hp.arch == ARCH else None)
+    w[f"{il}.ssm_dt_b"] = weight(f, p + "ssm_dt.bias", (nh,))
+    w[f"{il}.ssm_a"] = weight(f, p + "ssm_a", (1, nh))
+    w[f"{il}.ssm_d"] = weight(f, p + "ssm_d", (1, nh))
+    w[f"{il}.ssm_norm"] = (weight(f, p + "ssm_norm.weight", (di // ng, ng))  # optional: Falcon-H1
+                           if f.has(p + "ssm_norm.weight") or hp.arch == ARCH else None)
+    w[f"{il}.ssm_out"] = weight(f, p + "ssm_out.weight", (di, hp.n_embd), WEIGHT_TYPES)
 
 
 def build_block(ctx: GraphContext, cur: Tensor, il: int) -> Tensor:
@@ -100,8 +107,11 @@ def build_block(ctx: GraphContext, cur: Tensor, il: int) -> Tensor:
     y = name(y, "ssm_scan", il)
     # gated RMS norm per group of channels, rms_norm(y * silu(z)) * ssm_norm, in one pass:
     # {d_inner/n_group, n_group, n_t}
-    y = name(ops.rms_norm(ops.reshape(y, di // ng, ng, n_t), hp.eps, w[f"{il}.ssm_norm"], gate=z),
-             "ssm_norm", il)
+    if w[f"{il}.ssm_norm"] is None:          # no gated norm (Falcon-H1 without mamba_rms_norm)
+        y = name(ops.gate_silu(ops.reshape(y, di // ng, ng, n_t), z), "ssm_gate", il)
+    else:
+        y = name(ops.rms_norm(ops.reshape(y, di // ng, ng, n_t), hp.eps, w[f"{il}.ssm_norm"], gate=z),
+                 "ssm_norm", il)
     # {d_inner, n_embd} @ {d_inner, n_t} => {n_embd, n_t}
     return name(ctx.mul_mat(w[f"{il}.ssm_out"], ops.reshape(y, di, n_t)), "ssm_out", il)
 

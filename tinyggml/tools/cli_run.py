@@ -22,7 +22,7 @@ def _prompt_cache_open(m, path: str) -> None:
         try:
             with open(path, "rb") as f:
                 blob = f.read()
-            for e in decode(blob, m.fingerprint, m.memory.bytes_per_sequence, m.n_vocab, what=path):
+            for e in decode(blob, m.fingerprint, m.memory.state_bytes, m.n_vocab, what=path):
                 cache.put(e)
         except OSError as e:
             print(f"tinyggml: warning: {path}: cannot read the prompt cache ({e.strerror}); "

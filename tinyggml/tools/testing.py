@@ -230,3 +230,137 @@ def rewrite_gguf(src, dst, *, arch=None, drop=(), replace=None, set_kv=None):
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+HYBRID_ARCHS = ("granitehybrid", "falcon-h1", "nemotron_h")
+
+
+def write_random_hybrid(path, arch, *, pattern, n_embd, d_state=16, d_conv=4, d_inner=None,
+                        ssm_head_dim=16, n_group=1, n_head=4, n_kv=2, head_dim=None, n_ff=None,
+                        n_vocab=300, rope=True, rope_base=10000.0, scales=None, ssm_norm=True,
+                        tied=True, wtype="f32", seed=0, context_length=4096):
+    """Write a random hybrid model (Mamba-2 layers beside attention layers) with the keys and
+    tensor names llama.cpp's converter writes for the arch, and return its hparams.
+
+    Args:
+        arch: "granitehybrid", "falcon-h1" or "nemotron_h"
+        pattern: one character per layer, Nemotron-H's hybrid_override_pattern: "M" Mamba-2,
+            "*" attention, "-" MLP only (nemotron_h). Granite: "M" / "*", each with a SwiGLU
+            block; Falcon-H1: every layer has both mixers side by side (pattern gives n_layer)
+        d_inner: default 2 * n_embd; ssm_head_dim: the Mamba-2 head size
+        n_head, n_kv, head_dim: attention heads, KV heads, head size (default n_embd / n_head)
+        n_ff: the feed-forward size (default 2 * n_embd)
+        rope: granitehybrid's rope.scaling.finetuned (Granite-4.0-H: False, Bamba: True);
+            falcon-h1 always has rope (NEOX), nemotron_h never
+        scales: granitehybrid's {"embedding_scale", "residual_scale", "attention_scale",
+            "logit_scale"} (absent: not written, as the converter does for falsy values)
+        ssm_norm: falcon-h1 only: False leaves out the gated norm's weight (mamba_rms_norm)
+    """
+    if arch not in HYBRID_ARCHS:
+        raise ValueError(f"arch must be one of {HYBRID_ARCHS}, got {arch!r}")
+    n_layer = len(pattern)
+    d_inner = d_inner or 2 * n_embd
+    head_dim = head_dim or n_embd // n_head
+    n_ff = n_ff or 2 * n_embd
+    n_ssm_head = d_inner // ssm_head_dim
+    if d_inner % ssm_head_dim or n_ssm_head % n_group or n_head % n_kv:
+        raise ValueError("inconsistent head sizes")
+    rng = np.random.default_rng(seed)
+
+    def linear(n_out, n_in):
+        return rng.standard_normal((n_out, n_in)) * n_in ** -0.5
+
+    def norm_weight(*shape):
+        return 1.0 + 0.3 * rng.standard_normal(shape)
+
+    tensors = {"token_embd.weight": rng.standard_normal((n_vocab, n_embd)) * 0.5}
+    kinds = []
+    for il, c in enumerate(pattern):
+        p = f"blk.{il}."
+        t = {}
+        ssm = c == "M" or arch == "falcon-h1"
+        att = c == "*" or arch == "falcon-h1"
+        mlp = arch != "nemotron_h" or c == "-"
+        if c not in "M*-" or (c == "-" and arch != "nemotron_h"):
+            raise ValueError(f"layer {il}: kind {c!r} for {arch}")
+        kinds.append(c)
+        t["attn_norm.weight"] = norm_weight(n_embd)
+        if ssm:
+            lt = _layer_tensors(rng, "mamba2", n_embd, d_inner, d_state, d_conv, None, n_ssm_head, n_group)
+            del lt["attn_norm.weight"]
+            if not ssm_norm:
+                del lt["ssm_norm.weight"]
+            t.update(lt)
+        if att:
+            t["attn_q.weight"] = linear(n_head * head_dim, n_embd)
+            t["attn_k.weight"] = linear(n_kv * head_dim, n_embd)
+            t["attn_v.weight"] = linear(n_kv * head_dim, n_embd)
+            t["attn_output.weight"] = linear(n_embd, n_head * head_dim)
+        if mlp:
+            if arch != "nemotron_h":
+                t["ffn_norm.weight" if arch == "granitehybrid" else "ffn_norm"] = norm_weight(n_embd)
+                t["ffn_gate.weight"] = linear(n_ff, n_embd)
+            t["ffn_up.weight"] = linear(n_ff, n_embd)
+            t["ffn_down.weight"] = linear(n_embd, n_ff)
+        tensors.update((p + k, v) for k, v in sorted(t.items()))
+    tensors["output_norm.weight"] = norm_weight(n_embd)
+    if not tied:
+        tensors["output.weight"] = linear(n_vocab, n_embd)
+    for name, w in tensors.items():
+        f16 = wtype == "f16" and w.ndim == 2 and not name.endswith(("ssm_conv1d.weight", "ssm_norm.weight"))
+        tensors[name] = w.astype(np.float16 if f16 else np.float32)
+
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_type("model")
+    writer.add_name(f"tinyggml-random-{arch}")
+    writer.add_context_length(context_length)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(n_layer)
+    writer.add_head_count(n_head)
+    if arch == "falcon-h1":
+        writer.add_head_count_kv(n_kv)
+        writer.add_feed_forward_length(n_ff)
+    else:
+        writer.add_head_count_kv([n_kv if c == "*" else 0 for c in pattern])
+        if arch == "nemotron_h":
+            writer.add_feed_forward_length([n_ff if c == "-" else 0 for c in pattern])
+        else:
+            writer.add_feed_forward_length(n_ff)
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
+    writer.add_rope_freq_base(rope_base)
+    if arch == "granitehybrid":
+        writer.add_rope_scaling_finetuned(bool(rope))
+        for k, v in (scales or {}).items():
+            getattr(writer, f"add_{k}")(v)
+    writer.add_ssm_conv_kernel(d_conv)
+    writer.add_ssm_inner_size(d_inner)
+    writer.add_ssm_state_size(d_state)
+    writer.add_ssm_time_step_rank(n_ssm_head)
+    writer.add_ssm_group_count(n_group)
+    eps = 1e-5
+    if arch == "nemotron_h":
+        writer.add_layer_norm_eps(eps)
+    else:
+        writer.add_layer_norm_rms_eps(eps)
+    file_type = gguf.LlamaFileType.MOSTLY_F16 if wtype == "f16" else gguf.LlamaFileType.ALL_F32
+    writer.add_file_type(int(file_type))
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    tokens, types, merges = tiny_bpe_vocab(n_vocab)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("gpt-2")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(0)
+    writer.add_eos_token_id(0)
+    for name, w in tensors.items():
+        writer.add_tensor(name, w)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return dict(arch=arch, pattern=pattern, n_embd=n_embd, n_layer=n_layer, d_inner=d_inner,
+                d_state=d_state, d_conv=d_conv, n_group=n_group, n_ssm_head=n_ssm_head,
+                n_head=n_head, n_kv=n_kv, head_dim=head_dim, n_ff=n_ff, n_vocab=n_vocab, eps=eps,
+                rope=rope, scales=dict(scales or {}), tied=tied)

@@ -1,0 +1,147 @@
+"""Hybrid models (Mamba-2 layers beside attention layers with a KV cache) on random files the
+tests write (tools/testing.py write_random_hybrid), against the independent float64 numpy
+reference tests/reference/hybrid_np.py; and the runtime around them: batched, chunked and
+token-by-token evaluation, the context limit, the state API over both halves of the memory."""
+import numpy as np
+import pytest
+
+import tinyggml
+from reference.hybrid_np import RefHybrid
+from tinyggml.errors import TinyGGMLError
+from tinyggml.tools.testing import write_random_hybrid
+
+CASES = {
+    # Granite-4.0-H: no position embedding, every multiplier on, two groups in the gated norm
+    "granite-nope": dict(arch="granitehybrid", pattern="MM*M*M", n_embd=64, n_group=2, rope=False,
+                         scales=dict(embedding_scale=1.7, residual_scale=0.6, attention_scale=0.09,
+                                     logit_scale=2.5)),
+    # Bamba-style: rope (llama pairs), one kv head for three query heads, head size not 64 / n_head
+    "granite-rope": dict(arch="granitehybrid", pattern="M*M", n_embd=64, n_head=6, n_kv=2, head_dim=20,
+                         rope=True, rope_base=5000.0, tied=False),
+    "nemotron": dict(arch="nemotron_h", pattern="M-*M-*", n_embd=64, n_group=4, n_head=4, n_kv=1),
+    "falcon": dict(arch="falcon-h1", pattern="MMM", n_embd=64, d_inner=96, ssm_head_dim=16, n_head=4,
+                   n_kv=2, head_dim=24, rope_base=20000.0),
+    "falcon-nonorm": dict(arch="falcon-h1", pattern="MM", n_embd=32, n_head=2, n_kv=1, ssm_norm=False),
+}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hybrid")
+    out = {}
+    for i, (name, cfg) in enumerate(CASES.items()):
+        out[name] = str(d / f"{name}.gguf")
+        write_random_hybrid(out[name], n_vocab=300, seed=40 + i, **cfg)
+    return out
+
+
+def tol(want):
+    return 3e-5 * max(1.0, float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("kv_type", ["f32", "f16"])
+def test_matches_numpy_reference(files, case, kv_type):
+    rng = np.random.default_rng(1)
+    toks = rng.integers(1, 300, 70)
+    want = RefHybrid(files[case]).forward(toks)
+    m = tinyggml.Model(files[case], n_threads=2, kv_type=kv_type)
+    got = m.eval(toks)
+    # F16 cells round each key and value to 11 bits: the attention output moves by ~2^-11 of
+    # its size, and so do the logits after it
+    np.testing.assert_allclose(got, want, rtol=0, atol=tol(want) * (1 if kv_type == "f32" else 40))
+
+
+@pytest.mark.parametrize("case", ["granite-nope", "nemotron", "falcon"])
+def test_chunked_batched_token_by_token_agree(files, case):
+    """Prompt at once, in pieces, token by token, and beside other sequences in one ubatch:
+    the same logits (the SSM scan's chunked form rounds differently: to within tol)."""
+    rng = np.random.default_rng(2)
+    a, b = rng.integers(1, 300, 41), rng.integers(1, 300, 17)
+    m = tinyggml.Model(files[case], n_threads=2, kv_type="f32", n_ubatch=16)
+    whole = m.eval(a, seq_id=0)
+    m.reset()
+    steps = np.concatenate([m.eval([t], seq_id=0) for t in a])
+    np.testing.assert_allclose(steps, whole, rtol=0, atol=tol(whole))
+    m.reset()
+    out = m.eval_batch({3: a, 5: b})
+    np.testing.assert_allclose(out[3], whole, rtol=0, atol=tol(whole))
+    alone = tinyggml.Model(files[case], n_threads=1, kv_type="f32").eval(b)
+    np.testing.assert_allclose(out[5], alone, rtol=0, atol=tol(alone))
+    # ragged decode: both continue one token a step in one graph run
+    nxt = m.eval_batch({3: [7], 5: [9]})
+    ref = RefHybrid(files[case])
+    st = ref.new_state()
+    ref.forward(a, st)
+    np.testing.assert_allclose(nxt[3][0], ref.forward([7], st)[0], rtol=0, atol=tol(whole))
+
+
+def test_context_limit(files):
+    m = tinyggml.Model(files["granite-nope"], n_ctx=20)
+    assert m.n_ctx == 20
+    m.eval(list(range(1, 16)))
+    with pytest.raises(TinyGGMLError, match="context limit of 20"):
+        m.eval(list(range(1, 7)))
+    assert m.n_past(0) == 15                       # refused before anything ran
+    m.eval(list(range(1, 6)))                      # exactly to the limit
+    with pytest.raises(TinyGGMLError, match="context limit"):
+        m.eval([1])
+
+
+def test_state_save_load_copy_rollback(files):
+    """Both halves of the memory: save/load, seq_copy and rollback continue exactly as the
+    original sequence would (rollback restores the SSM layers from a snapshot and truncates
+    the attention layers' cache)."""
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(1, 300, 30), rng.integers(1, 300, 12)
+    path = files["nemotron"]
+    m = tinyggml.Model(path, n_threads=1, kv_type="f32", snapshot_every=8)
+    m.eval(a, seq_id=0)
+    blob = m.state_save(0)
+    assert len(m.state_save(0)) > m.memory.bytes_per_sequence + 30 * m.memory.bytes_per_token
+    want = m.eval(b, seq_id=0)
+    # load into another model (pieces cut at the same points: the same arithmetic) and sequence
+    m2 = tinyggml.Model(path, n_threads=1, kv_type="f32", snapshot_every=8)
+    m2.state_load(4, blob)
+    np.testing.assert_array_equal(m2.eval(b, seq_id=4), want)
+    # copy, then both continue alike
+    m2.seq_copy(4, 6)
+    c = rng.integers(1, 300, 5)
+    np.testing.assert_array_equal(m2.eval(c, seq_id=6), m2.eval(c, seq_id=4))
+    # rollback to 27 (a snapshot at 24, three tokens evaluated again) then diverge
+    n = m.rollback(0, 27)
+    assert n == 3 and m.n_past(0) == 27
+    d = rng.integers(1, 300, 6)
+    fresh = tinyggml.Model(path, n_threads=1, kv_type="f32")
+    want = fresh.eval(np.concatenate([a[:27], d]))[27:]
+    np.testing.assert_allclose(m.eval(d, seq_id=0), want, rtol=0, atol=tol(want))
+    # a blob of another length is refused, the sequence left as it was
+    with pytest.raises(TinyGGMLError):
+        m2.state_load(4, blob[:-40])
+    np.testing.assert_array_equal(m2.tokens(4), list(a) + list(b) + list(c))
+
+
+def test_prefix_cache_resumes_hybrid(files):
+    from tinyggml.prefix_cache import PrefixCache
+    path = files["granite-rope"]
+    rng = np.random.default_rng(4)
+    prompt = rng.integers(1, 300, 25)
+    m = tinyggml.Model(path, n_threads=1, kv_type="f32", prefix_cache=PrefixCache(1 << 24))
+    first = m.eval(prompt, seq_id=0, logits="last")
+    m.reset(0)
+    more = np.concatenate([prompt, rng.integers(1, 300, 4)])
+    before = m.tokens_evaluated
+    got = m.eval(more, seq_id=1, logits="last")
+    assert m.tokens_evaluated - before == 4            # the cached 25 tokens were not run again
+    fresh = tinyggml.Model(path, n_threads=1, kv_type="f32")
+    want = fresh.eval(more, logits="last")
+    np.testing.assert_allclose(got, want, rtol=0, atol=tol(want))
+    assert first.shape == (1, 300)
+
+
+def test_memory_estimate_counts_the_kv_cache(files):
+    m = tinyggml.Model(files["granite-nope"], n_ctx=1000, kv_type="f16")
+    est = m.memory_estimate()
+    # 2 attention layers x (K + V) x 2 kv heads x 16 dims x 2 bytes per position
+    assert m.memory.bytes_per_token == 2 * 2 * 2 * 16 * 2
+    assert est.state_per_sequence == m.memory.bytes_per_sequence + 1000 * m.memory.bytes_per_token
