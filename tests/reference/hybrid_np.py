@@ -46,7 +46,7 @@ class RefHybrid:
         self.hp = dict(n_layer=n_layer, eps=float(eps), d_inner=d_inner, d_state=_kv(r, f"{a}.ssm.state_size"),
                        n_head=n_ssm, n_group=_kv(r, f"{a}.ssm.group_count"), head_dim=d_inner // n_ssm,
                        attn_heads=_kv(r, f"{a}.attention.head_count"), kv_heads=max(kv),
-                       hd=_kv(r, f"{a}.attention.key_length"), base=float(_kv(r, f"{a}.rope.freq_base", 10000.0)))
+                       hd=_kv(r, f"{a}.attention.key_length") or _kv(r, f"{a}.embedding_length") // _kv(r, f"{a}.attention.head_count"), base=float(_kv(r, f"{a}.rope.freq_base", 10000.0)))
         if a == "falcon-h1":
             self.kinds = ["both"] * n_layer
         elif a == "nemotron_h":

@@ -50,6 +50,12 @@ def _add_batch(s) -> None:
                    help="physical batch size: tokens per graph run (default 512)")
 
 
+def _add_kv_type(s) -> None:
+    s.add_argument("--kv-type", choices=("f16", "f32"), default="f16",
+                   help="cells of the KV cache of attention layers (hybrid models): f16 (default, "
+                        "half the memory, as llama.cpp) or f32")
+
+
 def _add_run_args(s) -> None:
     _add_model(s)
     src = s.add_mutually_exclusive_group()
@@ -60,8 +66,11 @@ def _add_run_args(s) -> None:
                    help="tokens to generate per reply (default 128; -1: until end of text or "
                         "-c)")
     s.add_argument("-c", "--ctx-size", type=int_arg(0, INT_MAX), default=0, metavar="N",
-                   help="stop when prompt + generated text reach N tokens (default 0: no limit; "
-                        "the state of a state-space model does not grow with the context)")
+                   help="stop when prompt + generated text reach N tokens; for models with "
+                        "attention layers (hybrids) also the size of the KV cache (default 0: "
+                        "no limit for pure state-space models, whose state does not grow with "
+                        "the context; the model's context length for hybrids)")
+    _add_kv_type(s)
     _add_threads(s)
     _add_batch(s)
     g = s.add_argument_group("sampling (llama.cpp's order: penalties, top-k, top-p, min-p, "
@@ -166,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "and top-1 agreement, as llama-perplexity --kl-divergence")
     _add_threads(s)
     _add_batch(s)
+    _add_kv_type(s)
     s.set_defaults(func=cmd_perplexity)
 
     s = sub.add_parser("bench", help="measure prompt (ppN) and generation (tgN) speed",
@@ -190,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scan", choices=["auto", "recurrent", "chunked"], default="auto",
                    help="Mamba-2 prompt scan: chunked (SSD) for sequences of >= 8 tokens in a "
                         "ubatch (auto, default), or one algorithm throughout")
+    _add_kv_type(s)
     s.set_defaults(func=cmd_bench)
 
     from .make_model import PRESETS, TYPES
@@ -241,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print a GGUF model's hparams, tensor table (name, type, shape, "
                                    "bytes), recurrent-state bytes per sequence and memory estimate.")
     _add_model(s, required=True)
+    s.add_argument("-c", "--ctx-size", type=int_arg(1, INT_MAX), default=None, metavar="N",
+                   help="hybrid models: the KV cache size to estimate memory for (default: the "
+                        "model's context length)")
+    _add_kv_type(s)
     s.set_defaults(func=cmd_info)
 
     s = sub.add_parser("graph", help="dump the compute graph of one ubatch",
@@ -291,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on SIGTERM / Ctrl-C, seconds running requests may take to finish "
                         "(default 30); then they are cancelled")
     s.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    _add_kv_type(s)
     s.set_defaults(func=cmd_serve)
 
     for name in ("perplexity", "bench", "serve"):

@@ -25,7 +25,8 @@ def cmd_perplexity(args) -> int:
     # a sequence slot per chunk of a ubatch (slots cost memory only once used)
     n_ubatch = min(args.batch_size, args.ubatch_size)
     n_seq = max(8, n_ubatch // ctx)
-    m = load_model(args.model, args.threads, n_seq_max=n_seq, n_ubatch=n_ubatch)
+    m = load_model(args.model, args.threads, n_seq_max=n_seq, n_ubatch=n_ubatch, n_ctx=ctx,
+                   kv_type=args.kv_type)
     toks = m.tokenize(text)
     n_chunks = len(toks) // ctx
     if args.chunks >= 0:
@@ -50,7 +51,8 @@ def cmd_perplexity(args) -> int:
 
     if args.kl_base:
         from .perplexity import kl_divergence
-        base = load_model(args.kl_base, args.threads, n_seq_max=n_seq, n_ubatch=n_ubatch)
+        base = load_model(args.kl_base, args.threads, n_seq_max=n_seq, n_ubatch=n_ubatch,
+                          n_ctx=ctx, kv_type=args.kv_type)
 
         def kl_chunk(i, n, kl):
             timing(i + 1, n, 1)
@@ -76,7 +78,11 @@ def cmd_perplexity(args) -> int:
 # ---- bench --------------------------------------------------------------------------------
 def cmd_bench(args) -> int:
     from .bench import run_bench, to_json, to_markdown
-    m = load_model(args.model, args.threads, args.scan, n_seq_max=max(8, max(args.seqs)))
+    # the KV cache of hybrids holds the deepest test: its context (batched decode staggers the
+    # sequences' depths by 8 tokens) and the tokens it adds
+    n_ctx = max(args.depth) + 8 * max(args.seqs) + max(args.n_prompt + args.n_gen + [1])
+    m = load_model(args.model, args.threads, args.scan, n_seq_max=max(8, max(args.seqs)),
+                   n_ctx=n_ctx, kv_type=args.kv_type)
     tty = sys.stderr.isatty()
 
     def progress(test, r, n):
@@ -103,7 +109,8 @@ def cmd_serve(args) -> int:
     AppStatus.disable_automatic_graceful_drain()
     if args.chat_template is not None and not os.path.isfile(args.chat_template):
         raise TinyGGMLError(f"{args.chat_template}: no such file (--chat-template)")
-    m = load_model(args.model, args.threads, n_seq_max=args.parallel)
+    m = load_model(args.model, args.threads, n_seq_max=args.parallel, n_ctx=args.ctx_size,
+                   kv_type=args.kv_type)
     name = args.alias or os.path.splitext(os.path.basename(args.model))[0]
     app, engine = server.build(m, parallel=args.parallel, cache_mib=args.cache_mib,
                                chat_template=args.chat_template, model_id=name,
@@ -178,7 +185,7 @@ def cmd_convert(args) -> int:
 # ---- info -----------------------------------------------------------------------------------
 def cmd_info(args) -> int:
     from ..gguf_file import _type_name
-    m = load_model(args.model)
+    m = load_model(args.model, n_ctx=args.ctx_size, kv_type=args.kv_type)
     f, hp = m.file, m.hparams
     out = [f"file: {m.path} ({os.path.getsize(m.path)} bytes)",
            f"name: {f.value('general.name') or '-'}", f"arch: {m.arch}"]
@@ -190,6 +197,10 @@ def cmd_info(args) -> int:
     out.append(f"tokenizer: {f.value('tokenizer.ggml.model') or '-'} "
                f"(pre: {f.value('tokenizer.ggml.pre') or '-'})")
     out.append(f"state bytes per sequence: {m.state_bytes_per_sequence}")
+    kv = m.memory.bytes_per_token
+    if kv:
+        out.append(f"KV cache: {kv} bytes per token ({m.kv_type}), {kv * m.n_ctx / 2**20:.1f} MiB "
+                   f"per sequence at n_ctx {m.n_ctx} (-c), allocated as the context grows")
     est = m.memory_estimate()
     mib = lambda n: f"{n / 2**20:.1f} MiB"     # noqa: E731
     out.append(f"memory: {mib(est.total())} with one sequence = weights {mib(est.weights)} "

@@ -38,10 +38,12 @@ CHECK_MEMORY = True        # --no-memory-check turns it off
 
 
 def load_model(path: str, n_threads: int | None = 1, scan: str = "auto", n_seq_max: int = 8,
-           n_ubatch: int = 512):
+               n_ubatch: int = 512, n_ctx: int | None = None, kv_type: str = "f16"):
+    """n_ctx, kv_type: the KV cache of models with attention layers (None: the model's own
+    context length); pure state-space models ignore both."""
     from ..runtime import Model
     return Model(path, n_threads=n_threads, scan=scan, n_seq_max=n_seq_max, n_ubatch=n_ubatch,
-                 check_memory=CHECK_MEMORY)
+                 check_memory=CHECK_MEMORY, n_ctx=n_ctx, kv_type=kv_type)
 
 
 def read_text(path: str) -> str:
