@@ -54,3 +54,58 @@ def test_bad_preset_and_no_partial_file(tmp_path):
     with pytest.raises(TinyGGMLError, match="unknown type"):
         make_model("mamba-tiny", tmp_path / "x.gguf", "q9_9")
     assert list(tmp_path.iterdir()) == []
+
+
+HYBRID_PRESETS = {"granite-4.0-h-350m": (0.30e9, 0.40e9), "granite-4.0-h-1b": (1.3e9, 1.7e9),
+                  "falcon-h1-0.5b": (0.45e9, 0.60e9)}
+
+
+@pytest.mark.parametrize("preset", sorted(HYBRID_PRESETS))
+def test_hybrid_preset_sizes(preset):
+    """The presets have the released models' parameter counts (Granite-4.0-H-350M: 340M,
+    -1B: 1.5B, Falcon-H1-0.5B: 0.52B), counted from the shapes make-model writes."""
+    from tinyggml.tools.make_model import PRESETS, _hybrid_shapes
+    from tinyggml.tools.testing import hybrid_config
+    n = sum(int(np.prod(s)) for _, s in _hybrid_shapes(hybrid_config(**PRESETS[preset])))
+    lo, hi = HYBRID_PRESETS[preset]
+    assert lo <= n <= hi, n
+
+
+@pytest.mark.parametrize("preset", sorted(HYBRID_PRESETS))
+@pytest.mark.parametrize("wtype", ["f32", "q8_0"])
+def test_hybrid_preset_small_twin(tmp_path, monkeypatch, preset, wtype):
+    """A preset's layout at small sizes (its arch, layer kinds and options): the same tensors
+    and keys as tools/testing.write_random_hybrid (which test_hybrid.py checks against the
+    numpy reference), and it runs, F32 exactly as that reference."""
+    from reference.hybrid_np import RefHybrid
+    from tinyggml.tools import make_model as mm
+    from tinyggml.tools.testing import write_random_hybrid
+    big = mm.PRESETS[preset]
+    kinds = "".join(dict.fromkeys(big["pattern"]))
+    small = dict(big, pattern=kinds + kinds[::-1], n_embd=64, d_inner=128, ssm_head_dim=16,
+                 d_state=16, n_head=4, n_kv=2, head_dim=16, n_ff=96, n_vocab=300)
+    monkeypatch.setitem(mm.PRESETS, "twin", small)
+    out, ref = tmp_path / "twin.gguf", tmp_path / "ref.gguf"
+    make_model("twin", out, wtype, progress=False)
+    write_random_hybrid(ref, **small)
+    r, f = gguf.GGUFReader(out), gguf.GGUFReader(ref)
+    assert [(t.name, [int(n) for n in t.shape]) for t in r.tensors] == \
+           [(t.name, [int(n) for n in t.shape]) for t in f.tensors]
+    assert {k for k in f.fields if not k.startswith("tokenizer.")} <= set(r.fields)
+    toks = [1, 5, 7, 200, 3, 9]
+    got = tinyggml.Model(out, n_threads=1, kv_type="f32").eval(toks)
+    want = RefHybrid(str(out)).forward(toks)
+    tol = 3e-5 if wtype == "f32" else 0.05           # Q8_0: ~2^-8 relative per weight
+    np.testing.assert_allclose(got, want, rtol=0, atol=tol * max(1.0, float(np.abs(want).max())))
+
+
+def test_bpe_vocab_past_65793_tokens():
+    """Granite's vocab (100,352) needs merges of three symbols: all tokens distinct, every
+    merge rule joining two existing tokens into the next one."""
+    from tinyggml.tools.testing import tiny_bpe_vocab
+    tokens, types, merges = tiny_bpe_vocab(100352)
+    assert len(tokens) == len(set(tokens)) == len(types) == 100352
+    have = set(tokens)
+    for m, t in zip(merges, tokens[-len(merges):]):
+        a, b = m.split(" ")
+        assert a in have and b in have and a + b == t

@@ -3,8 +3,9 @@
 
 Needs the optional peer: `pip install llama-cpp-python==0.3.36` (builds llama.cpp from source,
 10-15 minutes on a 2-core machine). Both sides are driven from Python the same way: ppN = N
-prompt tokens in one call from an empty state, tgN = N single-token decode steps (after `depth`
-tokens of context). Each repetition runs tinyggml then llama.cpp back to back, so machine noise
+prompt tokens in one call, tgN = N single-token decode steps, both after `depth` tokens of
+context (fed untimed; it matters for models with attention layers, whose KV cache both sides
+size to the same n_ctx). Each repetition runs tinyggml then llama.cpp back to back, so machine noise
 hits both; medians over the repetitions are compared. The memory-bandwidth roofline for tg is
 measured in the same run (a multi-threaded streaming read of a buffer larger than the caches,
 before each tg repetition too: the best of them, since a shared machine's bandwidth drifts):
@@ -44,8 +45,8 @@ def weight_bytes_per_token(m) -> int:
     the embedding table only as the LM head when tied (get_rows reads one row)."""
     total, seen = 0, set()
     for key, t in m.weights.items():
-        if id(t) in seen:                          # a tied head is one tensor under two keys
-            continue
+        if t is None or id(t) in seen:             # an absent optional weight; a tied head is
+            continue                               # one tensor under two keys
         seen.add(id(t))
         if key == "token_embd" and m.weights["output"] is not t:
             total += t.nbytes // t.ne[1]           # one row
@@ -64,15 +65,17 @@ def read_bandwidth(n_threads: int, mib: int = 512, reps: int = 5) -> float:
 class TinyGGML:
     name = "tinyggml"
 
-    def __init__(self, path, n_threads, n_seq_max=8):
+    def __init__(self, path, n_threads, n_seq_max=8, n_ctx=None):
         import tinyggml
-        self.m = tinyggml.Model(path, n_threads=n_threads, n_seq_max=n_seq_max)
+        self.m = tinyggml.Model(path, n_threads=n_threads, n_seq_max=n_seq_max, n_ctx=n_ctx)
 
     def first_logits(self, text):
         self.m.eval(self.m.tokenize(text), logits="last")
 
-    def pp(self, toks):
+    def pp(self, toks, ctx=()):
         self.m.reset(0)
+        if len(ctx):
+            self.m.eval(ctx, logits="last")
         t0 = time.perf_counter()
         self.m.eval(toks, logits="last")
         return time.perf_counter() - t0
@@ -114,8 +117,10 @@ class LlamaCpp:
     def first_logits(self, text):
         self.llm.eval(self.llm.tokenize(text.encode()))
 
-    def pp(self, toks):
+    def pp(self, toks, ctx=()):
         self.llm.reset()
+        if len(ctx):
+            self.llm.eval([int(t) for t in ctx])
         t0 = time.perf_counter()
         self.llm.eval([int(t) for t in toks])
         return time.perf_counter() - t0
@@ -294,9 +299,11 @@ def main():
             print(f"{rows[-1]['model']:<32s} {'load':<8s} tinyggml {med['tinyggml']:8.2f} s    "
                   f"llama.cpp {med['llama.cpp']:8.2f} s    ratio {rows[-1]['ratio']:.2f}x "
                   f"(open -> first logits; > 1: tinyggml faster)", flush=True)
-        tg_side = TinyGGML(path, a.threads, n_seq_max=max([8] + seqs))
+        # models with attention layers: both sides keep a KV cache of the same n_ctx
+        n_ctx = a.depth + max(a.n_prompt, a.n_gen) + 16
+        tg_side = TinyGGML(path, a.threads, n_seq_max=max([8] + seqs), n_ctx=n_ctx)
         n_vocab = tg_side.m.n_vocab
-        peer = LlamaCpp(path, a.threads, n_ctx=max(a.n_prompt, a.depth + a.n_gen) + 16)
+        peer = LlamaCpp(path, a.threads, n_ctx=n_ctx)
         rng = np.random.default_rng(0)
         toks = rng.integers(0, n_vocab, size=max(a.n_prompt, a.n_gen))
         ctx = rng.integers(0, n_vocab, size=a.depth)
@@ -304,7 +311,7 @@ def main():
         for kind, n in (("pp", a.n_prompt), ("tg", a.n_gen)):
             if n <= 0:
                 continue
-            run = {s.name: ((lambda s=s: s.pp(toks[:n])) if kind == "pp"
+            run = {s.name: ((lambda s=s: s.pp(toks[:n], ctx)) if kind == "pp"
                             else (lambda s=s: s.tg(toks[:n], ctx))) for s in (tg_side, peer)}
             for f in run.values():
                 f()                                       # warm-up
@@ -317,7 +324,7 @@ def main():
                 for k, f in run.items():                  # alternate
                     ts[k].append(n / f())
             med = {k: statistics.median(v) for k, v in ts.items()}
-            row = dict(model=os.path.basename(path), test=f"{kind}{n}" + (f"@d{a.depth}" if a.depth and kind == "tg" else ""),
+            row = dict(model=os.path.basename(path), test=f"{kind}{n}" + (f"@d{a.depth}" if a.depth else ""),
                        tinyggml=med["tinyggml"], llamacpp=med["llama.cpp"],
                        ratio=med["tinyggml"] / med["llama.cpp"],
                        spread={k: (min(v), max(v)) for k, v in ts.items()})

@@ -1,4 +1,4 @@
-"""Random-weight GGUFs of real Mamba sizes, for benchmarks (`tinyggml-cli make-model`).
+"""Random-weight GGUFs of real Mamba and hybrid sizes, for benchmarks (`tinyggml-cli make-model`).
 
 Exactly the layout llama.cpp's converter writes (the same writer as tinyggml.testing, checked
 against ../shared/fixtures by tests/test_testing_writer.py), with weight statistics like a trained
@@ -19,6 +19,11 @@ import numpy as np
 from ..errors import TinyGGMLError
 from .quantize import QTYPES
 
+def _pattern(n_layer: int, attention: tuple) -> str:
+    """A hybrid's layer kinds: "*" (attention) at the given layers, "M" (Mamba-2) elsewhere."""
+    return "".join("*" if il in attention else "M" for il in range(n_layer))
+
+
 PRESETS = {
     # fixture-sized models (../shared/fixtures) for smoke tests
     "mamba-tiny": dict(arch="mamba", n_embd=64, n_layer=2, d_state=16, n_vocab=50280),
@@ -32,6 +37,26 @@ PRESETS = {
                         n_group=1, n_vocab=50288),
     "mamba-codestral-7b": dict(arch="mamba2", n_embd=4096, n_layer=64, d_state=128, head_dim=64,
                                n_group=8, n_vocab=32768, tied=False),
+    # hybrids, shaped like the released models' config.json (tools/testing.hybrid_config's
+    # arguments): Granite-4.0-H-350M, -1B (attention at 4 of 32 / 40 layers, no position
+    # embedding, tied), Falcon-H1-0.5B (attention and Mamba-2 side by side in all 36 layers,
+    # no gated norm: mamba_rms_norm false)
+    "granite-4.0-h-350m": dict(arch="granitehybrid", pattern=_pattern(32, (10, 13, 17, 27)),
+                               n_embd=768, d_inner=1536, ssm_head_dim=32, d_state=128, n_group=1,
+                               n_head=12, n_kv=4, head_dim=64, n_ff=2048, n_vocab=100352,
+                               rope=False, context_length=32768,
+                               scales=dict(embedding_scale=12.0, residual_scale=0.246,
+                                           attention_scale=0.015625, logit_scale=3.0)),
+    "granite-4.0-h-1b": dict(arch="granitehybrid", pattern=_pattern(40, (5, 15, 25, 35)),
+                             n_embd=1536, d_inner=3072, ssm_head_dim=64, d_state=128, n_group=1,
+                             n_head=12, n_kv=4, head_dim=128, n_ff=4096, n_vocab=100352,
+                             rope=False, context_length=131072,
+                             scales=dict(embedding_scale=12.0, residual_scale=0.22,
+                                         attention_scale=0.0078125, logit_scale=6.0)),
+    "falcon-h1-0.5b": dict(arch="falcon-h1", pattern="M" * 36, n_embd=1024, d_inner=1536,
+                           ssm_head_dim=64, d_state=128, n_group=1, n_head=8, n_kv=2, head_dim=64,
+                           n_ff=2048, n_vocab=32784, rope_base=1e11, ssm_norm=False, tied=False,
+                           context_length=16384),
 }
 # the types tinyggml writes: f32 first, then the quantizer's table (tools/quantize.py QTYPES)
 TYPES = ("f32",) + tuple(t for t in QTYPES if t != "f32")
@@ -79,6 +104,26 @@ def _shapes(cfg: dict) -> list:
     return out
 
 
+def _hybrid_shapes(cfg: dict) -> list:
+    """(name, numpy shape) of every tensor of a hybrid, generating one block of each kind."""
+    from .testing import hybrid_tensors
+    rng = np.random.default_rng(0)
+    small = dict(cfg, n_vocab=1, pattern="".join(dict.fromkeys(cfg["pattern"])))
+    by_kind = {}
+    for name, arr in hybrid_tensors(rng, small):
+        if name.startswith("blk."):
+            il, rest = name[4:].split(".", 1)
+            by_kind.setdefault(small["pattern"][int(il)], []).append((rest, arr.shape))
+    vocab = (cfg["n_vocab"], cfg["n_embd"])
+    out = [("token_embd.weight", vocab)]
+    for il, c in enumerate(cfg["pattern"]):
+        out += [(f"blk.{il}.{rest}", shape) for rest, shape in by_kind[c]]
+    out.append(("output_norm.weight", (cfg["n_embd"],)))
+    if not cfg["tied"]:
+        out.append(("output.weight", vocab))
+    return out
+
+
 def make_model(preset: str, out: str, wtype: str = "f32", seed: int = 0, progress: bool = True) -> dict:
     import gguf
     from .quantize import quantize_tensor, target_type
@@ -86,31 +131,37 @@ def make_model(preset: str, out: str, wtype: str = "f32", seed: int = 0, progres
         raise TinyGGMLError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
     if wtype not in TYPES:
         raise TinyGGMLError(f"unknown type {wtype!r} (choose from {', '.join(TYPES)})")
+    from .testing import HYBRID_ARCHS, hybrid_config, hybrid_tensors, tiny_bpe_vocab, write_hybrid_keys
     cfg = dict(PRESETS[preset])
     arch = cfg["arch"]
-    from .testing import tiny_bpe_vocab
+    hybrid = arch in HYBRID_ARCHS
+    if hybrid:
+        cfg = hybrid_config(**cfg)
     out = Path(out)
     tmp = out.with_name(out.name + ".part")
     Q = gguf.GGMLQuantizationType
     base = Q[wtype.upper()]
     w = gguf.GGUFWriter(str(tmp), arch)
-    d_inner = 2 * cfg["n_embd"]
     w.add_type("model")
     w.add_name(f"tinyggml-random-{preset}")
-    w.add_context_length(1048576)
-    w.add_embedding_length(cfg["n_embd"])
-    w.add_feed_forward_length(0)
-    w.add_head_count(0)
-    w.add_block_count(cfg["n_layer"])
-    w.add_ssm_conv_kernel(4)
-    w.add_ssm_inner_size(d_inner)
-    w.add_ssm_state_size(cfg["d_state"])
-    w.add_ssm_time_step_rank(-(-cfg["n_embd"] // 16) if arch == "mamba" else d_inner // cfg["head_dim"])
-    if arch == "mamba2":
-        w.add_ssm_group_count(cfg["n_group"])
-    w.add_layer_norm_rms_eps(1e-5)
-    if arch == "mamba":
-        w.add_ssm_dt_b_c_rms(False)
+    if hybrid:
+        write_hybrid_keys(w, cfg)
+    else:
+        d_inner = 2 * cfg["n_embd"]
+        w.add_context_length(1048576)
+        w.add_embedding_length(cfg["n_embd"])
+        w.add_feed_forward_length(0)
+        w.add_head_count(0)
+        w.add_block_count(cfg["n_layer"])
+        w.add_ssm_conv_kernel(4)
+        w.add_ssm_inner_size(d_inner)
+        w.add_ssm_state_size(cfg["d_state"])
+        w.add_ssm_time_step_rank(-(-cfg["n_embd"] // 16) if arch == "mamba" else d_inner // cfg["head_dim"])
+        if arch == "mamba2":
+            w.add_ssm_group_count(cfg["n_group"])
+        w.add_layer_norm_rms_eps(1e-5)
+        if arch == "mamba":
+            w.add_ssm_dt_b_c_rms(False)
     ftype = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "bf16": "MOSTLY_BF16"}.get(wtype, f"MOSTLY_{wtype.upper()}")
     if wtype in ("q4_k", "q5_k", "q3_k"):
         ftype += "_M"
@@ -127,7 +178,7 @@ def make_model(preset: str, out: str, wtype: str = "f32", seed: int = 0, progres
     w.add_unk_token_id(0)
     # tensor infos come before the data in a GGUF: shapes and types first, data streamed after
     plan = []
-    for name, shape in _shapes(cfg):
+    for name, shape in (_hybrid_shapes(cfg) if hybrid else _shapes(cfg)):
         t, _ = target_type(name, shape[::-1], gguf.GGMLQuantizationType.F32, base,
                            cfg.get("tied", True))
         plan.append((name, shape, t))
@@ -147,8 +198,10 @@ def make_model(preset: str, out: str, wtype: str = "f32", seed: int = 0, progres
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
-        for i, (name, arr) in enumerate(_tensors(cfg, np.random.default_rng(rng_seed))):
+        rng = np.random.default_rng(rng_seed)
+        for i, (name, arr) in enumerate(hybrid_tensors(rng, cfg) if hybrid else _tensors(cfg, rng)):
             t = plan[i][2]
+            arr = np.asarray(arr, np.float32)
             data = arr if t == Q.F32 else quantize_tensor(arr, t)
             w.write_tensor_data(data)
             if progress:

@@ -37,18 +37,21 @@ def tiny_bpe_vocab(n_vocab):
 
     Layout: id 0 = <|endoftext|> (control; BOS = EOS = UNK = 0 as in the gpt-neox files),
     then byte symbols (all 256 once n_vocab >= 258), then merged pairs of byte symbols, each
-    with its merge rule. There is always at least one merge: gguf-py drops an empty array,
-    and llama.cpp refuses a gpt2 vocab without a merges key.
+    with its merge rule, then (past 65,793 tokens) triples: a pair merged with a symbol. There
+    is always at least one merge: gguf-py drops an empty array, and llama.cpp refuses a gpt2
+    vocab without a merges key.
     Returns: (tokens, token_types, merges)
     """
-    if not 3 <= n_vocab <= 257 + 256 * 256:
-        raise ValueError(f"n_vocab must be in [3, 65793], got {n_vocab}")
+    if not 3 <= n_vocab <= 257 + 2 * 256 * 256:
+        raise ValueError(f"n_vocab must be in [3, {257 + 2 * 256 * 256}], got {n_vocab}")
     n_merge = max(1, n_vocab - 257)
     byte_syms = _byte_symbols()[:n_vocab - 1 - n_merge]
     have = set(byte_syms)
     common = dict.fromkeys(c for c in "Ġetaoinshrdlucmfwypvbgkjqxz" + "".join(byte_syms)
                            if c in have)
     merges = list(itertools.islice(itertools.product(common, repeat=2), n_merge))
+    pairs = [a + b for a, b in merges]
+    merges += itertools.islice(itertools.product(pairs, common), n_merge - len(merges))
     tokens = [EOT] + byte_syms + [a + b for a, b in merges]
     types = [int(gguf.TokenType.CONTROL)] + [int(gguf.TokenType.NORMAL)] * (n_vocab - 1)
     assert len(tokens) == n_vocab == len(set(tokens))
@@ -235,12 +238,11 @@ def rewrite_gguf(src, dst, *, arch=None, drop=(), replace=None, set_kv=None):
 HYBRID_ARCHS = ("granitehybrid", "falcon-h1", "nemotron_h")
 
 
-def write_random_hybrid(path, arch, *, pattern, n_embd, d_state=16, d_conv=4, d_inner=None,
-                        ssm_head_dim=16, n_group=1, n_head=4, n_kv=2, head_dim=None, n_ff=None,
-                        n_vocab=300, rope=True, rope_base=10000.0, scales=None, ssm_norm=True,
-                        tied=True, wtype="f32", seed=0, context_length=4096):
-    """Write a random hybrid model (Mamba-2 layers beside attention layers) with the keys and
-    tensor names llama.cpp's converter writes for the arch, and return its hparams.
+def hybrid_config(arch, *, pattern, n_embd, d_state=16, d_conv=4, d_inner=None, ssm_head_dim=16,
+                  n_group=1, n_head=4, n_kv=2, head_dim=None, n_ff=None, n_vocab=300, rope=True,
+                  rope_base=10000.0, scales=None, ssm_norm=True, tied=True, context_length=4096):
+    """Every size of a hybrid model (Mamba-2 layers beside attention layers), defaults filled in
+    and checked; what hybrid_tensors and write_hybrid_keys take.
 
     Args:
         arch: "granitehybrid", "falcon-h1" or "nemotron_h"
@@ -258,14 +260,25 @@ def write_random_hybrid(path, arch, *, pattern, n_embd, d_state=16, d_conv=4, d_
     """
     if arch not in HYBRID_ARCHS:
         raise ValueError(f"arch must be one of {HYBRID_ARCHS}, got {arch!r}")
-    n_layer = len(pattern)
+    for il, c in enumerate(pattern):
+        if c not in "M*-" or (c == "-" and arch != "nemotron_h"):
+            raise ValueError(f"layer {il}: kind {c!r} for {arch}")
     d_inner = d_inner or 2 * n_embd
     head_dim = head_dim or n_embd // n_head
-    n_ff = n_ff or 2 * n_embd
-    n_ssm_head = d_inner // ssm_head_dim
-    if d_inner % ssm_head_dim or n_ssm_head % n_group or n_head % n_kv:
+    if d_inner % ssm_head_dim or (d_inner // ssm_head_dim) % n_group or n_head % n_kv:
         raise ValueError("inconsistent head sizes")
-    rng = np.random.default_rng(seed)
+    return dict(arch=arch, pattern=pattern, n_embd=n_embd, n_layer=len(pattern), d_inner=d_inner,
+                d_state=d_state, d_conv=d_conv, n_group=n_group, n_ssm_head=d_inner // ssm_head_dim,
+                n_head=n_head, n_kv=n_kv, head_dim=head_dim, n_ff=n_ff or 2 * n_embd,
+                n_vocab=n_vocab, eps=1e-5, rope=rope, rope_base=rope_base,
+                scales=dict(scales or {}), ssm_norm=ssm_norm, tied=tied,
+                context_length=context_length)
+
+
+def hybrid_tensors(rng, cfg):
+    """(name, float64 array) of every tensor of hybrid model `cfg` (hybrid_config), in the
+    converter's order, generated one block at a time (a big model never sits in memory)."""
+    arch, n_embd = cfg["arch"], cfg["n_embd"]
 
     def linear(n_out, n_in):
         return rng.standard_normal((n_out, n_in)) * n_in ** -0.5
@@ -273,80 +286,83 @@ def write_random_hybrid(path, arch, *, pattern, n_embd, d_state=16, d_conv=4, d_
     def norm_weight(*shape):
         return 1.0 + 0.3 * rng.standard_normal(shape)
 
-    tensors = {"token_embd.weight": rng.standard_normal((n_vocab, n_embd)) * 0.5}
-    kinds = []
-    for il, c in enumerate(pattern):
-        p = f"blk.{il}."
-        t = {}
-        ssm = c == "M" or arch == "falcon-h1"
-        att = c == "*" or arch == "falcon-h1"
-        mlp = arch != "nemotron_h" or c == "-"
-        if c not in "M*-" or (c == "-" and arch != "nemotron_h"):
-            raise ValueError(f"layer {il}: kind {c!r} for {arch}")
-        kinds.append(c)
-        t["attn_norm.weight"] = norm_weight(n_embd)
-        if ssm:
-            lt = _layer_tensors(rng, "mamba2", n_embd, d_inner, d_state, d_conv, None, n_ssm_head, n_group)
+    yield "token_embd.weight", rng.standard_normal((cfg["n_vocab"], n_embd)) * 0.5
+    hd, n_ff = cfg["head_dim"], cfg["n_ff"]
+    for il, c in enumerate(cfg["pattern"]):
+        t = {"attn_norm.weight": norm_weight(n_embd)}
+        if c == "M" or arch == "falcon-h1":
+            lt = _layer_tensors(rng, "mamba2", n_embd, cfg["d_inner"], cfg["d_state"], cfg["d_conv"],
+                                None, cfg["n_ssm_head"], cfg["n_group"])
             del lt["attn_norm.weight"]
-            if not ssm_norm:
+            if not cfg["ssm_norm"]:
                 del lt["ssm_norm.weight"]
             t.update(lt)
-        if att:
-            t["attn_q.weight"] = linear(n_head * head_dim, n_embd)
-            t["attn_k.weight"] = linear(n_kv * head_dim, n_embd)
-            t["attn_v.weight"] = linear(n_kv * head_dim, n_embd)
-            t["attn_output.weight"] = linear(n_embd, n_head * head_dim)
-        if mlp:
+        if c == "*" or arch == "falcon-h1":
+            t["attn_q.weight"] = linear(cfg["n_head"] * hd, n_embd)
+            t["attn_k.weight"] = linear(cfg["n_kv"] * hd, n_embd)
+            t["attn_v.weight"] = linear(cfg["n_kv"] * hd, n_embd)
+            t["attn_output.weight"] = linear(n_embd, cfg["n_head"] * hd)
+        if arch != "nemotron_h" or c == "-":
             if arch != "nemotron_h":
                 t["ffn_norm.weight" if arch == "granitehybrid" else "ffn_norm"] = norm_weight(n_embd)
                 t["ffn_gate.weight"] = linear(n_ff, n_embd)
             t["ffn_up.weight"] = linear(n_ff, n_embd)
             t["ffn_down.weight"] = linear(n_embd, n_ff)
-        tensors.update((p + k, v) for k, v in sorted(t.items()))
-    tensors["output_norm.weight"] = norm_weight(n_embd)
-    if not tied:
-        tensors["output.weight"] = linear(n_vocab, n_embd)
-    for name, w in tensors.items():
-        f16 = wtype == "f16" and w.ndim == 2 and not name.endswith(("ssm_conv1d.weight", "ssm_norm.weight"))
-        tensors[name] = w.astype(np.float16 if f16 else np.float32)
+        for k in sorted(t):
+            yield f"blk.{il}.{k}", t[k]
+    yield "output_norm.weight", norm_weight(n_embd)
+    if not cfg["tied"]:
+        yield "output.weight", linear(cfg["n_vocab"], n_embd)
 
+
+def write_hybrid_keys(writer, cfg):
+    """The architecture keys llama.cpp's converter writes for hybrid model `cfg`."""
+    arch, pattern = cfg["arch"], cfg["pattern"]
+    writer.add_context_length(cfg["context_length"])
+    writer.add_embedding_length(cfg["n_embd"])
+    writer.add_block_count(cfg["n_layer"])
+    writer.add_head_count(cfg["n_head"])
+    if arch == "falcon-h1":
+        writer.add_head_count_kv(cfg["n_kv"])
+        writer.add_feed_forward_length(cfg["n_ff"])
+    else:
+        writer.add_head_count_kv([cfg["n_kv"] if c == "*" else 0 for c in pattern])
+        if arch == "nemotron_h":
+            writer.add_feed_forward_length([cfg["n_ff"] if c == "-" else 0 for c in pattern])
+        else:
+            writer.add_feed_forward_length(cfg["n_ff"])
+    writer.add_key_length(cfg["head_dim"])
+    writer.add_value_length(cfg["head_dim"])
+    writer.add_rope_freq_base(cfg["rope_base"])
+    if arch == "granitehybrid":
+        writer.add_rope_scaling_finetuned(bool(cfg["rope"]))
+        for k, v in cfg["scales"].items():
+            getattr(writer, f"add_{k}")(v)
+    writer.add_ssm_conv_kernel(cfg["d_conv"])
+    writer.add_ssm_inner_size(cfg["d_inner"])
+    writer.add_ssm_state_size(cfg["d_state"])
+    writer.add_ssm_time_step_rank(cfg["n_ssm_head"])
+    writer.add_ssm_group_count(cfg["n_group"])
+    if arch == "nemotron_h":
+        writer.add_layer_norm_eps(cfg["eps"])
+    else:
+        writer.add_layer_norm_rms_eps(cfg["eps"])
+
+
+def write_random_hybrid(path, arch, *, wtype="f32", seed=0, **sizes):
+    """Write a random hybrid model with the keys and tensor names llama.cpp's converter writes
+    for the arch, and return its hparams (hybrid_config's, whose arguments `sizes` are).
+    wtype "f16" stores the 2-D projections as F16."""
+    cfg = hybrid_config(arch, **sizes)
+    rng = np.random.default_rng(seed)
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_type("model")
     writer.add_name(f"tinyggml-random-{arch}")
-    writer.add_context_length(context_length)
-    writer.add_embedding_length(n_embd)
-    writer.add_block_count(n_layer)
-    writer.add_head_count(n_head)
-    if arch == "falcon-h1":
-        writer.add_head_count_kv(n_kv)
-        writer.add_feed_forward_length(n_ff)
-    else:
-        writer.add_head_count_kv([n_kv if c == "*" else 0 for c in pattern])
-        if arch == "nemotron_h":
-            writer.add_feed_forward_length([n_ff if c == "-" else 0 for c in pattern])
-        else:
-            writer.add_feed_forward_length(n_ff)
-    writer.add_key_length(head_dim)
-    writer.add_value_length(head_dim)
-    writer.add_rope_freq_base(rope_base)
-    if arch == "granitehybrid":
-        writer.add_rope_scaling_finetuned(bool(rope))
-        for k, v in (scales or {}).items():
-            getattr(writer, f"add_{k}")(v)
-    writer.add_ssm_conv_kernel(d_conv)
-    writer.add_ssm_inner_size(d_inner)
-    writer.add_ssm_state_size(d_state)
-    writer.add_ssm_time_step_rank(n_ssm_head)
-    writer.add_ssm_group_count(n_group)
-    eps = 1e-5
-    if arch == "nemotron_h":
-        writer.add_layer_norm_eps(eps)
-    else:
-        writer.add_layer_norm_rms_eps(eps)
+    write_hybrid_keys(writer, cfg)
     file_type = gguf.LlamaFileType.MOSTLY_F16 if wtype == "f16" else gguf.LlamaFileType.ALL_F32
     writer.add_file_type(int(file_type))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    tokens, types, merges = tiny_bpe_vocab(n_vocab)
+    tokens, types, merges = tiny_bpe_vocab(cfg["n_vocab"])
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("gpt-2")
     writer.add_token_list(tokens)
@@ -354,13 +370,11 @@ def write_random_hybrid(path, arch, *, pattern, n_embd, d_state=16, d_conv=4, d_
     writer.add_token_merges(merges)
     writer.add_bos_token_id(0)
     writer.add_eos_token_id(0)
-    for name, w in tensors.items():
-        writer.add_tensor(name, w)
+    for name, w in hybrid_tensors(rng, cfg):
+        f16 = wtype == "f16" and w.ndim == 2 and not name.endswith(("ssm_conv1d.weight", "ssm_norm.weight"))
+        writer.add_tensor(name, w.astype(np.float16 if f16 else np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return dict(arch=arch, pattern=pattern, n_embd=n_embd, n_layer=n_layer, d_inner=d_inner,
-                d_state=d_state, d_conv=d_conv, n_group=n_group, n_ssm_head=n_ssm_head,
-                n_head=n_head, n_kv=n_kv, head_dim=head_dim, n_ff=n_ff, n_vocab=n_vocab, eps=eps,
-                rope=rope, scales=dict(scales or {}), tied=tied)
+    return cfg
