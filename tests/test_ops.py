@@ -436,6 +436,28 @@ def test_mul_mat_k_blocked(simd, wtype, nt):
     np.testing.assert_array_equal(plan.numpy(out), blocked[8:])
 
 
+@pytest.mark.parametrize("wtype", [F32, F16])
+@pytest.mark.parametrize("K,M,N", [(77, 37, 12), (64, 16, 23), (300, 33, 61), (2085, 19, 263)])
+def test_mul_mat_wide_panels_bit_for_bit(K, M, N, wtype):
+    """AVX-512 builds multiply batches in 16 x 12 tiles (mul_mat.c tg_panel_16x12) where two
+    6-column tiles remain: the same outputs bit for bit as the 16 x 6 tiles, for partial row
+    panels, a leftover 6-column tile and a partial one (N = 23, 61, 263), and k blocks
+    (K = 2085). Elsewhere the switch changes nothing and the test holds trivially."""
+    from tinyggml.backend import set_wide_panels
+    rng = np.random.default_rng(K + M + N)
+    dt = np.float16 if wtype == F16 else np.float32
+    a = mk("a", rnd(rng, M, K, dtype=dt), type=wtype)
+    b = mk("b", rnd(rng, N, K))
+    try:
+        set_wide_panels(False)
+        narrow = check_op(ops.mul_mat(a, b), 3, atol=1e-3).copy()
+        set_wide_panels(True)
+        wide = check_op(ops.mul_mat(a, b), 3, atol=1e-3)        # against float64 too
+    finally:
+        set_wide_panels(True)
+    np.testing.assert_array_equal(wide, narrow)
+
+
 @pytest.mark.parametrize("K", [64, 77])                 # 8-lane steps only / a scalar tail
 @pytest.mark.parametrize("N", [2, 5, 9])
 def test_mul_mat_small_f16_batches(simd, K, N):

@@ -95,6 +95,35 @@ static inline void tg_panel_16x6(int64_t K, int64_t kb, const float *Wp, const f
         _mm256_storeu_ps(d[j] + 8, t[j][1]);
     }
 }
+#ifdef TG_AVX512
+// tg_panel_16x6 twice over, in 512-bit registers: the 16 rows in one zmm, twelve columns (two
+// consecutive 6-column tiles of Bp: Bp0 and Bp1 = Bp0 + 6 kc); 12 totals + 12 block sums +
+// the weights stay in the 32 registers. Every output sees the same operations in the same
+// order as in tg_panel_16x6 (one FMA per k into its block sum, block sums added to the total
+// in k order), so the results are bit for bit the 16x6 ones; per k one weight load and twelve
+// broadcasts feed twelve 16-wide FMAs, where the 16x6 tile needs two loads and six broadcasts
+// for twelve 8-wide ones.
+static inline void tg_panel_16x12(int64_t K, int64_t kb, const float *Wp, const float *Bp0,
+                                  const float *Bp1, float *const d[2 * MM_NR], int acc) {
+    __m512 t[2 * MM_NR];
+    for (int j = 0; j < 2 * MM_NR; j++) t[j] = acc ? _mm512_loadu_ps(d[j]) : _mm512_setzero_ps();
+    for (int64_t k0 = 0; k0 < K; k0 += kb) {
+        const int64_t k1 = TG_MIN(K, k0 + kb);
+        __m512 c[2 * MM_NR];
+        for (int j = 0; j < 2 * MM_NR; j++) c[j] = _mm512_setzero_ps();
+        #pragma GCC unroll 2
+        for (int64_t k = k0; k < k1; k++) {
+            const __m512 w = _mm512_load_ps(Wp + k * MM_MR);
+            for (int j = 0; j < MM_NR; j++) {
+                c[j] = _mm512_fmadd_ps(w, _mm512_set1_ps(Bp0[k * MM_NR + j]), c[j]);
+                c[MM_NR + j] = _mm512_fmadd_ps(w, _mm512_set1_ps(Bp1[k * MM_NR + j]), c[MM_NR + j]);
+            }
+        }
+        for (int j = 0; j < 2 * MM_NR; j++) t[j] = _mm512_add_ps(t[j], c[j]);
+    }
+    for (int j = 0; j < 2 * MM_NR; j++) _mm512_storeu_ps(d[j], t[j]);
+}
+#endif
 #endif
 
 // Long rows times wide batches are multiplied in k blocks of kc = op_params[0] values (0: K in
@@ -157,16 +186,25 @@ static void tg_mul_mat_panels(const tg_params *p, tg_tensor *dst, int64_t ir0, i
                     }
                 }
                 tg_transpose(src_rows, lds, Wp, MM_MR, MM_MR, kc);
-                for (int64_t n = 0; n < N; n += MM_NR) {
-                    const int nr = (int)TG_MIN(MM_NR, N - n);
-                    float *d[MM_NR];
-                    for (int j = 0; j < MM_NR; j++)   // a partial tile repeats its last column
+                for (int64_t n = 0; n < N;) {
+                    // 12 columns at once (two 6-column tiles, AVX-512) while two full tiles
+                    // remain, else one tile of up to 6
+                    const int wide = TG_WIDE_PANELS && N - n >= 2 * MM_NR;
+                    const int w = wide ? 2 * MM_NR : MM_NR;
+                    const int nr = (int)TG_MIN(w, N - n);
+                    float *d[2 * MM_NR];
+                    for (int j = 0; j < w; j++)       // a partial tile repeats its last column
                         d[j] = nm == MM_MR ? (float *)at(dst, m0, n + TG_MIN(j, nr - 1), i12, i13)
                                            : Cp + (n + j) * MM_MR;
+#ifdef TG_AVX512
+                    if (wide) tg_panel_16x12(kc, kb, Wp, Bp + n * kc, Bp + (n + MM_NR) * kc, d, !first);
+                    else
+#endif
                     tg_panel_16x6(kc, kb, Wp, Bp + n * kc, d, !first);
                     if (nm < MM_MR && last)
                         for (int j = 0; j < nr; j++)
                             memcpy(at(dst, m0, n + j, i12, i13), Cp + (n + j) * MM_MR, nm * 4);
+                    n += w;
                 }
             }
         }
