@@ -137,6 +137,34 @@ def test_quantized_batch_equals_column_by_column(simd, qt, int_gemm):
     np.testing.assert_array_equal(shifted, whole[1:])     # other tiles, other threads: bit for bit
 
 
+@pytest.mark.parametrize("qt", [Q4_0, Q8_0, Q4_K, Q6_K, Q2_K, Q5_1],
+                         ids=lambda t: gguf.GGMLQuantizationType(t).name)
+@pytest.mark.parametrize("M,N", [(37, 12), (16, 29), (21, 61)])
+def test_int_gemm_wide_tiles_bit_for_bit(qt, M, N):
+    """AVX-512 builds run the integer panels in 12-column tiles of 512-bit registers
+    (mul_mat.c tg_qpanel_tile12) while 12 columns remain: the same outputs bit for bit as the
+    6-column tiles (scale groups of 32 and 16, types with and without mins, partial row panels,
+    leftover columns). Elsewhere the switch changes nothing and the test holds trivially."""
+    from tinyggml.backend import int_gemm_compiled, set_wide_panels
+    if not int_gemm_compiled():
+        pytest.skip("this build has no integer GEMM (portable scalar build)")
+    rng = np.random.default_rng(qt * 10 + N)
+    K = 512
+    q = random_blocks(rng, qt, M, K)
+    x = rng.standard_normal((N, K)).astype(np.float32)
+    a = leaf(qt, (K, M), "w", INPUT, data=q)
+    opts = GraphOptions(int_gemm=True)
+    got = {}
+    try:
+        for wide in (False, True):
+            set_wide_panels(wide)
+            got[wide], ref = run(ops.mul_mat(a, leaf(F32, (K, N), "x", INPUT, data=x), opts), 2)
+    finally:
+        set_wide_panels(True)
+    np.testing.assert_allclose(got[True], ref, atol=2e-5 * np.abs(ref).max(), rtol=0)
+    np.testing.assert_array_equal(got[True], got[False])
+
+
 @pytest.mark.parametrize("qt", [Q4_0, Q8_0, Q4_K, Q6_K, Q5_1],
                          ids=lambda t: gguf.GGMLQuantizationType(t).name)
 def test_decode_rows_in_4_streams(simd, qt):

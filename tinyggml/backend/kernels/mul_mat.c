@@ -312,6 +312,67 @@ static inline __attribute__((always_inline)) void tg_qpanel_tile(
     }
 }
 
+#ifdef TG_AVX512
+// tg_qpanel_tile for 12 columns in 512-bit registers (TG_WIDE_PANELS): a k pair of all 16 rows
+// is one zmm of Wq, so one load and twelve broadcasts feed twelve vpdpwssd of 16 lanes, where
+// the 256-bit tile loads twice for six columns. The integer sums are exact and every float step
+// is the 256-bit tile's, lane for lane: the results are the same bit for bit.
+#define QP_NR_WIDE 12
+static inline __attribute__((always_inline)) void tg_qpanel_tile12(
+        int64_t K, int G, int has_min, const int16_t *Wq, const float *Ws, const float *Wm,
+        const uint8_t *const act[QP_NR_WIDE], float *const d[QP_NR_WIDE]) {
+    __m512 f[QP_NR_WIDE];
+    const int16_t *q[QP_NR_WIDE];
+    const float *da[QP_NR_WIDE], *ds[QP_NR_WIDE];
+    for (int j = 0; j < QP_NR_WIDE; j++) {
+        f[j] = _mm512_setzero_ps();
+        q[j] = (const int16_t *)act[j];
+        da[j] = (const float *)(act[j] + 2 * K);
+        ds[j] = da[j] + K / 32;
+    }
+    for (int64_t k0 = 0; k0 < K; k0 += G) {
+        __m512i s[QP_NR_WIDE];
+        for (int j = 0; j < QP_NR_WIDE; j++) s[j] = _mm512_setzero_si512();
+        #pragma GCC unroll 16
+        for (int64_t kp = k0 / 2; kp < (k0 + G) / 2; kp++) {
+            const __m512i w = _mm512_load_si512((const void *)(Wq + kp * 32));
+            for (int j = 0; j < QP_NR_WIDE; j++) {
+                int32_t pair;
+                memcpy(&pair, q[j] + 2 * kp, 4);
+                s[j] = _mm512_dpwssd_epi32(s[j], w, _mm512_set1_epi32(pair));
+            }
+        }
+        const __m512 ws = _mm512_load_ps(Ws + (k0 / 16) * 16);
+        for (int j = 0; j < QP_NR_WIDE; j++)
+            f[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[j]), _mm512_mul_ps(ws, _mm512_set1_ps(da[j][k0 / 32])), f[j]);
+        if (has_min && G == 32) {            // mins per 32 (equal halves): one step
+            const int64_t h = k0 / 16;
+            const __m512 m = _mm512_load_ps(Wm + h * 16);
+            for (int j = 0; j < QP_NR_WIDE; j++)
+                f[j] = _mm512_fnmadd_ps(m, _mm512_set1_ps(ds[j][h] + ds[j][h + 1]), f[j]);
+        } else if (has_min) {
+            for (int64_t h = k0 / 16; h < (k0 + G) / 16; h++) {
+                const __m512 m = _mm512_load_ps(Wm + h * 16);
+                for (int j = 0; j < QP_NR_WIDE; j++) f[j] = _mm512_fnmadd_ps(m, _mm512_set1_ps(ds[j][h]), f[j]);
+            }
+        }
+    }
+    for (int j = 0; j < QP_NR_WIDE; j++) _mm512_storeu_ps(d[j], f[j]);
+}
+
+static __attribute__((noinline)) void tg_qpanel_wide_g32(
+        int64_t K, int has_min, const int16_t *Wq, const float *Ws, const float *Wm,
+        const uint8_t *const act[QP_NR_WIDE], float *const d[QP_NR_WIDE]) {
+    tg_qpanel_tile12(K, 32, has_min, Wq, Ws, Wm, act, d);
+}
+
+static __attribute__((noinline)) void tg_qpanel_wide_g16(
+        int64_t K, int has_min, const int16_t *Wq, const float *Ws, const float *Wm,
+        const uint8_t *const act[QP_NR_WIDE], float *const d[QP_NR_WIDE]) {
+    tg_qpanel_tile12(K, 16, has_min, Wq, Ws, Wm, act, d);
+}
+#endif
+
 // the full tile for each scale group size, compiled on their own so the tile width and the
 // group length are constants (loops unroll, accumulators stay in place)
 static __attribute__((noinline)) void tg_qpanel_full_g32(
@@ -340,7 +401,11 @@ static void tg_mul_mat_qpanels(const tg_params *p, tg_tensor *dst, int64_t ir0, 
     int8_t *uw = (int8_t *)(Wm + K);
     float *usc = (float *)(uw + K), *umn = usc + K / 16;
     char *rbuf = (char *)(umn + K / 16);             // a packed row, gathered
+#ifdef TG_AVX512
+    float tmp[QP_NR_WIDE][MM_MR];
+#else
     float tmp[QP_NR][MM_MR];
+#endif
     for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
     for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
         for (int64_t m0 = ir0; m0 < ir1; m0 += MM_MR) {
@@ -363,7 +428,23 @@ static void tg_mul_mat_qpanels(const tg_params *p, tg_tensor *dst, int64_t ir0, 
             }
             // pairs of int16 moved as 32-bit units: rows[r][k/2] -> Wq[k/2][r]
             tg_transpose((const float *)rows, K / 2, (float *)Wq, MM_MR, MM_MR, K / 2);
-            for (int64_t n = 0; n < N; n += QP_NR) {
+            int64_t n = 0;
+#ifdef TG_AVX512
+            for (; TG_WIDE_PANELS && n + QP_NR_WIDE <= N; n += QP_NR_WIDE) {
+                const uint8_t *act[QP_NR_WIDE];
+                float *d[QP_NR_WIDE];
+                for (int j = 0; j < QP_NR_WIDE; j++) {
+                    act[j] = (const uint8_t *)at(src1, 0, n + j, i12, i13);
+                    d[j] = nm == MM_MR ? (float *)at(dst, m0, n + j, i12, i13) : tmp[j];
+                }
+                if (G == 32) tg_qpanel_wide_g32(K, has_min, Wq, Ws, Wm, act, d);
+                else tg_qpanel_wide_g16(K, has_min, Wq, Ws, Wm, act, d);
+                if (nm < MM_MR)
+                    for (int j = 0; j < QP_NR_WIDE; j++)
+                        memcpy(at(dst, m0, n + j, i12, i13), tmp[j], nm * 4);
+            }
+#endif
+            for (; n < N; n += QP_NR) {
                 const int nr = (int)TG_MIN(QP_NR, N - n);
                 const uint8_t *act[QP_NR];
                 float *d[QP_NR];

@@ -21,8 +21,9 @@
 // and the integer dots; everything else keeps its AVX2 form.
 #if defined(TG_AVX2) && defined(__AVX512F__) && defined(__AVX512VL__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
 #define TG_AVX512 1
-// the float GEMM's 16x12 tiles in 512-bit registers (mul_mat.c tg_panel_16x12; bit for bit the
-// 16x6 AVX2 tiles' results), switchable at run time for side-by-side benchmarks
+// the GEMMs' 12-column tiles in 512-bit registers (mul_mat.c tg_panel_16x12, float, and
+// tg_qpanel_tile12, integer; bit for bit the narrower tiles' results), switchable at run time
+// for side-by-side benchmarks
 #define TG_WIDE_PANELS (tg_wide_panels)
 #else
 #define TG_WIDE_PANELS 0
