@@ -608,11 +608,11 @@ void tg_dot2x4_q4_0_qact(int64_t K, const void *const rows[4], const uint8_t *ac
 
 // Q8_0 row x QACT row
 #ifdef TG_AVX2
-// block c (at b): its 32 int8 values widened to int16 in two halves (and the next blocks
-// prefetched)
+// block c (at b): its 32 int8 values widened to int16 in two halves
 static inline __attribute__((always_inline)) void q8_0_widen(const uint8_t *b, int64_t c,
                                                            __m256i *w0, __m256i *w1) {
-    if ((c & 1) == 0) _mm_prefetch((const char *)(b + 1024), _MM_HINT_NTA);
+    // no software prefetch here: on an Intel Xeon it halved the Q8_0 decode (13.6 -> 25.9
+    // GB/s without it, 400000x768 rows, BENCHMARKS.md)
     *w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + 2)));
     *w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + 18)));
 }
