@@ -3,24 +3,31 @@
 With ../shared/fixtures: the four HF checkpoints convert to the fixture GGUFs (same keys and
 values in the same order, same tensors, bit-exact data; the one exception is ~1% of the
 Mamba-1 ssm_a values, 1 ulp apart: llama.cpp rounds torch's (MKL) exp, we round exp exactly).
-Without them: small random checkpoints written here (the mistral Mamba-Codestral layout, the
-transformers layout, state-spaces configs, shards, bf16), a sentencepiece model trained here,
-and the error cases.
+Hybrids (granitehybrid, nemotron_h, falcon-h1), from the repository: the checkpoints behind
+tests/fixtures/hybrid/<arch>-f32.gguf, rebuilt from hf-<arch>/ and that file, convert to the
+same bytes as llama.cpp's f32 and f16 files; random checkpoints written here run to the logits
+of a float64 numpy model written after transformers' code (multipliers where it applies them).
+Without the shared fixtures: small random checkpoints written here (the mistral
+Mamba-Codestral layout, the transformers layout, state-spaces configs, shards, bf16), a
+sentencepiece model trained here, and the error cases.
 """
 import io
 import json
 import shutil
+from hashlib import sha256
 
 import numpy as np
 import pytest
 from gguf import GGUFReader, GGMLQuantizationType as Q
-from safetensors.numpy import save_file
+from safetensors.numpy import load_file, save_file
 
 import tinyggml
 from tinyggml.tools.convert import convert, gguf_name
 from tinyggml.tools.convert_vocab import CHKTXT
 from tinyggml.errors import TinyGGMLError
-from conftest import FIXTURES, requires_fixtures
+from conftest import FIXTURES, TESTS, requires_fixtures
+from reference.hybrid_np import rope
+from reference.mamba_np import mamba2_mixer, rmsnorm, silu
 
 MODELS = ["mamba1-tiny", "mamba2-tiny", "mamba2-tiny-g2-spm", "falcon-mamba-tiny"]
 NEOX = FIXTURES / "tokenizers" / "ggml-vocab-gpt-neox.gguf"
@@ -461,6 +468,430 @@ def test_state_spaces_mamba2_keeps_equal_lm_head(tmp_path, spm_model):
     assert s["architecture"] == "Mamba2ForCausalLM" and "output.weight" in t
     assert kv["mamba2.ssm.group_count"][1] == 1 and kv["mamba2.ssm.state_size"][1] == 128
     assert t["blk.0.ssm_norm.weight"][1] == (128, 1) and t["blk.0.ssm_a"][1] == (1, 2)
+
+
+# ---- hybrids: against llama.cpp's converter (tests/fixtures/hybrid) --------------------------
+
+HYBRID = TESTS / "fixtures" / "hybrid"
+HYBRIDS = ["granitehybrid", "nemotron_h", "falcon-h1"]
+# the checkpoints tools/make_hybrid_fixtures.py saved and llama.cpp converted to <arch>-f32.gguf
+# and <arch>-f16.gguf: sha256 over the sorted names of "name dtype [shape]\n" + the bytes
+CHECKPOINT_SHA256 = {
+    "granitehybrid": "f9d2082cf5ac7b8190796d3fbdc99aa8030f357efc5c9a726e20d7110d376056",
+    "nemotron_h": "1607aa6fa0e3453bd06b0366489681a63706583b3375c3ccfc0d2176d846cde0",
+    "falcon-h1": "89e66701026ef58537461a38f340fd67152d0cb57b7f13b0f7263510b9f15f14",
+}
+_BACK_MAMBA2 = {"ssm_in.weight": "in_proj.weight", "ssm_conv1d.weight": "conv1d.weight",
+                "ssm_conv1d.bias": "conv1d.bias", "ssm_dt.bias": "dt_bias", "ssm_d": "D",
+                "ssm_norm.weight": "norm.weight", "ssm_out.weight": "out_proj.weight"}
+_BACK_ATTN = {"attn_q.weight": "q_proj.weight", "attn_k.weight": "k_proj.weight",
+              "attn_v.weight": "v_proj.weight", "attn_output.weight": "o_proj.weight"}
+# GGUF name -> checkpoint name, written out here: (globals, block prefix, names in a block)
+BACK = {
+    "granitehybrid": (
+        {"token_embd.weight": "model.embed_tokens.weight",
+         "output_norm.weight": "model.norm.weight"},
+        "model.layers.",
+        {"attn_norm.weight": "input_layernorm.weight",
+         "ffn_norm.weight": "post_attention_layernorm.weight",
+         "ffn_gate.weight": "shared_mlp.input_linear.weight",
+         "ffn_up.weight": "shared_mlp.input_linear.weight",
+         "ffn_down.weight": "shared_mlp.output_linear.weight",
+         **{k: "mamba." + v for k, v in _BACK_MAMBA2.items()},
+         **{k: "self_attn." + v for k, v in _BACK_ATTN.items()}}),
+    "nemotron_h": (
+        {"token_embd.weight": "backbone.embeddings.weight",
+         "output_norm.weight": "backbone.norm_f.weight", "output.weight": "lm_head.weight"},
+        "backbone.layers.",
+        {"attn_norm.weight": "norm.weight", "ffn_up.weight": "mixer.up_proj.weight",
+         "ffn_down.weight": "mixer.down_proj.weight",
+         **{k: "mixer." + v for k, v in {**_BACK_MAMBA2, **_BACK_ATTN}.items()}}),
+    "falcon-h1": (
+        {"output_norm.weight": "model.final_layernorm.weight"},
+        "model.layers.",
+        {"attn_norm.weight": "input_layernorm.weight", "ffn_norm": "pre_ff_layernorm.weight",
+         "ffn_up.weight": "feed_forward.up_proj.weight",
+         **{k: "mamba." + v for k, v in _BACK_MAMBA2.items() if k not in ("ssm_in.weight",
+                                                                           "ssm_out.weight")}}),
+}
+
+
+def checkpoint_sha256(w):
+    h = sha256()
+    for name in sorted(w):
+        h.update(f"{name} {w[name].dtype} {list(w[name].shape)}\n".encode())
+        h.update(w[name].tobytes())
+    return h.hexdigest()
+
+
+def _unpermute(w, n_head):
+    """Rows (2i, 2i + 1) of each head back to (i, i + head_dim / 2)."""
+    hd = w.shape[0] // n_head
+    return w.reshape(n_head, hd // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def hybrid_checkpoint(arch, tmp_path):
+    """The checkpoint behind fixtures/hybrid/<arch>-f32.gguf, as tmp_path/hf-<arch> (the folder
+    name makes general.name, as for llama.cpp). hf-<arch>/ holds its config, tokenizer and the
+    tensors the GGUF cannot give back bit for bit (A_log, whose exp is rounded; Falcon-H1's
+    weights with a multiplier folded in); the rest comes back from the GGUF by undoing moves
+    only: reshapes, the q/k row permutation, Granite's gate/up split. The result must hash to
+    the saved checkpoint's CHECKPOINT_SHA256."""
+    src, dst = HYBRID / f"hf-{arch}", tmp_path / f"hf-{arch}"
+    shutil.copytree(src, dst)
+    w = load_file(src / "model.safetensors")
+    cfg = json.loads((src / "config.json").read_text())
+    heads = {"attn_q.weight": cfg["num_attention_heads"],
+             "attn_k.weight": cfg["num_key_value_heads"]}
+    glob, prefix, block = BACK[arch]
+    for name, (_, _, data) in read_gguf(HYBRID / f"{arch}-f32.gguf")[1].items():
+        _, il, local = name.split(".", 2) if name.startswith("blk.") else (None, None, name)
+        hf = glob.get(name) if il is None else block.get(local) and f"{prefix}{il}.{block[local]}"
+        if hf is None or hf in w and local != "ffn_up.weight":
+            continue        # kept in hf-<arch>/ (or ssm_a: A_log is)
+        if local == "ssm_conv1d.weight":
+            data = data[:, None, :]
+        elif local in ("ssm_d", "ssm_norm.weight"):
+            data = data.reshape(-1)
+        elif local in heads and arch != "falcon-h1":
+            data = _unpermute(data, heads[local])
+        elif local == "ffn_up.weight" and arch == "granitehybrid":
+            data = np.concatenate([w[hf], data])        # input_linear: [gate; up]
+        w[hf] = np.ascontiguousarray(data)
+    assert checkpoint_sha256(w) == CHECKPOINT_SHA256[arch], "rebuilt checkpoint differs"
+    save_file(w, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    return dst
+
+
+@pytest.mark.parametrize("arch", HYBRIDS)
+@pytest.mark.parametrize("outtype", ["f32", "f16"])
+def test_hybrid_matches_llamacpp(arch, outtype, tmp_path):
+    """Every key (order, type, value) and tensor (order, name, type, shape, bits) as llama.cpp's
+    converter wrote them: the files are the same bytes."""
+    out = tmp_path / f"{arch}-{outtype}.gguf"
+    s = convert(hybrid_checkpoint(arch, tmp_path), out, outtype, progress=False)
+    assert s["arch"] == arch and s["tokenizer"].endswith("tokenizer.model")
+    ref = HYBRID / f"{arch}-{outtype}.gguf"
+    assert_same_gguf(out, ref)
+    assert out.read_bytes() == ref.read_bytes()
+
+
+# ---- hybrids: random checkpoints against transformers' semantics -----------------------------
+
+def hybrid_config(arch, rms_norm=True):
+    """A small config.json as transformers 4.57 writes it (rope_theta at the top level, layer
+    kinds in the released checkpoints' spelling)."""
+    common = {"vocab_size": 264, "hidden_size": 48, "intermediate_size": 80,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096,
+              "attention_bias": False, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
+              "torch_dtype": "float32", "transformers_version": "4.57.6", "use_cache": True}
+    if arch == "granitehybrid":
+        return {"architectures": ["GraniteMoeHybridForCausalLM"], "model_type": "granitemoehybrid",
+                **common, "shared_intermediate_size": 80, "num_hidden_layers": 4,
+                "layer_types": ["mamba", "attention", "mamba", "attention"],
+                "num_local_experts": 0, "num_experts_per_tok": 0, "mamba_n_heads": 6,
+                "mamba_n_groups": 2, "mamba_d_state": 8, "mamba_d_head": 16, "mamba_d_conv": 4,
+                "mamba_expand": 2, "mamba_chunk_size": 256, "mamba_conv_bias": True,
+                "mamba_proj_bias": False, "embedding_multiplier": 2.0, "residual_multiplier": 0.5,
+                "attention_multiplier": 0.1, "logits_scaling": 1.5, "rms_norm_eps": 1e-5,
+                "position_embedding_type": "nope", "rope_theta": 10000, "rope_scaling": None,
+                "tie_word_embeddings": True, "hidden_act": "silu", "router_aux_loss_coef": 0.01}
+    if arch == "falcon-h1":
+        return {"architectures": ["FalconH1ForCausalLM"], "model_type": "falcon_h1", **common,
+                "num_hidden_layers": 2, "head_dim": 12, "mamba_d_ssm": 96, "mamba_n_heads": 6,
+                "mamba_d_head": 16, "mamba_n_groups": 2, "mamba_d_state": 8, "mamba_d_conv": 4,
+                "mamba_expand": 2, "mamba_chunk_size": 128, "mamba_conv_bias": True,
+                "mamba_proj_bias": False, "mamba_rms_norm": rms_norm,
+                "mamba_norm_before_gate": False, "rope_theta": 100000.0, "rope_scaling": None,
+                "embedding_multiplier": 1.3, "lm_head_multiplier": 0.6,
+                "mlp_multipliers": [1.2, 0.7], "key_multiplier": 0.8,
+                "attention_in_multiplier": 1.1, "attention_out_multiplier": 0.9,
+                "ssm_multipliers": [0.9, 1.2, 0.8, 1.3, 1.1], "ssm_in_multiplier": 1.05,
+                "ssm_out_multiplier": 0.95, "rms_norm_eps": 1e-5, "tie_word_embeddings": False,
+                "hidden_act": "silu", "mlp_bias": False, "projectors_bias": False}
+    return {"architectures": ["NemotronHForCausalLM"], "model_type": "nemotron_h", **common,
+            "num_hidden_layers": 4, "hybrid_override_pattern": "M*-M", "head_dim": 12,
+            "mamba_num_heads": 6, "mamba_head_dim": 16, "n_groups": 2, "ssm_state_size": 8,
+            "conv_kernel": 4, "expand": 2, "chunk_size": 128, "use_conv_bias": True,
+            "use_bias": False, "mlp_bias": False, "mlp_hidden_act": "relu2",
+            "mamba_hidden_act": "silu", "layer_norm_epsilon": 1e-5, "tie_word_embeddings": False,
+            "residual_in_fp32": False, "rescale_prenorm_residual": True}
+
+
+def hybrid_layout(arch, cfg):
+    """(layer prefix, mamba prefix, attention prefix, kinds "M" / "*" / "-" / "B" (both))."""
+    if arch == "granitehybrid":
+        return "model.layers.", "mamba.", "self_attn.", ["M" if t == "mamba" else "*"
+                                                        for t in cfg["layer_types"]]
+    if arch == "falcon-h1":
+        return "model.layers.", "mamba.", "self_attn.", ["B"] * cfg["num_hidden_layers"]
+    return "backbone.layers.", "mixer.", "mixer.", list(cfg["hybrid_override_pattern"])
+
+
+def hybrid_weights(arch, cfg, seed=0):
+    """Random weights with transformers' names and shapes."""
+    rng = np.random.default_rng(seed)
+    g = lambda *s, scale=1.0: (scale * rng.standard_normal(s)).astype(np.float32)  # noqa: E731
+    e, v, ff = cfg["hidden_size"], cfg["vocab_size"], cfg["intermediate_size"]
+    nh, hd = 6, 16                                  # Mamba-2 heads, head size (all three configs)
+    di, gs = nh * hd, 2 * 8                         # d_inner, n_group * d_state
+    hq = cfg.get("head_dim", e // cfg["num_attention_heads"])
+    nq, nk = cfg["num_attention_heads"] * hq, cfg["num_key_value_heads"] * hq
+    layer, mamba, attn, kinds = hybrid_layout(arch, cfg)
+    glob = {"granitehybrid": ("model.embed_tokens", "model.norm"),
+            "falcon-h1": ("model.embed_tokens", "model.final_layernorm"),
+            "nemotron_h": ("backbone.embeddings", "backbone.norm_f")}[arch]
+    w = {glob[0] + ".weight": g(v, e, scale=0.7), glob[1] + ".weight": 1 + g(e, scale=0.2)}
+    if not cfg["tie_word_embeddings"]:
+        w["lm_head.weight"] = g(v, e, scale=0.3)
+    pre_norm = "norm.weight" if arch == "nemotron_h" else "input_layernorm.weight"
+    for il, kind in enumerate(kinds):
+        p = f"{layer}{il}."
+        w[p + pre_norm] = 1 + g(e, scale=0.2)
+        if kind in "MB":
+            m = p + mamba
+            w.update({m + "in_proj.weight": g(2 * di + 2 * gs + nh, e, scale=e ** -0.5),
+                      m + "conv1d.weight": g(di + 2 * gs, 1, 4, scale=0.3),
+                      m + "conv1d.bias": g(di + 2 * gs, scale=0.1),
+                      m + "dt_bias": np.log(np.expm1(rng.uniform(1e-3, 0.1, nh)))
+                      .astype(np.float32),
+                      m + "A_log": np.log(rng.uniform(1, 16, nh)).astype(np.float32),
+                      m + "D": rng.uniform(0.5, 1.5, nh).astype(np.float32),
+                      m + "out_proj.weight": g(e, di, scale=di ** -0.5)})
+            if cfg.get("mamba_rms_norm", True):
+                w[m + "norm.weight"] = 1 + g(di, scale=0.2)
+        if kind in "*B":
+            a = p + attn
+            w.update({a + "q_proj.weight": g(nq, e, scale=e ** -0.5),
+                      a + "k_proj.weight": g(nk, e, scale=e ** -0.5),
+                      a + "v_proj.weight": g(nk, e, scale=e ** -0.5),
+                      a + "o_proj.weight": g(e, nq, scale=nq ** -0.5)})
+        if arch == "granitehybrid":
+            w.update({p + "post_attention_layernorm.weight": 1 + g(e, scale=0.2),
+                      p + "shared_mlp.input_linear.weight": g(2 * ff, e, scale=e ** -0.5),
+                      p + "shared_mlp.output_linear.weight": g(e, ff, scale=ff ** -0.5)})
+        elif arch == "falcon-h1":
+            w.update({p + "pre_ff_layernorm.weight": 1 + g(e, scale=0.2),
+                      p + "feed_forward.gate_proj.weight": g(ff, e, scale=e ** -0.5),
+                      p + "feed_forward.up_proj.weight": g(ff, e, scale=e ** -0.5),
+                      p + "feed_forward.down_proj.weight": g(e, ff, scale=ff ** -0.5)})
+        elif kind == "-":
+            w.update({p + "mixer.up_proj.weight": g(ff, e, scale=e ** -0.5),
+                      p + "mixer.down_proj.weight": g(e, ff, scale=ff ** -0.5)})
+    return w
+
+
+def write_hybrid(path, arch, cfg=None, weights=None, seed=0):
+    cfg = cfg or hybrid_config(arch)
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps(cfg, indent=2))
+    w = hybrid_weights(arch, cfg, seed) if weights is None else weights
+    save_file(w, str(path / "model.safetensors"), metadata={"format": "pt"})
+    return cfg, w
+
+
+def hf_logits(arch, cfg, w, tokens):
+    """float64 logits of checkpoint (cfg, w) for `tokens` fed one by one, written after
+    transformers' modeling_granitemoehybrid / _falcon_h1 / _nemotron_h: each multiplier where
+    that code applies it, q/k rows as stored, input_linear chunked gate first, Falcon-H1's rope
+    rotating halves. The Mamba-2 mixer is the reference's (mamba_np), given A = -exp(A_log) and
+    the conv weight without its middle axis; Falcon-H1's in_proj output scaled per row block."""
+    f = {k: v.astype(np.float64) for k, v in w.items()}
+    c = lambda k, d=1.0: float(cfg.get(k, d))       # noqa: E731
+    eps = c("rms_norm_eps", c("layer_norm_epsilon", 1e-5))
+    e, nh, hd, g = cfg["hidden_size"], 6, 16, 2
+    hp = dict(d_inner=nh * hd, d_state=8, n_head=nh, n_group=g, head_dim=hd, eps=eps)
+    nq, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hq = cfg.get("head_dim", e // nq)
+    layer, mamba, attn, kinds = hybrid_layout(arch, cfg)
+    pre_norm = "norm.weight" if arch == "nemotron_h" else "input_layernorm.weight"
+    emb = next(v for k, v in f.items() if k.endswith(("embed_tokens.weight", "embeddings.weight")))
+    out_norm = next(v for k, v in f.items()
+                    if k.endswith(("model.norm.weight", "final_layernorm.weight", "norm_f.weight")))
+    lm_head = f.get("lm_head.weight", emb)
+    mup = np.ones(2 * nh * hd + 2 * g * 8 + nh)
+    if arch == "falcon-h1":
+        edges = (0, nh * hd, 2 * nh * hd, 2 * nh * hd + 16, 2 * nh * hd + 32, len(mup))
+        for a, b, m in zip(edges, edges[1:], cfg["ssm_multipliers"]):
+            mup[a:b] = m
+    states = [{"conv": np.zeros((3, nh * hd + 2 * g * 8)), "ssm": np.zeros((nh, hd, 8)),
+               "k": [], "v": []} for _ in kinds]
+
+    def mixer(x, p, st):
+        m = p + mamba
+        lw = {"ssm_in.weight": f[m + "in_proj.weight"] * mup[:, None],
+              "ssm_conv1d.weight": f[m + "conv1d.weight"][:, 0],
+              "ssm_conv1d.bias": f[m + "conv1d.bias"],
+              "ssm_dt.bias": f[m + "dt_bias"], "ssm_a": -np.exp(f[m + "A_log"])[:, None],
+              "ssm_d": f[m + "D"][:, None], "ssm_out.weight": f[m + "out_proj.weight"]}
+        if m + "norm.weight" in f:
+            lw["ssm_norm.weight"] = f[m + "norm.weight"].reshape(g, -1)
+        return mamba2_mixer(x * c("ssm_in_multiplier"), lw, hp, st) * c("ssm_out_multiplier")
+
+    def attention(x, p, st):
+        a = p + attn
+        q = (f[a + "q_proj.weight"] @ x).reshape(nq, hq)
+        k = (f[a + "k_proj.weight"] @ x).reshape(nkv, hq) * c("key_multiplier")
+        v = (f[a + "v_proj.weight"] @ x).reshape(nkv, hq)
+        if arch == "falcon-h1":
+            rope(q, len(st["k"]), hq, True, cfg["rope_theta"])
+            rope(k, len(st["k"]), hq, True, cfg["rope_theta"])
+        st["k"].append(k)
+        st["v"].append(v)
+        K, V = np.stack(st["k"]), np.stack(st["v"])
+        o = np.zeros((nq, hq))
+        for h in range(nq):
+            s = K[:, h // (nq // nkv)] @ q[h] * c("attention_multiplier", hq ** -0.5)
+            s = np.exp(s - s.max())
+            o[h] = s / s.sum() @ V[:, h // (nq // nkv)]
+        return f[a + "o_proj.weight"] @ o.reshape(-1)
+
+    def mlp(x, p):
+        if arch == "granitehybrid":
+            gate, up = np.split(f[p + "shared_mlp.input_linear.weight"] @ x, 2)
+            return f[p + "shared_mlp.output_linear.weight"] @ (silu(gate) * up)
+        if arch == "falcon-h1":
+            gm, dm = cfg["mlp_multipliers"]
+            ffp = p + "feed_forward."
+            h = (f[ffp + "up_proj.weight"] @ x) * silu(f[ffp + "gate_proj.weight"] @ x * gm)
+            return f[ffp + "down_proj.weight"] @ h * dm
+        up = f[p + "mixer.up_proj.weight"] @ x
+        return f[p + "mixer.down_proj.weight"] @ np.maximum(up, 0) ** 2
+
+    logits = []
+    for tok in tokens:
+        x = emb[tok] * c("embedding_multiplier")
+        for il, kind in enumerate(kinds):
+            p = f"{layer}{il}."
+            h = rmsnorm(x, f[p + pre_norm], eps)
+            rm = c("residual_multiplier")
+            if kind == "B":
+                a = attention(h * c("attention_in_multiplier"), p, states[il])
+                x = x + mixer(h, p, states[il]) + a * c("attention_out_multiplier")
+            elif kind == "M":
+                x = x + rm * mixer(h, p, states[il])
+            elif kind == "*":
+                x = x + rm * attention(h, p, states[il])
+            else:
+                x = x + mlp(h, p)
+            if arch != "nemotron_h":
+                ffn_norm = f[p + ("post_attention_layernorm.weight" if arch == "granitehybrid"
+                                  else "pre_ff_layernorm.weight")]
+                x = x + rm * mlp(rmsnorm(x, ffn_norm, eps), p)
+        logits.append(rmsnorm(x, out_norm, eps) @ lm_head.T * c("lm_head_multiplier")
+                      / c("logits_scaling"))
+    return np.array(logits)
+
+
+@pytest.mark.parametrize("arch,rms_norm", [("granitehybrid", True), ("nemotron_h", True),
+                                           ("falcon-h1", True), ("falcon-h1", False)])
+def test_hybrid_logits_follow_transformers(arch, rms_norm, tmp_path):
+    """A converted random checkpoint runs in tinyggml to the float64 logits of hf_logits (the
+    multipliers, splits and kinds mean what transformers makes of them)."""
+    cfg, w = write_hybrid(tmp_path / "m", arch, hybrid_config(arch, rms_norm), seed=7)
+    out = tmp_path / "m.gguf"
+    s = convert(tmp_path / "m", out, vocab_from=write_vocab_gguf(tmp_path), progress=False)
+    assert s["arch"] == arch and s["n_vocab"] == 264
+    toks = np.random.default_rng(3).integers(0, 264, 24)
+    want = hf_logits(arch, cfg, w, toks)
+    got = tinyggml.Model(str(out), n_threads=2, kv_type="f32").eval(toks)
+    assert np.abs(want).max() > 1.0
+    np.testing.assert_allclose(got, want, rtol=0, atol=3e-5 * float(np.abs(want).max()))
+
+
+def test_hybrid_keys_and_types(tmp_path):
+    """Granite: per-layer head_count_kv, the multipliers as keys, no rope (context 2**20);
+    Nemotron-H: per-layer feed_forward_length; Falcon-H1: a `blk.N.ffn_norm` with no .weight.
+    f16: the 2-D weights; norms, conv, A, D, biases stay F32. Shapes in ggml order."""
+    vocab = write_vocab_gguf(tmp_path)
+    kv, t, w = {}, {}, {}
+    for arch in HYBRIDS:
+        cfg = hybrid_config(arch)
+        w[arch] = hybrid_weights(arch, cfg)
+        if arch == "granitehybrid":     # an embedding padded past vocab_size: the key stays 261
+            cfg["vocab_size"] = 261
+        write_hybrid(tmp_path / arch, arch, cfg, w[arch])
+        convert(tmp_path / arch, tmp_path / f"{arch}.gguf", "f16", vocab_from=vocab, progress=False)
+        kv[arch], t[arch] = read_gguf(tmp_path / f"{arch}.gguf")
+    g, n, fh = (kv[a] for a in HYBRIDS)
+    assert g["granitehybrid.vocab_size"][1] == 261 and len(g["tokenizer.ggml.tokens"][1]) == 264
+    assert g["granitehybrid.attention.head_count_kv"][1] == [0, 2, 0, 2]
+    assert g["granitehybrid.context_length"][1] == 2 ** 20
+    assert not g["granitehybrid.rope.scaling.finetuned"][1]
+    assert [round(g[f"granitehybrid.{k}"][1], 6) for k in ("embedding_scale", "residual_scale",
+            "attention.scale", "logit_scale")] == [2.0, 0.5, 0.1, 1.5]
+    assert n["nemotron_h.feed_forward_length"][1] == [0, 0, 80, 0]
+    assert n["nemotron_h.attention.head_count_kv"][1] == [0, 2, 0, 0]
+    assert fh["falcon-h1.context_length"][1] == 4096 and fh["falcon-h1.rope.freq_base"][1] == 1e5
+    assert "blk.1.ffn_norm" in t["falcon-h1"] and "blk.1.ffn_norm.weight" not in t["falcon-h1"]
+    assert "output.weight" not in t["granitehybrid"]            # tied: no lm_head saved
+    for arch in HYBRIDS:
+        for name, (typ, shape, _) in t[arch].items():
+            small = (len(shape) == 1 or "norm" in name or "conv1d" in name
+                     or name.endswith(("ssm_a", "ssm_d")))
+            assert typ == (Q.F32 if small else Q.F16), (arch, name)
+    assert t["granitehybrid"]["blk.0.ssm_norm.weight"][1] == (48, 2)
+    assert t["granitehybrid"]["blk.0.ssm_a"][1] == (1, 6)
+    assert t["nemotron_h"]["blk.3.ssm_d"][1] == (1, 6)
+    assert t["granitehybrid"]["blk.1.ffn_gate.weight"][1] == (48, 80)
+    assert t["falcon-h1"]["blk.0.ssm_conv1d.weight"][1] == (4, 128)
+
+
+def test_falcon_multipliers_fold_in_torch_order(tmp_path):
+    """k_proj * key_multiplier * attention_in_multiplier and in_proj * ssm_in_multiplier * the
+    row block's factor: one float32 rounding per factor, left to right, as torch computes
+    llama.cpp's expressions (the other order gives other bits)."""
+    cfg, w = write_hybrid(tmp_path / "m", "falcon-h1")
+    convert(tmp_path / "m", tmp_path / "m.gguf", vocab_from=write_vocab_gguf(tmp_path),
+            progress=False)
+    _, t = read_gguf(tmp_path / "m.gguf")
+    f = lambda *m: [np.float32(x) for x in m]       # noqa: E731
+    k = w["model.layers.1.self_attn.k_proj.weight"]
+    km, ain = f(cfg["key_multiplier"], cfg["attention_in_multiplier"])
+    assert np.array_equal(t["blk.1.attn_k.weight"][2], k * km * ain)
+    assert not np.array_equal(k * km * ain, k * ain * km)
+    x = w["model.layers.0.mamba.in_proj.weight"][96:192]     # the x rows
+    sin, mx = f(cfg["ssm_in_multiplier"], cfg["ssm_multipliers"][1])
+    assert np.array_equal(t["blk.0.ssm_in.weight"][2][96:192], x * sin * mx)
+    assert not np.array_equal(x * sin * mx, x * (sin * mx))
+
+
+def test_hybrid_errors(tmp_path):
+    cfg = hybrid_config("granitehybrid")
+    write_hybrid(tmp_path / "moe", "granitehybrid", {**cfg, "num_local_experts": 8})
+    with pytest.raises(TinyGGMLError, match=r"config\.json: GraniteMoeHybridForCausalLM with "
+                       r"num_local_experts 8 \(mixture of experts\) is not supported"):
+        convert(tmp_path / "moe", tmp_path / "o.gguf", progress=False)
+    w = hybrid_weights("granitehybrid", cfg)
+    del w["model.layers.2.mamba.D"], w["model.layers.3.self_attn.k_proj.weight"]
+    write_hybrid(tmp_path / "missing", "granitehybrid", weights=w)
+    with pytest.raises(TinyGGMLError, match=r"missing tensor\(s\) for GraniteMoeHybridForCausalLM: "
+                                            r"blk\.2\.ssm_d, blk\.3\.attn_k\.weight$"):
+        convert(tmp_path / "missing", tmp_path / "o.gguf", progress=False)
+    w = hybrid_weights("granitehybrid", cfg)
+    w["model.layers.0.self_attn.q_proj.weight"] = w["model.layers.1.self_attn.q_proj.weight"]
+    write_hybrid(tmp_path / "kind", "granitehybrid", weights=w)
+    with pytest.raises(TinyGGMLError, match=r"'model\.layers\.0\.self_attn\.q_proj\.weight' "
+                       r"is in block 0, which the config makes a layer without attn"):
+        convert(tmp_path / "kind", tmp_path / "o.gguf", progress=False)
+    w = hybrid_weights("granitehybrid", cfg)
+    w["model.layers.0.mamba.in_proj.bias"] = np.zeros(2 * 96 + 32 + 6, np.float32)
+    write_hybrid(tmp_path / "bias", "granitehybrid", weights=w)
+    with pytest.raises(TinyGGMLError,
+                       match=r"'model\.layers\.0\.mamba\.in_proj\.bias' is not part"):
+        convert(tmp_path / "bias", tmp_path / "o.gguf", progress=False)
+    write_hybrid(tmp_path / "nmoe", "nemotron_h", {**hybrid_config("nemotron_h"),
+                                                   "hybrid_override_pattern": "M*EM"})
+    with pytest.raises(TinyGGMLError, match=r"mixture-of-experts Nemotron-H layers"):
+        convert(tmp_path / "nmoe", tmp_path / "o.gguf", progress=False)
+    w = hybrid_weights("falcon-h1", hybrid_config("falcon-h1"))
+    w["model.layers.0.mamba.out_proj.weight"] = np.zeros((48, 100), np.float32)
+    write_hybrid(tmp_path / "shape", "falcon-h1", weights=w)
+    with pytest.raises(TinyGGMLError, match=r"'model\.layers\.0\.mamba\.out_proj\.weight' "
+                                            r"\(blk\.0\.ssm_out\.weight\) has shape \[48, 100\], "
+                                            r"expected \[48, 96\]"):
+        convert(tmp_path / "shape", tmp_path / "o.gguf", progress=False)
+    assert not (tmp_path / "o.gguf").exists()
 
 
 # ---- errors ---------------------------------------------------------------------------------

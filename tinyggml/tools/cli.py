@@ -233,11 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     s.set_defaults(func=cmd_make_model)
 
-    s = sub.add_parser("convert", help="convert a Hugging Face Mamba checkpoint to GGUF",
+    s = sub.add_parser("convert", help="convert a Hugging Face Mamba or hybrid checkpoint to GGUF",
                        description="Convert a Hugging Face Mamba / Mamba-2 / Falcon-Mamba "
                                    "checkpoint (or Mamba-Codestral's mistral layout: params.json + "
-                                   "consolidated.safetensors + tokenizer.model.v3) to GGUF, with "
-                                   "llama.cpp's names, keys and transforms. No torch needed.")
+                                   "consolidated.safetensors + tokenizer.model.v3), or a hybrid "
+                                   "one: Granite-4.0-H (GraniteMoeHybridForCausalLM, dense), "
+                                   "Falcon-H1, Nemotron-H (dense), to GGUF, with llama.cpp's "
+                                   "names, keys and transforms. No torch needed.")
     s.add_argument("hf_dir", help="checkpoint folder")
     s.add_argument("-o", "--output", required=True, help="output .gguf path")
     s.add_argument("--outtype", choices=["f32", "f16", "bf16", "q8_0"], default="f32",

@@ -1,5 +1,5 @@
-"""Convert a Mamba checkpoint to GGUF, writing what llama.cpp's convert_hf_to_gguf.py writes,
-without torch.
+"""Convert a Mamba or hybrid (Mamba-2 + attention) checkpoint to GGUF, writing what llama.cpp's
+convert_hf_to_gguf.py writes, without torch.
 
     summary = convert("mamba-130m-hf/", "mamba-130m-f16.gguf", outtype="f16")
 
@@ -9,11 +9,14 @@ Checkpoints (config.json `architectures[0]`, or `ssm_cfg.layer` for state-spaces
   Mamba2ForCausalLM                         -> arch "mamba2"
   mistral layout (params.json + consolidated.safetensors + tokenizer.model.v3, no config.json:
   Mamba-Codestral-7B-v0.1)                  -> arch "mamba2", read as is, no renaming step
+  GraniteMoeHybridForCausalLM (dense)       -> arch "granitehybrid"  } convert_hybrid.py: names,
+  FalconH1ForCausalLM                       -> arch "falcon-h1"      } transforms and keys,
+  NemotronHForCausalLM (dense)              -> arch "nemotron_h"     } and its departures
 Weights: model.safetensors, sharded model-*.safetensors with model.safetensors.index.json, or
 consolidated*.safetensors; F32/F16/BF16/F64, memory-mapped (bf16 -> f32 is a 16-bit shift).
 
-What llama.cpp does and this does too: the same keys, values and key order; tensors in the
-checkpoint's order (files sorted, names sorted within a file, as safetensors lists them); the
+What llama.cpp does for Mamba and this does too: the same keys, values and key order; tensors
+in the checkpoint's order (files sorted, names sorted within a file, as safetensors lists them); the
 names blk.N.ssm_* ; A = -exp(A_log); conv1d weight squeezed to {d_conv, ch}; Mamba-2 A and D
 as {1, n_head} and ssm_norm as {d_inner/n_group, n_group}; token list padded to a multiple of
 pad_vocab_size_multiple (8 for Mamba-1, 16 for Mamba-2); Mamba-1 `output` omitted when equal
@@ -45,6 +48,7 @@ from pathlib import Path
 import numpy as np
 import gguf
 
+from . import convert_hybrid as hybrid
 from .convert_vocab import load_vocab
 from ..errors import TinyGGMLError
 
@@ -150,9 +154,11 @@ def read_spec(hf_dir: Path) -> Spec:
         hf_arch = ssm_cfg.get("layer", "Mamba") + "ForCausalLM"
     else:
         raise TinyGGMLError(f"{cfg_path}: no 'architectures' (nor 'ssm_cfg') to tell the model")
+    if hf_arch in hybrid.ARCHS:
+        return hybrid.read_spec(cfg_path, cfg, hf_arch)
     if hf_arch not in ARCHS:
         raise TinyGGMLError(f"{cfg_path}: architecture {hf_arch!r} is not supported "
-                            f"(supported: {', '.join(ARCHS)})")
+                            f"(supported: {', '.join([*ARCHS, *hybrid.ARCHS])})")
     arch = ARCHS[hf_arch]
 
     def need(keys):
@@ -263,6 +269,7 @@ class Item:
     name: str           # GGUF name
     shape: tuple        # GGUF shape, numpy order
     qtype: Q
+    load: object = None     # hybrids: load(st) -> the GGUF tensor (else _transform's)
 
 
 def gguf_name(src: str):
@@ -360,7 +367,11 @@ def convert(hf_dir, out_path, outtype="f32", vocab_from=None, progress=True, nam
     ftype, big = OUTTYPES[outtype]
     spec = read_spec(hf_dir)
     st = SafeTensors(hf_dir, spec.mistral)
-    items = plan(spec, st, big)
+    if isinstance(spec, hybrid.HybridSpec):
+        items = [Item(src, name, shape, _out_type(name, shape, big), load)
+                 for src, name, shape, load in hybrid.plan(spec, st)]
+    else:
+        items = plan(spec, st, big)
     rows = next(it.shape[0] for it in items if it.name == "token_embd.weight")
     if rows != spec.n_vocab:    # llama.cpp would write a file its loader rejects
         print(f"warning: {hf_dir}: the embedding has {rows} rows, the padded vocab is "
@@ -385,7 +396,7 @@ def convert(hf_dir, out_path, outtype="f32", vocab_from=None, progress=True, nam
         w.write_ti_data_to_file()
         for it in items:
             bar.step(it.name)
-            data = _transform(spec, it.name, st.load(it.src))
+            data = it.load(st) if it.load else _transform(spec, it.name, st.load(it.src))
             w.write_tensor_data(gguf.quants.quantize(data, it.qtype))
         w.close()
         os.replace(tmp, out_path)
@@ -410,6 +421,10 @@ def _write_metadata(w, spec: Spec, hf_dir: Path, name, n_params: int, ftype) -> 
     if meta.size_label is None and n_params > 0:
         meta.size_label = gguf.size_label(n_params, n_params, 0, 0)
     meta.set_gguf_meta_model(w)
+    if isinstance(spec, hybrid.HybridSpec):
+        hybrid.write_keys(w, spec, ftype)
+        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        return
     w.add_context_length(2 ** 20)   # llama.cpp: arbitrary; the state does not grow with it
     w.add_embedding_length(spec.n_embd)
     w.add_feed_forward_length(0)
