@@ -145,3 +145,24 @@ def test_memory_estimate_counts_the_kv_cache(files):
     # 2 attention layers x (K + V) x 2 kv heads x 16 dims x 2 bytes per position
     assert m.memory.bytes_per_token == 2 * 2 * 2 * 16 * 2
     assert est.state_per_sequence == m.memory.bytes_per_sequence + 1000 * m.memory.bytes_per_token
+
+
+def test_cli_kv_cache_flags(files):
+    """-c sizes the KV cache (info reports it, run stops at it), --kv-type picks its cells;
+    both are one-line usage errors when wrong."""
+    import subprocess
+    import sys
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "tinyggml.tools.cli", *map(str, args)],
+                              capture_output=True, text=True, timeout=120)
+    path = files["falcon"]
+    r = cli("info", "-m", path, "-c", 64, "--kv-type", "f32")
+    assert r.returncode == 0, r.stderr
+    per_token = 2 * 3 * 2 * 24 * 4                 # K and V, 3 layers, 2 KV heads of 24, F32
+    assert f"KV cache: {per_token} bytes per token (f32)" in r.stdout
+    assert "at n_ctx 64" in r.stdout
+    r = cli("run", "-m", path, "-p", "a b c d e f", "-n", 50, "--temp", 0, "-c", 20)
+    assert r.returncode == 0, r.stderr             # stops at -c: prompt + generated = 20
+    r = cli("run", "-m", path, "-p", "x", "--kv-type", "q4_0")
+    assert r.returncode == 2 and "--kv-type" in r.stderr

@@ -138,7 +138,8 @@ def _add_compat(s) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="tinyggml-cli",
-               description="tinyggml: run Mamba-1 / Mamba-2 GGUF models on the CPU. "
+               description="tinyggml: run Mamba-1 / Mamba-2 and hybrid (Granite-4.0-H, "
+                           "Falcon-H1, Nemotron-H) GGUF models on the CPU. "
                            "`tinyggml-cli COMMAND --help` describes each command.")
     p.add_argument("--version", action=Version)
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
