@@ -150,12 +150,7 @@ def test_memory_estimate_counts_the_kv_cache(files):
 def test_cli_kv_cache_flags(files):
     """-c sizes the KV cache (info reports it, run stops at it), --kv-type picks its cells;
     both are one-line usage errors when wrong."""
-    import subprocess
-    import sys
-
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "tinyggml.tools.cli", *map(str, args)],
-                              capture_output=True, text=True, timeout=120)
+    from test_cli import cli
     path = files["falcon"]
     r = cli("info", "-m", path, "-c", 64, "--kv-type", "f32")
     assert r.returncode == 0, r.stderr

@@ -131,7 +131,7 @@ def make_model(preset: str, out: str, wtype: str = "f32", seed: int = 0, progres
         raise TinyGGMLError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
     if wtype not in TYPES:
         raise TinyGGMLError(f"unknown type {wtype!r} (choose from {', '.join(TYPES)})")
-    from .testing import HYBRID_ARCHS, hybrid_config, hybrid_tensors, tiny_bpe_vocab, write_hybrid_keys
+    from .testing import HYBRID_ARCHS, hybrid_config, hybrid_tensors, write_hybrid_keys, write_tiny_vocab
     cfg = dict(PRESETS[preset])
     arch = cfg["arch"]
     hybrid = arch in HYBRID_ARCHS
@@ -167,14 +167,7 @@ def make_model(preset: str, out: str, wtype: str = "f32", seed: int = 0, progres
         ftype += "_M"
     w.add_file_type(int(gguf.LlamaFileType[ftype]))
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    tokens, types, merges = tiny_bpe_vocab(cfg["n_vocab"])
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("gpt-2")
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges(merges)
-    w.add_bos_token_id(0)
-    w.add_eos_token_id(0)
+    write_tiny_vocab(w, cfg["n_vocab"])
     w.add_unk_token_id(0)
     # tensor infos come before the data in a GGUF: shapes and types first, data streamed after
     plan = []

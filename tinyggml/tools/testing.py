@@ -58,6 +58,18 @@ def tiny_bpe_vocab(n_vocab):
     return tokens, types, [f"{a} {b}" for a, b in merges]
 
 
+def write_tiny_vocab(writer, n_vocab):
+    """tiny_bpe_vocab(n_vocab) as a GGUF "gpt2" tokenizer, BOS = EOS = 0."""
+    tokens, types, merges = tiny_bpe_vocab(n_vocab)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("gpt-2")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(0)
+    writer.add_eos_token_id(0)
+
+
 def inv_softplus(y):
     """x such that softplus(x) = log(1 + e^x) = y."""
     return y + np.log(-np.expm1(-y))
@@ -178,14 +190,7 @@ def write_random_model(path, arch, *, n_embd, n_layer, d_state, d_conv=4, expand
     file_type = gguf.LlamaFileType.MOSTLY_F16 if wtype == "f16" else gguf.LlamaFileType.ALL_F32
     writer.add_file_type(int(file_type))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    tokens, types, merges = tiny_bpe_vocab(n_vocab)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("gpt-2")
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    writer.add_token_merges(merges)
-    writer.add_bos_token_id(0)
-    writer.add_eos_token_id(0)
+    write_tiny_vocab(writer, n_vocab)
     writer.add_unk_token_id(0)
     if chat_template is not None:
         writer.add_chat_template(chat_template)
@@ -362,14 +367,7 @@ def write_random_hybrid(path, arch, *, wtype="f32", seed=0, **sizes):
     file_type = gguf.LlamaFileType.MOSTLY_F16 if wtype == "f16" else gguf.LlamaFileType.ALL_F32
     writer.add_file_type(int(file_type))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    tokens, types, merges = tiny_bpe_vocab(cfg["n_vocab"])
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("gpt-2")
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    writer.add_token_merges(merges)
-    writer.add_bos_token_id(0)
-    writer.add_eos_token_id(0)
+    write_tiny_vocab(writer, cfg["n_vocab"])
     for name, w in hybrid_tensors(rng, cfg):
         f16 = wtype == "f16" and w.ndim == 2 and not name.endswith(("ssm_conv1d.weight", "ssm_norm.weight"))
         writer.add_tensor(name, w.astype(np.float16 if f16 else np.float32))
