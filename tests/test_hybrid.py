@@ -1,6 +1,6 @@
-"""Hybrid models (Mamba-2 layers beside attention layers with a KV cache) on random files the
-tests write (tools/testing.py write_random_hybrid), against the independent float64 numpy
-reference tests/reference/hybrid_np.py; and the runtime around them: batched, chunked and
+"""Hybrid models (Mamba-2 layers or LFM2's short convolutions beside attention layers with a KV
+cache) on random files the tests write (tools/testing.py write_random_hybrid), against the
+independent float64 numpy reference tests/reference/hybrid_np.py; and the runtime around them: batched, chunked and
 token-by-token evaluation, the context limit, the state API over both halves of the memory."""
 import numpy as np
 import pytest
@@ -22,6 +22,9 @@ CASES = {
     "falcon": dict(arch="falcon-h1", pattern="MMM", n_embd=64, d_inner=96, ssm_head_dim=16, n_head=4,
                    n_kv=2, head_dim=24, rope_base=20000.0),
     "falcon-nonorm": dict(arch="falcon-h1", pattern="MM", n_embd=32, n_head=2, n_kv=1, ssm_norm=False),
+    # LFM2: gated short convolutions beside attention with q / k norms (rope NEOX)
+    "lfm2": dict(arch="lfm2", pattern="C*CC*", n_embd=64, n_head=4, n_kv=2, rope_base=1e6),
+    "lfm2-l4": dict(arch="lfm2", pattern="CC*C", n_embd=48, n_head=4, n_kv=1, l_cache=4, tied=False),
 }
 
 
@@ -52,7 +55,7 @@ def test_matches_numpy_reference(files, case, kv_type):
     np.testing.assert_allclose(got, want, rtol=0, atol=tol(want) * (1 if kv_type == "f32" else 40))
 
 
-@pytest.mark.parametrize("case", ["granite-nope", "nemotron", "falcon"])
+@pytest.mark.parametrize("case", ["granite-nope", "nemotron", "falcon", "lfm2"])
 def test_chunked_batched_token_by_token_agree(files, case):
     """Prompt at once, in pieces, token by token, and beside other sequences in one ubatch:
     the same logits (the SSM scan's chunked form rounds differently: to within tol)."""
@@ -88,13 +91,14 @@ def test_context_limit(files):
         m.eval([1])
 
 
-def test_state_save_load_copy_rollback(files):
+@pytest.mark.parametrize("case", ["nemotron", "lfm2-l4"])
+def test_state_save_load_copy_rollback(files, case):
     """Both halves of the memory: save/load, seq_copy and rollback continue exactly as the
-    original sequence would (rollback restores the SSM layers from a snapshot and truncates
-    the attention layers' cache)."""
+    original sequence would (rollback restores the recurrent layers from a snapshot and
+    truncates the attention layers' cache)."""
     rng = np.random.default_rng(3)
     a, b = rng.integers(1, 300, 30), rng.integers(1, 300, 12)
-    path = files["nemotron"]
+    path = files[case]
     m = tinyggml.Model(path, n_threads=1, kv_type="f32", snapshot_every=8)
     m.eval(a, seq_id=0)
     blob = m.state_save(0)

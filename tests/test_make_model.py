@@ -57,13 +57,15 @@ def test_bad_preset_and_no_partial_file(tmp_path):
 
 
 HYBRID_PRESETS = {"granite-4.0-h-350m": (0.30e9, 0.40e9), "granite-4.0-h-1b": (1.3e9, 1.7e9),
-                  "falcon-h1-0.5b": (0.45e9, 0.60e9)}
+                  "falcon-h1-0.5b": (0.45e9, 0.60e9), "lfm2-350m": (0.33e9, 0.38e9),
+                  "lfm2-1.2b": (1.1e9, 1.25e9)}
 
 
 @pytest.mark.parametrize("preset", sorted(HYBRID_PRESETS))
 def test_hybrid_preset_sizes(preset):
     """The presets have the released models' parameter counts (Granite-4.0-H-350M: 340M,
-    -1B: 1.5B, Falcon-H1-0.5B: 0.52B), counted from the shapes make-model writes."""
+    -1B: 1.5B, Falcon-H1-0.5B: 0.52B, LFM2-350M: 354M, LFM2-1.2B: 1.17B), counted from the
+    shapes make-model writes."""
     from tinyggml.tools.make_model import PRESETS, _hybrid_shapes
     from tinyggml.tools.testing import hybrid_config
     n = sum(int(np.prod(s)) for _, s in _hybrid_shapes(hybrid_config(**PRESETS[preset])))

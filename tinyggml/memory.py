@@ -195,24 +195,29 @@ class RecurrentState(Memory):
 
     def __init__(self, conv_shape: tuple, ssm_shape: tuple, n_layer: int, n_seq_max: int = 1,
                  layers=None):
-        """conv_shape (d_conv-1, ch) and ssm_shape (d_state, head_dim, heads), ggml order;
-        `layers`: the layers that have a recurrent state (default all n_layer)."""
+        """conv_shape (d_conv-1, ch) and ssm_shape (d_state, head_dim, heads), ggml order, or
+        None for layers with a conv state alone (LFM2's short convolutions); `layers`: the
+        layers that have a recurrent state (default all n_layer)."""
         super().__init__(n_seq_max)
-        self.conv_shape, self.ssm_shape = tuple(conv_shape), tuple(ssm_shape)
+        self.conv_shape = tuple(conv_shape)
+        self.ssm_shape = None if ssm_shape is None else tuple(ssm_shape)
         self.layers = list(range(n_layer)) if layers is None else list(layers)
         n = self.n_seq_max
         self.conv = {il: np.zeros((n,) + self.conv_shape[::-1], np.float32) for il in self.layers}
-        self.ssm = {il: np.zeros((n,) + self.ssm_shape[::-1], np.float32) for il in self.layers}
+        self.ssm = ({} if self.ssm_shape is None else
+                    {il: np.zeros((n,) + self.ssm_shape[::-1], np.float32) for il in self.layers})
 
     def _arrays(self):
-        return [a for il in self.layers for a in (self.conv[il], self.ssm[il])]
+        return [a for il in self.layers for a in (self.conv[il], self.ssm.get(il)) if a is not None]
 
-    def leafs(self, il: int) -> tuple[Tensor, Tensor]:
+    def leafs(self, il: int) -> tuple[Tensor, Tensor | None]:
         """Layer il's states as graph leafs: conv {d_conv-1, ch, n_seq_max}, ssm {d_state,
-        head_dim, heads, n_seq_max}."""
+        head_dim, heads, n_seq_max} (None without an SSM state)."""
         n = self.n_seq_max
-        return (leaf(F32, self.conv_shape + (n,), f"cache_conv_l{il}", STATE, self.conv[il]),
-                leaf(F32, self.ssm_shape + (n,), f"cache_ssm_l{il}", STATE, self.ssm[il]))
+        conv = leaf(F32, self.conv_shape + (n,), f"cache_conv_l{il}", STATE, self.conv[il])
+        if self.ssm_shape is None:
+            return conv, None
+        return conv, leaf(F32, self.ssm_shape + (n,), f"cache_ssm_l{il}", STATE, self.ssm[il])
 
 
 def _anon_array(shape: tuple, dtype) -> tuple[np.ndarray, mmap.mmap]:
@@ -237,7 +242,8 @@ class HybridMemory(RecurrentState):
 
     def __init__(self, conv_shape: tuple, ssm_shape: tuple, ssm_layers, kv_shape: tuple,
                  attn_layers, n_ctx: int, n_seq_max: int = 1, kv_type: int = F16):
-        """kv_shape (head_dim, n_kv), ggml order; kv_type F32 or F16."""
+        """kv_shape (head_dim, n_kv), ggml order; kv_type F32 or F16; ssm_shape None: the
+        recurrent layers keep a conv state alone."""
         super().__init__(conv_shape, ssm_shape, 0, n_seq_max, layers=ssm_layers)
         if int(n_ctx) < 1:
             raise TinyGGMLError(f"n_ctx must be >= 1, got {n_ctx}")

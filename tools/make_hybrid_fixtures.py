@@ -5,7 +5,7 @@ DEV-ONLY: needs torch + transformers (never imported by the tinyggml package), l
 0.3.36 (its quantizer and its runtime, used as an independent check) and the llama.cpp source
 vendored in llama-cpp-python 0.3.36's sdist (its convert_hf_to_gguf.py + conversion/ + gguf-py).
 
-For each architecture (granitehybrid, nemotron_h, falcon-h1) it
+For each architecture (granitehybrid, nemotron_h, falcon-h1, lfm2) it
   1. builds a tiny random transformers model (seeded) and perturbs every parameter (seeded),
   2. saves it as a HF checkpoint + a small sentencepiece tokenizer.model,
   3. converts it with llama.cpp's own converter to <name>-f32.gguf and <name>-f16.gguf,
@@ -106,6 +106,18 @@ def falcon_config():
     )
 
 
+def lfm2_config():
+    from transformers import Lfm2Config
+    return Lfm2Config(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=96, block_auto_adjust_ff_dim=False,
+        num_hidden_layers=5, num_attention_heads=4, num_key_value_heads=2,
+        layer_types=["conv", "full_attention", "conv", "conv", "full_attention"], conv_L_cache=3,
+        conv_bias=False, norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 50000.0},
+        tie_word_embeddings=True, initializer_range=0.15, max_position_embeddings=512,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    )
+
+
 ARCHS = {
     # name: (llama.cpp arch, config fn, HF class name, modeling module)
     "granitehybrid": ("granitehybrid", granite_config, "GraniteMoeHybridForCausalLM",
@@ -114,9 +126,10 @@ ARCHS = {
                    "transformers.models.nemotron_h.modeling_nemotron_h"),
     "falcon-h1": ("falcon-h1", falcon_config, "FalconH1ForCausalLM",
                   "transformers.models.falcon_h1.modeling_falcon_h1"),
+    "lfm2": ("lfm2", lfm2_config, "Lfm2ForCausalLM", "transformers.models.lfm2.modeling_lfm2"),
 }
-SEEDS = {"granitehybrid": 1000, "nemotron_h": 2000, "falcon-h1": 3000}  # first seed tried
-EMB_STD = {"granitehybrid": 0.15, "nemotron_h": 0.3, "falcon-h1": 0.3}   # std of the (re-drawn) embeddings
+SEEDS = {"granitehybrid": 1000, "nemotron_h": 2000, "falcon-h1": 3000, "lfm2": 4000}  # first seed tried
+EMB_STD = {"granitehybrid": 0.15, "nemotron_h": 0.3, "falcon-h1": 0.3, "lfm2": 0.3}  # std of the (re-drawn) embeddings
 LM_STD = 0.5                                                              # std of an untied lm_head
 
 # ----------------------------------------------------------------------------- float64 machinery
@@ -281,7 +294,7 @@ def perturb(model, seed, emb_std=1.0, lm_std=0.5):
                 new = lm_std * n(shp)
             elif "embed" in name:
                 new = emb_std * n(shp)
-            elif "conv1d.weight" in name:
+            elif "conv1d.weight" in name or "conv.conv.weight" in name:
                 new = p.double() * (1.0 + 0.2 * n(shp))
             elif p.dim() == 2:
                 new = p.double() * (1.0 + 0.1 * n(shp))   # keep HF's N(0, initializer_range) scale
@@ -354,14 +367,16 @@ import convert_hf_to_gguf as C
 from conversion.mamba import Mamba2Model
 import conversion.falcon_h1 as F
 import conversion.nemotron as N
+import conversion.lfm2 as L
 
-# The ONLY override: falcon-h1 and nemotron_h vocab steps need a gpt2/BPE tokenizer.json whose
+# The ONLY override: falcon-h1, nemotron_h and lfm2 vocab steps need a gpt2/BPE tokenizer.json whose
 # pre-tokenizer hash llama.cpp knows; use llama.cpp's own sentencepiece vocab writer instead.
 def _spm_vocab(self):
     self.hparams["pad_vocab_size_multiple"] = 8
     Mamba2Model.set_vocab(self)          # -> TextModel._set_vocab_sentencepiece (tokenizer.model)
 F.FalconH1Model.set_vocab = _spm_vocab
 N.NemotronHModel.set_vocab = _spm_vocab
+L.LFM2Model.set_vocab = _spm_vocab
 sys.argv = ["convert_hf_to_gguf.py"] + sys.argv[3:]
 C.main()
 '''
@@ -496,6 +511,20 @@ def gguf_to_hf(arch, cfg, name, arr):
                "ssm_conv1d.weight": "mamba.conv1d.weight", "ssm_conv1d.bias": "mamba.conv1d.bias",
                "ssm_dt.bias": "mamba.dt_bias", "ssm_d": "mamba.D", "ssm_norm.weight": "mamba.norm.weight"}
         return [(L + per[rest], None, a)]
+    if arch == "lfm2":
+        L = f"model.layers.{i}."
+        top = {"token_embd.weight": "model.embed_tokens.weight",
+               "token_embd_norm.weight": "model.embedding_norm.weight", "output.weight": "lm_head.weight"}
+        per = {"attn_norm.weight": "operator_norm.weight", "ffn_norm.weight": "ffn_norm.weight",
+               "attn_q.weight": "self_attn.q_proj.weight", "attn_k.weight": "self_attn.k_proj.weight",
+               "attn_v.weight": "self_attn.v_proj.weight", "attn_output.weight": "self_attn.out_proj.weight",
+               "attn_q_norm.weight": "self_attn.q_layernorm.weight",
+               "attn_k_norm.weight": "self_attn.k_layernorm.weight",
+               "ffn_gate.weight": "feed_forward.w1.weight", "ffn_down.weight": "feed_forward.w2.weight",
+               "ffn_up.weight": "feed_forward.w3.weight", "shortconv.conv.weight": "conv.conv.weight",
+               "shortconv.in_proj.weight": "conv.in_proj.weight",
+               "shortconv.out_proj.weight": "conv.out_proj.weight"}
+        return [(top[rest] if i is None else L + per[rest], None, a)]
     raise ValueError(arch)
 
 

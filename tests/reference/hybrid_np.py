@@ -1,10 +1,10 @@
 """An independent float64 numpy reference of the hybrid models (granitehybrid, falcon-h1,
-nemotron_h), token by token: the spec the graphs in tinyggml/models are tested against on
+nemotron_h, lfm2), token by token: the spec the graphs in tinyggml/models are tested against on
 files the tests write themselves (tools/testing.py write_random_hybrid). Attention keeps every
 past key and value in plain lists; rope, softmax and the grouped-query heads are written out
 here, not taken from tinyggml. The Mamba-2 mixer is mamba_np's.
 
-Semantics are llama.cpp's (src/models/granite-hybrid.cpp, falcon-h1.cpp, nemotron-h.cpp): the
+Semantics are llama.cpp's (src/models/granite-hybrid.cpp, falcon-h1.cpp, nemotron-h.cpp, lfm2.cpp): the
 gated norm of Mamba-2 layers is per group, dt is not clamped, Granite's multipliers are
 applied in the graph, Falcon-H1's were folded into the weights by the converter.
 """
@@ -42,7 +42,7 @@ class RefHybrid:
 
         kv, ff = arr(f"{a}.attention.head_count_kv"), arr(f"{a}.feed_forward_length")
         eps = _kv(r, f"{a}.attention.layer_norm_rms_epsilon") or _kv(r, f"{a}.attention.layer_norm_epsilon")
-        d_inner, n_ssm = _kv(r, f"{a}.ssm.inner_size"), _kv(r, f"{a}.ssm.time_step_rank")
+        d_inner, n_ssm = _kv(r, f"{a}.ssm.inner_size", 1), _kv(r, f"{a}.ssm.time_step_rank", 1)
         self.hp = dict(n_layer=n_layer, eps=float(eps), d_inner=d_inner, d_state=_kv(r, f"{a}.ssm.state_size"),
                        n_head=n_ssm, n_group=_kv(r, f"{a}.ssm.group_count"), head_dim=d_inner // n_ssm,
                        attn_heads=_kv(r, f"{a}.attention.head_count"), kv_heads=max(kv),
@@ -51,11 +51,14 @@ class RefHybrid:
             self.kinds = ["both"] * n_layer
         elif a == "nemotron_h":
             self.kinds = ["ssm" if k == 0 and f == 0 else "attn" if f == 0 else "mlp" for k, f in zip(kv, ff)]
+        elif a == "lfm2":
+            self.kinds = ["conv" if k == 0 else "attn" for k in kv]
         else:
             self.kinds = ["ssm" if k == 0 else "attn" for k in kv]
         self.rope = {"granitehybrid": bool(_kv(r, f"{a}.rope.scaling.finetuned", True)),
-                     "falcon-h1": True, "nemotron_h": False}[a]
-        self.neox = a == "falcon-h1"
+                     "falcon-h1": True, "nemotron_h": False, "lfm2": True}[a]
+        self.neox = a in ("falcon-h1", "lfm2")
+        self.final_norm = self.w["token_embd_norm.weight" if a == "lfm2" else "output_norm.weight"]
         self.es = float(_kv(r, f"{a}.embedding_scale", 0.0) or 1.0)
         self.rs = float(_kv(r, f"{a}.residual_scale", 0.0) or 1.0)
         ats = float(_kv(r, f"{a}.attention.scale", 0.0))
@@ -70,6 +73,10 @@ class RefHybrid:
 
     def new_state(self):
         hp = self.hp
+        if self.arch == "lfm2":       # the short conv's state: the last L-1 values of B * x
+            L = next(v.shape[1] for k, v in self.w.items() if k.endswith("shortconv.conv.weight"))
+            return [{"conv": np.zeros((L - 1, self.w["token_embd.weight"].shape[1])), "k": [], "v": []}
+                    for _ in range(hp["n_layer"])]
         ch = hp["d_inner"] + 2 * hp["n_group"] * hp["d_state"]
         dc = next((v.shape[1] for k, v in self.w.items() if k.endswith("ssm_conv1d.weight")), 4)
         return [{"conv": np.zeros((dc - 1, ch)), "ssm": np.zeros((hp["n_head"], hp["head_dim"], hp["d_state"])),
@@ -81,6 +88,9 @@ class RefHybrid:
         q = (lw["attn_q.weight"] @ h).reshape(nh, hd)
         k = (lw["attn_k.weight"] @ h).reshape(nkv, hd)
         v = (lw["attn_v.weight"] @ h).reshape(nkv, hd)
+        if "attn_q_norm.weight" in lw:                           # LFM2: per-head RMS norms
+            q = np.stack([rmsnorm(r, lw["attn_q_norm.weight"], hp["eps"]) for r in q])
+            k = np.stack([rmsnorm(r, lw["attn_k_norm.weight"], hp["eps"]) for r in k])
         pos = len(st["k"])
         if self.rope:
             rope(q, pos, hd, self.neox, hp["base"])
@@ -95,6 +105,15 @@ class RefHybrid:
             p = np.exp(s - s.max())
             out[head] = (p / p.sum()) @ V[:, g]
         return lw["attn_output.weight"] @ out.reshape(-1)
+
+    def short_conv(self, h, lw, st):
+        """LFM2: out_proj(C * conv(B * x)), B, C, x = in_proj(h); a causal depthwise conv of L taps
+        over B * x (no bias, no activation), its last L-1 inputs kept in st["conv"]."""
+        b, c, x = np.split(lw["shortconv.in_proj.weight"] @ h, 3)
+        win = np.vstack([st["conv"], b * x])                   # (L, d): oldest first
+        st["conv"] = win[1:]
+        conv = (win * lw["shortconv.conv.weight"].T).sum(0)     # weight (d, L): tap j on win[j]
+        return lw["shortconv.out_proj.weight"] @ (c * conv)
 
     def mlp(self, f, lw):
         up = lw["ffn_up.weight"] @ f
@@ -117,6 +136,8 @@ class RefHybrid:
                     x = x + self.attention(h, lw, state[il]) + mamba2_mixer(h, lw, hp, state[il])
                 elif kind == "ssm":
                     x = x + self.rs * mamba2_mixer(h, lw, hp, state[il])
+                elif kind == "conv":
+                    x = x + self.short_conv(h, lw, state[il])
                 elif kind == "attn":
                     x = x + self.rs * self.attention(h, lw, state[il])
                 else:                                                # Nemotron-H MLP layer
@@ -124,5 +145,5 @@ class RefHybrid:
                 if self.arch != "nemotron_h":
                     norm = lw.get("ffn_norm.weight", lw.get("ffn_norm"))
                     x = x + self.rs * self.mlp(rmsnorm(x, norm, eps), lw)
-            out.append(rmsnorm(x, self.w["output_norm.weight"], eps) @ self.lm_head.T * self.ls)
+            out.append(rmsnorm(x, self.final_norm, eps) @ self.lm_head.T * self.ls)
         return np.array(out)

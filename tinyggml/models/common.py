@@ -122,11 +122,11 @@ def weight(f, key: str, ne: tuple, types=(F32,)) -> Tensor:
     return leaf(ttype, ne, key, WEIGHT, data=data)
 
 
-def load_common(f, hp: HParams) -> dict:
-    """Embeddings, final norm, LM head (tied to the embeddings when `output` is absent), and
-    each block's pre-norm."""
+def load_common(f, hp: HParams, output_norm: str = "output_norm.weight") -> dict:
+    """Embeddings, final norm (`output_norm`: its GGUF name), LM head (tied to the embeddings
+    when `output` is absent), and each block's pre-norm."""
     w = {"token_embd": weight(f, "token_embd.weight", (hp.n_embd, hp.n_vocab), WEIGHT_TYPES),
-         "output_norm": weight(f, "output_norm.weight", (hp.n_embd,))}
+         "output_norm": weight(f, output_norm, (hp.n_embd,))}
     w["output"] = (weight(f, "output.weight", (hp.n_embd, hp.n_vocab), WEIGHT_TYPES)
                    if f.has("output.weight") else w["token_embd"])
     for il in range(hp.n_layer):

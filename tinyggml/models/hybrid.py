@@ -5,8 +5,9 @@ build_ffn), src/models/graph-context-mamba.cpp.
 Which layer is which comes from the GGUF: `{arch}.attention.head_count_kv` is a per-layer array,
 0 for a recurrent layer (llama.cpp's is_recr); an architecture can refine that (Nemotron-H's
 MLP-only layers). Attention (ggml order, n_t tokens of the ubatch):
-    q {hd, n_head, n_t}, k, v {hd, n_kv, n_t} -> rope (when the model has it) -> k, v into the
-    sequences' caches at their positions -> causal attention over the cache -> wo
+    q {hd, n_head, n_t}, k, v {hd, n_kv, n_t} -> per-head RMS norms of q and k (LFM2) -> rope
+    (when the model has it) -> k, v into the sequences' caches at their positions -> causal
+    attention over the cache -> wo
 grouped-query: query head h reads kv head h / (n_head / n_kv).
 """
 from __future__ import annotations
@@ -17,11 +18,11 @@ from .. import ops
 from ..errors import ModelLoadError
 from ..memory import HybridMemory
 from ..tensor import F16, F32, WEIGHT_TYPES, Tensor
-from .common import GraphContext, name, weight
+from .common import GraphContext, HParams, name, weight
 from .mamba2 import Mamba2HParams
 
-SSM, ATTN, FFN, BOTH = "ssm", "attn", "ffn", "ssm+attn"     # layer kinds (BOTH: Falcon-H1's
-                                                            # mixers side by side)
+SSM, ATTN, FFN, BOTH, CONV = "ssm", "attn", "ffn", "ssm+attn", "conv"   # layer kinds (BOTH:
+                                        # Falcon-H1's mixers side by side; CONV: LFM2's short conv)
 
 
 def per_layer(f, key: str, n_layer: int, default=None) -> list[int]:
@@ -38,9 +39,11 @@ def per_layer(f, key: str, n_layer: int, default=None) -> list[int]:
     return [f.get(key, int, default)] * n_layer
 
 
-@dataclass(frozen=True)
-class HybridHParams(Mamba2HParams):
-    kinds: tuple = ()            # per layer: SSM, ATTN, BOTH or FFN (an MLP-only layer)
+@dataclass(frozen=True, kw_only=True)
+class AttnHParams(HParams):
+    """What attention layers add to a model's hyperparameters (every hybrid has them; keyword
+    fields, so that an architecture's own HParams can inherit them beside its positional ones)."""
+    kinds: tuple = ()            # per layer: SSM, ATTN, BOTH, FFN (an MLP-only layer) or CONV
     attn_heads: int = 0
     kv_heads: int = 0
     head_dim_attn: int = 0
@@ -52,13 +55,10 @@ class HybridHParams(Mamba2HParams):
     n_ff: tuple = ()             # per layer (0: no feed-forward block)
 
     @staticmethod
-    def read_hybrid(f, kinds: list | None = None, rope_type: int | None = None) -> dict:
-        """Mamba-2 and attention keys. kinds: the layers' kinds, by default SSM where
-        head_count_kv is 0 and ATTN elsewhere."""
+    def read_attention(f, n_layer: int, kinds: list | None = None, rope_type: int | None = None) -> dict:
+        """The attention keys. kinds: the layers' kinds, by default SSM where head_count_kv is 0
+        and ATTN elsewhere."""
         a = f.arch
-        d = dict(**Mamba2HParams.read_ssm(f), n_head=f.get(f"{a}.ssm.time_step_rank", int),
-                 n_group=f.get(f"{a}.ssm.group_count", int, 1))
-        n_layer = d["n_layer"]
         if not 0 < n_layer <= 4096:
             raise ModelLoadError(f"{f.path}: block_count {n_layer}")
         kv = per_layer(f, f"{a}.attention.head_count_kv", n_layer)
@@ -71,20 +71,21 @@ class HybridHParams(Mamba2HParams):
             raise ModelLoadError(f"{f.path}: attention layers of different head counts "
                                  f"({sorted(hs)} / kv {sorted(kvs)}) are not supported")
         n_h, n_kv = (hs.pop(), kvs.pop()) if att else (0, 0)
-        hd = f.get(f"{a}.attention.key_length", int, d["n_embd"] // n_h if n_h else 1)
+        n_embd = f.get(f"{a}.embedding_length", int)
+        hd = f.get(f"{a}.attention.key_length", int, n_embd // n_h if n_h else 1)
         factor = f.get(f"{a}.rope.scaling.factor", float, 0.0)
-        return dict(**d, kinds=tuple(kinds), attn_heads=n_h, kv_heads=n_kv, head_dim_attn=hd,
+        if f.get(f"{a}.attention.sliding_window", int, 0) > 0:
+            raise ModelLoadError(f"{f.path}: sliding-window attention is not supported yet")
+        if not f.get(f"{a}.attention.causal", bool, True):
+            raise ModelLoadError(f"{f.path}: non-causal (embedding) models are not supported")
+        return dict(kinds=tuple(kinds), attn_heads=n_h, kv_heads=n_kv, head_dim_attn=hd,
                     n_rot=f.get(f"{a}.rope.dimension_count", int, hd), rope_type=rope_type,
                     rope_base=f.get(f"{a}.rope.freq_base", float, 10000.0),
                     rope_freq_scale=1.0 / factor if factor else 1.0,
                     n_ctx_train=f.get(f"{a}.context_length", int, 4096),
                     n_ff=tuple(per_layer(f, f"{a}.feed_forward_length", n_layer, 0)))
 
-    def check(self, path: str, positive: tuple = ()):
-        super().check(path, positive)
-        if self.n_head <= 0 or self.d_inner % self.n_head or self.n_group <= 0 or self.n_head % self.n_group:
-            raise ModelLoadError(f"{path}: inconsistent Mamba-2 sizes: d_inner {self.d_inner}, "
-                                 f"heads {self.n_head}, groups {self.n_group}")
+    def check_attention(self, path: str):
         if self.attn_layers:
             if self.attn_heads <= 0 or self.kv_heads <= 0 or self.attn_heads % self.kv_heads:
                 raise ModelLoadError(f"{path}: {self.attn_heads} attention heads over "
@@ -95,17 +96,8 @@ class HybridHParams(Mamba2HParams):
             raise ModelLoadError(f"{path}: context_length {self.n_ctx_train}")
 
     @property
-    def ssm_layers(self) -> list[int]:
-        return [il for il, k in enumerate(self.kinds) if k in (SSM, BOTH)]
-
-    @property
     def attn_layers(self) -> list[int]:
         return [il for il, k in enumerate(self.kinds) if k in (ATTN, BOTH)]
-
-    @property
-    def state_bytes_per_sequence(self) -> int:
-        (a, b), (c, d, e) = self.state_shapes()
-        return len(self.ssm_layers) * 4 * (a * b + c * d * e)
 
     def context_limit(self, n_ctx: int | None) -> int | None:
         if not self.attn_layers:
@@ -117,6 +109,35 @@ class HybridHParams(Mamba2HParams):
 
     def kv_bytes_per_token(self, kv_type: int) -> int:
         return 2 * len(self.attn_layers) * self.head_dim_attn * self.kv_heads * (2 if kv_type == F16 else 4)
+
+
+@dataclass(frozen=True)
+class HybridHParams(Mamba2HParams, AttnHParams):
+    """Mamba-2 layers beside attention layers (granitehybrid, falcon-h1, nemotron_h)."""
+
+    @staticmethod
+    def read_hybrid(f, kinds: list | None = None, rope_type: int | None = None) -> dict:
+        """Mamba-2 and attention keys (kinds: see read_attention)."""
+        a = f.arch
+        d = dict(**Mamba2HParams.read_ssm(f), n_head=f.get(f"{a}.ssm.time_step_rank", int),
+                 n_group=f.get(f"{a}.ssm.group_count", int, 1))
+        return dict(**d, **AttnHParams.read_attention(f, d["n_layer"], kinds, rope_type))
+
+    def check(self, path: str, positive: tuple = ()):
+        super().check(path, positive)
+        if self.n_head <= 0 or self.d_inner % self.n_head or self.n_group <= 0 or self.n_head % self.n_group:
+            raise ModelLoadError(f"{path}: inconsistent Mamba-2 sizes: d_inner {self.d_inner}, "
+                                 f"heads {self.n_head}, groups {self.n_group}")
+        self.check_attention(path)
+
+    @property
+    def ssm_layers(self) -> list[int]:
+        return [il for il, k in enumerate(self.kinds) if k in (SSM, BOTH)]
+
+    @property
+    def state_bytes_per_sequence(self) -> int:
+        (a, b), (c, d, e) = self.state_shapes()
+        return len(self.ssm_layers) * 4 * (a * b + c * d * e)
 
 
 def hybrid_memory(hp: HybridHParams, n_seq_max: int, n_ctx: int | None = None, kv_type: int = F16):
@@ -140,6 +161,8 @@ def load_attention(f, hp: HybridHParams, w: dict, il: int):
         for n, m in (("q", nq), ("k", nk), ("v", nk)):
             w[f"{il}.w{n}"] = weight(f, p + f"attn_{n}.weight", (d, m), WEIGHT_TYPES)
             w[f"{il}.w{n}_b"] = optional(f, p + f"attn_{n}.bias", (m,))
+    for n in ("q", "k"):        # per-head RMS norms of queries and keys (LFM2)
+        w[f"{il}.attn_{n}_norm"] = optional(f, p + f"attn_{n}_norm.weight", (hp.head_dim_attn,))
     w[f"{il}.wo"] = weight(f, p + "attn_output.weight", (nq, d), WEIGHT_TYPES)
     w[f"{il}.wo_b"] = optional(f, p + "attn_output.bias", (d,))
 
@@ -174,6 +197,9 @@ def attention(ctx: GraphContext, cur: Tensor, il: int, kq_scale: float) -> Tenso
         q = ops.reshape(name(_linear(ctx, f"{il}.wq", cur), "Qcur", il), hd, nh, n_t)
         k = ops.reshape(name(_linear(ctx, f"{il}.wk", cur), "Kcur", il), hd, nkv, n_t)
         v = ops.reshape(name(_linear(ctx, f"{il}.wv", cur), "Vcur", il), hd, nkv, n_t)
+    if ctx.w.get(f"{il}.attn_q_norm") is not None:
+        q = name(ops.rms_norm(q, hp.eps, ctx.w[f"{il}.attn_q_norm"]), "Qnorm", il)
+        k = name(ops.rms_norm(k, hp.eps, ctx.w[f"{il}.attn_k_norm"]), "Knorm", il)
     if hp.rope_type is not None:
         pos = ctx.positions
         q = name(ops.rope(q, pos, hp.n_rot, hp.rope_type, hp.rope_base, hp.rope_freq_scale), "Qrope", il)

@@ -19,9 +19,10 @@ import numpy as np
 from ..errors import TinyGGMLError
 from .quantize import QTYPES
 
-def _pattern(n_layer: int, attention: tuple) -> str:
-    """A hybrid's layer kinds: "*" (attention) at the given layers, "M" (Mamba-2) elsewhere."""
-    return "".join("*" if il in attention else "M" for il in range(n_layer))
+def _pattern(n_layer: int, attention: tuple, other: str = "M") -> str:
+    """A hybrid's layer kinds: "*" (attention) at the given layers, `other` elsewhere ("M":
+    Mamba-2, "C": LFM2's short conv)."""
+    return "".join("*" if il in attention else other for il in range(n_layer))
 
 
 PRESETS = {
@@ -57,6 +58,15 @@ PRESETS = {
                            ssm_head_dim=64, d_state=128, n_group=1, n_head=8, n_kv=2, head_dim=64,
                            n_ff=2048, n_vocab=32784, rope_base=1e11, ssm_norm=False, tied=False,
                            context_length=16384),
+    # LFM2-350M / -1.2B: gated short convolutions with attention at 6 of 16 layers (GQA 8 kv
+    # heads, q / k norms, rope NEOX), tied; feed-forward sizes as the converter derives them
+    # (block_ff_dim 6656 / 12288 auto-adjusted to 4608 / 8192)
+    "lfm2-350m": dict(arch="lfm2", pattern=_pattern(16, (2, 5, 8, 10, 12, 14), "C"), n_embd=1024,
+                      n_head=16, n_kv=8, n_ff=4608, n_vocab=65536, rope_base=1e6, l_cache=3,
+                      context_length=128000),
+    "lfm2-1.2b": dict(arch="lfm2", pattern=_pattern(16, (2, 5, 8, 10, 12, 14), "C"), n_embd=2048,
+                      n_head=32, n_kv=8, n_ff=8192, n_vocab=65536, rope_base=1e6, l_cache=3,
+                      context_length=128000),
 }
 # the types tinyggml writes: f32 first, then the quantizer's table (tools/quantize.py QTYPES)
 TYPES = ("f32",) + tuple(t for t in QTYPES if t != "f32")
@@ -106,7 +116,7 @@ def _shapes(cfg: dict) -> list:
 
 def _hybrid_shapes(cfg: dict) -> list:
     """(name, numpy shape) of every tensor of a hybrid, generating one block of each kind."""
-    from .testing import hybrid_tensors
+    from .testing import hybrid_final_norm, hybrid_tensors
     rng = np.random.default_rng(0)
     small = dict(cfg, n_vocab=1, pattern="".join(dict.fromkeys(cfg["pattern"])))
     by_kind = {}
@@ -118,7 +128,7 @@ def _hybrid_shapes(cfg: dict) -> list:
     out = [("token_embd.weight", vocab)]
     for il, c in enumerate(cfg["pattern"]):
         out += [(f"blk.{il}.{rest}", shape) for rest, shape in by_kind[c]]
-    out.append(("output_norm.weight", (cfg["n_embd"],)))
+    out.append((hybrid_final_norm(cfg["arch"]), (cfg["n_embd"],)))
     if not cfg["tied"]:
         out.append(("output.weight", vocab))
     return out

@@ -170,9 +170,10 @@ def _n_dims(shape) -> int:
 
 
 def allows_quantization(name: str, shape) -> bool:
-    """llama.cpp's tensor_allows_quantization, the rules that can apply to Mamba tensors."""
+    """llama.cpp's tensor_allows_quantization, the rules that can apply to Mamba and hybrid
+    tensors."""
     return (_n_dims(shape) >= 2 and name.endswith("weight") and "_norm.weight" not in name
-            and "ssm_conv1d" not in name)
+            and "ssm_conv1d" not in name and "shortconv.conv.weight" not in name)
 
 
 def _fits(t: Q, ne0: int) -> bool:

@@ -240,20 +240,24 @@ def rewrite_gguf(src, dst, *, arch=None, drop=(), replace=None, set_kv=None):
     writer.close()
 
 
-HYBRID_ARCHS = ("granitehybrid", "falcon-h1", "nemotron_h")
+HYBRID_ARCHS = ("granitehybrid", "falcon-h1", "nemotron_h", "lfm2")
 
 
 def hybrid_config(arch, *, pattern, n_embd, d_state=16, d_conv=4, d_inner=None, ssm_head_dim=16,
                   n_group=1, n_head=4, n_kv=2, head_dim=None, n_ff=None, n_vocab=300, rope=True,
-                  rope_base=10000.0, scales=None, ssm_norm=True, tied=True, context_length=4096):
+                  rope_base=10000.0, scales=None, ssm_norm=True, tied=True, context_length=4096,
+                  l_cache=3):
     """Every size of a hybrid model (Mamba-2 layers beside attention layers), defaults filled in
     and checked; what hybrid_tensors and write_hybrid_keys take.
 
     Args:
-        arch: "granitehybrid", "falcon-h1" or "nemotron_h"
+        arch: "granitehybrid", "falcon-h1", "nemotron_h" or "lfm2"
         pattern: one character per layer, Nemotron-H's hybrid_override_pattern: "M" Mamba-2,
             "*" attention, "-" MLP only (nemotron_h). Granite: "M" / "*", each with a SwiGLU
-            block; Falcon-H1: every layer has both mixers side by side (pattern gives n_layer)
+            block; Falcon-H1: every layer has both mixers side by side (pattern gives n_layer);
+            LFM2: "C" (short conv) / "*" (attention with q / k norms, rope NEOX), each with a
+            SwiGLU block
+        l_cache: LFM2's short conv taps
         d_inner: default 2 * n_embd; ssm_head_dim: the Mamba-2 head size
         n_head, n_kv, head_dim: attention heads, KV heads, head size (default n_embd / n_head)
         n_ff: the feed-forward size (default 2 * n_embd)
@@ -266,7 +270,7 @@ def hybrid_config(arch, *, pattern, n_embd, d_state=16, d_conv=4, d_inner=None, 
     if arch not in HYBRID_ARCHS:
         raise ValueError(f"arch must be one of {HYBRID_ARCHS}, got {arch!r}")
     for il, c in enumerate(pattern):
-        if c not in "M*-" or (c == "-" and arch != "nemotron_h"):
+        if c not in ("C*" if arch == "lfm2" else "M*-") or (c == "-" and arch != "nemotron_h"):
             raise ValueError(f"layer {il}: kind {c!r} for {arch}")
     d_inner = d_inner or 2 * n_embd
     head_dim = head_dim or n_embd // n_head
@@ -277,7 +281,12 @@ def hybrid_config(arch, *, pattern, n_embd, d_state=16, d_conv=4, d_inner=None, 
                 n_head=n_head, n_kv=n_kv, head_dim=head_dim, n_ff=n_ff or 2 * n_embd,
                 n_vocab=n_vocab, eps=1e-5, rope=rope, rope_base=rope_base,
                 scales=dict(scales or {}), ssm_norm=ssm_norm, tied=tied,
-                context_length=context_length)
+                context_length=context_length, l_cache=l_cache)
+
+
+def hybrid_final_norm(arch: str) -> str:
+    """The final norm's GGUF name (llama.cpp's converter names LFM2's `token_embd_norm`)."""
+    return "token_embd_norm.weight" if arch == "lfm2" else "output_norm.weight"
 
 
 def hybrid_tensors(rng, cfg):
@@ -302,6 +311,13 @@ def hybrid_tensors(rng, cfg):
             if not cfg["ssm_norm"]:
                 del lt["ssm_norm.weight"]
             t.update(lt)
+        if c == "C":
+            t["shortconv.conv.weight"] = rng.standard_normal((n_embd, cfg["l_cache"])) * 0.5
+            t["shortconv.in_proj.weight"] = linear(3 * n_embd, n_embd)
+            t["shortconv.out_proj.weight"] = linear(n_embd, n_embd)
+        if c == "*" and arch == "lfm2":
+            t["attn_q_norm.weight"] = norm_weight(hd)
+            t["attn_k_norm.weight"] = norm_weight(hd)
         if c == "*" or arch == "falcon-h1":
             t["attn_q.weight"] = linear(cfg["n_head"] * hd, n_embd)
             t["attn_k.weight"] = linear(cfg["n_kv"] * hd, n_embd)
@@ -309,13 +325,13 @@ def hybrid_tensors(rng, cfg):
             t["attn_output.weight"] = linear(n_embd, cfg["n_head"] * hd)
         if arch != "nemotron_h" or c == "-":
             if arch != "nemotron_h":
-                t["ffn_norm.weight" if arch == "granitehybrid" else "ffn_norm"] = norm_weight(n_embd)
+                t["ffn_norm" if arch == "falcon-h1" else "ffn_norm.weight"] = norm_weight(n_embd)
                 t["ffn_gate.weight"] = linear(n_ff, n_embd)
             t["ffn_up.weight"] = linear(n_ff, n_embd)
             t["ffn_down.weight"] = linear(n_embd, n_ff)
         for k in sorted(t):
             yield f"blk.{il}.{k}", t[k]
-    yield "output_norm.weight", norm_weight(n_embd)
+    yield hybrid_final_norm(arch), norm_weight(n_embd)
     if not cfg["tied"]:
         yield "output.weight", linear(cfg["n_vocab"], n_embd)
 
@@ -339,6 +355,10 @@ def write_hybrid_keys(writer, cfg):
     writer.add_key_length(cfg["head_dim"])
     writer.add_value_length(cfg["head_dim"])
     writer.add_rope_freq_base(cfg["rope_base"])
+    if arch == "lfm2":
+        writer.add_shortconv_l_cache(cfg["l_cache"])
+        writer.add_layer_norm_rms_eps(cfg["eps"])
+        return
     if arch == "granitehybrid":
         writer.add_rope_scaling_finetuned(bool(cfg["rope"]))
         for k, v in cfg["scales"].items():
@@ -369,7 +389,8 @@ def write_random_hybrid(path, arch, *, wtype="f32", seed=0, **sizes):
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     write_tiny_vocab(writer, cfg["n_vocab"])
     for name, w in hybrid_tensors(rng, cfg):
-        f16 = wtype == "f16" and w.ndim == 2 and not name.endswith(("ssm_conv1d.weight", "ssm_norm.weight"))
+        f16 = wtype == "f16" and w.ndim == 2 and not name.endswith(("ssm_conv1d.weight", "ssm_norm.weight",
+                                                                     "shortconv.conv.weight"))
         writer.add_tensor(name, w.astype(np.float16 if f16 else np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
