@@ -59,7 +59,8 @@ def _attn_case(rng, hd, nh, nkv, lens, past, cache_type, n_ctx=160, n_slots=4):
     return q, k, v, kc, vc, info_t, pos_t
 
 
-@pytest.mark.parametrize("hd,nh,nkv", [(8, 4, 4), (64, 8, 2), (20, 6, 1), (33, 3, 3)])
+@pytest.mark.parametrize("hd,nh,nkv", [(8, 4, 4), (64, 8, 2), (20, 6, 1), (33, 3, 3), (128, 4, 2),
+                                       (72, 2, 1)])
 @pytest.mark.parametrize("lens,past", [([1], [0]), ([5, 1, 13], [0, 7, 70]), ([1, 1, 1], [3, 150, 64]),
                                        ([20], [100])])
 @pytest.mark.parametrize("cache_type", [F32, F16])
@@ -72,6 +73,24 @@ def test_attn_over_cache(simd, hd, nh, nkv, lens, past, cache_type, nt):
     out = ops.attn(q, ks, vs, info, pos, 1.0 / np.sqrt(hd))
     # the caches are written in place (every slot's other positions untouched), then read
     check_op(out, nt, atol=2e-5, rtol=1e-4, states=(kc, vc))
+
+
+@pytest.mark.parametrize("wide", [True, False])
+@pytest.mark.parametrize("hd", [64, 136])
+def test_attn_key_by_key_and_eight_at_a_time(hd, wide):
+    """Both SIMD attention paths (backend.set_attn_wide: scores of eight keys at once and the
+    value sums in registers, or key by key) against float64, over a depth that is not a
+    multiple of the key groups and a head size with a tail after its 64-column passes."""
+    from tinyggml.backend import set_attn_wide
+    rng = np.random.default_rng(hd)
+    q, k, v, kc, vc, info, pos = _attn_case(rng, hd, 6, 2, [3, 1], [97, 140], F16, n_ctx=200)
+    out = ops.attn(q, ops.kv_store(kc, k, info, pos), ops.kv_store(vc, v, info, pos), info, pos,
+                   1.0 / np.sqrt(hd))
+    prev = set_attn_wide(wide)
+    try:
+        check_op(out, 2, atol=2e-5, rtol=1e-4)
+    finally:
+        set_attn_wide(prev)
 
 
 def test_kv_store_f16_rounds_as_numpy(simd):

@@ -15,7 +15,7 @@ from ..alloc import ALIGN, plan_memory
 from ..ops import EMPTY_OPS, OPS, Op
 from ..tensor import as_numpy
 
-from .tg cimport (tg_tensor, tg_graph_compute, tg_simd_enabled, tg_wide_panels, tg_simd_compiled,
+from .tg cimport (tg_tensor, tg_graph_compute, tg_simd_enabled, tg_wide_panels, tg_attn_wide, tg_simd_compiled,
                  tg_int_gemm_compiled, tg_pack_supported, tg_pack_rows, tg_max_threads,
                  tg_mul_mat_path, tg_type_info, tg_read_bandwidth, tg_time_now, tg_spin_ns,
                  TG_MAX_SRC, TG_MAX_PARAMS)
@@ -89,6 +89,16 @@ def set_wide_panels(bint enabled) -> bool:
     global tg_wide_panels
     prev = bool(tg_wide_panels)
     tg_wide_panels = 1 if enabled else 0
+    return prev
+
+
+def set_attn_wide(bint enabled) -> bool:
+    """attn on SIMD builds: scores eight keys at a time and the value sums in registers (True,
+    the default) or key by key (False); the value sums are the same bit for bit, the scores
+    are summed in another order. Returns the previous setting (benchmarks alternate the two)."""
+    global tg_attn_wide
+    prev = bool(tg_attn_wide)
+    tg_attn_wide = 1 if enabled else 0
     return prev
 
 

@@ -18,6 +18,7 @@ cdef extern from "tg.h" nogil:
 
     int tg_simd_enabled
     int tg_wide_panels
+    int tg_attn_wide
     int tg_simd_compiled()
     int tg_int_gemm_compiled()
     int tg_pack_supported(int type)

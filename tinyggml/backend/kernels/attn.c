@@ -81,8 +81,7 @@ void tg_kv_store(const tg_params *p, tg_tensor *dst) {
 // read more keys), each computed by one thread: results do not depend on the thread count.
 #define TILE 8        // ops.py ATTN_TILE
 #define KBLOCK 64     // ops.py ATTN_KBLOCK
-
-static inline float attn_dot(const float *a, const float *b, int64_t n) { return tg_dot_f32(n, a, b); }
+#define PREFETCH 16   // F16 caches: key rows fetched this far ahead
 
 static inline void attn_axpy(float *y, float w, const float *x, int64_t n) {
     int64_t i = 0;
@@ -100,16 +99,126 @@ static inline void attn_scale(float *y, float w, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] *= w;
 }
 
-// exp(v[j] - m) for j < n, in place
-static inline void attn_exp(float *v, float m, int64_t n) {
+// exp(v[j] - m) for j < n, in place; returns their sum (eight partial sums on SIMD builds)
+static inline float attn_exp(float *v, float m, int64_t n) {
     int64_t j = 0;
+    float sum = 0.0f;
 #ifdef TG_AVX2
     if (TG_USE_SIMD) {
         const __m256 vm = _mm256_set1_ps(m);
-        for (; j + 8 <= n; j += 8) _mm256_storeu_ps(v + j, tg_exp256(_mm256_sub_ps(_mm256_loadu_ps(v + j), vm)));
+        __m256 acc = _mm256_setzero_ps();
+        for (; j + 8 <= n; j += 8) {
+            const __m256 e = tg_exp256(_mm256_sub_ps(_mm256_loadu_ps(v + j), vm));
+            _mm256_storeu_ps(v + j, e);
+            acc = _mm256_add_ps(acc, e);
+        }
+        sum = tg_hsum256(acc);
     }
 #endif
-    for (; j < n; j++) v[j] = expf(v[j] - m);
+    for (; j < n; j++) sum += v[j] = expf(v[j] - m);
+    return sum;
+}
+
+static inline float attn_max(const float *v, int64_t n) {
+    int64_t j = 0;
+    float mx = -INFINITY;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD && n >= 8) {
+        __m256 a = _mm256_loadu_ps(v);
+        for (j = 8; j + 8 <= n; j += 8) a = _mm256_max_ps(a, _mm256_loadu_ps(v + j));
+        mx = tg_hmax256(a);
+    }
+#endif
+    for (; j < n; j++) mx = v[j] > mx ? v[j] : mx;
+    return mx;
+}
+
+static inline float attn_dot(const float *a, const float *b, int64_t n) { return tg_dot_f32(n, a, b); }
+
+// s[j] = scale * (q . K_j) for j < n, K_j = K + j * ks. Eight keys at a time when hd is a
+// multiple of 8: eight accumulators over q's 8-float chunks, summed into one vector of eight
+// scores by two rounds of hadd and a swap of 128-bit halves. Which keys form a group depends
+// only on the block start and n (the causal limit of the row's position), never on the
+// ubatch, so a token's scores are the same arithmetic however it is batched.
+static void attn_scores(float *s, const float *q, const float *K, int64_t ks, int64_t hd,
+                        int64_t n, float scale) {
+    int64_t j = 0;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD && tg_attn_wide && hd % 8 == 0) {
+        const __m256 vs = _mm256_set1_ps(scale);
+        for (; j + 8 <= n; j += 8) {
+            const float *k0 = K + j * ks;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+            for (int64_t c = 0; c < hd; c += 8) {
+                const __m256 qv = _mm256_loadu_ps(q + c);
+                a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + c), a0);
+                a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + ks + c), a1);
+                a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * ks + c), a2);
+                a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * ks + c), a3);
+                a4 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 4 * ks + c), a4);
+                a5 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 5 * ks + c), a5);
+                a6 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 6 * ks + c), a6);
+                a7 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 7 * ks + c), a7);
+            }
+            // hadd(x, y) = [x01 x23 y01 y23 | x45 x67 y45 y67]: twice gives the per-lane-half
+            // sums of four keys; adding the two halves gives key j+i in lane i
+            const __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+            const __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(a4, a5), _mm256_hadd_ps(a6, a7));
+            const __m256 r = _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20),
+                                           _mm256_permute2f128_ps(u0, u1, 0x31));
+            _mm256_storeu_ps(s + j, _mm256_mul_ps(r, vs));
+        }
+    }
+#endif
+    for (; j < n; j++) s[j] = attn_dot(q, K + j * ks, hd) * scale;
+}
+
+// acc[c] += sum_j w[j] * V_j[c] for c < hd, j < n in order (V_j = V + j * vs): the same
+// multiply-adds, element by element, as n axpys, with 64 columns of acc held in registers
+// while the keys go by.
+static void attn_pv(float *acc, const float *w, const float *V, int64_t vs, int64_t hd, int64_t n) {
+    int64_t c = 0;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD && tg_attn_wide) {
+        for (; c + 64 <= hd; c += 64) {
+            __m256 a0 = _mm256_loadu_ps(acc + c), a1 = _mm256_loadu_ps(acc + c + 8);
+            __m256 a2 = _mm256_loadu_ps(acc + c + 16), a3 = _mm256_loadu_ps(acc + c + 24);
+            __m256 a4 = _mm256_loadu_ps(acc + c + 32), a5 = _mm256_loadu_ps(acc + c + 40);
+            __m256 a6 = _mm256_loadu_ps(acc + c + 48), a7 = _mm256_loadu_ps(acc + c + 56);
+            for (int64_t j = 0; j < n; j++) {
+                const __m256 vw = _mm256_broadcast_ss(w + j);
+                const float *x = V + j * vs + c;
+                a0 = _mm256_fmadd_ps(vw, _mm256_loadu_ps(x), a0);
+                a1 = _mm256_fmadd_ps(vw, _mm256_loadu_ps(x + 8), a1);
+                a2 = _mm256_fmadd_ps(vw, _mm256_loadu_ps(x + 16), a2);
+                a3 = _mm256_fmadd_ps(vw, _mm256_loadu_ps(x + 24), a3);
+                a4 = _mm256_fmadd_ps(vw, _mm256_loadu_ps(x + 32), a4);
+                a5 = _mm256_fmadd_ps(vw, _mm256_loadu_ps(x + 40), a5);
+                a6 = _mm256_fmadd_ps(vw, _mm256_loadu_ps(x + 48), a6);
+                a7 = _mm256_fmadd_ps(vw, _mm256_loadu_ps(x + 56), a7);
+            }
+            _mm256_storeu_ps(acc + c, a0), _mm256_storeu_ps(acc + c + 8, a1);
+            _mm256_storeu_ps(acc + c + 16, a2), _mm256_storeu_ps(acc + c + 24, a3);
+            _mm256_storeu_ps(acc + c + 32, a4), _mm256_storeu_ps(acc + c + 40, a5);
+            _mm256_storeu_ps(acc + c + 48, a6), _mm256_storeu_ps(acc + c + 56, a7);
+        }
+        for (; c + 8 <= hd; c += 8) {
+            __m256 a = _mm256_loadu_ps(acc + c);
+            for (int64_t j = 0; j < n; j++)
+                a = _mm256_fmadd_ps(_mm256_broadcast_ss(w + j), _mm256_loadu_ps(V + j * vs + c), a);
+            _mm256_storeu_ps(acc + c, a);
+        }
+    }
+#endif
+    if (c == 0) {
+        for (int64_t j = 0; j < n; j++) attn_axpy(acc, w[j], V + j * vs, hd);
+        return;
+    }
+    for (; c < hd; c++) {
+        float a = acc[c];
+        for (int64_t j = 0; j < n; j++) a = fmaf(w[j], V[j * vs + c], a);
+        acc[c] = a;
+    }
 }
 
 void tg_attn(const tg_params *p, tg_tensor *dst) {
@@ -143,6 +252,16 @@ void tg_attn(const tg_params *p, tg_tensor *dst) {
                     int64_t kstride = k->nb[2] / 4;                   // floats between key rows
                     if (f16) {
                         for (int64_t j = 0; j < nk; j++) {
+#ifdef TG_AVX2
+                            // the rows of one kv head are strided (the other heads' rows lie
+                            // between): fetch ahead of the hardware prefetcher
+                            const int64_t jp = TG_MIN(j0 + j + PREFETCH, k->ne[2] - 1);
+                            const char *pk = at(k, 0, h, jp, slot), *pv = at(v, 0, h, jp, slot);
+                            for (int64_t b = 0; b < hd * 2; b += 64) {
+                                _mm_prefetch(pk + b, _MM_HINT_T0);
+                                _mm_prefetch(pv + b, _MM_HINT_T0);
+                            }
+#endif
                             tg_fp16_to_fp32_row((const tg_fp16_t *)at(k, 0, h, j0 + j, slot), kb + j * hd, hd);
                             tg_fp16_to_fp32_row((const tg_fp16_t *)at(v, 0, h, j0 + j, slot), vb + j * hd, hd);
                         }
@@ -154,11 +273,8 @@ void tg_attn(const tg_params *p, tg_tensor *dst) {
                         for (int64_t e = 0; e < g; e++) {
                             const int64_t r = (i - i0) * g + e;
                             const float *qr = (const float *)at(q, 0, h * g + e, i, 0);
-                            float bmax = -INFINITY;
-                            for (int64_t j = 0; j < lim; j++) {
-                                s[j] = attn_dot(qr, K + j * kstride, hd) * scale;
-                                bmax = s[j] > bmax ? s[j] : bmax;
-                            }
+                            attn_scores(s, qr, K, kstride, hd, lim, scale);
+                            const float bmax = attn_max(s, lim);
                             if (bmax > mx[r]) {            // rescale what the earlier blocks added
                                 if (mx[r] != -INFINITY) {
                                     const float c = expf(mx[r] - bmax);
@@ -167,12 +283,8 @@ void tg_attn(const tg_params *p, tg_tensor *dst) {
                                 }
                                 mx[r] = bmax;
                             }
-                            attn_exp(s, mx[r], lim);
-                            float bs = 0.0f;
-                            for (int64_t j = 0; j < lim; j++) {
-                                bs += s[j];
-                                attn_axpy(acc + r * hd, s[j], V + j * kstride, hd);
-                            }
+                            const float bs = attn_exp(s, mx[r], lim);
+                            attn_pv(acc + r * hd, s, V, kstride, hd, lim);
                             sum[r] += bs;
                         }
                     }
@@ -190,3 +302,4 @@ void tg_attn(const tg_params *p, tg_tensor *dst) {
 }
 #undef TILE
 #undef KBLOCK
+#undef PREFETCH

@@ -23,6 +23,7 @@
 
 int tg_simd_enabled = 1;
 int tg_wide_panels = 1;
+int tg_attn_wide = 1;
 
 int tg_simd_compiled(void) {
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)

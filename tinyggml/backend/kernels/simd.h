@@ -88,6 +88,14 @@ static inline float tg_hsum256(__m256 v) {
     return _mm_cvtss_f32(lo);
 }
 
+// horizontal max of 8 floats
+static inline float tg_hmax256(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
 // the 8 horizontal sums of a[0..7] as one vector (lane j = sum of a[j])
 static inline __m256 tg_hsum8x8(const __m256 a[8]) {
     const __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
