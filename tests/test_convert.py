@@ -3,7 +3,7 @@
 With ../shared/fixtures: the four HF checkpoints convert to the fixture GGUFs (same keys and
 values in the same order, same tensors, bit-exact data; the one exception is ~1% of the
 Mamba-1 ssm_a values, 1 ulp apart: llama.cpp rounds torch's (MKL) exp, we round exp exactly).
-Hybrids (granitehybrid, nemotron_h, falcon-h1), from the repository: the checkpoints behind
+Hybrids (granitehybrid, nemotron_h, falcon-h1, lfm2), from the repository: the checkpoints behind
 tests/fixtures/hybrid/<arch>-f32.gguf, rebuilt from hf-<arch>/ and that file, convert to the
 same bytes as llama.cpp's f32 and f16 files; random checkpoints written here run to the logits
 of a float64 numpy model written after transformers' code (multipliers where it applies them).
@@ -473,13 +473,15 @@ def test_state_spaces_mamba2_keeps_equal_lm_head(tmp_path, spm_model):
 # ---- hybrids: against llama.cpp's converter (tests/fixtures/hybrid) --------------------------
 
 HYBRID = TESTS / "fixtures" / "hybrid"
-HYBRIDS = ["granitehybrid", "nemotron_h", "falcon-h1"]
+MAMBA_HYBRIDS = ["granitehybrid", "nemotron_h", "falcon-h1"]
+HYBRIDS = MAMBA_HYBRIDS + ["lfm2"]
 # the checkpoints tools/make_hybrid_fixtures.py saved and llama.cpp converted to <arch>-f32.gguf
 # and <arch>-f16.gguf: sha256 over the sorted names of "name dtype [shape]\n" + the bytes
 CHECKPOINT_SHA256 = {
     "granitehybrid": "f9d2082cf5ac7b8190796d3fbdc99aa8030f357efc5c9a726e20d7110d376056",
     "nemotron_h": "1607aa6fa0e3453bd06b0366489681a63706583b3375c3ccfc0d2176d846cde0",
     "falcon-h1": "89e66701026ef58537461a38f340fd67152d0cb57b7f13b0f7263510b9f15f14",
+    "lfm2": "9442a0f4d4b20fe33c9e822f81756d4a91fd6b146c2b181b6b7ba87560c05b0f",
 }
 _BACK_MAMBA2 = {"ssm_in.weight": "in_proj.weight", "ssm_conv1d.weight": "conv1d.weight",
                 "ssm_conv1d.bias": "conv1d.bias", "ssm_dt.bias": "dt_bias", "ssm_d": "D",
@@ -513,6 +515,20 @@ BACK = {
          "ffn_up.weight": "feed_forward.up_proj.weight",
          **{k: "mamba." + v for k, v in _BACK_MAMBA2.items() if k not in ("ssm_in.weight",
                                                                            "ssm_out.weight")}}),
+    "lfm2": (
+        {"token_embd.weight": "model.embed_tokens.weight",
+         "token_embd_norm.weight": "model.embedding_norm.weight"},
+        "model.layers.",
+        {"attn_norm.weight": "operator_norm.weight", "ffn_norm.weight": "ffn_norm.weight",
+         "ffn_gate.weight": "feed_forward.w1.weight", "ffn_up.weight": "feed_forward.w3.weight",
+         "ffn_down.weight": "feed_forward.w2.weight",
+         "shortconv.conv.weight": "conv.conv.weight",
+         "shortconv.in_proj.weight": "conv.in_proj.weight",
+         "shortconv.out_proj.weight": "conv.out_proj.weight",
+         "attn_q_norm.weight": "self_attn.q_layernorm.weight",
+         "attn_k_norm.weight": "self_attn.k_layernorm.weight",
+         "attn_output.weight": "self_attn.out_proj.weight",
+         **{k: "self_attn." + v for k, v in _BACK_ATTN.items() if k != "attn_output.weight"}}),
 }
 
 
@@ -534,9 +550,9 @@ def hybrid_checkpoint(arch, tmp_path):
     """The checkpoint behind fixtures/hybrid/<arch>-f32.gguf, as tmp_path/hf-<arch> (the folder
     name makes general.name, as for llama.cpp). hf-<arch>/ holds its config, tokenizer and the
     tensors the GGUF cannot give back bit for bit (A_log, whose exp is rounded; Falcon-H1's
-    weights with a multiplier folded in); the rest comes back from the GGUF by undoing moves
-    only: reshapes, the q/k row permutation, Granite's gate/up split. The result must hash to
-    the saved checkpoint's CHECKPOINT_SHA256."""
+    weights with a multiplier folded in; none for LFM2); the rest comes back from the GGUF by
+    undoing moves only: reshapes, the q/k row permutation, Granite's gate/up split. The result
+    must hash to the saved checkpoint's CHECKPOINT_SHA256."""
     src, dst = HYBRID / f"hf-{arch}", tmp_path / f"hf-{arch}"
     shutil.copytree(src, dst)
     w = load_file(src / "model.safetensors")
@@ -549,11 +565,11 @@ def hybrid_checkpoint(arch, tmp_path):
         hf = glob.get(name) if il is None else block.get(local) and f"{prefix}{il}.{block[local]}"
         if hf is None or hf in w and local != "ffn_up.weight":
             continue        # kept in hf-<arch>/ (or ssm_a: A_log is)
-        if local == "ssm_conv1d.weight":
+        if local in ("ssm_conv1d.weight", "shortconv.conv.weight"):
             data = data[:, None, :]
         elif local in ("ssm_d", "ssm_norm.weight"):
             data = data.reshape(-1)
-        elif local in heads and arch != "falcon-h1":
+        elif local in heads and arch in ("granitehybrid", "nemotron_h"):
             data = _unpermute(data, heads[local])
         elif local == "ffn_up.weight" and arch == "granitehybrid":
             data = np.concatenate([w[hf], data])        # input_linear: [gate; up]
@@ -580,7 +596,7 @@ def test_hybrid_matches_llamacpp(arch, outtype, tmp_path):
 
 def hybrid_config(arch, rms_norm=True):
     """A small config.json as transformers 4.57 writes it (rope_theta at the top level, layer
-    kinds in the released checkpoints' spelling)."""
+    kinds in the released checkpoints' spelling); LFM2's as transformers 5 does."""
     common = {"vocab_size": 264, "hidden_size": 48, "intermediate_size": 80,
               "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096,
               "attention_bias": False, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
@@ -609,6 +625,16 @@ def hybrid_config(arch, rms_norm=True):
                 "ssm_multipliers": [0.9, 1.2, 0.8, 1.3, 1.1], "ssm_in_multiplier": 1.05,
                 "ssm_out_multiplier": 0.95, "rms_norm_eps": 1e-5, "tie_word_embeddings": False,
                 "hidden_act": "silu", "mlp_bias": False, "projectors_bias": False}
+    if arch == "lfm2":      # FFN: int(2 * 200 / 3) = 133 rounded up to 160 (block_multiple_of)
+        return {"architectures": ["Lfm2ForCausalLM"], "model_type": "lfm2",
+                **{k: v for k, v in common.items() if k not in ("attention_bias", "torch_dtype")},
+                "intermediate_size": 200, "block_auto_adjust_ff_dim": True,
+                "block_ffn_dim_multiplier": 1.0, "block_multiple_of": 32, "conv_L_cache": 3,
+                "conv_bias": False, "dtype": "float32", "full_attn_idxs": None,
+                "layer_types": ["conv", "full_attention", "conv", "full_attention", "conv"],
+                "num_hidden_layers": 5, "norm_eps": 1e-5, "initializer_range": 0.02,
+                "rope_parameters": {"rope_theta": 20000.0, "rope_type": "default"},
+                "tie_word_embeddings": True, "transformers_version": "5.24.0"}
     return {"architectures": ["NemotronHForCausalLM"], "model_type": "nemotron_h", **common,
             "num_hidden_layers": 4, "hybrid_override_pattern": "M*-M", "head_dim": 12,
             "mamba_num_heads": 6, "mamba_head_dim": 16, "n_groups": 2, "ssm_state_size": 8,
@@ -632,6 +658,8 @@ def hybrid_weights(arch, cfg, seed=0):
     """Random weights with transformers' names and shapes."""
     rng = np.random.default_rng(seed)
     g = lambda *s, scale=1.0: (scale * rng.standard_normal(s)).astype(np.float32)  # noqa: E731
+    if arch == "lfm2":
+        return lfm2_weights(cfg, g)
     e, v, ff = cfg["hidden_size"], cfg["vocab_size"], cfg["intermediate_size"]
     nh, hd = 6, 16                                  # Mamba-2 heads, head size (all three configs)
     di, gs = nh * hd, 2 * 8                         # d_inner, n_group * d_state
@@ -681,6 +709,37 @@ def hybrid_weights(arch, cfg, seed=0):
     return w
 
 
+def lfm2_weights(cfg, g, ff=160):
+    """Lfm2ForCausalLM's names and shapes (ff: the FFN size Lfm2MLP makes of the config)."""
+    e, v = cfg["hidden_size"], cfg["vocab_size"]
+    hd = e // cfg["num_attention_heads"]
+    nq, nk = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd
+    w = {"model.embed_tokens.weight": g(v, e, scale=0.7),
+         "model.embedding_norm.weight": 1 + g(e, scale=0.2)}
+    if not cfg["tie_word_embeddings"]:
+        w["lm_head.weight"] = g(v, e, scale=0.3)
+    for il, kind in enumerate(cfg["layer_types"]):
+        p = f"model.layers.{il}."
+        w.update({p + "operator_norm.weight": 1 + g(e, scale=0.2),
+                  p + "ffn_norm.weight": 1 + g(e, scale=0.2),
+                  p + "feed_forward.w1.weight": g(ff, e, scale=e ** -0.5),
+                  p + "feed_forward.w3.weight": g(ff, e, scale=e ** -0.5),
+                  p + "feed_forward.w2.weight": g(e, ff, scale=ff ** -0.5)})
+        if kind == "conv":
+            w.update({p + "conv.conv.weight": g(e, 1, cfg["conv_L_cache"], scale=0.5),
+                      p + "conv.in_proj.weight": g(3 * e, e, scale=e ** -0.5),
+                      p + "conv.out_proj.weight": g(e, e, scale=e ** -0.5)})
+        else:
+            a = p + "self_attn."
+            w.update({a + "q_proj.weight": g(nq, e, scale=e ** -0.5),
+                      a + "k_proj.weight": g(nk, e, scale=e ** -0.5),
+                      a + "v_proj.weight": g(nk, e, scale=e ** -0.5),
+                      a + "out_proj.weight": g(e, nq, scale=nq ** -0.5),
+                      a + "q_layernorm.weight": 1 + g(hd, scale=0.2),
+                      a + "k_layernorm.weight": 1 + g(hd, scale=0.2)})
+    return w
+
+
 def write_hybrid(path, arch, cfg=None, weights=None, seed=0):
     cfg = cfg or hybrid_config(arch)
     path.mkdir()
@@ -696,6 +755,8 @@ def hf_logits(arch, cfg, w, tokens):
     that code applies it, q/k rows as stored, input_linear chunked gate first, Falcon-H1's rope
     rotating halves. The Mamba-2 mixer is the reference's (mamba_np), given A = -exp(A_log) and
     the conv weight without its middle axis; Falcon-H1's in_proj output scaled per row block."""
+    if arch == "lfm2":
+        return lfm2_logits(cfg, w, tokens)
     f = {k: v.astype(np.float64) for k, v in w.items()}
     c = lambda k, d=1.0: float(cfg.get(k, d))       # noqa: E731
     eps = c("rms_norm_eps", c("layer_norm_epsilon", 1e-5))
@@ -783,8 +844,66 @@ def hf_logits(arch, cfg, w, tokens):
     return np.array(logits)
 
 
+def lfm2_logits(cfg, w, tokens):
+    """float64 logits after transformers' modeling_lfm2, tokens fed one by one. Short conv:
+    in_proj rows chunked B, C, x; F.conv1d over B * x with the weight (d, 1, L) as stored, left
+    padding L - 1 (tap j on the input L - 1 - j steps back), no bias; gated by C. Attention:
+    q_layernorm / k_layernorm per head before rope (rotate_half: pairs (i, i + hd / 2)), repeat_kv
+    groups, 1 / sqrt(hd). Final norm: embedding_norm; lm_head tied unless saved."""
+    f = {k: v.astype(np.float64) for k, v in w.items()}
+    e, L, eps = cfg["hidden_size"], cfg["conv_L_cache"], cfg["norm_eps"]
+    nq, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd = e // nq
+    theta = (cfg.get("rope_parameters") or {}).get("rope_theta", cfg.get("rope_theta"))
+    kinds = cfg.get("layer_types") or ["full_attention" if il in cfg["full_attn_idxs"] else "conv"
+                                       for il in range(cfg["num_hidden_layers"])]
+    emb = f["model.embed_tokens.weight"]
+    lm_head = f.get("lm_head.weight", emb)
+    states = [{"conv": np.zeros((L - 1, e)), "k": [], "v": []} for _ in kinds]
+
+    def short_conv(x, p, st):
+        b, c, xx = np.split(f[p + "conv.in_proj.weight"] @ x, 3)
+        win = np.vstack([st["conv"], b * xx])          # inputs t - L + 1 .. t
+        st["conv"] = win[1:]
+        y = sum(f[p + "conv.conv.weight"][:, 0, j] * win[j] for j in range(L))
+        return f[p + "conv.out_proj.weight"] @ (c * y)
+
+    def attention(x, p, st):
+        a = p + "self_attn."
+        q = rmsnorm((f[a + "q_proj.weight"] @ x).reshape(nq, hd), f[a + "q_layernorm.weight"], eps)
+        k = rmsnorm((f[a + "k_proj.weight"] @ x).reshape(nkv, hd), f[a + "k_layernorm.weight"], eps)
+        v = (f[a + "v_proj.weight"] @ x).reshape(nkv, hd)
+        rope(q, len(st["k"]), hd, True, theta)
+        rope(k, len(st["k"]), hd, True, theta)
+        st["k"].append(k)
+        st["v"].append(v)
+        K, V = np.stack(st["k"]), np.stack(st["v"])
+        o = np.zeros((nq, hd))
+        for h in range(nq):
+            s = K[:, h // (nq // nkv)] @ q[h] * hd ** -0.5
+            s = np.exp(s - s.max())
+            o[h] = s / s.sum() @ V[:, h // (nq // nkv)]
+        return f[a + "out_proj.weight"] @ o.reshape(-1)
+
+    logits = []
+    for tok in tokens:
+        x = emb[tok]
+        for il, kind in enumerate(kinds):
+            p = f"model.layers.{il}."
+            h = rmsnorm(x, f[p + "operator_norm.weight"], eps)
+            x = x + (short_conv(h, p, states[il]) if kind == "conv"
+                     else attention(h, p, states[il]))
+            h = rmsnorm(x, f[p + "ffn_norm.weight"], eps)
+            ffp = p + "feed_forward."
+            x = x + f[ffp + "w2.weight"] @ (silu(f[ffp + "w1.weight"] @ h)
+                                            * (f[ffp + "w3.weight"] @ h))
+        logits.append(rmsnorm(x, f["model.embedding_norm.weight"], eps) @ lm_head.T)
+    return np.array(logits)
+
+
 @pytest.mark.parametrize("arch,rms_norm", [("granitehybrid", True), ("nemotron_h", True),
-                                           ("falcon-h1", True), ("falcon-h1", False)])
+                                           ("falcon-h1", True), ("falcon-h1", False),
+                                           ("lfm2", True)])
 def test_hybrid_logits_follow_transformers(arch, rms_norm, tmp_path):
     """A converted random checkpoint runs in tinyggml to the float64 logits of hf_logits (the
     multipliers, splits and kinds mean what transformers makes of them)."""
@@ -805,7 +924,7 @@ def test_hybrid_keys_and_types(tmp_path):
     f16: the 2-D weights; norms, conv, A, D, biases stay F32. Shapes in ggml order."""
     vocab = write_vocab_gguf(tmp_path)
     kv, t, w = {}, {}, {}
-    for arch in HYBRIDS:
+    for arch in MAMBA_HYBRIDS:
         cfg = hybrid_config(arch)
         w[arch] = hybrid_weights(arch, cfg)
         if arch == "granitehybrid":     # an embedding padded past vocab_size: the key stays 261
@@ -813,7 +932,7 @@ def test_hybrid_keys_and_types(tmp_path):
         write_hybrid(tmp_path / arch, arch, cfg, w[arch])
         convert(tmp_path / arch, tmp_path / f"{arch}.gguf", "f16", vocab_from=vocab, progress=False)
         kv[arch], t[arch] = read_gguf(tmp_path / f"{arch}.gguf")
-    g, n, fh = (kv[a] for a in HYBRIDS)
+    g, n, fh = (kv[a] for a in MAMBA_HYBRIDS)
     assert g["granitehybrid.vocab_size"][1] == 261 and len(g["tokenizer.ggml.tokens"][1]) == 264
     assert g["granitehybrid.attention.head_count_kv"][1] == [0, 2, 0, 2]
     assert g["granitehybrid.context_length"][1] == 2 ** 20
@@ -825,7 +944,7 @@ def test_hybrid_keys_and_types(tmp_path):
     assert fh["falcon-h1.context_length"][1] == 4096 and fh["falcon-h1.rope.freq_base"][1] == 1e5
     assert "blk.1.ffn_norm" in t["falcon-h1"] and "blk.1.ffn_norm.weight" not in t["falcon-h1"]
     assert "output.weight" not in t["granitehybrid"]            # tied: no lm_head saved
-    for arch in HYBRIDS:
+    for arch in MAMBA_HYBRIDS:
         for name, (typ, shape, _) in t[arch].items():
             small = (len(shape) == 1 or "norm" in name or "conv1d" in name
                      or name.endswith(("ssm_a", "ssm_d")))
@@ -892,6 +1011,130 @@ def test_hybrid_errors(tmp_path):
                                             r"expected \[48, 96\]"):
         convert(tmp_path / "shape", tmp_path / "o.gguf", progress=False)
     assert not (tmp_path / "o.gguf").exists()
+
+
+def lfm2_config_4x(cfg):
+    """The same model in transformers 4.5x's spelling of LFM2 configs: block_ff_dim, rope_theta
+    at the top level, attention layers as full_attn_idxs (no layer_types)."""
+    old = {k: v for k, v in cfg.items() if k not in ("rope_parameters", "layer_types", "dtype")}
+    return {**old, "block_ff_dim": cfg["intermediate_size"], "torch_dtype": "float32",
+            "rope_theta": cfg["rope_parameters"]["rope_theta"],
+            "full_attn_idxs": [il for il, t in enumerate(cfg["layer_types"]) if t != "conv"],
+            "transformers_version": "4.54.0"}
+
+
+def test_lfm2_keys_and_types(tmp_path):
+    """LFM2: per-layer head_count_kv, the adjusted FFN size, shortconv.l_cache, rope from
+    rope_parameters; f16: shortconv.conv, norms and 1-D tensors stay F32, no output (tied).
+    transformers 4's spelling of the same config (with a saved lm_head and a head_dim) gives
+    the same keys plus key / value length and an output tensor, and runs to the transformers
+    logits."""
+    vocab, cfg = write_vocab_gguf(tmp_path), hybrid_config("lfm2")
+    _, w = write_hybrid(tmp_path / "m", "lfm2", cfg, seed=2)
+    convert(tmp_path / "m", tmp_path / "m.gguf", "f16", vocab_from=vocab, progress=False)
+    kv, t = read_gguf(tmp_path / "m.gguf")
+    want = {"block_count": 5, "context_length": 4096, "embedding_length": 48,
+            "feed_forward_length": 160, "attention.head_count": 4,
+            "attention.head_count_kv": [0, 2, 0, 2, 0], "rope.freq_base": 20000.0,
+            "attention.layer_norm_rms_epsilon": np.float32(1e-5), "vocab_size": 264,
+            "shortconv.l_cache": 3}
+    assert [k[5:] for k in kv if k.startswith("lfm2.")] == list(want)
+    assert {k: kv["lfm2." + k][1] for k in want} == want
+    assert "output.weight" not in t and t["token_embd_norm.weight"][:2] == (Q.F32, (48,))
+    assert t["blk.0.shortconv.conv.weight"][:2] == (Q.F32, (3, 48))
+    assert t["blk.0.shortconv.in_proj.weight"][:2] == (Q.F16, (48, 144))
+    assert t["blk.1.attn_q_norm.weight"][:2] == (Q.F32, (12,))
+    for name, (typ, shape, _) in t.items():
+        small = len(shape) == 1 or name.endswith(("norm.weight", "shortconv.conv.weight"))
+        assert typ == (Q.F32 if small else Q.F16), name
+
+    old = {**lfm2_config_4x(cfg), "tie_word_embeddings": False, "head_dim": 12}
+    w["lm_head.weight"] = (0.3 * np.random.default_rng(4).standard_normal((264, 48))
+                           ).astype(np.float32)
+    write_hybrid(tmp_path / "m4", "lfm2", old, w)
+    convert(tmp_path / "m4", tmp_path / "m4.gguf", vocab_from=vocab, progress=False)
+    kv4, t4 = read_gguf(tmp_path / "m4.gguf")
+    assert {k: kv4["lfm2." + k][1] for k in want} == want and t4["output.weight"][1] == (48, 264)
+    assert kv4["lfm2.attention.key_length"][1] == kv4["lfm2.attention.value_length"][1] == 12
+    toks = np.random.default_rng(5).integers(0, 264, 16)
+    got = tinyggml.Model(str(tmp_path / "m4.gguf"), n_threads=2, kv_type="f32").eval(toks)
+    ref = lfm2_logits(old, w, toks)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=3e-5 * float(np.abs(ref).max()))
+
+
+def test_lfm2_config_defaults(tmp_path):
+    """Keys missing from config.json take Lfm2Config's defaults, as AutoConfig gives them to
+    llama.cpp (its converter wrote the same bytes for this config): FFN int(2 * 200 / 3) = 133
+    rounded up to 256, L 3, context 128000, rope theta 1e6; no layer_types: attention at
+    full_attn_idxs."""
+    cfg = {k: v for k, v in lfm2_config_4x(hybrid_config("lfm2")).items()
+           if not k.startswith(("block_", "conv_", "norm_eps", "max_position", "rope_"))}
+    rng = np.random.default_rng(0)
+    g = lambda *s, scale=1.0: (scale * rng.standard_normal(s)).astype(np.float32)  # noqa: E731
+    w = lfm2_weights({**cfg, "layer_types": hybrid_config("lfm2")["layer_types"],
+                      "conv_L_cache": 3}, g, ff=256)
+    write_hybrid(tmp_path / "m", "lfm2", cfg, w)
+    convert(tmp_path / "m", tmp_path / "m.gguf", vocab_from=write_vocab_gguf(tmp_path),
+            progress=False)
+    kv, _ = read_gguf(tmp_path / "m.gguf")
+    assert [kv["lfm2." + k][1] for k in ("feed_forward_length", "shortconv.l_cache",
+                                         "context_length", "rope.freq_base",
+                                         "attention.head_count_kv")] == \
+        [256, 3, 128000, 1e6, [0, 2, 0, 2, 0]]
+
+
+@pytest.mark.parametrize("change,error", [
+    ({"conv_bias": True}, r"config\.json: LFM2 with conv_bias true \(biases in the short "
+                          r"convolutions\) is not supported$"),
+    ({"architectures": ["Lfm2MoeForCausalLM"]},
+     r"config\.json: Lfm2MoeForCausalLM: LFM2 mixture of experts \(arch lfm2moe\) is not "
+     r"supported; the dense Lfm2ForCausalLM is$"),
+    ({"architectures": ["Lfm2Model"]}, r"Lfm2Model: an LFM2 embedding model \(no LM head\)"),
+    ({"architectures": ["Lfm2BidirectionalModel"]},
+     r"Lfm2BidirectionalModel: a bidirectional LFM2 embedding model is not supported"),
+    ({"is_causal": False}, r"a non-causal LFM2 \(is_causal false\) is not supported$"),
+    ({"layer_types": ["conv", "sliding_attention", "conv", "full_attention", "conv"]},
+     r"layer_types should name 5 layers 'conv' or 'full_attention', found "
+     r"\['sliding_attention'\]$"),
+    ({"layer_types": ["conv", "full_attention"]},
+     r"layer_types should name 5 layers 'conv' or 'full_attention'$"),
+])
+def test_lfm2_refused(tmp_path, change, error):
+    """What the runtime has no graph for is refused in one line, before any output."""
+    cfg = {**hybrid_config("lfm2"), **change}
+    write_hybrid(tmp_path / "m", "lfm2", cfg, hybrid_weights("lfm2", hybrid_config("lfm2")))
+    with pytest.raises(TinyGGMLError, match=error) as e:
+        convert(tmp_path / "m", tmp_path / "o.gguf", progress=False)
+    assert "\n" not in str(e.value) and not (tmp_path / "o.gguf").exists()
+
+
+def test_lfm2_tensor_errors(tmp_path):
+    cfg = hybrid_config("lfm2")
+    w = hybrid_weights("lfm2", cfg)
+    w["model.layers.0.conv.in_proj.bias"] = np.zeros(144, np.float32)
+    write_hybrid(tmp_path / "bias", "lfm2", cfg, w)
+    with pytest.raises(TinyGGMLError, match=r"'model\.layers\.0\.conv\.in_proj\.bias' is not "
+                                            r"part of a Lfm2ForCausalLM model"):
+        convert(tmp_path / "bias", tmp_path / "o.gguf", progress=False)
+    w = hybrid_weights("lfm2", cfg)
+    del w["model.layers.3.self_attn.k_layernorm.weight"]
+    w["model.layers.1.conv.out_proj.weight"] = w["model.layers.0.conv.out_proj.weight"]
+    write_hybrid(tmp_path / "kind", "lfm2", cfg, w)
+    with pytest.raises(TinyGGMLError, match=r"'model\.layers\.1\.conv\.out_proj\.weight' is "
+                                            r"in block 1, which the config makes a layer without "
+                                            r"conv weights"):
+        convert(tmp_path / "kind", tmp_path / "o.gguf", progress=False)
+    del w["model.layers.1.conv.out_proj.weight"]
+    (tmp_path / "kind" / "model.safetensors").unlink()
+    save_file(w, str(tmp_path / "kind" / "model.safetensors"))
+    with pytest.raises(TinyGGMLError, match=r"missing tensor\(s\) for Lfm2ForCausalLM: "
+                                            r"blk\.3\.attn_k_norm\.weight$"):
+        convert(tmp_path / "kind", tmp_path / "o.gguf", progress=False)
+    write_hybrid(tmp_path / "ff", "lfm2", {**cfg, "block_auto_adjust_ff_dim": False},
+                 hybrid_weights("lfm2", cfg))       # saved FFN 160; the config's is now 200
+    with pytest.raises(TinyGGMLError, match=r"\(blk\.0\.ffn_gate\.weight\) has shape "
+                                            r"\[160, 48\], expected \[200, 48\]"):
+        convert(tmp_path / "ff", tmp_path / "o.gguf", progress=False)
 
 
 # ---- errors ---------------------------------------------------------------------------------

@@ -239,8 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "checkpoint (or Mamba-Codestral's mistral layout: params.json + "
                                    "consolidated.safetensors + tokenizer.model.v3), or a hybrid "
                                    "one: Granite-4.0-H (GraniteMoeHybridForCausalLM, dense), "
-                                   "Falcon-H1, Nemotron-H (dense), to GGUF, with llama.cpp's "
-                                   "names, keys and transforms. No torch needed.")
+                                   "Falcon-H1, Nemotron-H (dense), LFM2 (Lfm2ForCausalLM), to "
+                                   "GGUF, with llama.cpp's names, keys and transforms. No torch "
+                                   "needed.")
     s.add_argument("hf_dir", help="checkpoint folder")
     s.add_argument("-o", "--output", required=True, help="output .gguf path")
     s.add_argument("--outtype", choices=["f32", "f16", "bf16", "q8_0"], default="f32",

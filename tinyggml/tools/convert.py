@@ -1,5 +1,5 @@
-"""Convert a Mamba or hybrid (Mamba-2 + attention) checkpoint to GGUF, writing what llama.cpp's
-convert_hf_to_gguf.py writes, without torch.
+"""Convert a Mamba or hybrid (Mamba-2 or short conv + attention) checkpoint to GGUF, writing
+what llama.cpp's convert_hf_to_gguf.py writes, without torch.
 
     summary = convert("mamba-130m-hf/", "mamba-130m-f16.gguf", outtype="f16")
 
@@ -12,6 +12,7 @@ Checkpoints (config.json `architectures[0]`, or `ssm_cfg.layer` for state-spaces
   GraniteMoeHybridForCausalLM (dense)       -> arch "granitehybrid"  } convert_hybrid.py: names,
   FalconH1ForCausalLM                       -> arch "falcon-h1"      } transforms and keys,
   NemotronHForCausalLM (dense)              -> arch "nemotron_h"     } and its departures
+  Lfm2ForCausalLM                           -> arch "lfm2"           }
 Weights: model.safetensors, sharded model-*.safetensors with model.safetensors.index.json, or
 consolidated*.safetensors; F32/F16/BF16/F64, memory-mapped (bf16 -> f32 is a 16-bit shift).
 
@@ -154,7 +155,7 @@ def read_spec(hf_dir: Path) -> Spec:
         hf_arch = ssm_cfg.get("layer", "Mamba") + "ForCausalLM"
     else:
         raise TinyGGMLError(f"{cfg_path}: no 'architectures' (nor 'ssm_cfg') to tell the model")
-    if hf_arch in hybrid.ARCHS:
+    if hf_arch in hybrid.ARCHS or hf_arch in hybrid.UNSUPPORTED:
         return hybrid.read_spec(cfg_path, cfg, hf_arch)
     if hf_arch not in ARCHS:
         raise TinyGGMLError(f"{cfg_path}: architecture {hf_arch!r} is not supported "
@@ -302,9 +303,9 @@ def _transform(spec: Spec, name: str, data: np.ndarray) -> np.ndarray:
 
 
 def _out_type(name: str, shape: tuple, big: Q) -> Q:
-    """llama.cpp's prepare_tensors rules for the Mamba tensors."""
+    """llama.cpp's prepare_tensors rules for the Mamba and hybrid tensors."""
     if len(shape) <= 1 or name.endswith("_norm.weight") or ".ssm_conv1d." in name \
-            or not name.endswith(".weight"):
+            or ".shortconv.conv." in name or not name.endswith(".weight"):
         return Q.F32
     if shape[-1] % gguf.GGML_QUANT_SIZES[big][0]:
         return Q.F16    # llama.cpp: QuantError -> "falling back to F16"

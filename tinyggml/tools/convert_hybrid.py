@@ -1,10 +1,12 @@
-"""Hybrid checkpoints for the converter (convert.py): Mamba-2 layers beside attention layers,
-with the names, transforms and keys of llama.cpp's convert_hf_to_gguf.py (conversion/granite.py,
-falcon_h1.py, nemotron.py over mamba.py and llama.py, at the vendored commit).
+"""Hybrid checkpoints for the converter (convert.py): Mamba-2 or short-convolution layers beside
+attention layers, with the names, transforms and keys of llama.cpp's convert_hf_to_gguf.py
+(conversion/granite.py, falcon_h1.py, nemotron.py, lfm2.py over mamba.py, llama.py and base.py,
+at the vendored commit).
 
   GraniteMoeHybridForCausalLM, dense (num_local_experts 0)  -> arch "granitehybrid"
   FalconH1ForCausalLM                                       -> arch "falcon-h1"
   NemotronHForCausalLM, dense                               -> arch "nemotron_h"
+  Lfm2ForCausalLM (LFM2ForCausalLM), conv_bias false        -> arch "lfm2"
 
 Tensors (checkpoint -> GGUF):
   every arch  mamba.* / mixer.*: A_log -> ssm_a = -exp(A_log), {1, n_head}; D -> ssm_d {1, n_head};
@@ -19,14 +21,23 @@ Tensors (checkpoint -> GGUF):
               llama.cpp's order: embedding, lm_head, attention in (q, k, v) and key (k), attention
               out, SSM in (then the z / x / B / C / dt row blocks of ssm_in), SSM out, MLP gate
               and down; pre_ff_layernorm -> `blk.N.ffn_norm`, no ".weight" (llama.cpp's name map)
+  lfm2        conv.conv.weight squeezed to {L, n_embd} -> shortconv.conv (F32 in every outtype);
+              conv.in_proj / out_proj -> shortconv.*; operator_norm -> attn_norm;
+              feed_forward.w1 / w3 / w2 -> ffn_gate / up / down; self_attn.out_proj ->
+              attn_output; q_layernorm / k_layernorm -> attn_q_norm / attn_k_norm; q / k not
+              permuted (NEOX rope); the final norm model.embedding_norm -> token_embd_norm
 Keys: llama.cpp's set_gguf_parameters, in its order. Its classes set some keys twice
 (context_length 2**20 over max_position_embeddings when there is no rope; head_count_kv and
 Nemotron-H's feed_forward_length as per-layer arrays over the scalar); GGUFWriter keeps the
 first place and the last value, and so does `_Keys`. Granite: the multipliers are keys
 (attention.scale, embedding_scale, residual_scale, logit_scale), rope.scaling.finetuned false.
+LFM2: TextModel's keys with head_count_kv per layer (0 for conv layers), then vocab_size,
+shortconv.l_cache, the RMS epsilon from norm_eps and the FFN size (Lfm2MLP's adjustment).
 Departures, each where llama.cpp writes a file that does not run or computes something else:
 - config.json is read as saved; llama.cpp reads transformers' AutoConfig, whose defaults
-  fill keys missing from the file (saved configs hold them all).
+  fill keys missing from the file (saved configs hold them all). For LFM2 the keys the
+  converter reads take Lfm2Config's defaults here too (_LFM2_DEFAULTS; layer_types from
+  full_attn_idxs).
 - Granite layer_types and Nemotron-H's list layers_block_type also read in transformers 5's
   names ("linear_attention", "full_attention", "mlp"); Nemotron-H is MoE when a layer is, not
   when num_experts_per_tok is set (transformers 5 writes it for dense models too).
@@ -37,6 +48,11 @@ Departures, each where llama.cpp writes a file that does not run or computes som
   multiplies the input, not the bias).
 - float16 checkpoints: the multipliers and exp are applied to float32 values (llama.cpp
   computes them in float16; bfloat16 ones it widens to float32 first, as here).
+- LFM2 with block_auto_adjust_ff_dim and block_ffn_dim_multiplier null: the FFN size is
+  transformers' (not rounded to block_multiple_of; llama.cpp rounds it, its loader fails).
+  Refused: conv_bias true, non-causal configs (is_causal false), layer kinds other than "conv"
+  and "full_attention", and the MoE / embedding variants (UNSUPPORTED), which the runtime has no
+  graph for; llama.cpp converts them.
 """
 from __future__ import annotations
 
@@ -50,8 +66,19 @@ import gguf
 from ..errors import TinyGGMLError
 
 ARCHS = {"GraniteMoeHybridForCausalLM": "granitehybrid", "FalconH1ForCausalLM": "falcon-h1",
-         "NemotronHForCausalLM": "nemotron_h"}
-SSM, ATTN, FFN = "ssm", "attn", "ffn"        # the parts a layer can have
+         "NemotronHForCausalLM": "nemotron_h", "Lfm2ForCausalLM": "lfm2", "LFM2ForCausalLM": "lfm2"}
+# checkpoints llama.cpp converts that the runtime has no graph for -> why
+UNSUPPORTED = {
+    "Lfm2MoeForCausalLM": "LFM2 mixture of experts (arch lfm2moe) is not supported; the dense "
+                          "Lfm2ForCausalLM is",
+    "Lfm2Model": "an LFM2 embedding model (no LM head) is not supported; Lfm2ForCausalLM is",
+    "Lfm2BidirectionalModel": "a bidirectional LFM2 embedding model is not supported; the causal "
+                              "Lfm2ForCausalLM is"}
+SSM, ATTN, FFN, CONV = "ssm", "attn", "ffn", "conv"     # the parts a layer can have
+# Lfm2Config's defaults for the keys read here (AutoConfig gives them to llama.cpp)
+_LFM2_DEFAULTS = {"block_auto_adjust_ff_dim": True, "block_ffn_dim_multiplier": 1.0,
+                  "block_multiple_of": 256, "conv_L_cache": 3, "conv_bias": False,
+                  "norm_eps": 1e-5, "max_position_embeddings": 128000, "rope_theta": 1e6}
 
 # ---- checkpoint names -> GGUF names ----------------------------------------------------------
 
@@ -94,17 +121,35 @@ _NAMES = {
          **_under("mixer.", _ATTN),
          **{f"mixer.{p}_proj.{s}": (f"ffn_{p}.{s}",) for p in ("up", "down")
             for s in ("weight", "bias")}}),
+    "lfm2": (
+        {"model.embed_tokens.weight": "token_embd.weight",
+         "model.embedding_norm.weight": "token_embd_norm.weight",
+         "lm_head.weight": "output.weight"},
+        "model.layers.",
+        {"operator_norm.weight": ("attn_norm.weight",), "ffn_norm.weight": ("ffn_norm.weight",),
+         **{f"feed_forward.{hf}.weight": (f"ffn_{g}.weight",)
+            for hf, g in (("w1", "gate"), ("w3", "up"), ("w2", "down"))},
+         **{f"conv.{n}.weight": (f"shortconv.{n}.weight",)
+            for n in ("conv", "in_proj", "out_proj")},
+         **{f"self_attn.{hf}.weight": (f"attn_{g}.weight",)
+            for hf, g in (("q_proj", "q"), ("k_proj", "k"), ("v_proj", "v"),
+                          ("out_proj", "output"), ("q_layernorm", "q_norm"),
+                          ("k_layernorm", "k_norm"))}}),
 }
 _REQUIRED = {SSM: ("ssm_in.weight", "ssm_conv1d.weight", "ssm_dt.bias", "ssm_a", "ssm_d",
                    "ssm_norm.weight", "ssm_out.weight"),
              ATTN: ("attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight"),
-             FFN: ("ffn_up.weight", "ffn_down.weight")}
+             FFN: ("ffn_up.weight", "ffn_down.weight"),
+             CONV: ("shortconv.conv.weight", "shortconv.in_proj.weight",
+                    "shortconv.out_proj.weight")}
 
 
 def _part(name: str):
     """The part of a layer a GGUF block name belongs to (None: the pre-norm, in every layer)."""
     if name.startswith("ssm_"):
         return SSM
+    if name.startswith("shortconv."):
+        return CONV
     if name.startswith("ffn_"):
         return FFN
     return None if name == "attn_norm.weight" else ATTN
@@ -123,7 +168,7 @@ class HybridSpec:
     parts: list             # per layer: the set of parts (SSM, ATTN, FFN) it has
     d_inner: int
     d_state: int
-    d_conv: int
+    d_conv: int             # LFM2: L, the short conv's taps (its other SSM sizes are 0)
     n_group: int
     n_ssm_head: int
     n_head: int
@@ -147,7 +192,12 @@ def _find(cfg: dict, keys, default=None):
 
 
 def read_spec(cfg_path, cfg: dict, hf_arch: str) -> HybridSpec:
-    arch, where = ARCHS[hf_arch], str(cfg_path)
+    where = str(cfg_path)
+    if hf_arch in UNSUPPORTED:
+        raise TinyGGMLError(f"{where}: {hf_arch}: {UNSUPPORTED[hf_arch]}")
+    arch = ARCHS[hf_arch]
+    if arch == "lfm2":
+        cfg = {**_LFM2_DEFAULTS, **cfg}
 
     def need(keys):
         v = _find(cfg, keys)
@@ -186,6 +236,11 @@ def read_spec(cfg_path, cfg: dict, hf_arch: str) -> HybridSpec:
         head_dim = int(cfg.get("head_dim") or need(["attention_head_dim"]))
         n_ff = need(["intermediate_size", "n_inner", "hidden_dim"])
         pad = 8
+    elif arch == "lfm2":
+        parts, n_ff, d_conv = _lfm2_layers(cfg, where, n_layer)
+        d_inner = d_state = n_group = n_ssm_head = 0
+        head_dim = int(cfg.get("head_dim") or n_embd // n_head)
+        pad = 1         # llama.cpp's LFM2 vocab (tokenizer.json) is not padded
     else:
         parts = [{SSM, ATTN, FFN}] * n_layer
         d_inner, d_state = need(["mamba_d_ssm"]), int(_find(cfg, ["state_size", "d_state"], 128))
@@ -245,6 +300,31 @@ def _nemotron_kinds(cfg: dict, where: str) -> str:
     return pattern
 
 
+def _lfm2_layers(cfg: dict, where: str, n_layer: int) -> tuple:
+    """(parts per layer, FFN size, L) of an LFM2 config, as transformers' Lfm2 reads it."""
+    if cfg["conv_bias"]:
+        raise TinyGGMLError(f"{where}: LFM2 with conv_bias true (biases in the short "
+                            f"convolutions) is not supported")
+    if cfg.get("is_causal") is False:
+        raise TinyGGMLError(f"{where}: a non-causal LFM2 (is_causal false) is not supported")
+    kinds = cfg.get("layer_types")
+    if kinds is None:           # Lfm2Config: attention at full_attn_idxs (default: every layer)
+        idxs = cfg.get("full_attn_idxs")
+        kinds = ["full_attention" if idxs is None or il in idxs else "conv"
+                 for il in range(n_layer)]
+    bad = sorted({str(t) for t in kinds} - {"conv", "full_attention"})
+    if bad or len(kinds) != n_layer:
+        raise TinyGGMLError(f"{where}: layer_types should name {n_layer} layers 'conv' or "
+                            f"'full_attention'" + (f", found {bad}" if bad else ""))
+    ff = int(_find(cfg, ["block_ff_dim", "intermediate_size"]))
+    if cfg["block_auto_adjust_ff_dim"]:     # Lfm2MLP
+        ff, mult, m = int(2 * ff / 3), cfg["block_ffn_dim_multiplier"], cfg["block_multiple_of"]
+        if mult is not None:
+            ff = m * -(int(mult * ff) // -m)
+    parts = [{CONV if t == "conv" else ATTN, FFN} for t in kinds]
+    return parts, ff, int(cfg["conv_L_cache"])
+
+
 def _falcon_scales(cfg: dict, where: str) -> dict:
     """Falcon-H1's multipliers (transformers' defaults, 1.0, where config.json has none)."""
     mlp = cfg.get("mlp_multipliers") or [1.0, 1.0]
@@ -262,6 +342,9 @@ def _falcon_scales(cfg: dict, where: str) -> dict:
 
 
 # ---- plan: names, checks, shapes, transforms -------------------------------------------------
+
+_CONVS = ("ssm_conv1d.weight", "shortconv.conv.weight")     # {ch, 1, d_conv} -> {ch, d_conv}
+
 
 def plan(spec: HybridSpec, st) -> list:
     """(checkpoint name, GGUF name, GGUF shape in numpy order, load(st) -> array) for every
@@ -296,7 +379,7 @@ def plan(spec: HybridSpec, st) -> list:
         local = name.split(".", 2)[2] if name.startswith("blk.") else name
         got, want = st.shape(src), shapes[local]
         want = (want[0] * n,) + want[1:]
-        if got != want and not (local == "ssm_conv1d.weight" and got == want[::2]):
+        if got != want and not (local in _CONVS and got == want[::2]):
             raise TinyGGMLError(f"{st.file(src)}: tensor '{src}' ({name}) has shape "
                                 f"{list(got)}, expected {list(want)} from the config")
         if spec.arch == "falcon-h1" and local.split(".")[0] in ("attn_q", "attn_k", "attn_v") \
@@ -309,12 +392,15 @@ def plan(spec: HybridSpec, st) -> list:
 
 
 def _check_complete(spec: HybridSpec, st, found: dict) -> None:
-    wanted = ["token_embd.weight", "output_norm.weight"]
+    wanted = ["token_embd.weight",
+              "token_embd_norm.weight" if spec.arch == "lfm2" else "output_norm.weight"]
     for il, parts in enumerate(spec.parts):
         names = ["attn_norm.weight"] + [n for p in sorted(parts) for n in _REQUIRED[p]]
         if FFN in parts and spec.arch != "nemotron_h":
             names += ["ffn_gate.weight",
                       "ffn_norm" if spec.arch == "falcon-h1" else "ffn_norm.weight"]
+        if ATTN in parts and spec.arch == "lfm2":
+            names += ["attn_q_norm.weight", "attn_k_norm.weight"]
         if spec.arch == "falcon-h1" and not spec.cfg.get("mamba_rms_norm", True):
             names.remove("ssm_norm.weight")         # no gated norm (mamba_rms_norm false)
         wanted += [f"blk.{il}.{n}" for n in names]
@@ -331,7 +417,10 @@ def _shapes(spec: HybridSpec, n_rows: int) -> dict:
     ch = di + 2 * spec.n_group * spec.d_state
     nq, nk = spec.n_head * spec.head_dim, spec.n_kv * spec.head_dim
     s = {"token_embd.weight": (n_rows, e), "output.weight": (n_rows, e), "output_norm.weight": (e,),
-         "attn_norm.weight": (e,), "ffn_norm.weight": (e,), "ffn_norm": (e,),
+         "token_embd_norm.weight": (e,), "attn_norm.weight": (e,), "ffn_norm.weight": (e,),
+         "ffn_norm": (e,), "shortconv.conv.weight": (e, 1, spec.d_conv),
+         "shortconv.in_proj.weight": (3 * e, e), "shortconv.out_proj.weight": (e, e),
+         "attn_q_norm.weight": (spec.head_dim,), "attn_k_norm.weight": (spec.head_dim,),
          "ssm_in.weight": (di + ch + nh, e), "ssm_conv1d.weight": (ch, 1, spec.d_conv),
          "ssm_conv1d.bias": (ch,), "ssm_dt.bias": (nh,), "ssm_a": (nh,), "ssm_d": (nh,),
          "ssm_norm.weight": (di,), "ssm_out.weight": (e, di),
@@ -345,7 +434,7 @@ def _shapes(spec: HybridSpec, n_rows: int) -> dict:
 
 
 def _gguf_shape(spec: HybridSpec, local: str, found: tuple) -> tuple:
-    if local == "ssm_conv1d.weight":
+    if local in _CONVS:
         return found[0], found[-1]
     if local in ("ssm_a", "ssm_d"):
         return found[0], 1
@@ -363,7 +452,7 @@ def _loader(spec: HybridSpec, src: str, local: str, k: int, n: int, shape: tuple
             data = -np.exp(data.astype(np.float64))
         data = data.astype(np.float32).reshape(shape)
         base = local.split(".")[0]
-        if base in ("attn_q", "attn_k") and spec.arch != "falcon-h1":
+        if base in ("attn_q", "attn_k") and spec.arch in ("granitehybrid", "nemotron_h"):
             data = _permute(data, spec.n_head if base == "attn_q" else spec.n_kv)
         if spec.scales:
             data = _fold(spec, "output" if local == "output.weight" else base, data)
@@ -408,6 +497,8 @@ def write_keys(w: gguf.GGUFWriter, spec: HybridSpec, ftype) -> None:
     keys = _Keys()
     if spec.arch == "falcon-h1":
         _falcon_keys(keys, spec, ftype)
+    elif spec.arch == "lfm2":
+        _lfm2_keys(keys, spec, ftype)
     else:
         _granite_keys(keys, spec, ftype)
     keys.write(w)
@@ -473,8 +564,19 @@ def _granite_keys(k: _Keys, s: HybridSpec, ftype) -> None:
         k.put("add_feed_forward_length", s.n_ff)
 
 
-def _text_keys(k: _Keys, s: HybridSpec, ftype) -> None:
-    """TextModel.set_gguf_parameters: each key from the first config key found."""
+def _lfm2_keys(k: _Keys, s: HybridSpec, ftype) -> None:
+    """LFM2Model over TextModel; it sets num_key_value_heads to the per-layer list first."""
+    _text_keys(k, s, ftype, head_dim=True)
+    k.put("add_head_count_kv", [s.n_kv if ATTN in p else 0 for p in s.parts])
+    k.put("add_vocab_size", s.cfg["vocab_size"])
+    k.put("add_shortconv_l_cache", s.d_conv)
+    k.put("add_layer_norm_rms_eps", s.cfg["norm_eps"])
+    k.put("add_feed_forward_length", s.n_ff)
+
+
+def _text_keys(k: _Keys, s: HybridSpec, ftype, head_dim: bool = False) -> None:
+    """TextModel.set_gguf_parameters: each key from the first config key found (head_dim:
+    key / value length from a config head_dim, which Granite's classes drop before)."""
     k.put("add_block_count", s.n_layer)
     for method, keys in (
             ("add_context_length", ["max_position_embeddings", "n_ctx", "n_positions", "max_length",
@@ -519,6 +621,9 @@ def _text_keys(k: _Keys, s: HybridSpec, ftype) -> None:
                         ("add_expert_group_used_count", "topk_group")):
         if s.cfg.get(key) is not None:
             k.put(method, s.cfg[key])
+    if head_dim and s.cfg.get("head_dim") is not None:
+        k.put("add_key_length", s.cfg["head_dim"])
+        k.put("add_value_length", s.cfg["head_dim"])
     k.put("add_file_type", ftype)
 
 
