@@ -40,6 +40,8 @@ class Op(IntEnum):
     KV_STORE = 16
     ATTN = 17
     RELU_SQR = 18
+    GATE_SIGMOID = 19
+    GATED_DELTA = 20
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,12 @@ def gate_silu(y: Tensor, z: Tensor) -> Tensor:
     return _new(F32, y.ne, Op.GATE_SILU, (y, z))
 
 
+def gate_sigmoid(y: Tensor, z: Tensor) -> Tensor:
+    """y * sigmoid(z): the output gate of Qwen3.5's attention layers (z may be a strided view)."""
+    _check(y.type == F32 and z.type == F32 and y.ne == z.ne, f"gate_sigmoid {y.ne} vs {z.ne}")
+    return _new(F32, y.ne, Op.GATE_SIGMOID, (y, z))
+
+
 def relu_sqr(a: Tensor) -> Tensor:
     """max(a, 0)^2: the squared-ReLU MLP activation (Nemotron-H)."""
     _check(a.type == F32, "relu_sqr: F32")
@@ -246,6 +254,36 @@ def ssm_scan(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tens
     _check(seq_info.type == I32 and seq_info.ne[0] == 3, "seq_info")
     return _new(F32, (hd, nh, n_t), Op.SSM_SCAN, (state, x, dt, A, B, C, D, seq_info),
                 (SCAN_ALGOS[algo], chunk, opts.ssd_min_len))
+
+
+def gated_delta(state: Tensor, q: Tensor, k: Tensor, v: Tensor, alpha: Tensor, b: Tensor,
+                A: Tensor, dt_bias: Tensor, seq_info: Tensor, eps: float = 1e-6) -> Tensor:
+    """The gated delta rule (Qwen3.5's linear attention), token by token over each sequence,
+    the state updated in place. Per value head h (its key head h % n_k_heads: the converter
+    writes the value heads in that tiled order) and token:
+        q, k  <- x / sqrt(sum(x^2) + eps) (L2 norm), q / sqrt(d_k)
+        decay  = exp(A[h] * softplus(alpha[h] + dt_bias[h]))      A = -exp(A_log) < 0
+        beta   = sigmoid(b[h])
+        S      = decay * S;   S_j += k * beta * (v_j - S_j . k);   y_j = S_j . q
+    where S_j is row j of the head's d_v x d_k state (one row per value channel).
+
+    state {d_k, d_v, n_v_heads, n_slots}, q, k {d_k, n_k_heads, n_t} (rows contiguous), v {d_v,
+    n_v_heads, n_t}, alpha, b {n_v_heads, n_t}, A, dt_bias {n_v_heads} => y {d_v, n_v_heads, n_t}"""
+    dk, dv, nh = state.ne[:3]
+    n_t, nk = q.ne[2], q.ne[1]
+    _check(state.type == F32 and state.is_contiguous(), "gated_delta: state contiguous F32")
+    for t_, n in ((q, "q"), (k, "k")):
+        _check(t_.type == F32 and t_.ne[:3] == (dk, nk, n_t) and t_.nb[0] == 4, f"gated_delta: {n} {t_.ne}")
+    _check(v.type == F32 and v.ne[:3] == (dv, nh, n_t) and v.nb[0] == 4, f"gated_delta: v {v.ne}")
+    _check(nk >= 1 and nh % nk == 0, "gated_delta: value heads must be a multiple of key heads")
+    for t_, n in ((alpha, "alpha"), (b, "b")):
+        _check(t_.type == F32 and t_.ne[:2] == (nh, n_t) and t_.nb[0] == 4, f"gated_delta: {n} {t_.ne}")
+    for t_, n in ((A, "A"), (dt_bias, "dt_bias")):
+        _check(t_.type == F32 and t_.nelements == nh and t_.is_contiguous(), f"gated_delta: {n} {t_.ne}")
+    _check(all(nb % 4 == 0 for t_ in (q, k, v, alpha, b) for nb in t_.nb), "gated_delta: strides of whole floats")
+    _check(seq_info.type == I32 and seq_info.ne[0] == 3 and seq_info.is_contiguous(), "seq_info")
+    return _new(F32, (dv, nh, n_t), Op.GATED_DELTA, (state, q, k, v, alpha, b, A, dt_bias, seq_info),
+                (_f32_bits(eps),))
 
 
 # ---- attention ----------------------------------------------------------------------------
@@ -359,6 +397,28 @@ def _ref_ssm_scan(t, state, x, dt, A, B, C, D, info):
             y[i] = np.einsum("hpn,hn->hp", s, C[i][g])
             if D is not None:
                 y[i] += D.reshape(-1)[:, None] * x[i]
+    return y[None]
+
+
+def _ref_gated_delta(t, state, q, k, v, alpha, b, A, dt_bias, info):
+    # state (n_slots, nh, dv, dk); q, k (n_t, nk, dk); v (n_t, nh, dv); alpha, b (n_t, nh)
+    eps = _bits_f32(t.op_params[0])
+    q, k, v, alpha, b = q[0], k[0], v[0], alpha[0, 0], b[0, 0]
+    A, dt_bias = A.reshape(-1), dt_bias.reshape(-1)
+    nh, nk, dk = v.shape[1], q.shape[1], q.shape[2]
+    kh = np.arange(nh) % nk
+    y = np.zeros_like(v)
+    for slot, t0, n in info[0, 0].astype(np.int64):
+        S = state[slot]
+        for i in range(t0, t0 + n):
+            qi = q[i][kh] / np.sqrt((q[i][kh] ** 2).sum(-1, keepdims=True) + eps) / np.sqrt(dk)
+            ki = k[i][kh] / np.sqrt((k[i][kh] ** 2).sum(-1, keepdims=True) + eps)
+            decay = np.exp(A * _softplus(alpha[i] + dt_bias))            # (nh,)
+            beta = 1.0 / (1.0 + np.exp(-b[i]))
+            S *= decay[:, None, None]
+            delta = (v[i] - np.einsum("hjd,hd->hj", S, ki)) * beta[:, None]
+            S += delta[:, :, None] * ki[:, None, :]
+            y[i] = np.einsum("hjd,hd->hj", S, qi)
     return y[None]
 
 
@@ -480,6 +540,8 @@ OPS: dict[int, OpDef] = {
     Op.KV_STORE: OpDef("kv_store", _ref_kv_store),
     Op.ATTN: OpDef("attn", _ref_attn, wsize=_attn_wsize),
     Op.RELU_SQR: OpDef("relu_sqr", lambda t, a: np.maximum(a, 0) ** 2),
+    Op.GATE_SIGMOID: OpDef("gate_sigmoid", lambda t, y, z: y / (1.0 + np.exp(-z))),
+    Op.GATED_DELTA: OpDef("gated_delta", _ref_gated_delta, wsize=lambda t: 8 * t.src[1].ne[0] + 64),
 }
 
 EMPTY_OPS = (Op.NONE, Op.VIEW)

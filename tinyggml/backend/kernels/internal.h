@@ -9,7 +9,8 @@
 //
 //   ops.c      element-wise kernels, get_rows, quantize, and the dispatch switch
 //   mul_mat.c  mul_mat: decode dots, small batches, float and integer panels (tg_mul_mat_path)
-//   ssm.c      ssm_conv, the recurrent scans (Mamba-1, Mamba-2) and the chunked SSD scan
+//   ssm.c      ssm_conv, the recurrent scans (Mamba-1, Mamba-2), the chunked SSD scan and the
+//              gated delta rule (Qwen3.5's linear attention)
 //   attn.c     rope, kv_store and the causal attention over the KV cache (hybrid models)
 //   quants.c   the type table, weight unpacking, activation quantization, integer dots
 #ifndef TG_INTERNAL_H
@@ -103,6 +104,7 @@ static inline void tg_transpose(const float *src, int64_t lds, float *dst, int64
 void tg_mul_mat(const tg_params *p, tg_tensor *dst);    // mul_mat.c
 void tg_ssm_conv(const tg_params *p, tg_tensor *dst);   // ssm.c
 void tg_ssm_scan(const tg_params *p, tg_tensor *dst);   // ssm.c
+void tg_gated_delta(const tg_params *p, tg_tensor *dst); // ssm.c
 void tg_rope(const tg_params *p, tg_tensor *dst);       // attn.c
 void tg_kv_store(const tg_params *p, tg_tensor *dst);   // attn.c
 void tg_attn(const tg_params *p, tg_tensor *dst);       // attn.c

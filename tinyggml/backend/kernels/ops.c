@@ -89,9 +89,10 @@ static inline void tg_binary_f32(const tg_params *p, tg_tensor *dst, int is_mul)
 }
 
 // ---------------------------------------------------------------------------------------------
-// unary ops over rows: scale (op_params[0] = s as f32 bits), silu, relu_sqr, and gate_silu
-// (dst = src0 * silu(src1), src1 the same shape as src0). All F32, any row strides.
-enum { UN_SCALE, UN_SILU, UN_GATE, UN_RELU_SQR };
+// unary ops over rows: scale (op_params[0] = s as f32 bits), silu, relu_sqr, gate_silu (dst =
+// src0 * silu(src1), src1 the same shape as src0) and gate_sigmoid (src0 * sigmoid(src1)).
+// All F32, any row strides.
+enum { UN_SCALE, UN_SILU, UN_GATE, UN_RELU_SQR, UN_GATE_SIG };
 
 static inline void tg_unary_f32(const tg_params *p, tg_tensor *dst, int kind) {
     const tg_tensor *src0 = dst->src[0];
@@ -103,10 +104,11 @@ static inline void tg_unary_f32(const tg_params *p, tg_tensor *dst, int kind) {
     for (int64_t ir = ir0; ir < ir1; ir++) {
         UNRAVEL(ir, dst->ne, i1, i2, i3);
         const char *a = at(src0, 0, i1, i2, i3);
-        const char *g = kind == UN_GATE ? at(src1, 0, i1, i2, i3) : NULL;
+        const int gated = kind == UN_GATE || kind == UN_GATE_SIG;
+        const char *g = gated ? at(src1, 0, i1, i2, i3) : NULL;
         float *d = (float *)at(dst, 0, i1, i2, i3);
         int64_t i = 0;
-        const int contig = src0->nb[0] == 4 && dst->nb[0] == 4 && (kind != UN_GATE || src1->nb[0] == 4);
+        const int contig = src0->nb[0] == 4 && dst->nb[0] == 4 && (!gated || src1->nb[0] == 4);
 #ifdef TG_AVX2
         if (TG_USE_SIMD && contig) {
             const float *x = (const float *)a;
@@ -116,7 +118,9 @@ static inline void tg_unary_f32(const tg_params *p, tg_tensor *dst, int kind) {
                 if (kind == UN_SCALE) r = _mm256_mul_ps(vx, _mm256_set1_ps(s));
                 else if (kind == UN_SILU) r = tg_silu256(vx);
                 else if (kind == UN_RELU_SQR) { r = _mm256_max_ps(vx, _mm256_setzero_ps()); r = _mm256_mul_ps(r, r); }
-                else r = _mm256_mul_ps(vx, tg_silu256(_mm256_loadu_ps((const float *)g + i)));
+                else if (kind == UN_GATE) r = _mm256_mul_ps(vx, tg_silu256(_mm256_loadu_ps((const float *)g + i)));
+                else r = _mm256_div_ps(vx, _mm256_add_ps(_mm256_set1_ps(1.0f),
+                                       tg_exp256(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_loadu_ps((const float *)g + i)))));
                 _mm256_storeu_ps(d + i, r);
             }
         }
@@ -128,7 +132,8 @@ static inline void tg_unary_f32(const tg_params *p, tg_tensor *dst, int kind) {
             if (kind == UN_SCALE) r = x * s;
             else if (kind == UN_SILU) r = tg_silu_f32(x);
             else if (kind == UN_RELU_SQR) r = x > 0.0f ? x * x : 0.0f;
-            else r = x * tg_silu_f32(*(const float *)(g + i * src1->nb[0]));
+            else if (kind == UN_GATE) r = x * tg_silu_f32(*(const float *)(g + i * src1->nb[0]));
+            else r = x / (1.0f + expf(-*(const float *)(g + i * src1->nb[0])));
             *(float *)((char *)d + i * dst->nb[0]) = r;
         }
     }
@@ -258,6 +263,8 @@ void tg_compute_forward(const tg_params *p, tg_tensor *dst) {
         case TG_OP_KV_STORE:  tg_kv_store(p, dst); break;
         case TG_OP_ATTN:      tg_attn(p, dst); break;
         case TG_OP_RELU_SQR:  tg_unary_f32(p, dst, UN_RELU_SQR); break;
+        case TG_OP_GATE_SIGMOID: tg_unary_f32(p, dst, UN_GATE_SIG); break;
+        case TG_OP_GATED_DELTA: tg_gated_delta(p, dst); break;
         default: break;       // NONE / VIEW: nothing to compute
     }
 }

@@ -723,3 +723,97 @@ void tg_ssm_scan(const tg_params *p, tg_tensor *dst) {
     }
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// gated_delta: the gated delta rule (ops.py gated_delta has the recurrence). src0: state {d_k,
+// d_v, n_v_heads, n_slots} (row j of a head: its value channel j over the keys), src1, src2:
+// q, k {d_k, n_k_heads, n_t}, src3: v {d_v, n_v_heads, n_t}, src4, src5: alpha, b {n_v_heads,
+// n_t}, src6: A, src7: dt_bias {n_v_heads}, src8: seq_info; op_params[0]: the L2 norm's eps.
+// A work item is one (sequence, value head): its tokens in order, one pass over the state per
+// token (each row decayed, read against k, corrected, read against q). Items go round-robin
+// to the threads; each head's arithmetic is the same whatever the thread count.
+
+// row *= decay; returns row . k
+static inline float gd_decay_dot(float *row, float decay, const float *k, int64_t n) {
+    int64_t c = 0;
+    float m = 0.0f;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD) {
+        const __m256 vd = _mm256_set1_ps(decay);
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+        for (; c + 16 <= n; c += 16) {
+            const __m256 r0 = _mm256_mul_ps(_mm256_loadu_ps(row + c), vd);
+            const __m256 r1 = _mm256_mul_ps(_mm256_loadu_ps(row + c + 8), vd);
+            _mm256_storeu_ps(row + c, r0), _mm256_storeu_ps(row + c + 8, r1);
+            a0 = _mm256_fmadd_ps(r0, _mm256_loadu_ps(k + c), a0);
+            a1 = _mm256_fmadd_ps(r1, _mm256_loadu_ps(k + c + 8), a1);
+        }
+        m = tg_hsum256(_mm256_add_ps(a0, a1));
+    }
+#endif
+    for (; c < n; c++) {
+        row[c] *= decay;
+        m += row[c] * k[c];
+    }
+    return m;
+}
+
+// row += d * k; returns row . q
+static inline float gd_axpy_dot(float *row, float d, const float *k, const float *q, int64_t n) {
+    int64_t c = 0;
+    float y = 0.0f;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD) {
+        const __m256 vd = _mm256_set1_ps(d);
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+        for (; c + 16 <= n; c += 16) {
+            const __m256 r0 = _mm256_fmadd_ps(vd, _mm256_loadu_ps(k + c), _mm256_loadu_ps(row + c));
+            const __m256 r1 = _mm256_fmadd_ps(vd, _mm256_loadu_ps(k + c + 8), _mm256_loadu_ps(row + c + 8));
+            _mm256_storeu_ps(row + c, r0), _mm256_storeu_ps(row + c + 8, r1);
+            a0 = _mm256_fmadd_ps(r0, _mm256_loadu_ps(q + c), a0);
+            a1 = _mm256_fmadd_ps(r1, _mm256_loadu_ps(q + c + 8), a1);
+        }
+        y = tg_hsum256(_mm256_add_ps(a0, a1));
+    }
+#endif
+    for (; c < n; c++) {
+        row[c] += d * k[c];
+        y += row[c] * q[c];
+    }
+    return y;
+}
+
+void tg_gated_delta(const tg_params *p, tg_tensor *dst) {
+    const tg_tensor *st = dst->src[0], *q = dst->src[1], *k = dst->src[2], *v = dst->src[3];
+    const tg_tensor *al = dst->src[4], *b = dst->src[5], *info = dst->src[8];
+    const float *A = (const float *)dst->src[6]->data, *dtb = (const float *)dst->src[7]->data;
+    const int64_t dk = st->ne[0], dv = st->ne[1], nh = st->ne[2], nk = q->ne[1];
+    const float eps = tg_f32_param(dst, 0), qscale = 1.0f / sqrtf((float)dk);
+    const int32_t *si = (const int32_t *)info->data;
+    float *qn = (float *)p->wdata, *kn = qn + dk;
+    int64_t item = 0;
+    for (int64_t sq = 0; sq < info->ne[1]; sq++) {
+        const int64_t slot = si[3 * sq], t0 = si[3 * sq + 1], n = si[3 * sq + 2];
+        for (int64_t h = 0; h < nh; h++) {
+            if (n <= 0 || item++ % p->nth != p->ith) continue;
+            float *S = (float *)(st->data + slot * st->nb[3] + h * st->nb[2]);
+            const int64_t kh = h % nk;
+            for (int64_t i = t0; i < t0 + n; i++) {
+                const float *qr = (const float *)at(q, 0, kh, i, 0), *kr = (const float *)at(k, 0, kh, i, 0);
+                const float *vr = (const float *)at(v, 0, h, i, 0);
+                const float iq = qscale / sqrtf(tg_dot_f32(dk, qr, qr) + eps);
+                const float ik = 1.0f / sqrtf(tg_dot_f32(dk, kr, kr) + eps);
+                for (int64_t c = 0; c < dk; c++) qn[c] = qr[c] * iq, kn[c] = kr[c] * ik;
+                const float a = *(const float *)at(al, h, i, 0, 0), bb = *(const float *)at(b, h, i, 0, 0);
+                const float decay = expf(A[h] * tg_softplus_f32(a + dtb[h]));
+                const float beta = 1.0f / (1.0f + expf(-bb));
+                float *y = (float *)at(dst, 0, h, i, 0);
+                for (int64_t j = 0; j < dv; j++) {
+                    float *row = S + j * dk;
+                    const float m = gd_decay_dot(row, decay, kn, dk);
+                    y[j] = gd_axpy_dot(row, (vr[j] - m) * beta, kn, qn, dk);
+                }
+            }
+        }
+    }
+}

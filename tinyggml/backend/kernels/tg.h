@@ -51,10 +51,12 @@ enum tg_op {
     TG_OP_KV_STORE,      // keys / values of the ubatch into their sequences' cache, in place
     TG_OP_ATTN,          // causal attention of each token over its sequence's cache
     TG_OP_RELU_SQR,      // dst = max(src0, 0)^2
+    TG_OP_GATE_SIGMOID,  // dst = src0 * sigmoid(src1)
+    TG_OP_GATED_DELTA,   // gated delta rule over sequences (linear attention), state updated in place
     TG_OP_COUNT,
 };
 
-#define TG_MAX_SRC 8
+#define TG_MAX_SRC 10
 #define TG_MAX_PARAMS 8
 
 typedef struct tg_tensor {

@@ -1,0 +1,108 @@
+"""Qwen3.5's ops: the gated delta rule (gated_delta) and the sigmoid output gate
+(gate_sigmoid) against their float64 numpy references (ops.py), over random shapes: value
+heads sharing key heads, head sizes with tails after the SIMD blocks, several sequences of
+different lengths back to back with states carried in, strided inputs, 1-3 threads, SIMD and
+scalar."""
+import numpy as np
+import pytest
+
+from test_ops import THREADS, check_op, mk, rnd, simd  # noqa: F401 (simd: the fixture)
+from tinyggml import ops
+from tinyggml.backend import Plan
+from tinyggml.graph import Graph
+from tinyggml.ops import ShapeError
+from tinyggml.tensor import I32, STATE
+
+
+@pytest.mark.parametrize("shape", [(7,), (33, 5), (65, 3, 2)])
+@pytest.mark.parametrize("nt", THREADS)
+def test_gate_sigmoid(simd, shape, nt):
+    rng = np.random.default_rng(len(shape) + nt)
+    y = mk("y", rnd(rng, *reversed(shape), scale=3))
+    z = mk("z", rnd(rng, *reversed(shape), scale=4))
+    check_op(ops.gate_sigmoid(y, z), nt)
+    # the gate as Qwen3.5 has it: every other head_dim block of the fused q projection rows
+    fused = mk("fused", rnd(rng, 5, 2 * 4 * 16))
+    g = ops.view(fused, (16, 4, 5), (4, 32 * 4, 2 * 4 * 16 * 4), 16 * 4)
+    q = mk("q", rnd(rng, 5, 4, 16))
+    check_op(ops.gate_sigmoid(q, g), nt)
+
+
+def _delta_case(rng, dk, dv, nh, nk, lens, n_slots=4, strided=False):
+    n_t = sum(lens)
+    state = mk("state", rnd(rng, n_slots, nh, dv, dk, scale=0.5), flags=STATE)
+    if strided:          # q, k, v inside one row of conv output, as the model's views are
+        width = 2 * nk * dk + nh * dv + 3
+        qkv = mk("qkv", rnd(rng, n_t, width, scale=1.5))
+        q = ops.view(qkv, (dk, nk, n_t), (4, dk * 4, width * 4), 0)
+        k = ops.view(qkv, (dk, nk, n_t), (4, dk * 4, width * 4), nk * dk * 4)
+        v = ops.view(qkv, (dv, nh, n_t), (4, dv * 4, width * 4), 2 * nk * dk * 4)
+    else:
+        q, k = mk("q", rnd(rng, n_t, nk, dk, scale=1.5)), mk("k", rnd(rng, n_t, nk, dk, scale=1.5))
+        v = mk("v", rnd(rng, n_t, nh, dv))
+    ab = mk("ab", rnd(rng, n_t, 2 * nh, scale=2))
+    alpha = ops.view(ab, (nh, n_t), (4, 2 * nh * 4), 0)
+    b = ops.view(ab, (nh, n_t), (4, 2 * nh * 4), nh * 4)
+    A = mk("A", -np.exp(rng.uniform(-1, 2, nh)).astype(np.float32))
+    dt_bias = mk("dt_bias", rng.normal(0, 1, nh).astype(np.float32))
+    info = np.zeros((n_slots, 3), np.int32)
+    slots, t0 = rng.permutation(n_slots)[:len(lens)], 0
+    for s, n in enumerate(lens):
+        info[s] = (slots[s], t0, n)
+        t0 += n
+    return state, q, k, v, alpha, b, A, dt_bias, mk("seq_info", info, I32)
+
+
+@pytest.mark.parametrize("dk,dv,nh,nk", [(16, 16, 2, 2), (128, 128, 4, 2), (24, 20, 3, 1), (7, 9, 2, 1)])
+@pytest.mark.parametrize("lens", [[1], [5, 1, 13]])
+@pytest.mark.parametrize("nt", THREADS)
+def test_gated_delta(simd, dk, dv, nh, nk, lens, nt):
+    rng = np.random.default_rng(dk + dv + nh + len(lens) + nt)
+    state, *args = _delta_case(rng, dk, dv, nh, nk, lens, strided=len(lens) > 1)
+    out = ops.gated_delta(state, *args)
+    # the state is updated in place; float32 sums over d_k per token, errors grow over the tokens
+    check_op(out, nt, atol=5e-5, rtol=1e-4, states=(state,))
+
+
+def test_gated_delta_pieces_equal_whole():
+    """A sequence fed in one ubatch or in pieces (its state carried between them): the same
+    arithmetic token by token, so the same bits."""
+    rng = np.random.default_rng(3)
+    dk, dv, nh, nk, n = 32, 32, 4, 2, 23
+    q_all, k_all = rnd(rng, n, nk, dk), rnd(rng, n, nk, dk)
+    v_all, a_all, b_all = rnd(rng, n, nh, dv), rnd(rng, n, nh), rnd(rng, n, nh)
+    A = -np.exp(rng.uniform(-1, 2, nh)).astype(np.float32)
+    dtb = rng.normal(0, 1, nh).astype(np.float32)
+
+    def run(pieces, nt):
+        state = mk("state", np.zeros((1, nh, dv, dk), np.float32), flags=STATE)
+        outs, t0 = [], 0
+        for m in pieces:
+            sl = slice(t0, t0 + m)
+            out = ops.gated_delta(state, mk("q", q_all[sl].copy()), mk("k", k_all[sl].copy()),
+                                  mk("v", v_all[sl].copy()), mk("a", a_all[sl].copy()),
+                                  mk("b", b_all[sl].copy()), mk("A", A), mk("dtb", dtb),
+                                  mk("info", np.array([[0, 0, m]], np.int32), I32))
+            g = Graph()
+            g.output(out)
+            plan = Plan(g, max_threads=2)
+            plan.run(nt)
+            outs.append(plan.numpy(out).copy())
+            t0 += m
+        return np.concatenate([o.reshape(-1, nh, dv) for o in outs]), state.data.copy()
+
+    whole, s_whole = run([n], 1)
+    for pieces, nt in (([1] * n, 2), ([7, 1, 15], 2)):
+        got, s_got = run(pieces, nt)
+        np.testing.assert_array_equal(got, whole)
+        np.testing.assert_array_equal(s_got, s_whole)
+
+
+def test_gated_delta_shape_errors():
+    rng = np.random.default_rng(0)
+    state, q, k, v, alpha, b, A, dt_bias, info = _delta_case(rng, 8, 8, 3, 2, [2])
+    with pytest.raises(ShapeError, match="multiple of key heads"):
+        ops.gated_delta(state, q, k, v, alpha, b, A, dt_bias, info)
+    state, q, k, v, alpha, b, A, dt_bias, info = _delta_case(rng, 8, 8, 2, 1, [2])
+    with pytest.raises(ShapeError, match="gated_delta: v"):
+        ops.gated_delta(state, q, k, q, alpha, b, A, dt_bias, info)
