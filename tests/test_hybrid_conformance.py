@@ -19,7 +19,7 @@ import tinyggml
 from reference.hybrid_np import RefHybrid
 
 HYB = Path(__file__).resolve().parent / "fixtures" / "hybrid"
-ARCHS = ["granitehybrid", "nemotron_h", "falcon-h1", "lfm2"]
+ARCHS = ["granitehybrid", "nemotron_h", "falcon-h1", "lfm2", "qwen35"]
 AGREE = json.loads((HYB / "llamacpp_agreement.json").read_text())
 
 

@@ -118,6 +118,22 @@ def lfm2_config():
     )
 
 
+def qwen35_config():
+    from transformers import Qwen3_5TextConfig
+    return Qwen3_5TextConfig(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=5,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+        layer_types=["linear_attention", "full_attention", "linear_attention", "linear_attention",
+                     "full_attention"],
+        linear_conv_kernel_dim=4, linear_key_head_dim=16, linear_value_head_dim=16,
+        linear_num_key_heads=2, linear_num_value_heads=4,
+        rope_parameters={"rope_type": "default", "rope_theta": 20000.0, "partial_rotary_factor": 0.5,
+                         "mrope_section": [4, 2, 2]},
+        rms_norm_eps=1e-6, tie_word_embeddings=False, initializer_range=0.15,
+        max_position_embeddings=512, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    )
+
+
 ARCHS = {
     # name: (llama.cpp arch, config fn, HF class name, modeling module)
     "granitehybrid": ("granitehybrid", granite_config, "GraniteMoeHybridForCausalLM",
@@ -127,9 +143,13 @@ ARCHS = {
     "falcon-h1": ("falcon-h1", falcon_config, "FalconH1ForCausalLM",
                   "transformers.models.falcon_h1.modeling_falcon_h1"),
     "lfm2": ("lfm2", lfm2_config, "Lfm2ForCausalLM", "transformers.models.lfm2.modeling_lfm2"),
+    "qwen35": ("qwen35", qwen35_config, "Qwen3_5ForCausalLM",
+               "transformers.models.qwen3_5.modeling_qwen3_5"),
 }
-SEEDS = {"granitehybrid": 1000, "nemotron_h": 2000, "falcon-h1": 3000, "lfm2": 4000}  # first seed tried
-EMB_STD = {"granitehybrid": 0.15, "nemotron_h": 0.3, "falcon-h1": 0.3, "lfm2": 0.3}  # std of the (re-drawn) embeddings
+SEEDS = {"granitehybrid": 1000, "nemotron_h": 2000, "falcon-h1": 3000, "lfm2": 4000,
+         "qwen35": 5000}                                                         # first seed tried
+EMB_STD = {"granitehybrid": 0.15, "nemotron_h": 0.3, "falcon-h1": 0.3, "lfm2": 0.3,
+           "qwen35": 0.3}                                                        # std of the (re-drawn) embeddings
 LM_STD = 0.5                                                              # std of an untied lm_head
 
 # ----------------------------------------------------------------------------- float64 machinery
@@ -286,8 +306,8 @@ def perturb(model, seed, emb_std=1.0, lm_std=0.5):
                 new = p.double() + 0.2 * n(shp)
             elif "conv1d.bias" in name:
                 new = 0.2 * n(shp)
-            elif "norm" in name and leaf == "weight":
-                new = 1.0 + 0.3 * n(shp)
+            elif "norm" in name and leaf == "weight":     # around the init: 1, or 0 when the
+                new = (0.0 if not p.any() else 1.0) + 0.3 * n(shp)   # model adds 1 (Qwen3.5)
             elif leaf == "bias":
                 new = p.double() + 0.2 * n(shp)
             elif name == "lm_head.weight":
@@ -368,8 +388,9 @@ from conversion.mamba import Mamba2Model
 import conversion.falcon_h1 as F
 import conversion.nemotron as N
 import conversion.lfm2 as L
+import conversion.qwen as Q
 
-# The ONLY override: falcon-h1, nemotron_h and lfm2 vocab steps need a gpt2/BPE tokenizer.json whose
+# The ONLY override: falcon-h1, nemotron_h, lfm2 and qwen35 vocab steps need a gpt2/BPE tokenizer.json whose
 # pre-tokenizer hash llama.cpp knows; use llama.cpp's own sentencepiece vocab writer instead.
 def _spm_vocab(self):
     self.hparams["pad_vocab_size_multiple"] = 8
@@ -377,6 +398,7 @@ def _spm_vocab(self):
 F.FalconH1Model.set_vocab = _spm_vocab
 N.NemotronHModel.set_vocab = _spm_vocab
 L.LFM2Model.set_vocab = _spm_vocab
+Q.Qwen3_5TextModel.set_vocab = _spm_vocab
 sys.argv = ["convert_hf_to_gguf.py"] + sys.argv[3:]
 C.main()
 '''
@@ -389,13 +411,14 @@ def ensure_converter_site(site: Path):
                            CONVERTER_TRANSFORMERS])
 
 
-def convert(llama_dir: Path, site: Path, hf_dir: Path, out: Path, outtype: str, work: Path):
+def convert(llama_dir: Path, site: Path, hf_dir: Path, out: Path, outtype: str, work: Path,
+            extra=()):
     wrapper = work / "convert_wrapper.py"
     wrapper.write_text(_CONVERT_WRAPPER)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(llama_dir / "gguf-py"), str(site)])
     cmd = [sys.executable, str(wrapper), str(llama_dir), str(llama_dir / "gguf-py"),
-           str(hf_dir), "--outfile", str(out), "--outtype", outtype]
+           str(hf_dir), "--outfile", str(out), "--outtype", outtype, *extra]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     (work / f"convert-{out.stem}.log").write_text(r.stdout + r.stderr)
     if r.returncode != 0:
@@ -525,7 +548,60 @@ def gguf_to_hf(arch, cfg, name, arr):
                "shortconv.in_proj.weight": "conv.in_proj.weight",
                "shortconv.out_proj.weight": "conv.out_proj.weight"}
         return [(top[rest] if i is None else L + per[rest], None, a)]
+    if arch == "qwen35":
+        return _qwen35_to_hf(cfg, i, rest, a)
     raise ValueError(arch)
+
+
+def _untile_v(a, axis, nk, nv, hd):
+    """Inverse of the converter's _reorder_v_heads: value heads from tiled order (head r * nk + g
+    is value head r of key head g) back to grouped (g * nv/nk + r), along `axis`."""
+    r = nv // nk
+    a = np.moveaxis(a, axis, 0)
+    shp = a.shape
+    a = a.reshape(r, nk, hd, *shp[1:]).swapaxes(0, 1).reshape(shp)
+    return np.moveaxis(a, 0, axis)
+
+
+def _qwen35_to_hf(cfg, i, rest, a):
+    L = f"model.layers.{i}."
+    if i is None:
+        top = {"token_embd.weight": ("model.embed_tokens.weight", 0.0),
+               "output_norm.weight": ("model.norm.weight", 1.0), "output.weight": ("lm_head.weight", 0.0)}
+        p, off = top[rest]
+        return [(p, None, a - off)]
+    nk, nv = cfg.linear_num_key_heads, cfg.linear_num_value_heads
+    hk, hv = cfg.linear_key_head_dim, cfg.linear_value_head_dim
+
+    def untile(x, axis, hd):
+        return _untile_v(x, axis, nk, nv, hd) if nk != nv else x
+    plain = {"attn_q.weight": "self_attn.q_proj.weight", "attn_k.weight": "self_attn.k_proj.weight",
+             "attn_v.weight": "self_attn.v_proj.weight", "attn_output.weight": "self_attn.o_proj.weight",
+             "ffn_gate.weight": "mlp.gate_proj.weight", "ffn_up.weight": "mlp.up_proj.weight",
+             "ffn_down.weight": "mlp.down_proj.weight", "ssm_norm.weight": "linear_attn.norm.weight"}
+    plus1 = {"attn_norm.weight": "input_layernorm.weight",
+             "post_attention_norm.weight": "post_attention_layernorm.weight",
+             "attn_q_norm.weight": "self_attn.q_norm.weight", "attn_k_norm.weight": "self_attn.k_norm.weight"}
+    if rest in plain:
+        return [(L + plain[rest], None, a)]
+    if rest in plus1:
+        return [(L + plus1[rest], None, a - 1.0)]
+    qk = 2 * nk * hk
+    if rest == "attn_qkv.weight":
+        return [(L + "linear_attn.in_proj_qkv.weight", None, np.concatenate([a[:qk], untile(a[qk:], 0, hv)]))]
+    if rest == "ssm_conv1d.weight":
+        return [(L + "linear_attn.conv1d.weight", None, np.concatenate([a[:qk], untile(a[qk:], 0, hv)]))]
+    if rest == "attn_gate.weight":
+        return [(L + "linear_attn.in_proj_z.weight", None, untile(a, 0, hv))]
+    if rest == "ssm_out.weight":
+        return [(L + "linear_attn.out_proj.weight", None, untile(a, 1, hv))]
+    per_head = {"ssm_beta.weight": "linear_attn.in_proj_b.weight", "ssm_alpha.weight": "linear_attn.in_proj_a.weight",
+                "ssm_dt.bias": "linear_attn.dt_bias"}
+    if rest in per_head:
+        return [(L + per_head[rest], None, untile(a, 0, 1))]
+    if rest == "ssm_a":
+        return [(L + "linear_attn.A_log", None, untile(np.log(-a.reshape(-1)), 0, 1))]
+    raise KeyError(rest)
 
 
 def read_gguf(path: Path, gguf_mod):
@@ -573,7 +649,9 @@ def check_mapping(model, arch, cfg, f32_tensors):
                 continue
             raise RuntimeError(f"{arch}: HF parameter {k} not found in the gguf")
         ref = p.detach().double()
-        err = float(((sd[k] - ref).abs() / (ref.abs() + 1e-6)).max())
+        # relative to the value the file stores: Qwen3.5's norms are stored as 1 + w, in float32
+        scale = ref.abs() + (1.0 if arch == "qwen35" and k.endswith("norm.weight") else 1e-6)
+        err = float(((sd[k] - ref).abs() / scale).max())
         worst = max(worst, err)
         if err > 1e-5:
             raise RuntimeError(f"{arch}: gguf->HF mapping mismatch for {k}: rel err {err}")
@@ -742,7 +820,10 @@ def main():
         files = {}
         for ot in ("f32", "f16"):
             p = a.out / f"{arch}-{ot}.gguf"
-            convert(a.llama_cpp, a.converter_site, hf_dir, p, ot, work)
+            # the tiny Qwen3.5 has no multi-token-prediction block (its converter wants one unless
+            # told --no-mtp)
+            convert(a.llama_cpp, a.converter_site, hf_dir, p, ot, work,
+                    ("--no-mtp",) if arch == "qwen35" else ())
             files[ot] = p
         for ot, ft in (("q8_0", llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0), ("q4_0", llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0)):
             p = a.out / f"{arch}-{ot}.gguf"

@@ -1,12 +1,13 @@
 """An independent float64 numpy reference of the hybrid models (granitehybrid, falcon-h1,
-nemotron_h, lfm2), token by token: the spec the graphs in tinyggml/models are tested against on
-files the tests write themselves (tools/testing.py write_random_hybrid). Attention keeps every
-past key and value in plain lists; rope, softmax and the grouped-query heads are written out
-here, not taken from tinyggml. The Mamba-2 mixer is mamba_np's.
+nemotron_h, lfm2, qwen35), token by token: the spec the graphs in tinyggml/models are tested
+against on files the tests write themselves (tools/testing.py write_random_hybrid). Attention
+keeps every past key and value in plain lists; rope, softmax and the grouped-query heads are
+written out here, not taken from tinyggml. The Mamba-2 mixer is mamba_np's.
 
-Semantics are llama.cpp's (src/models/granite-hybrid.cpp, falcon-h1.cpp, nemotron-h.cpp, lfm2.cpp): the
-gated norm of Mamba-2 layers is per group, dt is not clamped, Granite's multipliers are
-applied in the graph, Falcon-H1's were folded into the weights by the converter.
+Semantics are llama.cpp's (src/models/granite-hybrid.cpp, falcon-h1.cpp, nemotron-h.cpp,
+lfm2.cpp, qwen35.cpp): the gated norm of Mamba-2 layers is per group, dt is not clamped,
+Granite's multipliers are applied in the graph, Falcon-H1's were folded into the weights by
+the converter, Qwen3.5's norms hold the 1 the converter added.
 """
 import numpy as np
 import gguf
@@ -53,11 +54,16 @@ class RefHybrid:
             self.kinds = ["ssm" if k == 0 and f == 0 else "attn" if f == 0 else "mlp" for k, f in zip(kv, ff)]
         elif a == "lfm2":
             self.kinds = ["conv" if k == 0 else "attn" for k in kv]
+        elif a == "qwen35":
+            n_layer -= _kv(r, f"{a}.nextn_predict_layers", 0)
+            self.hp["n_layer"] = n_layer
+            self.kinds = ["delta" if rec else "attn" for rec in _kv(r, f"{a}.attention.recurrent_layers")[:n_layer]]
         else:
             self.kinds = ["ssm" if k == 0 else "attn" for k in kv]
         self.rope = {"granitehybrid": bool(_kv(r, f"{a}.rope.scaling.finetuned", True)),
-                     "falcon-h1": True, "nemotron_h": False, "lfm2": True}[a]
-        self.neox = a in ("falcon-h1", "lfm2")
+                     "falcon-h1": True, "nemotron_h": False, "lfm2": True, "qwen35": True}[a]
+        self.neox = a in ("falcon-h1", "lfm2", "qwen35")
+        self.n_rot = _kv(r, f"{a}.rope.dimension_count", self.hp["hd"])
         self.final_norm = self.w["token_embd_norm.weight" if a == "lfm2" else "output_norm.weight"]
         self.es = float(_kv(r, f"{a}.embedding_scale", 0.0) or 1.0)
         self.rs = float(_kv(r, f"{a}.residual_scale", 0.0) or 1.0)
@@ -73,6 +79,11 @@ class RefHybrid:
 
     def new_state(self):
         hp = self.hp
+        if self.arch == "qwen35":
+            dc, ch = self.w["blk.0.ssm_conv1d.weight"].shape[1], self.w["blk.0.ssm_conv1d.weight"].shape[0]
+            dk, nv = hp["d_state"], hp["n_head"]
+            return [{"conv": np.zeros((dc - 1, ch)), "S": np.zeros((nv, hp["d_inner"] // nv, dk)),
+                     "k": [], "v": []} for _ in range(hp["n_layer"])]
         if self.arch == "lfm2":       # the short conv's state: the last L-1 values of B * x
             L = next(v.shape[1] for k, v in self.w.items() if k.endswith("shortconv.conv.weight"))
             return [{"conv": np.zeros((L - 1, self.w["token_embd.weight"].shape[1])), "k": [], "v": []}
@@ -85,16 +96,20 @@ class RefHybrid:
     def attention(self, h, lw, st):
         hp = self.hp
         nh, nkv, hd = hp["attn_heads"], hp["kv_heads"], hp["hd"]
-        q = (lw["attn_q.weight"] @ h).reshape(nh, hd)
+        q, gate = lw["attn_q.weight"] @ h, None
+        if self.arch == "qwen35":                                # each head: query, then gate
+            qg = q.reshape(nh, 2, hd)
+            q, gate = qg[:, 0].copy(), qg[:, 1].reshape(-1)
+        q = q.reshape(nh, hd)
         k = (lw["attn_k.weight"] @ h).reshape(nkv, hd)
         v = (lw["attn_v.weight"] @ h).reshape(nkv, hd)
-        if "attn_q_norm.weight" in lw:                           # LFM2: per-head RMS norms
+        if "attn_q_norm.weight" in lw:                           # LFM2, Qwen3.5: per-head norms
             q = np.stack([rmsnorm(r, lw["attn_q_norm.weight"], hp["eps"]) for r in q])
             k = np.stack([rmsnorm(r, lw["attn_k_norm.weight"], hp["eps"]) for r in k])
         pos = len(st["k"])
         if self.rope:
-            rope(q, pos, hd, self.neox, hp["base"])
-            rope(k, pos, hd, self.neox, hp["base"])
+            rope(q, pos, self.n_rot, self.neox, hp["base"])
+            rope(k, pos, self.n_rot, self.neox, hp["base"])
         st["k"].append(k)
         st["v"].append(v)
         K, V = np.stack(st["k"]), np.stack(st["v"])               # (n_pos, nkv, hd)
@@ -104,7 +119,10 @@ class RefHybrid:
             s = K[:, g] @ q[head] * self.kq
             p = np.exp(s - s.max())
             out[head] = (p / p.sum()) @ V[:, g]
-        return lw["attn_output.weight"] @ out.reshape(-1)
+        out = out.reshape(-1)
+        if gate is not None:
+            out = out / (1.0 + np.exp(-gate))
+        return lw["attn_output.weight"] @ out
 
     def short_conv(self, h, lw, st):
         """LFM2: out_proj(C * conv(B * x)), B, C, x = in_proj(h); a causal depthwise conv of L taps
@@ -114,6 +132,33 @@ class RefHybrid:
         st["conv"] = win[1:]
         conv = (win * lw["shortconv.conv.weight"].T).sum(0)     # weight (d, L): tap j on win[j]
         return lw["shortconv.out_proj.weight"] @ (c * conv)
+
+    def gated_delta(self, h, lw, st):
+        """Qwen3.5's linear attention: qkv through a causal conv (+ SiLU), then per value head
+        (its key head: head % n_k, the converter's tiled order) the delta rule on a d_v x d_k
+        state, a per-head RMS norm, the SiLU gate of z, and out_proj."""
+        hp = self.hp
+        dk, nk, nv = hp["d_state"], hp["n_group"], hp["n_head"]
+        dv = hp["d_inner"] // nv
+        x = lw["attn_qkv.weight"] @ h
+        win = np.vstack([st["conv"], x])                       # (d_conv, ch): oldest first
+        st["conv"] = win[1:]
+        x = silu((win * lw["ssm_conv1d.weight"].T).sum(0))
+        q, k = x[:nk * dk].reshape(nk, dk), x[nk * dk:2 * nk * dk].reshape(nk, dk)
+        v = x[2 * nk * dk:].reshape(nv, dv)
+        q = q / np.sqrt((q * q).sum(1, keepdims=True) + 1e-6) / np.sqrt(dk)
+        k = k / np.sqrt((k * k).sum(1, keepdims=True) + 1e-6)
+        a = lw["ssm_alpha.weight"] @ h + lw["ssm_dt.bias"]
+        decay = np.exp(lw["ssm_a"].reshape(-1) * np.log1p(np.exp(a)))
+        beta = 1.0 / (1.0 + np.exp(-(lw["ssm_beta.weight"] @ h)))
+        z = (lw["attn_gate.weight"] @ h).reshape(nv, dv)
+        y = np.zeros((nv, dv))
+        for hh in range(nv):
+            S, kk, qq = st["S"][hh], k[hh % nk], q[hh % nk]     # S: (dv, dk)
+            S *= decay[hh]
+            S += np.outer((v[hh] - S @ kk) * beta[hh], kk)
+            y[hh] = rmsnorm(S @ qq, lw["ssm_norm.weight"], hp["eps"]) * silu(z[hh])
+        return lw["ssm_out.weight"] @ y.reshape(-1)
 
     def mlp(self, f, lw):
         up = lw["ffn_up.weight"] @ f
@@ -138,12 +183,14 @@ class RefHybrid:
                     x = x + self.rs * mamba2_mixer(h, lw, hp, state[il])
                 elif kind == "conv":
                     x = x + self.short_conv(h, lw, state[il])
+                elif kind == "delta":
+                    x = x + self.gated_delta(h, lw, state[il])
                 elif kind == "attn":
                     x = x + self.rs * self.attention(h, lw, state[il])
                 else:                                                # Nemotron-H MLP layer
                     x = x + self.mlp(h, lw)
                 if self.arch != "nemotron_h":
-                    norm = lw.get("ffn_norm.weight", lw.get("ffn_norm"))
+                    norm = lw.get("ffn_norm.weight", lw.get("ffn_norm", lw.get("post_attention_norm.weight")))
                     x = x + self.rs * self.mlp(rmsnorm(x, norm, eps), lw)
             out.append(rmsnorm(x, self.final_norm, eps) @ self.lm_head.T * self.ls)
         return np.array(out)

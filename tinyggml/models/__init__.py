@@ -10,6 +10,6 @@ src/models/*.cpp. Each module has:
 
 Adding an architecture is one new module and a line in ARCHS.
 """
-from . import falcon_h1, granitehybrid, lfm2, mamba, mamba2, nemotron_h
+from . import falcon_h1, granitehybrid, lfm2, mamba, mamba2, nemotron_h, qwen35
 
-ARCHS = {m.ARCH: m for m in (mamba, mamba2, granitehybrid, falcon_h1, nemotron_h, lfm2)}
+ARCHS = {m.ARCH: m for m in (mamba, mamba2, granitehybrid, falcon_h1, nemotron_h, lfm2, qwen35)}

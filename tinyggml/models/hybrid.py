@@ -150,15 +150,16 @@ def optional(f, key: str, ne: tuple) -> Tensor | None:
     return weight(f, key, ne) if f.has(key) else None
 
 
-def load_attention(f, hp: HybridHParams, w: dict, il: int):
-    """wq / wk / wv (or a fused wqkv), wo, and their optional biases."""
+def load_attention(f, hp: HybridHParams, w: dict, il: int, q_gate: bool = False):
+    """wq / wk / wv (or a fused wqkv), wo, and their optional biases. q_gate: wq also gives each
+    head's output gate (Qwen3.5), twice the query rows."""
     p, d = f"blk.{il}.", hp.n_embd
     nq, nk = hp.head_dim_attn * hp.attn_heads, hp.head_dim_attn * hp.kv_heads
     if f.has(p + "attn_qkv.weight"):
         w[f"{il}.wqkv"] = weight(f, p + "attn_qkv.weight", (d, nq + 2 * nk), WEIGHT_TYPES)
         w[f"{il}.wqkv_b"] = optional(f, p + "attn_qkv.bias", (nq + 2 * nk,))
     else:
-        for n, m in (("q", nq), ("k", nk), ("v", nk)):
+        for n, m in (("q", nq * (2 if q_gate else 1)), ("k", nk), ("v", nk)):
             w[f"{il}.w{n}"] = weight(f, p + f"attn_{n}.weight", (d, m), WEIGHT_TYPES)
             w[f"{il}.w{n}_b"] = optional(f, p + f"attn_{n}.bias", (m,))
     for n in ("q", "k"):        # per-head RMS norms of queries and keys (LFM2)
@@ -183,8 +184,10 @@ def _linear(ctx: GraphContext, key: str, x: Tensor) -> Tensor:
     return y if b is None else ops.add(y, b)
 
 
-def attention(ctx: GraphContext, cur: Tensor, il: int, kq_scale: float) -> Tensor:
-    """cur: {n_embd, n_t} (normed) => {n_embd, n_t}: the attention block of layer il."""
+def attention(ctx: GraphContext, cur: Tensor, il: int, kq_scale: float, q_gate: bool = False) -> Tensor:
+    """cur: {n_embd, n_t} (normed) => {n_embd, n_t}: the attention block of layer il. q_gate:
+    wq gives each head's query and then its output gate; the output is gated by its sigmoid
+    (Qwen3.5)."""
     hp = ctx.hp
     hd, nh, nkv, n_t = hp.head_dim_attn, hp.attn_heads, hp.kv_heads, cur.ne[1]
     if f"{il}.wqkv" in ctx.w:
@@ -193,6 +196,12 @@ def attention(ctx: GraphContext, cur: Tensor, il: int, kq_scale: float) -> Tenso
         q = ops.view(qkv, (hd, nh, n_t), (4, hd * 4, rs), 0)
         k = ops.view(qkv, (hd, nkv, n_t), (4, hd * 4, rs), hd * nh * 4)
         v = ops.view(qkv, (hd, nkv, n_t), (4, hd * 4, rs), hd * (nh + nkv) * 4)
+    elif q_gate:
+        qg = name(_linear(ctx, f"{il}.wq", cur), "Qcur_full", il)            # {2 hd nh, n_t}
+        q = ops.view(qg, (hd, nh, n_t), (4, 2 * hd * 4, qg.nb[1]), 0)
+        gate = ops.view(qg, (hd, nh, n_t), (4, 2 * hd * 4, qg.nb[1]), hd * 4)
+        k = ops.reshape(name(_linear(ctx, f"{il}.wk", cur), "Kcur", il), hd, nkv, n_t)
+        v = ops.reshape(name(_linear(ctx, f"{il}.wv", cur), "Vcur", il), hd, nkv, n_t)
     else:
         q = ops.reshape(name(_linear(ctx, f"{il}.wq", cur), "Qcur", il), hd, nh, n_t)
         k = ops.reshape(name(_linear(ctx, f"{il}.wk", cur), "Kcur", il), hd, nkv, n_t)
@@ -208,6 +217,8 @@ def attention(ctx: GraphContext, cur: Tensor, il: int, kq_scale: float) -> Tenso
     ks = name(ops.kv_store(kc, k, ctx.seq_info, ctx.positions), "k_cache", il)
     vs = name(ops.kv_store(vc, v, ctx.seq_info, ctx.positions), "v_cache", il)
     o = name(ops.attn(q, ks, vs, ctx.seq_info, ctx.positions, kq_scale), "attn", il)
+    if q_gate:
+        o = name(ops.gate_sigmoid(o, gate), "attn_gated", il)
     return name(_linear(ctx, f"{il}.wo", ops.reshape(o, hd * nh, n_t)), "attn_out", il)
 
 
