@@ -1,5 +1,5 @@
-"""Hybrid models (Mamba-2 layers or LFM2's short convolutions beside attention layers with a KV
-cache) on random files the tests write (tools/testing.py write_random_hybrid), against the
+"""Hybrid models (Mamba-2 layers, LFM2's short convolutions or Qwen3.5's gated delta rule
+beside attention layers with a KV cache) on random files the tests write (tools/testing.py write_random_hybrid), against the
 independent float64 numpy reference tests/reference/hybrid_np.py; and the runtime around them: batched, chunked and
 token-by-token evaluation, the context limit, the state API over both halves of the memory."""
 import numpy as np
@@ -25,6 +25,12 @@ CASES = {
     # LFM2: gated short convolutions beside attention with q / k norms (rope NEOX)
     "lfm2": dict(arch="lfm2", pattern="C*CC*", n_embd=64, n_head=4, n_kv=2, rope_base=1e6),
     "lfm2-l4": dict(arch="lfm2", pattern="CC*C", n_embd=48, n_head=4, n_kv=1, l_cache=4, tied=False),
+    # Qwen3.5: gated delta rule (4 value heads over 2 key heads) beside gated attention with
+    # partial rope; and one key head per value head, head sizes off the SIMD blocks
+    "qwen35": dict(arch="qwen35", pattern="DD*D*", n_embd=64, d_state=16, n_group=2, d_inner=64,
+                   ssm_head_dim=16, n_head=4, n_kv=2, head_dim=32, n_rot=8, tied=False),
+    "qwen35-odd": dict(arch="qwen35", pattern="D*D", n_embd=40, d_state=12, n_group=3, d_inner=60,
+                       ssm_head_dim=20, n_head=2, n_kv=1, head_dim=24, n_rot=12, d_conv=3),
 }
 
 
@@ -55,7 +61,7 @@ def test_matches_numpy_reference(files, case, kv_type):
     np.testing.assert_allclose(got, want, rtol=0, atol=tol(want) * (1 if kv_type == "f32" else 40))
 
 
-@pytest.mark.parametrize("case", ["granite-nope", "nemotron", "falcon", "lfm2"])
+@pytest.mark.parametrize("case", ["granite-nope", "nemotron", "falcon", "lfm2", "qwen35"])
 def test_chunked_batched_token_by_token_agree(files, case):
     """Prompt at once, in pieces, token by token, and beside other sequences in one ubatch:
     the same logits (the SSM scan's chunked form rounds differently: to within tol)."""
@@ -91,7 +97,7 @@ def test_context_limit(files):
         m.eval([1])
 
 
-@pytest.mark.parametrize("case", ["nemotron", "lfm2-l4"])
+@pytest.mark.parametrize("case", ["nemotron", "lfm2-l4", "qwen35"])
 def test_state_save_load_copy_rollback(files, case):
     """Both halves of the memory: save/load, seq_copy and rollback continue exactly as the
     original sequence would (rollback restores the recurrent layers from a snapshot and

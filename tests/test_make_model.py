@@ -58,14 +58,14 @@ def test_bad_preset_and_no_partial_file(tmp_path):
 
 HYBRID_PRESETS = {"granite-4.0-h-350m": (0.30e9, 0.40e9), "granite-4.0-h-1b": (1.3e9, 1.7e9),
                   "falcon-h1-0.5b": (0.45e9, 0.60e9), "lfm2-350m": (0.33e9, 0.38e9),
-                  "lfm2-1.2b": (1.1e9, 1.25e9)}
+                  "lfm2-1.2b": (1.1e9, 1.25e9), "qwen3.5-0.8b": (0.7e9, 0.9e9)}
 
 
 @pytest.mark.parametrize("preset", sorted(HYBRID_PRESETS))
 def test_hybrid_preset_sizes(preset):
     """The presets have the released models' parameter counts (Granite-4.0-H-350M: 340M,
-    -1B: 1.5B, Falcon-H1-0.5B: 0.52B, LFM2-350M: 354M, LFM2-1.2B: 1.17B), counted from the
-    shapes make-model writes."""
+    -1B: 1.5B, Falcon-H1-0.5B: 0.52B, LFM2-350M: 354M, LFM2-1.2B: 1.17B; Qwen3.5-0.8B's text
+    model: 0.75B), counted from the shapes make-model writes."""
     from tinyggml.tools.make_model import PRESETS, _hybrid_shapes
     from tinyggml.tools.testing import hybrid_config
     n = sum(int(np.prod(s)) for _, s in _hybrid_shapes(hybrid_config(**PRESETS[preset])))
@@ -85,7 +85,8 @@ def test_hybrid_preset_small_twin(tmp_path, monkeypatch, preset, wtype):
     big = mm.PRESETS[preset]
     kinds = "".join(dict.fromkeys(big["pattern"]))
     small = dict(big, pattern=kinds + kinds[::-1], n_embd=64, d_inner=128, ssm_head_dim=16,
-                 d_state=16, n_head=4, n_kv=2, head_dim=16, n_ff=96, n_vocab=300)
+                 d_state=16, n_head=4, n_kv=2, head_dim=16, n_ff=96, n_vocab=300, n_group=2,
+                 n_rot=None)
     monkeypatch.setitem(mm.PRESETS, "twin", small)
     out, ref = tmp_path / "twin.gguf", tmp_path / "ref.gguf"
     make_model("twin", out, wtype, progress=False)

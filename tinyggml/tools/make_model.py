@@ -67,6 +67,11 @@ PRESETS = {
     "lfm2-1.2b": dict(arch="lfm2", pattern=_pattern(16, (2, 5, 8, 10, 12, 14), "C"), n_embd=2048,
                       n_head=32, n_kv=8, n_ff=8192, n_vocab=65536, rope_base=1e6, l_cache=3,
                       context_length=128000),
+    # Qwen3.5-0.8B: gated delta rule in three layers of four (16 key and 16 value heads of 128),
+    # gated attention (8 heads over 2 KV heads of 256, rope on 64 dims), tied
+    "qwen3.5-0.8b": dict(arch="qwen35", pattern="DDD*" * 6, n_embd=1024, d_state=128, n_group=16,
+                         d_inner=2048, ssm_head_dim=128, d_conv=4, n_head=8, n_kv=2, head_dim=256,
+                         n_rot=64, n_ff=3584, n_vocab=248320, rope_base=1e7, context_length=262144),
 }
 # the types tinyggml writes: f32 first, then the quantizer's table (tools/quantize.py QTYPES)
 TYPES = ("f32",) + tuple(t for t in QTYPES if t != "f32")

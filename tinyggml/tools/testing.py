@@ -240,24 +240,28 @@ def rewrite_gguf(src, dst, *, arch=None, drop=(), replace=None, set_kv=None):
     writer.close()
 
 
-HYBRID_ARCHS = ("granitehybrid", "falcon-h1", "nemotron_h", "lfm2")
+HYBRID_ARCHS = ("granitehybrid", "falcon-h1", "nemotron_h", "lfm2", "qwen35")
 
 
 def hybrid_config(arch, *, pattern, n_embd, d_state=16, d_conv=4, d_inner=None, ssm_head_dim=16,
                   n_group=1, n_head=4, n_kv=2, head_dim=None, n_ff=None, n_vocab=300, rope=True,
                   rope_base=10000.0, scales=None, ssm_norm=True, tied=True, context_length=4096,
-                  l_cache=3):
+                  l_cache=3, n_rot=None):
     """Every size of a hybrid model (Mamba-2 layers beside attention layers), defaults filled in
     and checked; what hybrid_tensors and write_hybrid_keys take.
 
     Args:
-        arch: "granitehybrid", "falcon-h1", "nemotron_h" or "lfm2"
+        arch: "granitehybrid", "falcon-h1", "nemotron_h", "lfm2" or "qwen35"
         pattern: one character per layer, Nemotron-H's hybrid_override_pattern: "M" Mamba-2,
             "*" attention, "-" MLP only (nemotron_h). Granite: "M" / "*", each with a SwiGLU
             block; Falcon-H1: every layer has both mixers side by side (pattern gives n_layer);
             LFM2: "C" (short conv) / "*" (attention with q / k norms, rope NEOX), each with a
-            SwiGLU block
+            SwiGLU block; Qwen3.5: "D" (gated delta rule) / "*" (gated attention, q / k norms,
+            partial rope NEOX), each with a SwiGLU block
         l_cache: LFM2's short conv taps
+        Qwen3.5's linear attention: d_state key head size, n_group key heads, ssm_head_dim
+            value head size, d_inner / ssm_head_dim value heads; n_rot its rope dims
+            (default head_dim / 4, the released models' share)
         d_inner: default 2 * n_embd; ssm_head_dim: the Mamba-2 head size
         n_head, n_kv, head_dim: attention heads, KV heads, head size (default n_embd / n_head)
         n_ff: the feed-forward size (default 2 * n_embd)
@@ -270,7 +274,8 @@ def hybrid_config(arch, *, pattern, n_embd, d_state=16, d_conv=4, d_inner=None, 
     if arch not in HYBRID_ARCHS:
         raise ValueError(f"arch must be one of {HYBRID_ARCHS}, got {arch!r}")
     for il, c in enumerate(pattern):
-        if c not in ("C*" if arch == "lfm2" else "M*-") or (c == "-" and arch != "nemotron_h"):
+        kinds = {"lfm2": "C*", "qwen35": "D*"}.get(arch, "M*-")
+        if c not in kinds or (c == "-" and arch != "nemotron_h"):
             raise ValueError(f"layer {il}: kind {c!r} for {arch}")
     d_inner = d_inner or 2 * n_embd
     head_dim = head_dim or n_embd // n_head
@@ -281,7 +286,7 @@ def hybrid_config(arch, *, pattern, n_embd, d_state=16, d_conv=4, d_inner=None, 
                 n_head=n_head, n_kv=n_kv, head_dim=head_dim, n_ff=n_ff or 2 * n_embd,
                 n_vocab=n_vocab, eps=1e-5, rope=rope, rope_base=rope_base,
                 scales=dict(scales or {}), ssm_norm=ssm_norm, tied=tied,
-                context_length=context_length, l_cache=l_cache)
+                context_length=context_length, l_cache=l_cache, n_rot=n_rot or head_dim // 4)
 
 
 def hybrid_final_norm(arch: str) -> str:
@@ -311,21 +316,34 @@ def hybrid_tensors(rng, cfg):
             if not cfg["ssm_norm"]:
                 del lt["ssm_norm.weight"]
             t.update(lt)
+        if c == "D":
+            nk, dk, nv, di = cfg["n_group"], cfg["d_state"], cfg["n_ssm_head"], cfg["d_inner"]
+            ch = 2 * nk * dk + di
+            t["attn_qkv.weight"] = linear(ch, n_embd)
+            t["attn_gate.weight"] = linear(di, n_embd)
+            t["ssm_conv1d.weight"] = rng.uniform(-0.5, 0.5, (ch, cfg["d_conv"]))
+            t["ssm_dt.bias"] = rng.normal(0.0, 1.0, nv)
+            t["ssm_a"] = -rng.uniform(1.0, 16.0, nv)
+            t["ssm_beta.weight"] = linear(nv, n_embd)
+            t["ssm_alpha.weight"] = linear(nv, n_embd)
+            t["ssm_norm.weight"] = norm_weight(di // nv)
+            t["ssm_out.weight"] = linear(n_embd, di)
         if c == "C":
             t["shortconv.conv.weight"] = rng.standard_normal((n_embd, cfg["l_cache"])) * 0.5
             t["shortconv.in_proj.weight"] = linear(3 * n_embd, n_embd)
             t["shortconv.out_proj.weight"] = linear(n_embd, n_embd)
-        if c == "*" and arch == "lfm2":
+        if c == "*" and arch in ("lfm2", "qwen35"):
             t["attn_q_norm.weight"] = norm_weight(hd)
             t["attn_k_norm.weight"] = norm_weight(hd)
-        if c == "*" or arch == "falcon-h1":
-            t["attn_q.weight"] = linear(cfg["n_head"] * hd, n_embd)
+        if c == "*" or arch == "falcon-h1":      # Qwen3.5: each head's query, then its gate
+            t["attn_q.weight"] = linear(cfg["n_head"] * hd * (2 if arch == "qwen35" else 1), n_embd)
             t["attn_k.weight"] = linear(cfg["n_kv"] * hd, n_embd)
             t["attn_v.weight"] = linear(cfg["n_kv"] * hd, n_embd)
             t["attn_output.weight"] = linear(n_embd, cfg["n_head"] * hd)
         if arch != "nemotron_h" or c == "-":
             if arch != "nemotron_h":
-                t["ffn_norm" if arch == "falcon-h1" else "ffn_norm.weight"] = norm_weight(n_embd)
+                norm = {"falcon-h1": "ffn_norm", "qwen35": "post_attention_norm.weight"}.get(arch, "ffn_norm.weight")
+                t[norm] = norm_weight(n_embd)
                 t["ffn_gate.weight"] = linear(n_ff, n_embd)
             t["ffn_up.weight"] = linear(n_ff, n_embd)
             t["ffn_down.weight"] = linear(n_embd, n_ff)
@@ -343,7 +361,7 @@ def write_hybrid_keys(writer, cfg):
     writer.add_embedding_length(cfg["n_embd"])
     writer.add_block_count(cfg["n_layer"])
     writer.add_head_count(cfg["n_head"])
-    if arch == "falcon-h1":
+    if arch in ("falcon-h1", "qwen35"):
         writer.add_head_count_kv(cfg["n_kv"])
         writer.add_feed_forward_length(cfg["n_ff"])
     else:
@@ -358,6 +376,18 @@ def write_hybrid_keys(writer, cfg):
     if arch == "lfm2":
         writer.add_shortconv_l_cache(cfg["l_cache"])
         writer.add_layer_norm_rms_eps(cfg["eps"])
+        return
+    if arch == "qwen35":
+        writer.add_rope_dimension_count(cfg["n_rot"])
+        writer.add_rope_dimension_sections([cfg["n_rot"] // 4, cfg["n_rot"] // 8, cfg["n_rot"] // 8, 0])
+        writer.add_layer_norm_rms_eps(cfg["eps"])
+        writer.add_ssm_conv_kernel(cfg["d_conv"])
+        writer.add_ssm_state_size(cfg["d_state"])
+        writer.add_ssm_group_count(cfg["n_group"])
+        writer.add_ssm_time_step_rank(cfg["n_ssm_head"])
+        writer.add_ssm_inner_size(cfg["d_inner"])
+        writer.add_array(f"{arch}.attention.recurrent_layers", [c == "D" for c in pattern])
+        writer.add_full_attention_interval(4)
         return
     if arch == "granitehybrid":
         writer.add_rope_scaling_finetuned(bool(cfg["rope"]))
