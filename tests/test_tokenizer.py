@@ -10,6 +10,7 @@ Known, deliberate differences between detokenize(tokenize(text)) and text (llama
 """
 import functools
 import json
+from pathlib import Path
 import random
 import time
 
@@ -42,7 +43,7 @@ def load(path) -> Tokenizer:
 
 def way_back(tok, text):
     """What llama.cpp's detokenize gives for the ids of `text` (see the module docstring)."""
-    return clean_spaces(text) if tok.model == "gpt2" else text
+    return clean_spaces(text) if tok.clean_spaces else text
 
 
 def stream(tok, ids, **kw):
@@ -65,6 +66,52 @@ def test_ggml_vocab_vectors(vocab):
     back = [text for text, line in zip(cases, lines)
             if tok.detokenize([int(x) for x in line.split()]) != way_back(tok, text)]
     assert back == []
+
+
+# llama.cpp's vectors for the pre-tokenizers of the hybrids' vocabularies (models/ggml-vocab-*, at
+# llama.cpp 0c1e570): llama-bpe is llama3's (LFM2, Falcon-H1 name it "lfm2", "falcon-h1"), qwen35
+# Qwen3.5's; the qwen2 vectors run on the qwen35 vocab, which is the qwen2 one but for its name
+REPO_TOK = Path(__file__).resolve().parent / "fixtures" / "tokenizers"
+
+
+@functools.lru_cache(maxsize=None)
+def repo_vocab(name, pre=None) -> Tokenizer:
+    import lzma
+    import tempfile
+    data = lzma.decompress((REPO_TOK / f"ggml-vocab-{name}.gguf.xz").read_bytes())
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "vocab.gguf"
+        path.write_bytes(data)
+        if pre is not None:
+            rewrite_gguf(path, Path(d) / "pre.gguf",
+                         set_kv={"tokenizer.ggml.pre": (pre, gguf.GGUFValueType.STRING)})
+            path = Path(d) / "pre.gguf"
+        return Tokenizer.from_gguf(str(path))
+
+
+@pytest.mark.parametrize("vocab,vectors,pre", [("llama-bpe", "llama-bpe", None), ("qwen35", "qwen35", None),
+                                               ("qwen35", "qwen2", "qwen2"), ("llama-bpe", "llama-bpe", "lfm2")])
+def test_hybrid_pre_tokenizer_vectors(vocab, vectors, pre):
+    cases = (REPO_TOK / f"ggml-vocab-{vectors}.gguf.inp").read_text(encoding="utf-8").split(SEP)[:-1]
+    lines = (REPO_TOK / f"ggml-vocab-{vectors}.gguf.out").read_text(encoding="utf-8").split("\n")[:-1]
+    assert len(cases) == len(lines) >= 46
+    tok = repo_vocab(vocab, pre)
+    bad = [text for text, line in zip(cases, lines)
+           if tok.tokenize(text, add_bos=False) != [int(x) for x in line.split()]]
+    assert bad == [], f"{len(bad)}/{len(cases)} cases differ: {bad[:3]}"
+    back = [text for text, line in zip(cases, lines)
+            if tok.detokenize([int(x) for x in line.split()]) != way_back(tok, text)]
+    assert back == []
+
+
+def test_hybrid_pre_tokenizer_settings():
+    """llama3's pre-tokenizer (and its aliases) adds BOS by default and cleans spaces; Qwen's
+    do neither (llama.cpp's llama_vocab load)."""
+    llama3, lfm2 = repo_vocab("llama-bpe"), repo_vocab("llama-bpe", "lfm2")
+    qwen35, qwen2 = repo_vocab("qwen35"), repo_vocab("qwen35", "qwen2")
+    assert (llama3.pre, lfm2.pre, qwen35.pre, qwen2.pre) == ("llama3", "llama3", "qwen35", "qwen2")
+    assert llama3.clean_spaces and not qwen35.clean_spaces and not qwen2.clean_spaces
+    assert qwen35.detokenize(qwen35.tokenize("it 's ok ?", add_bos=False)) == "it 's ok ?"
 
 
 # ---- fixture vectors (llama-tokenize --no-bos --no-parse-special) ----------------------------

@@ -28,13 +28,14 @@ What the libraries would do differently, and is done here the llama.cpp way:
    pieces joined as bytes. Control/unknown tokens render as "" unless special=True (the default
    special=False is what llama-completion prints: no "<|endoftext|>"); user-defined tokens render as their raw text; the
    first piece loses one leading space when add_space_prefix (SPM: "▁Hello" -> "Hello", but
-   [BOS, "▁Hello"] -> " Hello", as in llama.cpp); gpt2 vocabs then get llama.cpp's
-   `clean_spaces` passes (" ," -> ",", " ' " -> "'", " 's" -> "'s", ...), so detokenize is not
+   [BOS, "▁Hello"] -> " Hello", as in llama.cpp); gpt2 vocabs (but the qwen2 / qwen35
+   pre-tokenizers') then get llama.cpp's `clean_spaces` passes (" ," -> ",", " ' " -> "'", " 's" -> "'s", ...), so detokenize is not
    an exact inverse of tokenize there. HF's ByteLevel decoder is not used: it cannot render
    user-defined tokens, which are stored as raw text.
 
-Not modelled (no Mamba vocab needs them): pre-tokenizers other than gpt-2/mpt/default (an
-unknown name warns and uses default), the per-model lstrip/rstrip token attributes (phi-3,
+Not modelled (no model tinyggml runs needs them): pre-tokenizers other than gpt-2, mpt, default,
+llama3 (and its aliases: lfm2, falcon-h1, llama-bpe, ...), qwen2 and qwen35 (an unknown name
+warns and uses default), the per-model lstrip/rstrip token attributes (phi-3,
 jina), merges whose result is not a token (HF refuses them; llama.cpp would merge, then fall
 back to bytes).
 """
@@ -51,11 +52,29 @@ from .errors import ModelLoadError, TinyGGMLError, check_utf8, shown
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
-PRE_REGEXES = {     # llama.cpp llm_tokenizer_bpe: LLAMA_VOCAB_PRE_TYPE_{GPT2, MPT, DEFAULT}
+_CONTRACTIONS = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
+LLAMA3_REGEX = (_CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_REGEX = (_CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN35_REGEX = (_CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+# llama.cpp llm_tokenizer_bpe: LLAMA_VOCAB_PRE_TYPE_{GPT2, MPT, DEFAULT, LLAMA3, QWEN2, QWEN35}
+PRE_REGEXES = {
     "gpt-2": [GPT2_REGEX],
     "mpt": [GPT2_REGEX],
     "default": [r"[\p{P}\$\+<=>\^~\|]+", GPT2_REGEX, r"\p{N}+", r"[0-9][0-9][0-9]"],
+    "llama3": [LLAMA3_REGEX],
+    "qwen2": [QWEN2_REGEX],
+    "qwen35": [QWEN35_REGEX],
 }
+# tokenizer.ggml.pre names llama.cpp reads as another's pre-tokenizer
+PRE_ALIASES = {**dict.fromkeys(("llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral",
+                                "midm-2.0", "lfm2", "jina-v5-nano"), "llama3"),
+               **dict.fromkeys(("deepseek-r1-qwen", "kormo", "f2llmv2"), "qwen2")}
+# what else a pre-tokenizer sets in llama.cpp (llama_vocab::impl::load): a word that is already a
+# token is taken whole (ignore_merges), BOS added by default, clean_spaces on detokenize
+IGNORE_MERGES, ADD_BOS, NO_CLEAN_SPACES = {"llama3"}, {"llama3"}, {"qwen2", "qwen35"}
 # token texts llama.cpp treats as end of generation (and forces to control type)
 EOG_TEXTS = frozenset(["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
                        "<|eom_id|>", "<EOT>", "_<EOT>", "<|end_of_text|>", "<end_of_utterance>"])
@@ -109,7 +128,9 @@ class Tokenizer:
         self.eos_id = special(eos_id, 2 if spm else 11)     # a Falcon leftover)
         self.unk_id = special(unk_id, 0 if spm else None)
         self.pad_id = special(pad_id, None)
-        self.add_bos = bool(spm if add_bos is None else add_bos)
+        pre = PRE_ALIASES.get(pre, pre)
+        self.add_bos = bool((spm or pre in ADD_BOS) if add_bos is None else add_bos)
+        self.clean_spaces = not spm and pre not in NO_CLEAN_SPACES
         self.add_eos = bool(False if add_eos is None else add_eos)
         self.add_space_prefix = bool(spm if add_space_prefix is None else add_space_prefix)
         if self.add_bos and self.bos_id is None:
@@ -283,7 +304,7 @@ class Tokenizer:
             a, b = (m[:k], m[k + 1:]) if k > 0 else ("", "")
             if a in vocab and b in vocab and a + b in vocab:      # HF refuses any other merge
                 pairs.append((a, b))
-        hf = HFTokenizer(models.BPE(vocab=vocab, merges=pairs))
+        hf = HFTokenizer(models.BPE(vocab=vocab, merges=pairs, ignore_merges=self.pre in IGNORE_MERGES))
         hf.pre_tokenizer = pre_tokenizers.Sequence(
             [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in PRE_REGEXES[self.pre]]
             + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
@@ -357,7 +378,7 @@ class Tokenizer:
         if data and self.add_space_prefix and data[0][:1] == b" ":
             data[0] = data[0][1:]
         text = b"".join(data).decode("utf-8", errors="replace")
-        return clean_spaces(text) if self.model == "gpt2" else text
+        return clean_spaces(text) if self.clean_spaces else text
 
     def is_eog(self, id) -> bool:
         """End of generation: EOS, EOT/EOM and llama.cpp's end-of-turn texts."""
@@ -389,7 +410,7 @@ class StreamDecoder:
             piece = piece[1:]
         self._first = False
         text = self._pending + self._utf8.decode(piece)
-        if self.tok.model != "gpt2":
+        if not self.tok.clean_spaces:
             return text
         cut = len(text)     # clean_spaces never looks across a cut without these endings
         while cut and (self._tail + text[:cut]).endswith((" ", " '", " 'r", " 'v")):
@@ -401,4 +422,4 @@ class StreamDecoder:
     def flush(self) -> str:
         text = self._pending + self._utf8.decode(b"", final=True)
         self._pending = ""
-        return clean_spaces(text) if self.tok.model == "gpt2" else text
+        return clean_spaces(text) if self.tok.clean_spaces else text

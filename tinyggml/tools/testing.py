@@ -42,8 +42,8 @@ def tiny_bpe_vocab(n_vocab):
     vocab without a merges key.
     Returns: (tokens, token_types, merges)
     """
-    if not 3 <= n_vocab <= 257 + 2 * 256 * 256:
-        raise ValueError(f"n_vocab must be in [3, {257 + 2 * 256 * 256}], got {n_vocab}")
+    if not 3 <= n_vocab <= 257 + 256 * 256 * 257:       # every pair, then every pair + symbol
+        raise ValueError(f"n_vocab must be in [3, {257 + 256 * 256 * 257}], got {n_vocab}")
     n_merge = max(1, n_vocab - 257)
     byte_syms = _byte_symbols()[:n_vocab - 1 - n_merge]
     have = set(byte_syms)
