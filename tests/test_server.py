@@ -339,6 +339,8 @@ def test_long_prefill_runs_in_pieces_beside_running_streams():
         return emit
     for name in ("a", "b"):
         done[name] = threading.Event()
+    # tokenized before "a" starts: "a" (60 tokens) must still be running when "b" is submitted
+    long_prompt = m.tokenize(open(DEMO.parent / "shakespeare-heldout-tempest.txt").read())[:1000]
     e.start()
     try:
         a = Job(prompt=m.tokenize("ROMEO:"), params=SamplerParams(temperature=0), max_tokens=60,
@@ -346,7 +348,6 @@ def test_long_prefill_runs_in_pieces_beside_running_streams():
         e.submit(a)
         while not any(x == ("a", "token") for x in log):
             time.sleep(0.001)
-        long_prompt = m.tokenize(open(DEMO.parent / "shakespeare-heldout-tempest.txt").read())[:1000]
         b = Job(prompt=long_prompt, params=SamplerParams(temperature=0), max_tokens=3, n=2,
                 emit=emitter("b"))
         e.submit(b)
