@@ -3,10 +3,11 @@
 With ../shared/fixtures: the four HF checkpoints convert to the fixture GGUFs (same keys and
 values in the same order, same tensors, bit-exact data; the one exception is ~1% of the
 Mamba-1 ssm_a values, 1 ulp apart: llama.cpp rounds torch's (MKL) exp, we round exp exactly).
-Hybrids (granitehybrid, nemotron_h, falcon-h1, lfm2), from the repository: the checkpoints behind
-tests/fixtures/hybrid/<arch>-f32.gguf, rebuilt from hf-<arch>/ and that file, convert to the
-same bytes as llama.cpp's f32 and f16 files; random checkpoints written here run to the logits
-of a float64 numpy model written after transformers' code (multipliers where it applies them).
+Hybrids (granitehybrid, nemotron_h, falcon-h1, lfm2, qwen35), from the repository: the
+checkpoints behind tests/fixtures/hybrid/<arch>-f32.gguf, rebuilt from hf-<arch>/ and that
+file, convert to the same bytes as llama.cpp's f32 and f16 files; random checkpoints written
+here run to the logits of a float64 numpy model written after transformers' code (multipliers
+where it applies them).
 Without the shared fixtures: small random checkpoints written here (the mistral
 Mamba-Codestral layout, the transformers layout, state-spaces configs, shards, bf16), a
 sentencepiece model trained here, and the error cases.
@@ -474,7 +475,7 @@ def test_state_spaces_mamba2_keeps_equal_lm_head(tmp_path, spm_model):
 
 HYBRID = TESTS / "fixtures" / "hybrid"
 MAMBA_HYBRIDS = ["granitehybrid", "nemotron_h", "falcon-h1"]
-HYBRIDS = MAMBA_HYBRIDS + ["lfm2"]
+HYBRIDS = MAMBA_HYBRIDS + ["lfm2", "qwen35"]
 # the checkpoints tools/make_hybrid_fixtures.py saved and llama.cpp converted to <arch>-f32.gguf
 # and <arch>-f16.gguf: sha256 over the sorted names of "name dtype [shape]\n" + the bytes
 CHECKPOINT_SHA256 = {
@@ -482,6 +483,7 @@ CHECKPOINT_SHA256 = {
     "nemotron_h": "1607aa6fa0e3453bd06b0366489681a63706583b3375c3ccfc0d2176d846cde0",
     "falcon-h1": "89e66701026ef58537461a38f340fd67152d0cb57b7f13b0f7263510b9f15f14",
     "lfm2": "9442a0f4d4b20fe33c9e822f81756d4a91fd6b146c2b181b6b7ba87560c05b0f",
+    "qwen35": "2c37896af62135c55174841d7e8026fcb2d5149da50a1e8dc761fa20cf73044f",
 }
 _BACK_MAMBA2 = {"ssm_in.weight": "in_proj.weight", "ssm_conv1d.weight": "conv1d.weight",
                 "ssm_conv1d.bias": "conv1d.bias", "ssm_dt.bias": "dt_bias", "ssm_d": "D",
@@ -529,6 +531,17 @@ BACK = {
          "attn_k_norm.weight": "self_attn.k_layernorm.weight",
          "attn_output.weight": "self_attn.out_proj.weight",
          **{k: "self_attn." + v for k, v in _BACK_ATTN.items() if k != "attn_output.weight"}}),
+    "qwen35": (
+        {"token_embd.weight": "model.embed_tokens.weight", "output.weight": "lm_head.weight"},
+        "model.layers.",
+        {"ffn_gate.weight": "mlp.gate_proj.weight", "ffn_up.weight": "mlp.up_proj.weight",
+         "ffn_down.weight": "mlp.down_proj.weight",
+         **{k: "linear_attn." + v for k, v in {
+             "attn_qkv.weight": "in_proj_qkv.weight", "attn_gate.weight": "in_proj_z.weight",
+             "ssm_alpha.weight": "in_proj_a.weight", "ssm_beta.weight": "in_proj_b.weight",
+             "ssm_conv1d.weight": "conv1d.weight", "ssm_dt.bias": "dt_bias",
+             "ssm_norm.weight": "norm.weight", "ssm_out.weight": "out_proj.weight"}.items()},
+         **{k: "self_attn." + v for k, v in _BACK_ATTN.items()}}),
 }
 
 
@@ -546,13 +559,37 @@ def _unpermute(w, n_head):
     return w.reshape(n_head, hd // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def _untile(w, axis, n_k, hd):
+    """Qwen3.5's value heads back from tiled (k0v0, k1v0, ..) to grouped (k0v0, k0v1, ..)
+    order, `hd` rows (or columns) each, along `axis`."""
+    x = np.moveaxis(w, axis, 0)
+    x = x.reshape(-1, n_k, hd, *x.shape[1:]).swapaxes(0, 1).reshape(x.shape)
+    return np.moveaxis(x, 0, axis)
+
+
+def _qwen35_back(local, data, cfg):
+    """Undo the value-head tiling of Qwen3.5's linear-attention tensors."""
+    nk, dv = cfg["linear_num_key_heads"], cfg["linear_value_head_dim"]
+    qk = 2 * nk * cfg["linear_key_head_dim"]
+    if local in ("attn_qkv.weight", "ssm_conv1d.weight"):
+        return np.concatenate([data[:qk], _untile(data[qk:], 0, nk, dv)])
+    if local == "attn_gate.weight":
+        return _untile(data, 0, nk, dv)
+    if local in ("ssm_alpha.weight", "ssm_beta.weight", "ssm_dt.bias"):
+        return _untile(data, 0, nk, 1)
+    if local == "ssm_out.weight":
+        return _untile(data, 1, nk, dv)
+    return data
+
+
 def hybrid_checkpoint(arch, tmp_path):
     """The checkpoint behind fixtures/hybrid/<arch>-f32.gguf, as tmp_path/hf-<arch> (the folder
     name makes general.name, as for llama.cpp). hf-<arch>/ holds its config, tokenizer and the
     tensors the GGUF cannot give back bit for bit (A_log, whose exp is rounded; Falcon-H1's
-    weights with a multiplier folded in; none for LFM2); the rest comes back from the GGUF by
-    undoing moves only: reshapes, the q/k row permutation, Granite's gate/up split. The result
-    must hash to the saved checkpoint's CHECKPOINT_SHA256."""
+    weights with a multiplier folded in; Qwen3.5's zero-centred norm weights, stored as 1 + w;
+    none for LFM2); the rest comes back from the GGUF by undoing moves only: reshapes, the q/k
+    row permutation, Granite's gate/up split, Qwen3.5's value-head tiling. The result must hash
+    to the saved checkpoint's CHECKPOINT_SHA256."""
     src, dst = HYBRID / f"hf-{arch}", tmp_path / f"hf-{arch}"
     shutil.copytree(src, dst)
     w = load_file(src / "model.safetensors")
@@ -565,6 +602,8 @@ def hybrid_checkpoint(arch, tmp_path):
         hf = glob.get(name) if il is None else block.get(local) and f"{prefix}{il}.{block[local]}"
         if hf is None or hf in w and local != "ffn_up.weight":
             continue        # kept in hf-<arch>/ (or ssm_a: A_log is)
+        if arch == "qwen35":
+            data = _qwen35_back(local, data, cfg)
         if local in ("ssm_conv1d.weight", "shortconv.conv.weight"):
             data = data[:, None, :]
         elif local in ("ssm_d", "ssm_norm.weight"):
@@ -1135,6 +1174,253 @@ def test_lfm2_tensor_errors(tmp_path):
     with pytest.raises(TinyGGMLError, match=r"\(blk\.0\.ffn_gate\.weight\) has shape "
                                             r"\[160, 48\], expected \[200, 48\]"):
         convert(tmp_path / "ff", tmp_path / "o.gguf", progress=False)
+
+
+def qwen35_config():
+    """A small Qwen3_5ForCausalLM config.json as transformers 5 writes it; 4 value heads over 2
+    key heads (so the value-head tiling matters), rope over half of each 16-wide head."""
+    return {"architectures": ["Qwen3_5ForCausalLM"], "model_type": "qwen3_5_text",
+            "vocab_size": 264, "hidden_size": 48, "intermediate_size": 80,
+            "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "head_dim": 16, "layer_types": ["linear_attention", "full_attention",
+                                            "linear_attention", "linear_attention"],
+            "linear_conv_kernel_dim": 4, "linear_key_head_dim": 8, "linear_value_head_dim": 8,
+            "linear_num_key_heads": 2, "linear_num_value_heads": 4, "hidden_act": "silu",
+            "attention_bias": False, "rms_norm_eps": 1e-6, "max_position_embeddings": 4096,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                                "partial_rotary_factor": 0.5, "mrope_section": [2, 1, 1]},
+            "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2,
+            "dtype": "float32", "transformers_version": "5.24.0"}
+
+
+def qwen35_weights(cfg, seed=0):
+    """Qwen3_5ForCausalLM's names and shapes; the RMS norm weights zero-centred."""
+    rng = np.random.default_rng(seed)
+    g = lambda *s, scale=1.0: (scale * rng.standard_normal(s)).astype(np.float32)  # noqa: E731
+    e, v, ff, hd = cfg["hidden_size"], cfg["vocab_size"], cfg["intermediate_size"], cfg["head_dim"]
+    nk, nv = cfg["linear_num_key_heads"], cfg["linear_num_value_heads"]
+    dk, dv = cfg["linear_key_head_dim"], cfg["linear_value_head_dim"]
+    ch = 2 * nk * dk + nv * dv
+    nq, nkv = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd
+    w = {"model.embed_tokens.weight": g(v, e, scale=0.7), "model.norm.weight": g(e, scale=0.2)}
+    if not cfg["tie_word_embeddings"]:
+        w["lm_head.weight"] = g(v, e, scale=0.3)
+    for il, kind in enumerate(cfg["layer_types"]):
+        p = f"model.layers.{il}."
+        w.update({p + "input_layernorm.weight": g(e, scale=0.2),
+                  p + "post_attention_layernorm.weight": g(e, scale=0.2),
+                  p + "mlp.gate_proj.weight": g(ff, e, scale=e ** -0.5),
+                  p + "mlp.up_proj.weight": g(ff, e, scale=e ** -0.5),
+                  p + "mlp.down_proj.weight": g(e, ff, scale=ff ** -0.5)})
+        if kind == "linear_attention":
+            a = p + "linear_attn."
+            w.update({a + "in_proj_qkv.weight": g(ch, e, scale=e ** -0.5),
+                      a + "in_proj_z.weight": g(nv * dv, e, scale=e ** -0.5),
+                      a + "in_proj_a.weight": g(nv, e, scale=e ** -0.5),
+                      a + "in_proj_b.weight": g(nv, e, scale=e ** -0.5),
+                      a + "conv1d.weight": g(ch, 1, cfg["linear_conv_kernel_dim"], scale=0.4),
+                      a + "dt_bias": g(nv, scale=0.5),
+                      a + "A_log": np.log(rng.uniform(0.5, 8, nv)).astype(np.float32),
+                      a + "norm.weight": 1 + g(dv, scale=0.2),
+                      a + "out_proj.weight": g(e, nv * dv, scale=(nv * dv) ** -0.5)})
+        else:
+            a = p + "self_attn."
+            w.update({a + "q_proj.weight": g(2 * nq, e, scale=e ** -0.5),
+                      a + "k_proj.weight": g(nkv, e, scale=e ** -0.5),
+                      a + "v_proj.weight": g(nkv, e, scale=e ** -0.5),
+                      a + "o_proj.weight": g(e, nq, scale=nq ** -0.5),
+                      a + "q_norm.weight": g(hd, scale=0.2), a + "k_norm.weight": g(hd, scale=0.2)})
+    return w
+
+
+def qwen35_logits(cfg, w, tokens):
+    """float64 logits after transformers' modeling_qwen3_5, tokens fed one by one. RMS norms
+    zero-centred (x * (1 + w)), but the gated one per value head: w * norm(o) * silu(z).
+    Linear attention: in_proj_qkv -> depthwise causal conv (K taps, no bias) + SiLU -> q, k
+    {n_k, d_k}, v {n_v, d_v}; q, k L2-normed (eps 1e-6) and repeat_interleave'd to the value
+    heads (value head h reads key head h // (n_v / n_k)), q / sqrt(d_k); decay
+    exp(-exp(A_log) * softplus(a + dt_bias)), beta = sigmoid(b); the delta rule on a state
+    {n_v, d_k, d_v}. Attention: q_proj per head [query; gate], q_norm / k_norm, rope
+    (rotate_half) over the first head_dim * partial_rotary_factor dims (the mrope sections all
+    see the text position), repeat_kv, 1 / sqrt(head_dim), output * sigmoid(gate)."""
+    f = {k: v.astype(np.float64) for k, v in w.items()}
+    eps, hd, K = cfg["rms_norm_eps"], cfg["head_dim"], cfg["linear_conv_kernel_dim"]
+    nq, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    nk, nv = cfg["linear_num_key_heads"], cfg["linear_num_value_heads"]
+    dk, dv = cfg["linear_key_head_dim"], cfg["linear_value_head_dim"]
+    rp = cfg["rope_parameters"]
+    n_rot, theta = int(hd * rp["partial_rotary_factor"]), rp["rope_theta"]
+    norm = lambda x, wt: rmsnorm(x, 1 + wt, eps)                       # noqa: E731
+    sigmoid = lambda x: 1 / (1 + np.exp(-x))                           # noqa: E731
+    l2 = lambda x: x / np.sqrt((x * x).sum(-1, keepdims=True) + 1e-6)  # noqa: E731
+    emb = f["model.embed_tokens.weight"]
+    lm_head = f.get("lm_head.weight", emb)
+    states = [{"conv": np.zeros((K - 1, 2 * nk * dk + nv * dv)), "S": np.zeros((nv, dk, dv)),
+               "k": [], "v": []} for _ in cfg["layer_types"]]
+
+    def linear_attention(x, p, st):
+        a = p + "linear_attn."
+        win = np.vstack([st["conv"], f[a + "in_proj_qkv.weight"] @ x])    # inputs t - K + 1 .. t
+        st["conv"] = win[1:]
+        c = silu(sum(f[a + "conv1d.weight"][:, 0, j] * win[j] for j in range(K)))
+        q, k, v = np.split(c, [nk * dk, 2 * nk * dk])
+        q = np.repeat(l2(q.reshape(nk, dk)), nv // nk, axis=0) / np.sqrt(dk)
+        k = np.repeat(l2(k.reshape(nk, dk)), nv // nk, axis=0)
+        v = v.reshape(nv, dv)
+        beta = sigmoid(f[a + "in_proj_b.weight"] @ x)
+        decay = np.exp(-np.exp(f[a + "A_log"])
+                       * np.log1p(np.exp(f[a + "in_proj_a.weight"] @ x + f[a + "dt_bias"])))
+        S = st["S"] * decay[:, None, None]
+        delta = (v - np.einsum("hkv,hk->hv", S, k)) * beta[:, None]
+        S = st["S"] = S + k[:, :, None] * delta[:, None, :]
+        o = np.einsum("hkv,hk->hv", S, q)
+        z = (f[a + "in_proj_z.weight"] @ x).reshape(nv, dv)
+        o = rmsnorm(o, f[a + "norm.weight"], eps) * silu(z)
+        return f[a + "out_proj.weight"] @ o.reshape(-1)
+
+    def attention(x, p, st):
+        a = p + "self_attn."
+        qg = (f[a + "q_proj.weight"] @ x).reshape(nq, 2 * hd)
+        q, gate = norm(qg[:, :hd], f[a + "q_norm.weight"]), qg[:, hd:].reshape(-1)
+        k = norm((f[a + "k_proj.weight"] @ x).reshape(nkv, hd), f[a + "k_norm.weight"])
+        v = (f[a + "v_proj.weight"] @ x).reshape(nkv, hd)
+        rope(q, len(st["k"]), n_rot, True, theta)
+        rope(k, len(st["k"]), n_rot, True, theta)
+        st["k"].append(k)
+        st["v"].append(v)
+        K_, V = np.stack(st["k"]), np.stack(st["v"])
+        o = np.zeros((nq, hd))
+        for h in range(nq):
+            s = K_[:, h // (nq // nkv)] @ q[h] * hd ** -0.5
+            s = np.exp(s - s.max())
+            o[h] = s / s.sum() @ V[:, h // (nq // nkv)]
+        return f[a + "o_proj.weight"] @ (o.reshape(-1) * sigmoid(gate))
+
+    logits = []
+    for tok in tokens:
+        x = emb[tok]
+        for il, kind in enumerate(cfg["layer_types"]):
+            p = f"model.layers.{il}."
+            h = norm(x, f[p + "input_layernorm.weight"])
+            x = x + (linear_attention(h, p, states[il]) if kind == "linear_attention"
+                     else attention(h, p, states[il]))
+            h = norm(x, f[p + "post_attention_layernorm.weight"])
+            m = p + "mlp."
+            x = x + f[m + "down_proj.weight"] @ (silu(f[m + "gate_proj.weight"] @ h)
+                                                 * (f[m + "up_proj.weight"] @ h))
+        logits.append(norm(x, f["model.norm.weight"]) @ lm_head.T)
+    return np.array(logits)
+
+
+def test_qwen35_logits_follow_transformers(tmp_path):
+    """A converted random Qwen3.5 checkpoint runs in tinyggml to qwen35_logits (value heads
+    tiled, norms + 1, A, gate halves of q_proj mean what transformers makes of them); keys as
+    llama.cpp's Qwen3_5TextModel writes them; f16: norms, conv, A, dt bias stay F32."""
+    cfg = qwen35_config()
+    _, w = write_hybrid(tmp_path / "m", "qwen35", cfg, qwen35_weights(cfg, seed=7))
+    out = tmp_path / "m.gguf"
+    s = convert(tmp_path / "m", out, vocab_from=write_vocab_gguf(tmp_path), progress=False)
+    assert s["arch"] == "qwen35" and s["n_vocab"] == 264
+    toks = np.random.default_rng(3).integers(0, 264, 24)
+    want = qwen35_logits(cfg, w, toks)
+    got = tinyggml.Model(str(out), n_threads=2, kv_type="f32").eval(toks)
+    assert np.abs(want).max() > 1.0
+    np.testing.assert_allclose(got, want, rtol=0, atol=3e-5 * float(np.abs(want).max()))
+
+    convert(tmp_path / "m", tmp_path / "h.gguf", "f16", vocab_from=write_vocab_gguf(tmp_path),
+            progress=False)
+    kv, t = read_gguf(tmp_path / "h.gguf")
+    want_keys = {"block_count": 4, "context_length": 4096, "embedding_length": 48,
+                 "feed_forward_length": 80, "attention.head_count": 4,
+                 "attention.head_count_kv": 2, "rope.dimension_sections": [2, 1, 1, 0],
+                 "rope.freq_base": 10000.0, "attention.layer_norm_rms_epsilon": np.float32(1e-6),
+                 "attention.key_length": 16, "attention.value_length": 16,
+                 "ssm.conv_kernel": 4, "ssm.state_size": 8, "ssm.group_count": 2,
+                 "ssm.time_step_rank": 4, "ssm.inner_size": 32,
+                 "attention.recurrent_layers": [True, False, True, True],
+                 "full_attention_interval": 4, "rope.dimension_count": 8}
+    assert [k[7:] for k in kv if k.startswith("qwen35.")] == list(want_keys)
+    assert {k: kv["qwen35." + k][1] for k in want_keys} == want_keys
+    assert t["blk.0.ssm_conv1d.weight"][:2] == (Q.F32, (4, 64))
+    assert t["blk.0.ssm_a"][:2] == (Q.F32, (4,)) and t["blk.0.ssm_norm.weight"][1] == (8,)
+    assert t["blk.1.attn_q.weight"][:2] == (Q.F16, (48, 128))
+    for name, (typ, shape, _) in t.items():
+        small = len(shape) == 1 or name.endswith(("norm.weight", "ssm_conv1d.weight", "ssm_a"))
+        assert typ == (Q.F32 if small else Q.F16), name
+
+
+def test_qwen35_multimodal_layout(tmp_path):
+    """Qwen3_5ForConditionalGeneration: the text config under text_config, the text model under
+    model.language_model; the vision encoder and the multi-token-prediction block are left out.
+    Same bytes as the Qwen3_5ForCausalLM checkpoint."""
+    cfg = {**qwen35_config(), "rope_parameters": {"rope_type": "default", "rope_theta": 1e4}}
+    w = qwen35_weights(cfg)
+    write_hybrid(tmp_path / "lm", "qwen35", cfg, w)
+    mm = {"architectures": ["Qwen3_5ForConditionalGeneration"], "model_type": "qwen3_5",
+          "text_config": {k: v for k, v in cfg.items() if k != "architectures"},
+          "vision_config": {"depth": 1, "hidden_size": 16}, "tie_word_embeddings": False}
+    mw = {k.replace("model.", "model.language_model.", 1) if k.startswith("model.") else k: v
+          for k, v in w.items()}
+    mw.update({"model.visual.patch_embed.proj.weight": np.ones((16, 3), np.float32),
+               "mtp.fc.weight": np.ones((48, 96), np.float32),
+               "mtp.layers.0.input_layernorm.weight": np.ones(48, np.float32)})
+    write_hybrid(tmp_path / "mm", "qwen35", mm, mw)
+    vocab = write_vocab_gguf(tmp_path)
+    for d in ("lm", "mm"):
+        convert(tmp_path / d, tmp_path / f"{d}.gguf", vocab_from=vocab, progress=False, name="q")
+    assert (tmp_path / "lm.gguf").read_bytes() == (tmp_path / "mm.gguf").read_bytes()
+    kv, _ = read_gguf(tmp_path / "lm.gguf")     # no mrope_section, partial_rotary_factor: defaults
+    assert kv["qwen35.rope.dimension_sections"][1] == [11, 11, 10, 0]
+    assert kv["qwen35.rope.dimension_count"][1] == 4
+
+
+@pytest.mark.parametrize("change,error", [
+    ({"num_experts": 8}, r"config\.json: Qwen3\.5 with num_experts 8 \(mixture of experts\) is "
+                         r"not supported; the dense variants are$"),
+    ({"architectures": ["Qwen3_5MoeForCausalLM"]},
+     r"Qwen3_5MoeForCausalLM: Qwen3\.5 mixture of experts \(arch qwen35moe\) is not supported"),
+    ({"architectures": ["Qwen3NextForCausalLM"]}, r"Qwen3-Next \(arch qwen3next\) is not"),
+    ({"attention_bias": True}, r"Qwen3\.5 with attention_bias true \(q/k/v/o biases\) is not "
+                               r"supported$"),
+    ({"linear_value_head_dim": 16}, r"linear_key_head_dim 8 != linear_value_head_dim 16 is not "
+                                    r"supported"),
+    ({"linear_num_value_heads": 3}, r"linear_num_value_heads 3 is not a multiple of "
+                                    r"linear_num_key_heads 2$"),
+    ({"hidden_act": "gelu"}, r"Qwen3\.5 with hidden_act 'gelu' is not supported"),
+    ({"layer_types": ["linear_attention", "sliding_attention", "full_attention",
+                      "linear_attention"]},
+     r"layer_types should name 4 layers 'linear_attention' or 'full_attention', found "
+     r"\['sliding_attention'\]$"),
+])
+def test_qwen35_refused(tmp_path, change, error):
+    """What the runtime has no graph for is refused in one line, before any output."""
+    write_hybrid(tmp_path / "m", "qwen35", {**qwen35_config(), **change},
+                 qwen35_weights(qwen35_config()))
+    with pytest.raises(TinyGGMLError, match=error) as e:
+        convert(tmp_path / "m", tmp_path / "o.gguf", progress=False)
+    assert "\n" not in str(e.value) and not (tmp_path / "o.gguf").exists()
+
+
+def test_qwen35_tensor_errors(tmp_path):
+    cfg = qwen35_config()
+    w = qwen35_weights(cfg)
+    del w["model.layers.2.linear_attn.A_log"], w["model.layers.1.self_attn.q_norm.weight"]
+    write_hybrid(tmp_path / "missing", "qwen35", cfg, w)
+    with pytest.raises(TinyGGMLError, match=r"missing tensor\(s\) for Qwen3_5ForCausalLM: "
+                                            r"blk\.1\.attn_q_norm\.weight, blk\.2\.ssm_a$"):
+        convert(tmp_path / "missing", tmp_path / "o.gguf", progress=False)
+    w = qwen35_weights(cfg)
+    w["model.layers.1.self_attn.q_proj.weight"] = w["model.layers.1.self_attn.q_proj.weight"][:64]
+    write_hybrid(tmp_path / "gate", "qwen35", cfg, w)       # no output-gate half
+    with pytest.raises(TinyGGMLError, match=r"\(blk\.1\.attn_q\.weight\) has shape \[64, 48\], "
+                                            r"expected \[128, 48\]"):
+        convert(tmp_path / "gate", tmp_path / "o.gguf", progress=False)
+    w = qwen35_weights(cfg)
+    w["model.layers.1.linear_attn.A_log"] = w["model.layers.0.linear_attn.A_log"]
+    write_hybrid(tmp_path / "kind", "qwen35", cfg, w)
+    with pytest.raises(TinyGGMLError, match=r"'model\.layers\.1\.linear_attn\.A_log' is in block "
+                                            r"1, which the config makes a layer without ssm"):
+        convert(tmp_path / "kind", tmp_path / "o.gguf", progress=False)
 
 
 # ---- errors ---------------------------------------------------------------------------------

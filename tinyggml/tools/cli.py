@@ -239,7 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "checkpoint (or Mamba-Codestral's mistral layout: params.json + "
                                    "consolidated.safetensors + tokenizer.model.v3), or a hybrid "
                                    "one: Granite-4.0-H (GraniteMoeHybridForCausalLM, dense), "
-                                   "Falcon-H1, Nemotron-H (dense), LFM2 (Lfm2ForCausalLM), to "
+                                   "Falcon-H1, Nemotron-H (dense), LFM2 (Lfm2ForCausalLM), "
+                                   "Qwen3.5 (dense; Qwen3_5ForCausalLM or the text model of "
+                                   "Qwen3_5ForConditionalGeneration), to "
                                    "GGUF, with llama.cpp's names, keys and transforms. No torch "
                                    "needed.")
     s.add_argument("hf_dir", help="checkpoint folder")

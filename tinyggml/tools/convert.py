@@ -13,6 +13,8 @@ Checkpoints (config.json `architectures[0]`, or `ssm_cfg.layer` for state-spaces
   FalconH1ForCausalLM                       -> arch "falcon-h1"      } transforms and keys,
   NemotronHForCausalLM (dense)              -> arch "nemotron_h"     } and its departures
   Lfm2ForCausalLM                           -> arch "lfm2"           }
+  Qwen3_5ForCausalLM (dense; the text model
+  of Qwen3_5ForConditionalGeneration)       -> arch "qwen35"         }
 Weights: model.safetensors, sharded model-*.safetensors with model.safetensors.index.json, or
 consolidated*.safetensors; F32/F16/BF16/F64, memory-mapped (bf16 -> f32 is a 16-bit shift).
 

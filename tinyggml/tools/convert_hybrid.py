@@ -1,12 +1,13 @@
-"""Hybrid checkpoints for the converter (convert.py): Mamba-2 or short-convolution layers beside
-attention layers, with the names, transforms and keys of llama.cpp's convert_hf_to_gguf.py
-(conversion/granite.py, falcon_h1.py, nemotron.py, lfm2.py over mamba.py, llama.py and base.py,
-at the vendored commit).
+"""Hybrid checkpoints for the converter (convert.py): Mamba-2, short-convolution or gated
+delta-rule layers beside attention layers, with the names, transforms and keys of llama.cpp's
+convert_hf_to_gguf.py (conversion/granite.py, falcon_h1.py, nemotron.py, lfm2.py, qwen.py over
+mamba.py, llama.py and base.py, at the vendored commit).
 
   GraniteMoeHybridForCausalLM, dense (num_local_experts 0)  -> arch "granitehybrid"
   FalconH1ForCausalLM                                       -> arch "falcon-h1"
   NemotronHForCausalLM, dense                               -> arch "nemotron_h"
   Lfm2ForCausalLM (LFM2ForCausalLM), conv_bias false        -> arch "lfm2"
+  Qwen3_5ForCausalLM, Qwen3_5ForConditionalGeneration (text) -> arch "qwen35"
 
 Tensors (checkpoint -> GGUF):
   every arch  mamba.* / mixer.*: A_log -> ssm_a = -exp(A_log), {1, n_head}; D -> ssm_d {1, n_head};
@@ -26,6 +27,18 @@ Tensors (checkpoint -> GGUF):
               feed_forward.w1 / w3 / w2 -> ffn_gate / up / down; self_attn.out_proj ->
               attn_output; q_layernorm / k_layernorm -> attn_q_norm / attn_k_norm; q / k not
               permuted (NEOX rope); the final norm model.embedding_norm -> token_embd_norm
+  qwen35      linear_attn.*: in_proj_qkv -> attn_qkv, in_proj_z -> attn_gate, in_proj_a /
+              in_proj_b -> ssm_alpha / ssm_beta, out_proj -> ssm_out, norm -> ssm_norm {d_v};
+              A and dt bias 1-D {n_v}; value heads reordered from grouped by key head to tiled
+              (k0v0, k1v0, .., k0v1, ..; llama.cpp's _reorder_v_heads) when n_v != n_k: the V
+              rows of in_proj_qkv and conv1d, the rows of in_proj_z / _a / _b, A_log, dt_bias,
+              the columns of out_proj. The zero-centred RMS norms (input_layernorm,
+              post_attention_layernorm -> post_attention_norm, model.norm, q_norm, k_norm)
+              stored as 1 + w (float32), linear_attn.norm as is; q_proj kept whole (each head's
+              query then its output gate). The multi-token-prediction block (mtp.*) is left out,
+              as llama.cpp does with --no-mtp (the runtime does not run it); for
+              Qwen3_5ForConditionalGeneration the text model (model.language_model.*) and
+              text_config are read, the vision encoder (model.visual.*) left out
 Keys: llama.cpp's set_gguf_parameters, in its order. Its classes set some keys twice
 (context_length 2**20 over max_position_embeddings when there is no rope; head_count_kv and
 Nemotron-H's feed_forward_length as per-layer arrays over the scalar); GGUFWriter keeps the
@@ -33,6 +46,11 @@ first place and the last value, and so does `_Keys`. Granite: the multipliers ar
 (attention.scale, embedding_scale, residual_scale, logit_scale), rope.scaling.finetuned false.
 LFM2: TextModel's keys with head_count_kv per layer (0 for conv layers), then vocab_size,
 shortconv.l_cache, the RMS epsilon from norm_eps and the FFN size (Lfm2MLP's adjustment).
+Qwen3.5: TextModel's keys with key / value length and rope.dimension_sections (mrope_section
+padded to 4), then ssm.* (conv kernel, key head size as state size, key heads as group count,
+value heads as time-step rank, inner size n_v * d_v), attention.recurrent_layers,
+full_attention_interval, rope.dimension_count (head_dim * partial_rotary_factor), and sections
+[11, 11, 10, 0] when the config has none; no nextn_predict_layers.
 Departures, each where llama.cpp writes a file that does not run or computes something else:
 - config.json is read as saved; llama.cpp reads transformers' AutoConfig, whose defaults
   fill keys missing from the file (saved configs hold them all). For LFM2 the keys the
@@ -46,8 +64,13 @@ Departures, each where llama.cpp writes a file that does not run or computes som
 - Falcon-H1 multipliers absent from config.json are transformers' defaults (1.0) (llama.cpp
   fails); q/k/v biases are refused (llama.cpp scales them by attention_in_multiplier, which
   multiplies the input, not the bias).
-- float16 checkpoints: the multipliers and exp are applied to float32 values (llama.cpp
-  computes them in float16; bfloat16 ones it widens to float32 first, as here).
+- float16 checkpoints: the multipliers, exp and Qwen3.5's 1 + w are applied to float32 values
+  (llama.cpp computes them in float16; bfloat16 ones it widens to float32 first, as here).
+- Qwen3.5: keys missing from config.json take Qwen3_5TextConfig's defaults (_QWEN35_DEFAULTS;
+  layer_types from full_attention_interval); refused: mixture of experts (num_experts, the
+  Qwen3_5Moe* classes), Qwen3-Next, attention_bias true, hidden_act other than silu,
+  linear_key_head_dim != linear_value_head_dim (llama.cpp's keys assume them equal), value heads
+  not a multiple of key heads, layer kinds other than linear_attention / full_attention.
 - LFM2 with block_auto_adjust_ff_dim and block_ffn_dim_multiplier null: the FFN size is
   transformers' (not rounded to block_multiple_of; llama.cpp rounds it, its loader fails).
   Refused: conv_bias true, non-causal configs (is_causal false), layer kinds other than "conv"
@@ -66,19 +89,31 @@ import gguf
 from ..errors import TinyGGMLError
 
 ARCHS = {"GraniteMoeHybridForCausalLM": "granitehybrid", "FalconH1ForCausalLM": "falcon-h1",
-         "NemotronHForCausalLM": "nemotron_h", "Lfm2ForCausalLM": "lfm2", "LFM2ForCausalLM": "lfm2"}
+         "NemotronHForCausalLM": "nemotron_h", "Lfm2ForCausalLM": "lfm2", "LFM2ForCausalLM": "lfm2",
+         "Qwen3_5ForCausalLM": "qwen35", "Qwen3_5ForConditionalGeneration": "qwen35"}
 # checkpoints llama.cpp converts that the runtime has no graph for -> why
 UNSUPPORTED = {
     "Lfm2MoeForCausalLM": "LFM2 mixture of experts (arch lfm2moe) is not supported; the dense "
                           "Lfm2ForCausalLM is",
     "Lfm2Model": "an LFM2 embedding model (no LM head) is not supported; Lfm2ForCausalLM is",
     "Lfm2BidirectionalModel": "a bidirectional LFM2 embedding model is not supported; the causal "
-                              "Lfm2ForCausalLM is"}
+                              "Lfm2ForCausalLM is",
+    **{a: "Qwen3.5 mixture of experts (arch qwen35moe) is not supported; the dense "
+          "Qwen3_5ForCausalLM is" for a in ("Qwen3_5MoeForCausalLM",
+                                            "Qwen3_5MoeForConditionalGeneration")},
+    "Qwen3NextForCausalLM": "Qwen3-Next (arch qwen3next) is not supported; the dense "
+                            "Qwen3_5ForCausalLM is"}
 SSM, ATTN, FFN, CONV = "ssm", "attn", "ffn", "conv"     # the parts a layer can have
 # Lfm2Config's defaults for the keys read here (AutoConfig gives them to llama.cpp)
 _LFM2_DEFAULTS = {"block_auto_adjust_ff_dim": True, "block_ffn_dim_multiplier": 1.0,
                   "block_multiple_of": 256, "conv_L_cache": 3, "conv_bias": False,
                   "norm_eps": 1e-5, "max_position_embeddings": 128000, "rope_theta": 1e6}
+# Qwen3_5TextConfig's defaults for the keys read here
+_QWEN35_DEFAULTS = {"head_dim": 256, "linear_conv_kernel_dim": 4, "linear_key_head_dim": 128,
+                    "linear_value_head_dim": 128, "linear_num_key_heads": 16,
+                    "linear_num_value_heads": 32, "rms_norm_eps": 1e-6,
+                    "max_position_embeddings": 32768, "attention_bias": False,
+                    "hidden_act": "silu"}
 
 # ---- checkpoint names -> GGUF names ----------------------------------------------------------
 
@@ -135,6 +170,22 @@ _NAMES = {
             for hf, g in (("q_proj", "q"), ("k_proj", "k"), ("v_proj", "v"),
                           ("out_proj", "output"), ("q_layernorm", "q_norm"),
                           ("k_layernorm", "k_norm"))}}),
+    "qwen35": (
+        {"model.embed_tokens.weight": "token_embd.weight",
+         "model.norm.weight": "output_norm.weight", "lm_head.weight": "output.weight"},
+        "model.layers.",
+        {"input_layernorm.weight": ("attn_norm.weight",),
+         "post_attention_layernorm.weight": ("post_attention_norm.weight",),
+         **{f"mlp.{p}_proj.weight": (f"ffn_{p}.weight",) for p in ("gate", "up", "down")},
+         **{f"linear_attn.{hf}": (g,) for hf, g in (
+             ("in_proj_qkv.weight", "attn_qkv.weight"), ("in_proj_z.weight", "attn_gate.weight"),
+             ("in_proj_a.weight", "ssm_alpha.weight"), ("in_proj_b.weight", "ssm_beta.weight"),
+             ("conv1d.weight", "ssm_conv1d.weight"), ("dt_bias", "ssm_dt.bias"),
+             ("A_log", "ssm_a"), ("norm.weight", "ssm_norm.weight"),
+             ("out_proj.weight", "ssm_out.weight"))},
+         **{f"self_attn.{hf}.weight": (f"attn_{g}.weight",)
+            for hf, g in (("q_proj", "q"), ("k_proj", "k"), ("v_proj", "v"), ("o_proj", "output"),
+                          ("q_norm", "q_norm"), ("k_norm", "k_norm"))}}),
 }
 _REQUIRED = {SSM: ("ssm_in.weight", "ssm_conv1d.weight", "ssm_dt.bias", "ssm_a", "ssm_d",
                    "ssm_norm.weight", "ssm_out.weight"),
@@ -142,15 +193,21 @@ _REQUIRED = {SSM: ("ssm_in.weight", "ssm_conv1d.weight", "ssm_dt.bias", "ssm_a",
              FFN: ("ffn_up.weight", "ffn_down.weight"),
              CONV: ("shortconv.conv.weight", "shortconv.in_proj.weight",
                     "shortconv.out_proj.weight")}
+# Qwen3.5's linear attention (the SSM part of its layers)
+_QWEN35_SSM = ("attn_qkv.weight", "attn_gate.weight", "ssm_conv1d.weight", "ssm_dt.bias", "ssm_a",
+               "ssm_alpha.weight", "ssm_beta.weight", "ssm_norm.weight", "ssm_out.weight")
+# Qwen3.5's RMS norm weights, zero-centred in the checkpoint: llama.cpp stores 1 + w
+_QWEN35_PLUS_ONE = ("attn_norm.weight", "post_attention_norm.weight", "output_norm.weight",
+                    "attn_q_norm.weight", "attn_k_norm.weight")
 
 
 def _part(name: str):
     """The part of a layer a GGUF block name belongs to (None: the pre-norm, in every layer)."""
-    if name.startswith("ssm_"):
+    if name.startswith("ssm_") or name in ("attn_qkv.weight", "attn_gate.weight"):
         return SSM
     if name.startswith("shortconv."):
         return CONV
-    if name.startswith("ffn_"):
+    if name.startswith("ffn_") or name == "post_attention_norm.weight":
         return FFN
     return None if name == "attn_norm.weight" else ATTN
 
@@ -198,6 +255,8 @@ def read_spec(cfg_path, cfg: dict, hf_arch: str) -> HybridSpec:
     arch = ARCHS[hf_arch]
     if arch == "lfm2":
         cfg = {**_LFM2_DEFAULTS, **cfg}
+    if arch == "qwen35":        # a multimodal config keeps the text model's keys in text_config
+        cfg = {**_QWEN35_DEFAULTS, **cfg, **(cfg.get("text_config") or {})}
 
     def need(keys):
         v = _find(cfg, keys)
@@ -236,6 +295,14 @@ def read_spec(cfg_path, cfg: dict, hf_arch: str) -> HybridSpec:
         head_dim = int(cfg.get("head_dim") or need(["attention_head_dim"]))
         n_ff = need(["intermediate_size", "n_inner", "hidden_dim"])
         pad = 8
+    elif arch == "qwen35":
+        parts = _qwen35_layers(cfg, where, n_layer)
+        n_group, d_state = need(["linear_num_key_heads"]), need(["linear_key_head_dim"])
+        n_ssm_head = need(["linear_num_value_heads"])
+        d_inner = n_ssm_head * need(["linear_value_head_dim"])
+        d_conv = need(["linear_conv_kernel_dim"])
+        head_dim, n_ff = need(["head_dim"]), need(["intermediate_size"])
+        pad = 1         # llama.cpp's Qwen3.5 vocab (tokenizer.json) pads to vocab_size itself
     elif arch == "lfm2":
         parts, n_ff, d_conv = _lfm2_layers(cfg, where, n_layer)
         d_inner = d_state = n_group = n_ssm_head = 0
@@ -300,6 +367,41 @@ def _nemotron_kinds(cfg: dict, where: str) -> str:
     return pattern
 
 
+def _qwen35_layers(cfg: dict, where: str, n_layer: int) -> list:
+    """Parts per layer of a dense Qwen3.5 config (layer_types, else Qwen3_5TextConfig's: full
+    attention every full_attention_interval-th layer); what the runtime cannot run is refused."""
+    moe = cfg.get("num_experts") or cfg.get("num_local_experts")
+    if moe:
+        raise TinyGGMLError(f"{where}: Qwen3.5 with num_experts {moe} (mixture of experts) is "
+                            f"not supported; the dense variants are")
+    if cfg["attention_bias"]:
+        raise TinyGGMLError(f"{where}: Qwen3.5 with attention_bias true (q/k/v/o biases) is not "
+                            f"supported")
+    if cfg["hidden_act"] != "silu":
+        raise TinyGGMLError(f"{where}: Qwen3.5 with hidden_act {cfg['hidden_act']!r} is not "
+                            f"supported (the runtime's feed-forward is SwiGLU)")
+    dk, dv = cfg["linear_key_head_dim"], cfg["linear_value_head_dim"]
+    if dk != dv:
+        raise TinyGGMLError(f"{where}: Qwen3.5 with linear_key_head_dim {dk} != "
+                            f"linear_value_head_dim {dv} is not supported (llama.cpp's file "
+                            f"format assumes them equal)")
+    nk, nv = cfg["linear_num_key_heads"], cfg["linear_num_value_heads"]
+    if nk <= 0 or nv % nk:
+        raise TinyGGMLError(f"{where}: linear_num_value_heads {nv} is not a multiple of "
+                            f"linear_num_key_heads {nk}")
+    kinds = cfg.get("layer_types")
+    if kinds is None:
+        every = cfg.get("full_attention_interval", 4)
+        kinds = ["linear_attention" if (il + 1) % every else "full_attention"
+                 for il in range(n_layer)]
+    bad = sorted({str(t) for t in kinds} - {"linear_attention", "full_attention"})
+    if bad or len(kinds) != n_layer:
+        raise TinyGGMLError(f"{where}: layer_types should name {n_layer} layers "
+                            f"'linear_attention' or 'full_attention'"
+                            + (f", found {bad}" if bad else ""))
+    return [{SSM if t == "linear_attention" else ATTN, FFN} for t in kinds]
+
+
 def _lfm2_layers(cfg: dict, where: str, n_layer: int) -> tuple:
     """(parts per layer, FFN size, L) of an LFM2 config, as transformers' Lfm2 reads it."""
     if cfg["conv_bias"]:
@@ -354,8 +456,11 @@ def plan(spec: HybridSpec, st) -> list:
     for src in st.index:
         if src.endswith(".rotary_emb.inv_freq"):     # llama.cpp skips these buffers too
             continue
-        m = re.fullmatch(re.escape(prefix) + r"(\d+)\.(.+)", src)
-        names = (glob[src],) if src in glob else None
+        hf = _text_name(spec, src)
+        if hf is None:
+            continue
+        m = re.fullmatch(re.escape(prefix) + r"(\d+)\.(.+)", hf)
+        names = (glob[hf],) if hf in glob else None
         if m and m.group(2) in block:
             il = int(m.group(1))
             if il >= spec.n_layer:
@@ -391,15 +496,28 @@ def plan(spec: HybridSpec, st) -> list:
     return items
 
 
+def _text_name(spec: HybridSpec, src: str):
+    """The name to map for checkpoint tensor `src`, None to leave it out: Qwen3.5's
+    multi-token-prediction block (mtp.*) and, in Qwen3_5ForConditionalGeneration checkpoints,
+    the vision encoder (model.visual.*); their text model is under model.language_model."""
+    if spec.arch != "qwen35":
+        return src
+    if src.startswith(("mtp.", "model.mtp.", "model.visual.")):
+        return None
+    return src.replace("model.language_model.", "model.", 1)
+
+
 def _check_complete(spec: HybridSpec, st, found: dict) -> None:
     wanted = ["token_embd.weight",
               "token_embd_norm.weight" if spec.arch == "lfm2" else "output_norm.weight"]
     for il, parts in enumerate(spec.parts):
-        names = ["attn_norm.weight"] + [n for p in sorted(parts) for n in _REQUIRED[p]]
+        required = {**_REQUIRED, SSM: _QWEN35_SSM} if spec.arch == "qwen35" else _REQUIRED
+        names = ["attn_norm.weight"] + [n for p in sorted(parts) for n in required[p]]
         if FFN in parts and spec.arch != "nemotron_h":
-            names += ["ffn_gate.weight",
-                      "ffn_norm" if spec.arch == "falcon-h1" else "ffn_norm.weight"]
-        if ATTN in parts and spec.arch == "lfm2":
+            names += ["ffn_gate.weight", {"falcon-h1": "ffn_norm",
+                                          "qwen35": "post_attention_norm.weight"}.get(
+                                              spec.arch, "ffn_norm.weight")]
+        if ATTN in parts and spec.arch in ("lfm2", "qwen35"):
             names += ["attn_q_norm.weight", "attn_k_norm.weight"]
         if spec.arch == "falcon-h1" and not spec.cfg.get("mamba_rms_norm", True):
             names.remove("ssm_norm.weight")         # no gated norm (mamba_rms_norm false)
@@ -430,12 +548,19 @@ def _shapes(spec: HybridSpec, n_rows: int) -> dict:
          "ffn_down.weight": (e, spec.n_ff), "ffn_down.bias": (e,)}
     for n in ("attn_q", "attn_k", "attn_v", "ffn_gate", "ffn_up"):
         s[n + ".bias"] = s[n + ".weight"][:1]
+    if spec.arch == "qwen35":       # attn_q: each head's query, then its output gate
+        s.update({"attn_qkv.weight": (ch, e), "attn_gate.weight": (di, e),
+                  "ssm_alpha.weight": (nh, e), "ssm_beta.weight": (nh, e),
+                  "ssm_norm.weight": (di // nh,), "attn_q.weight": (2 * nq, e),
+                  "post_attention_norm.weight": (e,)})
     return s
 
 
 def _gguf_shape(spec: HybridSpec, local: str, found: tuple) -> tuple:
     if local in _CONVS:
         return found[0], found[-1]
+    if spec.arch == "qwen35":       # A, dt bias and the per-head norm stay 1-D
+        return found
     if local in ("ssm_a", "ssm_d"):
         return found[0], 1
     if local == "ssm_norm.weight":
@@ -448,9 +573,13 @@ def _loader(spec: HybridSpec, src: str, local: str, k: int, n: int, shape: tuple
         data = st.load(src)
         if n > 1:                               # Granite's fused gate/up: rows [gate; up]
             data = np.split(data, n)[k]
+        if spec.arch == "qwen35":
+            data = _tile_value_heads(spec, local, data)
         if local == "ssm_a":                    # float64 exp, then one rounding to f32
             data = -np.exp(data.astype(np.float64))
         data = data.astype(np.float32).reshape(shape)
+        if spec.arch == "qwen35" and local in _QWEN35_PLUS_ONE:
+            data = data + np.float32(1)
         base = local.split(".")[0]
         if base in ("attn_q", "attn_k") and spec.arch in ("granitehybrid", "nemotron_h"):
             data = _permute(data, spec.n_head if base == "attn_q" else spec.n_kv)
@@ -458,6 +587,33 @@ def _loader(spec: HybridSpec, src: str, local: str, k: int, n: int, shape: tuple
             data = _fold(spec, "output" if local == "output.weight" else base, data)
         return data
     return load
+
+
+def _tile_value_heads(spec: HybridSpec, local: str, data: np.ndarray) -> np.ndarray:
+    """llama.cpp's _reorder_v_heads: Qwen3.5's value heads from grouped by key head
+    (k0v0, k0v1, .., k1v0, ..) to tiled (k0v0, k1v0, .., k0v1, ..), so that ggml can broadcast
+    the key heads. Rows of the V part of in_proj_qkv and conv1d, of in_proj_z / _a / _b, A_log
+    and dt_bias; columns of out_proj."""
+    nk, nv = spec.n_group, spec.n_ssm_head
+    if nk == nv:
+        return data
+    dv = spec.d_inner // nv
+
+    def tile(x, axis, hd):
+        x = np.moveaxis(x, axis, 0)
+        y = x.reshape(nk, nv // nk, hd, *x.shape[1:]).swapaxes(0, 1).reshape(x.shape)
+        return np.moveaxis(y, 0, axis)
+
+    if local in ("attn_qkv.weight", "ssm_conv1d.weight"):      # rows [q; k; v]
+        qk = 2 * nk * spec.d_state
+        return np.concatenate([data[:qk], tile(data[qk:], 0, dv)])
+    if local == "attn_gate.weight":
+        return tile(data, 0, dv)
+    if local in ("ssm_alpha.weight", "ssm_beta.weight", "ssm_a", "ssm_dt.bias"):
+        return tile(data, 0, 1)
+    if local == "ssm_out.weight":
+        return tile(data, 1, dv)
+    return data
 
 
 def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -487,9 +643,15 @@ class _Keys(dict):
     def put(self, method: str, *args) -> None:
         self[method] = args
 
+    # array keys of llama.cpp's gguf-py that older gguf packages have no writer method for
+    _ARRAYS = {"add_recurrent_layers": "{arch}.attention.recurrent_layers"}
+
     def write(self, w: gguf.GGUFWriter) -> None:
         for method, args in self.items():
-            getattr(w, method)(*args)
+            if not hasattr(w, method) and method in self._ARRAYS:
+                w.add_array(self._ARRAYS[method].format(arch=w.arch), *args)
+            else:
+                getattr(w, method)(*args)
 
 
 def write_keys(w: gguf.GGUFWriter, spec: HybridSpec, ftype) -> None:
@@ -499,6 +661,8 @@ def write_keys(w: gguf.GGUFWriter, spec: HybridSpec, ftype) -> None:
         _falcon_keys(keys, spec, ftype)
     elif spec.arch == "lfm2":
         _lfm2_keys(keys, spec, ftype)
+    elif spec.arch == "qwen35":
+        _qwen35_keys(keys, spec, ftype)
     else:
         _granite_keys(keys, spec, ftype)
     keys.write(w)
@@ -574,6 +738,29 @@ def _lfm2_keys(k: _Keys, s: HybridSpec, ftype) -> None:
     k.put("add_feed_forward_length", s.n_ff)
 
 
+def _qwen35_keys(k: _Keys, s: HybridSpec, ftype) -> None:
+    """Qwen3_5TextModel: _Qwen35MRopeMixin over Qwen3NextModel over Qwen2MoeModel and TextModel
+    (llama.cpp run with --no-mtp: no nextn_predict_layers, no prediction blocks)."""
+    _text_keys(k, s, ftype, head_dim=True)
+    for method, key in (("add_expert_feed_forward_length", "moe_intermediate_size"),
+                        ("add_expert_shared_feed_forward_length",
+                         "shared_expert_intermediate_size")):
+        if s.cfg.get(key) is not None:
+            k.put(method, s.cfg[key])
+    k.put("add_ssm_conv_kernel", s.d_conv)
+    k.put("add_ssm_state_size", s.d_state)
+    k.put("add_ssm_group_count", s.n_group)
+    k.put("add_ssm_time_step_rank", s.n_ssm_head)
+    k.put("add_ssm_inner_size", s.d_inner)
+    k.put("add_recurrent_layers", [SSM in p for p in s.parts])
+    k.put("add_full_attention_interval", s.cfg.get("full_attention_interval", 4))
+    rope = _rope_params(s.cfg)
+    factor = rope.get("partial_rotary_factor", s.cfg.get("partial_rotary_factor", 0.25))
+    k.put("add_rope_dimension_count", int(s.head_dim * factor))
+    if "mrope_section" not in rope:     # llama.cpp's loader needs the sections
+        k.put("add_rope_dimension_sections", [11, 11, 10, 0])
+
+
 def _text_keys(k: _Keys, s: HybridSpec, ftype, head_dim: bool = False) -> None:
     """TextModel.set_gguf_parameters: each key from the first config key found (head_dim:
     key / value length from a config head_dim, which Granite's classes drop before)."""
@@ -606,6 +793,8 @@ def _text_keys(k: _Keys, s: HybridSpec, ftype, head_dim: bool = False) -> None:
                     k.put("add_rope_scaling_yarn_" + method, v)
     elif rope_type in ("su", "longrope"):
         k.put("add_rope_scaling_type", gguf.RopeScalingType.LONGROPE)
+    if "mrope_section" in (outer := _rope_params(s.cfg)):     # padded to 4 sections
+        k.put("add_rope_dimension_sections", (list(outer["mrope_section"]) + [0] * 4)[:4])
     if rope.get("rope_theta") is not None:
         k.put("add_rope_freq_base", rope["rope_theta"])
     for method, keys in (("add_layer_norm_rms_eps", ["rms_norm_eps", "norm_eps"]),
