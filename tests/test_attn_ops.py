@@ -37,12 +37,20 @@ def test_rope(simd, hd, n_rot, nh, mode, nt):
     check_op(ops.rope(q, pos, n_rot, mode, 10000.0), nt, atol=2e-5)
 
 
-def _attn_case(rng, hd, nh, nkv, lens, past, cache_type, n_ctx=160, n_slots=4):
-    """Caches holding earlier tokens of each slot, and one ubatch of new tokens."""
+def _attn_case(rng, hd, nh, nkv, lens, past, cache_type, n_ctx=160, n_slots=4, head_major=False):
+    """Caches holding earlier tokens of each slot, and one ubatch of new tokens. head_major: the
+    caches as HybridMemory keeps them, (slot, head, position, hd), seen through a view with the
+    head and position strides swapped."""
     n_t = sum(lens)
     dt = np.float16 if cache_type == F16 else np.float32
-    kc = mk("kc", rnd(rng, n_slots, n_ctx, nkv, hd).astype(dt), cache_type, STATE)
-    vc = mk("vc", rnd(rng, n_slots, n_ctx, nkv, hd).astype(dt), cache_type, STATE)
+    if head_major:
+        elt = np.dtype(dt).itemsize
+        nb = (elt, n_ctx * hd * elt, hd * elt, nkv * n_ctx * hd * elt)
+        kc, vc = (ops.view(mk(n, rnd(rng, n_slots, nkv, n_ctx, hd).astype(dt), cache_type, STATE),
+                           (hd, nkv, n_ctx, n_slots), nb) for n in ("kc", "vc"))
+    else:
+        kc = mk("kc", rnd(rng, n_slots, n_ctx, nkv, hd).astype(dt), cache_type, STATE)
+        vc = mk("vc", rnd(rng, n_slots, n_ctx, nkv, hd).astype(dt), cache_type, STATE)
     slots = rng.permutation(n_slots)[:len(lens)]
     info = np.zeros((n_slots, 3), np.int32)
     pos = np.zeros(n_t, np.int32)
@@ -73,6 +81,19 @@ def test_attn_over_cache(simd, hd, nh, nkv, lens, past, cache_type, nt):
     out = ops.attn(q, ks, vs, info, pos, 1.0 / np.sqrt(hd))
     # the caches are written in place (every slot's other positions untouched), then read
     check_op(out, nt, atol=2e-5, rtol=1e-4, states=(kc, vc))
+
+
+@pytest.mark.parametrize("cache_type", [F32, F16])
+@pytest.mark.parametrize("hd,nkv", [(64, 2), (20, 3)])
+def test_attn_over_head_major_cache(simd, cache_type, hd, nkv):
+    """The caches as the model's memory lays them out (a head's positions contiguous), through
+    the strided view: kv_store and attn against float64, the caches updated in place."""
+    rng = np.random.default_rng(hd + nkv)
+    q, k, v, kc, vc, info, pos = _attn_case(rng, hd, 2 * nkv, nkv, [5, 1, 13], [0, 70, 7], cache_type,
+                                            head_major=True)
+    out = ops.attn(q, ops.kv_store(kc, k, info, pos), ops.kv_store(vc, v, info, pos), info, pos,
+                   1.0 / np.sqrt(hd))
+    check_op(out, 2, atol=2e-5, rtol=1e-4, states=(kc.view_src, vc.view_src))
 
 
 @pytest.mark.parametrize("wide", [True, False])

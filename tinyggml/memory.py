@@ -61,7 +61,7 @@ class Memory(ABC):
         """Every array of the recurrent part, slot first: (n_seq_max, ...)."""
 
     def _kv_arrays(self) -> list[np.ndarray]:
-        """Every KV cache array, (n_seq_max, n_ctx, ...): position second."""
+        """Every KV cache array, (n_seq_max, n_kv, n_ctx, head_dim): position third."""
         return []
 
     @property
@@ -72,7 +72,7 @@ class Memory(ABC):
     @property
     def bytes_per_token(self) -> int:
         """The KV cache's bytes per position of a sequence (0 without attention layers)."""
-        return sum(a[0, 0].nbytes for a in self._kv_arrays())
+        return sum(a[0, :, 0].nbytes for a in self._kv_arrays())
 
     def state_bytes(self, n_past: int) -> int:
         """A sequence's saved state after n_past tokens."""
@@ -139,7 +139,7 @@ class Memory(ABC):
         for a in self._arrays():
             a[d] = a[s]
         for a in self._kv_arrays():
-            a[d, :n_past] = a[s, :n_past]
+            a[d, :, :n_past] = a[s, :, :n_past]
 
     def seq_save(self, seq_id: int, n_past: int = 0) -> bytes:
         """The sequence's slot as state_bytes(n_past) raw bytes (zeros for a sequence never run)."""
@@ -157,9 +157,9 @@ class Memory(ABC):
                 n = a[s].nbytes
                 out[off:off + n] = a[s].reshape(-1).view(np.uint8)
                 off += n
-            for a in self._kv_arrays() if kv else ():
-                n = a[s, :n_past].nbytes
-                out[off:off + n] = a[s, :n_past].reshape(-1).view(np.uint8)
+            for a in self._kv_arrays() if kv else ():      # position-major, as the state files
+                n = a[s, :, :n_past].nbytes
+                out[off:off + n] = a[s, :, :n_past].transpose(1, 0, 2).reshape(-1).view(np.uint8)
                 off += n
         return out
 
@@ -179,10 +179,10 @@ class Memory(ABC):
             a[s] = np.frombuffer(data, a.dtype, a[s].size, off).reshape(a.shape[1:])
             off += n
         for a in self._kv_arrays() if kv else ():
-            n = a[s, :n_past].nbytes
-            a[s, :n_past] = np.frombuffer(data, a.dtype, a[s, :n_past].size, off).reshape(
-                a[s, :n_past].shape)
-            off += n
+            part = a[s, :, :n_past]
+            part[...] = np.frombuffer(data, a.dtype, part.size, off).reshape(
+                (n_past, part.shape[0], part.shape[2])).transpose(1, 0, 2)
+            off += part.nbytes
 
 
 class RecurrentState(Memory):
@@ -234,11 +234,14 @@ def _anon_array(shape: tuple, dtype) -> tuple[np.ndarray, mmap.mmap]:
 
 
 class HybridMemory(RecurrentState):
-    """RecurrentState for the SSM layers, and for each attention layer a KV cache, slot first
-    (numpy order; ggml order in the graph):
-        k, v  (n_seq_max, n_ctx, n_kv, head_dim)      {head_dim, n_kv, n_ctx, n_seq_max}
+    """RecurrentState for the SSM layers, and for each attention layer a KV cache, slot first,
+    then head (numpy order):
+        k, v  (n_seq_max, n_kv, n_ctx, head_dim)
+    so that a head's keys are one run of memory (attention reads them head by head); the graph
+    sees it as {head_dim, n_kv, n_ctx, n_seq_max} with the head and position strides swapped.
     F32 or F16 cells. A sequence's tokens sit at their positions 0..n_past-1; kv_store writes a
-    ubatch's keys and values there, attn reads positions 0..pos of the token's slot."""
+    ubatch's keys and values there, attn reads positions 0..pos of the token's slot. Saved
+    states hold the positions first (n_past, n_kv, head_dim), whatever the layout here."""
 
     def __init__(self, conv_shape: tuple, ssm_shape: tuple, ssm_layers, kv_shape: tuple,
                  attn_layers, n_ctx: int, n_seq_max: int = 1, kv_type: int = F16):
@@ -252,7 +255,7 @@ class HybridMemory(RecurrentState):
         self.n_ctx, self.kv_shape, self.kv_type = int(n_ctx), tuple(kv_shape), kv_type
         self.attn_layers = list(attn_layers)
         dt = np.float16 if kv_type == F16 else np.float32
-        shape = (self.n_seq_max, self.n_ctx) + self.kv_shape[::-1]
+        shape = (self.n_seq_max, self.kv_shape[1], self.n_ctx, self.kv_shape[0])
         self.k, self.v, self._maps = {}, {}, []
         for il in self.attn_layers:
             for d in (self.k, self.v):
@@ -270,7 +273,14 @@ class HybridMemory(RecurrentState):
                 mm.madvise(mmap.MADV_DONTNEED, start, end - start)
 
     def kv_leafs(self, il: int) -> tuple[Tensor, Tensor]:
-        """Layer il's caches as graph leafs {head_dim, n_kv, n_ctx, n_seq_max}."""
-        ne = self.kv_shape + (self.n_ctx, self.n_seq_max)
-        return (leaf(self.kv_type, ne, f"cache_k_l{il}", STATE, self.k[il]),
-                leaf(self.kv_type, ne, f"cache_v_l{il}", STATE, self.v[il]))
+        """Layer il's caches for the graph: views {head_dim, n_kv, n_ctx, n_seq_max} of the
+        leafs {head_dim, n_ctx, n_kv, n_seq_max} (head and position strides swapped)."""
+        from . import ops
+        hd, nkv = self.kv_shape
+        elt = 2 if self.kv_type == F16 else 4
+        nb = (elt, self.n_ctx * hd * elt, hd * elt, nkv * self.n_ctx * hd * elt)
+        out = []
+        for name, arr in ((f"cache_k_l{il}", self.k[il]), (f"cache_v_l{il}", self.v[il])):
+            t = leaf(self.kv_type, (hd, self.n_ctx, nkv, self.n_seq_max), name, STATE, arr)
+            out.append(ops.view(t, (hd, nkv, self.n_ctx, self.n_seq_max), nb, 0))
+        return tuple(out)

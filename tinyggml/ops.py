@@ -308,10 +308,10 @@ def rope(x: Tensor, pos: Tensor, n_rot: int, mode: int, freq_base: float,
 def kv_store(cache: Tensor, x: Tensor, seq_info: Tensor, pos: Tensor) -> Tensor:
     """Write each token's keys (or values) into its sequence's cache at its position:
     cache[:, :, pos[i], slot(i)] = x[:, :, i]. cache: {head_dim, n_kv, n_ctx, n_slots} F32 | F16
-    (a STATE leaf), x: {head_dim, n_kv, n_t} F32, seq_info {3, n_s} (slot, first token, n tokens),
+    (a STATE leaf or a view of one with rows of whole cells: any head / position strides), x: {head_dim, n_kv, n_t} F32, seq_info {3, n_s} (slot, first token, n tokens),
     pos {n_t} I32. The result is the cache itself (readers depend on it: written first)."""
     hd, nkv, n_t = x.ne[:3]
-    _check(cache.type in (F32, F16) and cache.is_contiguous() and cache.ne[:2] == (hd, nkv),
+    _check(cache.type in (F32, F16) and cache.rows_contiguous() and cache.ne[:2] == (hd, nkv),
            f"kv_store: cache {cache.ne} for rows {x.ne}")
     _check(x.type == F32 and x.nb[0] == 4 and x.ne[3] == 1, f"kv_store: x {x.ne}")
     _check(seq_info.type == I32 and seq_info.ne[0] == 3, "seq_info")
@@ -330,8 +330,8 @@ def attn(q: Tensor, k: Tensor, v: Tensor, seq_info: Tensor, pos: Tensor, scale: 
     nkv = k.ne[1]
     _check(q.type == F32 and q.nb[0] == 4 and q.ne[3] == 1, f"attn: q {q.ne}")
     for t, n in ((k, "k"), (v, "v")):
-        _check(t.type in (F32, F16) and t.is_contiguous() and t.ne[0] == hd and t.ne[1] == nkv,
-               f"attn: {n} cache {t.ne} for q {q.ne}")
+        _check(t.type in (F32, F16) and t.rows_contiguous() and t.ne[0] == hd and t.ne[1] == nkv
+               and all(nb % t.nb[0] == 0 for nb in t.nb[1:]), f"attn: {n} cache {t.ne} for q {q.ne}")
     _check(k.ne == v.ne and k.type == v.type, "attn: k and v caches differ")
     _check(nkv >= 1 and nh % nkv == 0, f"attn: {nh} heads over {nkv} kv heads")
     _check(seq_info.type == I32 and seq_info.ne[0] == 3, "seq_info")
