@@ -85,6 +85,37 @@ def test_chunked_batched_token_by_token_agree(files, case):
     np.testing.assert_allclose(nxt[3][0], ref.forward([7], st)[0], rtol=0, atol=tol(whole))
 
 
+def test_qwen35_prediction_blocks_are_skipped(files, tmp_path):
+    """A Qwen3.5 file with a multi-token-prediction block after its decoder blocks (block_count
+    one more, nextn_predict_layers 1, per-layer keys as arrays of block_count values, as
+    llama.cpp reads them): the same logits; per-layer arrays of another length are refused."""
+    import gguf
+    from tinyggml.errors import ModelLoadError
+    from tinyggml.tools.testing import rewrite_gguf
+    src, mtp, bad = files["qwen35"], tmp_path / "mtp.gguf", tmp_path / "bad.gguf"
+    U32 = gguf.GGUFValueType.UINT32
+    kv = {"qwen35.block_count": (6, U32), "qwen35.nextn_predict_layers": (1, U32),
+          "qwen35.attention.head_count_kv": ([0, 0, 2, 0, 2, 2], gguf.GGUFValueType.ARRAY),
+          "qwen35.attention.recurrent_layers": ([True, True, False, True, False, False],
+                                                gguf.GGUFValueType.ARRAY)}
+    rewrite_gguf(src, mtp, set_kv=kv)
+    toks = [5, 17, 200, 3, 9, 44]
+    want = tinyggml.Model(src, n_threads=1, kv_type="f32").eval(toks)
+    np.testing.assert_array_equal(tinyggml.Model(str(mtp), n_threads=1, kv_type="f32").eval(toks), want)
+    rewrite_gguf(src, bad, set_kv={**kv, "qwen35.attention.head_count_kv": ([0, 0, 2], gguf.GGUFValueType.ARRAY)})
+    with pytest.raises(ModelLoadError, match="head_count_kv"):
+        tinyggml.Model(str(bad))
+
+
+def test_half_a_pair_of_qk_norms_is_refused(files, tmp_path):
+    from tinyggml.errors import ModelLoadError
+    from tinyggml.tools.testing import rewrite_gguf
+    bad = tmp_path / "bad.gguf"
+    rewrite_gguf(files["lfm2"], bad, drop=("blk.1.attn_k_norm.weight",))
+    with pytest.raises(ModelLoadError, match="layer 1 has one of attn_q_norm / attn_k_norm"):
+        tinyggml.Model(str(bad))
+
+
 def test_context_limit(files):
     m = tinyggml.Model(files["granite-nope"], n_ctx=20)
     assert m.n_ctx == 20

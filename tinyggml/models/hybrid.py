@@ -26,16 +26,20 @@ SSM, ATTN, FFN, BOTH, CONV = "ssm", "attn", "ffn", "ssm+attn", "conv"   # layer 
 
 
 def per_layer(f, key: str, n_layer: int, default=None) -> list[int]:
-    """A per-layer integer: an array of n_layer values, or one value for every layer."""
+    """A per-layer integer: an array of n_layer values (or of block_count values, when the file
+    has prediction blocks after its n_layer decoder blocks: the first n_layer are read), or one
+    value for every layer."""
     v = f.value(key)
     if v is None:
         if default is None:
             raise ModelLoadError(f"{f.path}: missing metadata key '{key}'")
         v = default
     if isinstance(v, (list, tuple)):
-        if len(v) != n_layer or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+        n_file = f.get(f"{f.arch}.block_count", int, n_layer)
+        ints = all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+        if len(v) not in (n_layer, n_file) or not ints:
             raise ModelLoadError(f"{f.path}: key '{key}' should hold {n_layer} integers")
-        return [int(x) for x in v]
+        return [int(x) for x in v[:n_layer]]
     return [f.get(key, int, default)] * n_layer
 
 
@@ -156,14 +160,20 @@ def load_attention(f, hp: HybridHParams, w: dict, il: int, q_gate: bool = False)
     p, d = f"blk.{il}.", hp.n_embd
     nq, nk = hp.head_dim_attn * hp.attn_heads, hp.head_dim_attn * hp.kv_heads
     if f.has(p + "attn_qkv.weight"):
+        if q_gate:
+            raise ModelLoadError(f"{f.path}: layer {il}: a fused attn_qkv with an output gate is "
+                                 f"not supported")
         w[f"{il}.wqkv"] = weight(f, p + "attn_qkv.weight", (d, nq + 2 * nk), WEIGHT_TYPES)
         w[f"{il}.wqkv_b"] = optional(f, p + "attn_qkv.bias", (nq + 2 * nk,))
     else:
         for n, m in (("q", nq * (2 if q_gate else 1)), ("k", nk), ("v", nk)):
             w[f"{il}.w{n}"] = weight(f, p + f"attn_{n}.weight", (d, m), WEIGHT_TYPES)
             w[f"{il}.w{n}_b"] = optional(f, p + f"attn_{n}.bias", (m,))
-    for n in ("q", "k"):        # per-head RMS norms of queries and keys (LFM2)
+    for n in ("q", "k"):        # per-head RMS norms of queries and keys (LFM2, Qwen3.5)
         w[f"{il}.attn_{n}_norm"] = optional(f, p + f"attn_{n}_norm.weight", (hp.head_dim_attn,))
+    if (w[f"{il}.attn_q_norm"] is None) != (w[f"{il}.attn_k_norm"] is None):
+        raise ModelLoadError(f"{f.path}: layer {il} has one of attn_q_norm / attn_k_norm without "
+                             f"the other")
     w[f"{il}.wo"] = weight(f, p + "attn_output.weight", (nq, d), WEIGHT_TYPES)
     w[f"{il}.wo_b"] = optional(f, p + "attn_output.bias", (d,))
 
