@@ -553,6 +553,21 @@ def checkpoint_sha256(w):
     return h.hexdigest()
 
 
+def _cached_attention(q, k, v, st, scale):
+    """Append k, v (n_kv, hd) to the cache lists in st; causal grouped-query softmax attention
+    of q (n_q, hd) over every cached position: (n_q, hd)."""
+    st["k"].append(k)
+    st["v"].append(v)
+    K, V = np.stack(st["k"]), np.stack(st["v"])
+    nq, nkv = q.shape[0], k.shape[0]
+    o = np.zeros_like(q)
+    for h in range(nq):
+        s = K[:, h // (nq // nkv)] @ q[h] * scale
+        s = np.exp(s - s.max())
+        o[h] = s / s.sum() @ V[:, h // (nq // nkv)]
+    return o
+
+
 def _unpermute(w, n_head):
     """Rows (2i, 2i + 1) of each head back to (i, i + head_dim / 2)."""
     hd = w.shape[0] // n_head
@@ -836,14 +851,7 @@ def hf_logits(arch, cfg, w, tokens):
         if arch == "falcon-h1":
             rope(q, len(st["k"]), hq, True, cfg["rope_theta"])
             rope(k, len(st["k"]), hq, True, cfg["rope_theta"])
-        st["k"].append(k)
-        st["v"].append(v)
-        K, V = np.stack(st["k"]), np.stack(st["v"])
-        o = np.zeros((nq, hq))
-        for h in range(nq):
-            s = K[:, h // (nq // nkv)] @ q[h] * c("attention_multiplier", hq ** -0.5)
-            s = np.exp(s - s.max())
-            o[h] = s / s.sum() @ V[:, h // (nq // nkv)]
+        o = _cached_attention(q, k, v, st, c("attention_multiplier", hq ** -0.5))
         return f[a + "o_proj.weight"] @ o.reshape(-1)
 
     def mlp(x, p):
@@ -914,14 +922,7 @@ def lfm2_logits(cfg, w, tokens):
         v = (f[a + "v_proj.weight"] @ x).reshape(nkv, hd)
         rope(q, len(st["k"]), hd, True, theta)
         rope(k, len(st["k"]), hd, True, theta)
-        st["k"].append(k)
-        st["v"].append(v)
-        K, V = np.stack(st["k"]), np.stack(st["v"])
-        o = np.zeros((nq, hd))
-        for h in range(nq):
-            s = K[:, h // (nq // nkv)] @ q[h] * hd ** -0.5
-            s = np.exp(s - s.max())
-            o[h] = s / s.sum() @ V[:, h // (nq // nkv)]
+        o = _cached_attention(q, k, v, st, hd ** -0.5)
         return f[a + "out_proj.weight"] @ o.reshape(-1)
 
     logits = []
@@ -1286,14 +1287,7 @@ def qwen35_logits(cfg, w, tokens):
         v = (f[a + "v_proj.weight"] @ x).reshape(nkv, hd)
         rope(q, len(st["k"]), n_rot, True, theta)
         rope(k, len(st["k"]), n_rot, True, theta)
-        st["k"].append(k)
-        st["v"].append(v)
-        K_, V = np.stack(st["k"]), np.stack(st["v"])
-        o = np.zeros((nq, hd))
-        for h in range(nq):
-            s = K_[:, h // (nq // nkv)] @ q[h] * hd ** -0.5
-            s = np.exp(s - s.max())
-            o[h] = s / s.sum() @ V[:, h // (nq // nkv)]
+        o = _cached_attention(q, k, v, st, hd ** -0.5)
         return f[a + "o_proj.weight"] @ (o.reshape(-1) * sigmoid(gate))
 
     logits = []

@@ -53,18 +53,27 @@ def stream(tok, ids, **kw):
 
 
 # ---- llama.cpp's own vectors (models/ggml-vocab-*.gguf.inp/.out) ------------------------------
+def read_vectors(prefix):
+    """llama.cpp's test texts (<prefix>.inp) and their token ids (<prefix>.out)."""
+    cases = Path(f"{prefix}.inp").read_text(encoding="utf-8").split(SEP)[:-1]
+    lines = Path(f"{prefix}.out").read_text(encoding="utf-8").split("\n")[:-1]
+    return cases, [[int(x) for x in line.split()] for line in lines]
+
+
+def vector_mismatches(tok, cases, ids):
+    """The texts whose tokenization differs from ids, and those whose ids do not come back."""
+    bad = [text for text, want in zip(cases, ids) if tok.tokenize(text, add_bos=False) != want]
+    back = [text for text, want in zip(cases, ids) if tok.detokenize(want) != way_back(tok, text)]
+    return bad, back
+
+
 @requires_fixtures
 @pytest.mark.parametrize("vocab", ["ggml-vocab-llama-spm.gguf", "ggml-vocab-gpt-2.gguf"])
 def test_ggml_vocab_vectors(vocab):
-    cases = (TOK / f"{vocab}.inp").read_text(encoding="utf-8").split(SEP)[:-1]
-    lines = (TOK / f"{vocab}.out").read_text(encoding="utf-8").split("\n")[:-1]
-    assert len(cases) == len(lines) == 46
-    tok = load(f"tokenizers/{vocab}")
-    bad = [text for text, line in zip(cases, lines)
-           if tok.tokenize(text, add_bos=False) != [int(x) for x in line.split()]]
+    cases, ids = read_vectors(TOK / vocab)
+    assert len(cases) == len(ids) == 46
+    bad, back = vector_mismatches(load(f"tokenizers/{vocab}"), cases, ids)
     assert bad == [], f"{len(bad)}/46 cases differ"
-    back = [text for text, line in zip(cases, lines)
-            if tok.detokenize([int(x) for x in line.split()]) != way_back(tok, text)]
     assert back == []
 
 
@@ -92,15 +101,10 @@ def repo_vocab(name, pre=None) -> Tokenizer:
 @pytest.mark.parametrize("vocab,vectors,pre", [("llama-bpe", "llama-bpe", None), ("qwen35", "qwen35", None),
                                                ("qwen35", "qwen2", "qwen2"), ("llama-bpe", "llama-bpe", "lfm2")])
 def test_hybrid_pre_tokenizer_vectors(vocab, vectors, pre):
-    cases = (REPO_TOK / f"ggml-vocab-{vectors}.gguf.inp").read_text(encoding="utf-8").split(SEP)[:-1]
-    lines = (REPO_TOK / f"ggml-vocab-{vectors}.gguf.out").read_text(encoding="utf-8").split("\n")[:-1]
-    assert len(cases) == len(lines) >= 46
-    tok = repo_vocab(vocab, pre)
-    bad = [text for text, line in zip(cases, lines)
-           if tok.tokenize(text, add_bos=False) != [int(x) for x in line.split()]]
+    cases, ids = read_vectors(REPO_TOK / f"ggml-vocab-{vectors}.gguf")
+    assert len(cases) == len(ids) >= 46
+    bad, back = vector_mismatches(repo_vocab(vocab, pre), cases, ids)
     assert bad == [], f"{len(bad)}/{len(cases)} cases differ: {bad[:3]}"
-    back = [text for text, line in zip(cases, lines)
-            if tok.detokenize([int(x) for x in line.split()]) != way_back(tok, text)]
     assert back == []
 
 

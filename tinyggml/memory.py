@@ -32,6 +32,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from . import ops
 from .errors import TinyGGMLError
 from .tensor import F16, F32, STATE, Tensor, leaf
 
@@ -275,7 +276,6 @@ class HybridMemory(RecurrentState):
     def kv_leafs(self, il: int) -> tuple[Tensor, Tensor]:
         """Layer il's caches for the graph: views {head_dim, n_kv, n_ctx, n_seq_max} of the
         leafs {head_dim, n_ctx, n_kv, n_seq_max} (head and position strides swapped)."""
-        from . import ops
         hd, nkv = self.kv_shape
         elt = 2 if self.kv_type == F16 else 4
         nb = (elt, self.n_ctx * hd * elt, hd * elt, nkv * self.n_ctx * hd * elt)

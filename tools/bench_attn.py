@@ -8,12 +8,11 @@ runs, and the KV bytes read per second.
                                [--layers 36] [--tokens 1] [--kv-type f16]
 """
 import argparse
-import time
 
 import numpy as np
 
+from bench_scan import time_graph        # median seconds of a plan's runs (tools/ on sys.path)
 from tinyggml import ops
-from tinyggml.backend import Plan
 from tinyggml.graph import Graph
 from tinyggml.tensor import F16, F32, I32, INPUT, STATE, leaf
 
@@ -32,17 +31,6 @@ def attn_graph(n_layer, nh, nkv, hd, depth, n_t, kv_type, rng):
         q = mk(f"q{il}", rng.standard_normal((n_t, nh, hd)).astype(np.float32))
         g.output(ops.attn(q, kc, vc, info, pos, hd ** -0.5))
     return g
-
-
-def time_graph(g, n_threads, reps):
-    plan = Plan(g, max_threads=n_threads)
-    plan.run(n_threads)
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        plan.run(n_threads)
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
 
 
 def main():

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from .. import ops
 from ..errors import ModelLoadError
 from ..memory import HybridMemory
-from ..tensor import F16, F32, WEIGHT_TYPES, Tensor
+from ..tensor import F16, WEIGHT_TYPES, Tensor
 from .common import GraphContext, HParams, name, weight
 from .mamba2 import Mamba2HParams
 
@@ -206,14 +206,13 @@ def attention(ctx: GraphContext, cur: Tensor, il: int, kq_scale: float, q_gate: 
         q = ops.view(qkv, (hd, nh, n_t), (4, hd * 4, rs), 0)
         k = ops.view(qkv, (hd, nkv, n_t), (4, hd * 4, rs), hd * nh * 4)
         v = ops.view(qkv, (hd, nkv, n_t), (4, hd * 4, rs), hd * (nh + nkv) * 4)
-    elif q_gate:
-        qg = name(_linear(ctx, f"{il}.wq", cur), "Qcur_full", il)            # {2 hd nh, n_t}
-        q = ops.view(qg, (hd, nh, n_t), (4, 2 * hd * 4, qg.nb[1]), 0)
-        gate = ops.view(qg, (hd, nh, n_t), (4, 2 * hd * 4, qg.nb[1]), hd * 4)
-        k = ops.reshape(name(_linear(ctx, f"{il}.wk", cur), "Kcur", il), hd, nkv, n_t)
-        v = ops.reshape(name(_linear(ctx, f"{il}.wv", cur), "Vcur", il), hd, nkv, n_t)
     else:
-        q = ops.reshape(name(_linear(ctx, f"{il}.wq", cur), "Qcur", il), hd, nh, n_t)
+        if q_gate:
+            qg = name(_linear(ctx, f"{il}.wq", cur), "Qcur_full", il)        # {2 hd nh, n_t}
+            q = ops.view(qg, (hd, nh, n_t), (4, 2 * hd * 4, qg.nb[1]), 0)
+            gate = ops.view(qg, (hd, nh, n_t), (4, 2 * hd * 4, qg.nb[1]), hd * 4)
+        else:
+            q = ops.reshape(name(_linear(ctx, f"{il}.wq", cur), "Qcur", il), hd, nh, n_t)
         k = ops.reshape(name(_linear(ctx, f"{il}.wk", cur), "Kcur", il), hd, nkv, n_t)
         v = ops.reshape(name(_linear(ctx, f"{il}.wv", cur), "Vcur", il), hd, nkv, n_t)
     if ctx.w.get(f"{il}.attn_q_norm") is not None:
@@ -230,6 +229,19 @@ def attention(ctx: GraphContext, cur: Tensor, il: int, kq_scale: float, q_gate: 
     if q_gate:
         o = name(ops.gate_sigmoid(o, gate), "attn_gated", il)
     return name(_linear(ctx, f"{il}.wo", ops.reshape(o, hd * nh, n_t)), "attn_out", il)
+
+
+def pre_norm_layers(ctx: GraphContext, mixer) -> Tensor:
+    """Embeddings -> n_layer x (h = x + mixer(ctx, rms_norm(x) * attn_norm, il); h +
+    ffn(rms_norm(h) * ffn_norm)) -> final norm -> logits: LFM2's and Qwen3.5's layers."""
+    hp, w = ctx.hp, ctx.w
+    cur = ctx.embed()                                                   # {n_embd, n_t}
+    for il in range(hp.n_layer):
+        x = name(ops.rms_norm(cur, hp.eps, w[f"{il}.attn_norm"]), "attn_norm", il)
+        cur = name(ops.add(mixer(ctx, x, il), cur), "ffn_inp", il)
+        x = name(ops.rms_norm(cur, hp.eps, w[f"{il}.ffn_norm"]), "ffn_norm", il)
+        cur = name(ops.add(ffn(ctx, x, il), cur), "l_out", il)
+    return ctx.head(cur)
 
 
 def ffn(ctx: GraphContext, cur: Tensor, il: int, act: str = "swiglu") -> Tensor:

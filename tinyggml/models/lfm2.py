@@ -20,7 +20,8 @@ from ..errors import ModelLoadError
 from ..memory import HybridMemory
 from ..tensor import F16, WEIGHT_TYPES, Tensor
 from .common import GraphContext, HParams, load_common, name, weight
-from .hybrid import ATTN, CONV, AttnHParams, attention, ffn, load_attention, load_ffn, per_layer
+from .hybrid import (ATTN, CONV, AttnHParams, attention, load_attention, load_ffn, per_layer,
+                     pre_norm_layers)
 
 ARCH = "lfm2"
 
@@ -96,13 +97,6 @@ def short_conv(ctx: GraphContext, cur: Tensor, il: int) -> Tensor:
 
 
 def build_graph(ctx: GraphContext) -> Tensor:
-    hp, w = ctx.hp, ctx.w
-    kq_scale = 1.0 / hp.head_dim_attn ** 0.5
-    cur = ctx.embed()                                                   # {n_embd, n_t}
-    for il in range(hp.n_layer):
-        x = name(ops.rms_norm(cur, hp.eps, w[f"{il}.attn_norm"]), "attn_norm", il)
-        x = attention(ctx, x, il, kq_scale) if il in hp.attn_layers else short_conv(ctx, x, il)
-        cur = name(ops.add(x, cur), "ffn_inp", il)
-        x = name(ops.rms_norm(cur, hp.eps, w[f"{il}.ffn_norm"]), "ffn_norm", il)
-        cur = name(ops.add(ffn(ctx, x, il), cur), "l_out", il)
-    return ctx.head(cur)
+    kq_scale = 1.0 / ctx.hp.head_dim_attn ** 0.5
+    return pre_norm_layers(ctx, lambda ctx, x, il: attention(ctx, x, il, kq_scale)
+                           if il in ctx.hp.attn_layers else short_conv(ctx, x, il))

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from .. import ops
 from ..errors import ModelLoadError
 from ..memory import HybridMemory
-from ..tensor import F16, WEIGHT_TYPES, Tensor
+from ..tensor import F16, F32, WEIGHT_TYPES, Tensor
 from .common import GraphContext, HParams, load_common, name, weight
-from .hybrid import ATTN, SSM, AttnHParams, attention, ffn, load_attention, load_ffn
+from .hybrid import ATTN, SSM, AttnHParams, attention, load_attention, load_ffn, pre_norm_layers
 
 ARCH = "qwen35"
 L2_EPS = 1e-6          # the q / k L2 norm's epsilon (transformers' l2norm)
@@ -116,11 +116,11 @@ def load_tensors(f, hp: Qwen35HParams) -> dict:
                     ("z", "attn_gate.weight", (d, hp.d_inner), WEIGHT_TYPES),
                     ("beta", "ssm_beta.weight", (d, nv), WEIGHT_TYPES),
                     ("alpha", "ssm_alpha.weight", (d, nv), WEIGHT_TYPES),
-                    ("conv_w", "ssm_conv1d.weight", (hp.d_conv, hp.conv_channels), None),
-                    ("dt_b", "ssm_dt.bias", (nv,), None), ("ssm_a", "ssm_a", (nv,), None),
-                    ("ssm_norm", "ssm_norm.weight", (hp.d_v,), None),
+                    ("conv_w", "ssm_conv1d.weight", (hp.d_conv, hp.conv_channels), (F32,)),
+                    ("dt_b", "ssm_dt.bias", (nv,), (F32,)), ("ssm_a", "ssm_a", (nv,), (F32,)),
+                    ("ssm_norm", "ssm_norm.weight", (hp.d_v,), (F32,)),
                     ("ssm_out", "ssm_out.weight", (hp.d_inner, d), WEIGHT_TYPES)):
-                w[f"{il}.{key}"] = weight(f, p + gguf_name, ne, *(() if types is None else (types,)))
+                w[f"{il}.{key}"] = weight(f, p + gguf_name, ne, types)
         w[f"{il}.ffn_norm"] = weight(f, p + "post_attention_norm.weight", (d,))
         load_ffn(f, hp, w, il)
     return w
@@ -148,16 +148,6 @@ def linear_attention(ctx: GraphContext, cur: Tensor, il: int) -> Tensor:
 
 
 def build_graph(ctx: GraphContext) -> Tensor:
-    hp, w = ctx.hp, ctx.w
-    kq_scale = 1.0 / hp.head_dim_attn ** 0.5
-    cur = ctx.embed()                                                   # {n_embd, n_t}
-    for il in range(hp.n_layer):
-        x = name(ops.rms_norm(cur, hp.eps, w[f"{il}.attn_norm"]), "attn_norm", il)
-        if il in hp.attn_layers:
-            x = attention(ctx, x, il, kq_scale, q_gate=True)
-        else:
-            x = linear_attention(ctx, x, il)
-        cur = name(ops.add(x, cur), "attn_residual", il)
-        x = name(ops.rms_norm(cur, hp.eps, w[f"{il}.ffn_norm"]), "attn_post_norm", il)
-        cur = name(ops.add(ffn(ctx, x, il), cur), "l_out", il)
-    return ctx.head(cur)
+    kq_scale = 1.0 / ctx.hp.head_dim_attn ** 0.5
+    return pre_norm_layers(ctx, lambda ctx, x, il: attention(ctx, x, il, kq_scale, q_gate=True)
+                           if il in ctx.hp.attn_layers else linear_attention(ctx, x, il))
