@@ -1,8 +1,8 @@
-"""Qwen3.5's ops: the gated delta rule (gated_delta) and the sigmoid output gate
-(gate_sigmoid) against their float64 numpy references (ops.py), over random shapes: value
-heads sharing key heads, head sizes with tails after the SIMD blocks, several sequences of
-different lengths back to back with states carried in, strided inputs, 1-3 threads, SIMD and
-scalar."""
+"""Qwen3.5's ops: the gated delta rule (gated_delta, token by token and in chunks) and the
+sigmoid output gate (gate_sigmoid) against their float64 numpy references (ops.py), over
+random shapes: value heads sharing key heads, head sizes with tails after the SIMD blocks,
+several sequences of different lengths back to back with states carried in, chunks that do not
+divide a sequence, strided inputs, 1-3 threads, SIMD and scalar."""
 import numpy as np
 import pytest
 
@@ -11,6 +11,7 @@ from tinyggml import ops
 from tinyggml.backend import Plan
 from tinyggml.graph import Graph
 from tinyggml.ops import ShapeError
+from tinyggml.options import GraphOptions
 from tinyggml.tensor import I32, STATE
 
 
@@ -53,20 +54,53 @@ def _delta_case(rng, dk, dv, nh, nk, lens, n_slots=4, strided=False):
     return state, q, k, v, alpha, b, A, dt_bias, mk("seq_info", info, I32)
 
 
+ALGOS = {"recurrent": GraphOptions(scan="recurrent"),
+         "chunk5": GraphOptions(scan="chunked", delta_chunk=5),     # 1-row tiles, odd tails
+         "chunk64": GraphOptions(scan="chunked", delta_chunk=64)}
+
+
 @pytest.mark.parametrize("dk,dv,nh,nk", [(16, 16, 2, 2), (128, 128, 4, 2), (24, 20, 3, 1), (7, 9, 2, 1)])
-@pytest.mark.parametrize("lens", [[1], [5, 1, 13]])
+@pytest.mark.parametrize("lens", [[1], [5, 1, 13], [70, 3]])
+@pytest.mark.parametrize("algo", list(ALGOS))
 @pytest.mark.parametrize("nt", THREADS)
-def test_gated_delta(simd, dk, dv, nh, nk, lens, nt):
+def test_gated_delta(simd, dk, dv, nh, nk, lens, algo, nt):
     rng = np.random.default_rng(dk + dv + nh + len(lens) + nt)
     state, *args = _delta_case(rng, dk, dv, nh, nk, lens, strided=len(lens) > 1)
-    out = ops.gated_delta(state, *args)
-    # the state is updated in place; float32 sums over d_k per token, errors grow over the tokens
+    out = ops.gated_delta(state, *args, opts=ALGOS[algo])
+    # the state is updated in place; float32 sums over d_k per token (or over d_k and a chunk's
+    # tokens), errors grow over the tokens
     check_op(out, nt, atol=5e-5, rtol=1e-4, states=(state,))
 
 
-def test_gated_delta_pieces_equal_whole():
-    """A sequence fed in one ubatch or in pieces (its state carried between them): the same
-    arithmetic token by token, so the same bits."""
+def test_gated_delta_auto_picks_by_length():
+    """"auto" runs a sequence of delta_min_len+ tokens in chunks, a shorter one token by token:
+    each bit for bit what the forced algorithm gives."""
+    def run(opts):
+        rng = np.random.default_rng(11)
+        state, *args = _delta_case(rng, 32, 24, 2, 1, [9, 3], strided=True)
+        g = Graph()
+        out = ops.gated_delta(state, *args, opts=opts)
+        g.output(out)
+        plan = Plan(g, max_threads=2)
+        plan.run(2)
+        return plan.numpy(out).reshape(12, 2, 24).copy(), state.data.copy()
+
+    auto, s_auto = run(GraphOptions(delta_chunk=4, delta_min_len=5))
+    chunked, s_chunked = run(GraphOptions(scan="chunked", delta_chunk=4))
+    recurrent, s_rec = run(GraphOptions(scan="recurrent"))
+    slots = np.random.default_rng(11).permutation(4)   # _delta_case's slot draw comes first
+    np.testing.assert_array_equal(auto[:9], chunked[:9])
+    np.testing.assert_array_equal(auto[9:], recurrent[9:])
+    assert not np.array_equal(chunked[:9], recurrent[:9])    # the two really differ
+    np.testing.assert_array_equal(s_auto[slots[0]], s_chunked[slots[0]])
+    np.testing.assert_array_equal(s_auto[slots[1]], s_rec[slots[1]])
+
+
+@pytest.mark.parametrize("algo", ["recurrent", "chunk5"])
+def test_gated_delta_pieces_equal_whole(algo):
+    """A sequence fed in one ubatch or in pieces (its state carried between them): token by
+    token the same arithmetic, so the same bits; in chunks, pieces cut the chunks elsewhere, so
+    the same values to float32 rounding."""
     rng = np.random.default_rng(3)
     dk, dv, nh, nk, n = 32, 32, 4, 2, 23
     q_all, k_all = rnd(rng, n, nk, dk), rnd(rng, n, nk, dk)
@@ -82,7 +116,7 @@ def test_gated_delta_pieces_equal_whole():
             out = ops.gated_delta(state, mk("q", q_all[sl].copy()), mk("k", k_all[sl].copy()),
                                   mk("v", v_all[sl].copy()), mk("a", a_all[sl].copy()),
                                   mk("b", b_all[sl].copy()), mk("A", A), mk("dtb", dtb),
-                                  mk("info", np.array([[0, 0, m]], np.int32), I32))
+                                  mk("info", np.array([[0, 0, m]], np.int32), I32), opts=ALGOS[algo])
             g = Graph()
             g.output(out)
             plan = Plan(g, max_threads=2)
@@ -94,8 +128,12 @@ def test_gated_delta_pieces_equal_whole():
     whole, s_whole = run([n], 1)
     for pieces, nt in (([1] * n, 2), ([7, 1, 15], 2)):
         got, s_got = run(pieces, nt)
-        np.testing.assert_array_equal(got, whole)
-        np.testing.assert_array_equal(s_got, s_whole)
+        if algo == "recurrent":
+            np.testing.assert_array_equal(got, whole)
+            np.testing.assert_array_equal(s_got, s_whole)
+        else:
+            np.testing.assert_allclose(got, whole, rtol=1e-4, atol=2e-6)
+            np.testing.assert_allclose(s_got, s_whole, rtol=1e-4, atol=2e-6)
 
 
 def test_gated_delta_shape_errors():

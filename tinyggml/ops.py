@@ -257,7 +257,8 @@ def ssm_scan(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tens
 
 
 def gated_delta(state: Tensor, q: Tensor, k: Tensor, v: Tensor, alpha: Tensor, b: Tensor,
-                A: Tensor, dt_bias: Tensor, seq_info: Tensor, eps: float = 1e-6) -> Tensor:
+                A: Tensor, dt_bias: Tensor, seq_info: Tensor, eps: float = 1e-6,
+                opts: GraphOptions = DEFAULT_OPTIONS) -> Tensor:
     """The gated delta rule (Qwen3.5's linear attention), token by token over each sequence,
     the state updated in place. Per value head h (its key head h % n_k_heads: the converter
     writes the value heads in that tiled order) and token:
@@ -268,7 +269,9 @@ def gated_delta(state: Tensor, q: Tensor, k: Tensor, v: Tensor, alpha: Tensor, b
     where S_j is row j of the head's d_v x d_k state (one row per value channel).
 
     state {d_k, d_v, n_v_heads, n_slots}, q, k {d_k, n_k_heads, n_t} (rows contiguous), v {d_v,
-    n_v_heads, n_t}, alpha, b {n_v_heads, n_t}, A, dt_bias {n_v_heads} => y {d_v, n_v_heads, n_t}"""
+    n_v_heads, n_t}, alpha, b {n_v_heads, n_t}, A, dt_bias {n_v_heads} => y {d_v, n_v_heads, n_t}
+    opts.scan picks token by token or chunks of opts.delta_chunk tokens (the same recurrence
+    regrouped: sums in another order)."""
     dk, dv, nh = state.ne[:3]
     n_t, nk = q.ne[2], q.ne[1]
     _check(state.type == F32 and state.is_contiguous(), "gated_delta: state contiguous F32")
@@ -283,7 +286,7 @@ def gated_delta(state: Tensor, q: Tensor, k: Tensor, v: Tensor, alpha: Tensor, b
     _check(all(nb % 4 == 0 for t_ in (q, k, v, alpha, b) for nb in t_.nb), "gated_delta: strides of whole floats")
     _check(seq_info.type == I32 and seq_info.ne[0] == 3 and seq_info.is_contiguous(), "seq_info")
     return _new(F32, (dv, nh, n_t), Op.GATED_DELTA, (state, q, k, v, alpha, b, A, dt_bias, seq_info),
-                (_f32_bits(eps),))
+                (_f32_bits(eps), SCAN_ALGOS[opts.scan], opts.delta_chunk, opts.delta_min_len))
 
 
 # ---- attention ----------------------------------------------------------------------------
@@ -514,6 +517,16 @@ def _scan_wsize(t):
     return max(recurrent, chunked) * 4 + 64
 
 
+def _delta_wsize(t):
+    dk, dv = t.src[0].ne[:2]
+    recurrent = 2 * dk                                    # the token's normalized q and k
+    if t.op_params[1] == SCAN_ALGOS["recurrent"]:
+        return recurrent * 4 + 64
+    L = (t.op_params[2] + 7) // 8 * 8
+    chunked = -(-dk * dv // 8) * 8 + 3 * L * dk + 2 * L * L + 3 * L * dv + L * L + 6 * L   # gd_chunked
+    return max(recurrent, chunked) * 4 + 64
+
+
 def _conv_wsize(t):
     x, w = t.src[0], t.src[2]
     return w.ne[0] * (x.ne[0] + 8) * 4        # the weights of a thread's channels, transposed
@@ -541,7 +554,7 @@ OPS: dict[int, OpDef] = {
     Op.ATTN: OpDef("attn", _ref_attn, wsize=_attn_wsize),
     Op.RELU_SQR: OpDef("relu_sqr", lambda t, a: np.maximum(a, 0) ** 2),
     Op.GATE_SIGMOID: OpDef("gate_sigmoid", lambda t, y, z: y / (1.0 + np.exp(-z))),
-    Op.GATED_DELTA: OpDef("gated_delta", _ref_gated_delta, wsize=lambda t: 8 * t.src[1].ne[0] + 64),
+    Op.GATED_DELTA: OpDef("gated_delta", _ref_gated_delta, wsize=_delta_wsize),
 }
 
 EMPTY_OPS = (Op.NONE, Op.VIEW)

@@ -1,7 +1,7 @@
 """GraphOptions: the choices a graph records that are not fixed by the model.
 
 A graph is the same whatever machine builds it, except for what these options say: which
-algorithm scans Mamba-2 prompts, whether quantized batches multiply quantized (int16)
+algorithm scans Mamba-2 prompts (and runs Qwen3.5's delta rule), whether quantized batches multiply quantized (int16)
 activations on integer panels or float ones on widened rows, and how long rows are blocked.
 Nothing is read from the CPU at import: `GraphOptions.for_cpu()` gives the default for the
 kernels this build runs, and a Model (or a test) passes what it wants.
@@ -24,17 +24,20 @@ import os
 from dataclasses import dataclass, replace
 
 SCAN_ALGOS = {"auto": 0, "recurrent": 1, "chunked": 2}
-SSD_CHUNK_MAX = 256          # the chunked scan's scratch grows with chunk^2
+SSD_CHUNK_MAX = 256          # the chunked scans' scratch grows with chunk^2
 
 
 @dataclass(frozen=True)
 class GraphOptions:
-    # Mamba-2 ssm_scan: "chunked" (state-space duality, arXiv 2405.21060 sec. 6: per chunk of
-    # `ssd_chunk` tokens small dense products), "recurrent" (token by token), or "auto": chunked
-    # for sequences of at least ssd_min_len tokens in the ubatch, recurrent below
+    # Mamba-2 ssm_scan and Qwen3.5's gated_delta: "chunked" (per chunk of tokens small dense
+    # products: state-space duality, arXiv 2405.21060 sec. 6; the delta rule's WY form, arXiv
+    # 2412.06464), "recurrent" (token by token), or "auto": chunked for sequences of at least
+    # ssd_min_len (delta_min_len) tokens in the ubatch, recurrent below
     scan: str = "auto"
     ssd_chunk: int = 24      # 4 register tiles of 6 rows
     ssd_min_len: int = 8     # the crossover tools/bench_scan.py measures
+    delta_chunk: int = 24    # 12-24 alike; 32+ slower (tools/bench_delta.py)
+    delta_min_len: int = 8   # its crossover
     # quantized mul_mat: every batch on the integer panels (True), or only batches under
     # int_gemm_min_cols columns (False; wider ones on the float panels)
     int_gemm: bool = False
@@ -48,9 +51,10 @@ class GraphOptions:
     def __post_init__(self):
         if self.scan not in SCAN_ALGOS:
             raise ValueError(f"scan must be one of {', '.join(SCAN_ALGOS)}, got {self.scan!r}")
-        if not 1 <= self.ssd_chunk <= SSD_CHUNK_MAX:
-            raise ValueError(f"ssd_chunk must be in 1..{SSD_CHUNK_MAX}, got {self.ssd_chunk}")
-        for k in ("ssd_min_len", "int_gemm_min_cols", "mm_kc", "mm_kblock_min_k", "mm_kblock_min_n"):
+        for k in ("ssd_chunk", "delta_chunk"):
+            if not 1 <= getattr(self, k) <= SSD_CHUNK_MAX:
+                raise ValueError(f"{k} must be in 1..{SSD_CHUNK_MAX}, got {getattr(self, k)}")
+        for k in ("ssd_min_len", "delta_min_len", "int_gemm_min_cols", "mm_kc", "mm_kblock_min_k", "mm_kblock_min_n"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
         if self.mm_kc % 256:               # block edges on every weight type's block edges
@@ -78,4 +82,5 @@ class GraphOptions:
         q = ("integer GEMM for every quantized batch" if self.int_gemm else
              f"integer GEMM for quantized batches under {self.int_gemm_min_cols} columns, "
              f"float GEMM from there")
-        return f"{q}; Mamba-2 scan {self.scan} (chunks of {self.ssd_chunk} from {self.ssd_min_len} tokens)"
+        return (f"{q}; Mamba-2 scan {self.scan} (chunks of {self.ssd_chunk} from {self.ssd_min_len} tokens), "
+                f"delta rule {self.scan} (chunks of {self.delta_chunk} from {self.delta_min_len})")

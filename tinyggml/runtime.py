@@ -9,9 +9,9 @@ A ubatch holds the tokens of one or more sequences back to back; `seq_info` says
 starts and which memory slot it uses. A graph (and its compiled C plan) is built once per
 (n_tokens, n_out) and reused whatever the number of sequences: a step is fill inputs -> one
 nogil run -> read logits. The memory has n_seq_max slots from the start, so plans never rebind.
-What a graph records beyond the model is `m.options` (options.GraphOptions): Mamba-2's scan
-algorithm (sequences of >= ssd_min_len tokens in chunks by default, shorter ones token by token)
-and the quantized-batch path, whose default depends on the CPU (GraphOptions.for_cpu).
+What a graph records beyond the model is `m.options` (options.GraphOptions): the algorithm of
+Mamba-2's scan and Qwen3.5's delta rule (sequences of >= ssd_min_len / delta_min_len tokens in
+chunks by default, shorter ones token by token) and the quantized-batch path, whose default depends on the CPU (GraphOptions.for_cpu).
 """
 from __future__ import annotations
 

@@ -141,7 +141,7 @@ def linear_attention(ctx: GraphContext, cur: Tensor, il: int) -> Tensor:
     k = ops.view(qkv, (dk, nk, n_t), (4, dk * 4, rs), nk * dk * 4)
     v = ops.view(qkv, (dv, nv, n_t), (4, dv * 4, rs), 2 * nk * dk * 4)
     y = name(ops.gated_delta(ssm_state, q, k, v, alpha, b, w[f"{il}.ssm_a"], w[f"{il}.dt_b"],
-                             ctx.seq_info, L2_EPS), "gated_delta", il)          # {d_v, n_v, n_t}
+                             ctx.seq_info, L2_EPS, ctx.opts), "gated_delta", il)          # {d_v, n_v, n_t}
     y = name(ops.rms_norm(y, hp.eps, w[f"{il}.ssm_norm"]), "ssm_norm", il)
     y = name(ops.gate_silu(y, ops.reshape(z, dv, nv, n_t)), "ssm_gate", il)
     return name(ctx.mul_mat(w[f"{il}.ssm_out"], ops.reshape(y, hp.d_inner, n_t)), "linear_attn_out", il)

@@ -199,8 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", choices=["md", "json"], default="md",
                    help="output format (default md)")
     s.add_argument("--scan", choices=["auto", "recurrent", "chunked"], default="auto",
-                   help="Mamba-2 prompt scan: chunked (SSD) for sequences of >= 8 tokens in a "
-                        "ubatch (auto, default), or one algorithm throughout")
+                   help="Mamba-2's scan and Qwen3.5's delta rule over prompts: in chunks for "
+                        "sequences of >= 8 tokens in a ubatch (auto, default), or one algorithm "
+                        "throughout")
     _add_kv_type(s)
     s.set_defaults(func=cmd_bench)
 

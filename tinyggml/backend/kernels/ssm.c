@@ -3,6 +3,9 @@
 // state-space-duality scan for Mamba-2 prompts). Both ops read and write the recurrent state of
 // the ubatch's sequences in place, through the slot in each sequence's seq_info row.
 #include "internal.h"
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>     // _mm_getcsr / _mm_setcsr (gd_chunked)
+#endif
 
 // ssm_conv: causal depthwise convolution over each sequence of a ubatch, reading and updating
 // that sequence's conv state in place; optional bias and SiLU fused (op_params[0] = silu).
@@ -444,27 +447,42 @@ static inline float tg_dot_strided(int64_t K, const float *a, int64_t as, const 
     return sum;
 }
 
+#ifdef TG_AVX2
+// rows [i, M) of one block of 8 nv columns; mr and nv constants at every tile (registers stay
+// registers)
+static inline __attribute__((always_inline)) void tg_gemm_rows(
+        int nv, int64_t M, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
+        float *C, int64_t ldc) {
+#define TILE(mr) tg_gemm_tile(mr, nv, K, A + i * lda, lda, B, ldb, C + i * ldc, ldc)
+    int64_t i = 0;
+    for (; i + 6 <= M; i += 6) TILE(6);
+    switch (M - i) {
+        case 5: TILE(5); break;
+        case 4: TILE(4); break;
+        case 3: TILE(3); break;
+        case 2: TILE(2); break;
+        case 1: TILE(1); break;
+        default: break;
+    }
+#undef TILE
+}
+#endif
+
 static void tg_gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                     const float *B, int64_t ldb, float *C, int64_t ldc) {
     for (int64_t j0 = 0; j0 < N; j0 += 16) {
         const int64_t nj = TG_MIN(16, N - j0);
-        int64_t i = 0;
 #ifdef TG_AVX2
         if (TG_USE_SIMD && nj == 16) {
-            for (; i + 6 <= M; i += 6) tg_gemm_tile(6, 2, K, A + i * lda, lda, B + j0, ldb, C + i * ldc + j0, ldc);
-            if (i + 4 <= M) {
-                tg_gemm_tile(4, 2, K, A + i * lda, lda, B + j0, ldb, C + i * ldc + j0, ldc);
-                i += 4;
-            }
-        } else if (TG_USE_SIMD && nj == 8) {     // chunks that are not a multiple of 16
-            for (; i + 6 <= M; i += 6) tg_gemm_tile(6, 1, K, A + i * lda, lda, B + j0, ldb, C + i * ldc + j0, ldc);
-            if (i + 4 <= M) {
-                tg_gemm_tile(4, 1, K, A + i * lda, lda, B + j0, ldb, C + i * ldc + j0, ldc);
-                i += 4;
-            }
+            tg_gemm_rows(2, M, K, A, lda, B + j0, ldb, C + j0, ldc);
+            continue;
+        }
+        if (TG_USE_SIMD && nj == 8) {       // chunks that are not a multiple of 16
+            tg_gemm_rows(1, M, K, A, lda, B + j0, ldb, C + j0, ldc);
+            continue;
         }
 #endif
-        for (; i < M; i++)
+        for (int64_t i = 0; i < M; i++)
             for (int64_t j = 0; j < nj; j++) C[i * ldc + j0 + j] = tg_dot_strided(K, A + i * lda, 1, B + j0 + j, ldb);
     }
 }
@@ -728,10 +746,12 @@ void tg_ssm_scan(const tg_params *p, tg_tensor *dst) {
 // gated_delta: the gated delta rule (ops.py gated_delta has the recurrence). src0: state {d_k,
 // d_v, n_v_heads, n_slots} (row j of a head: its value channel j over the keys), src1, src2:
 // q, k {d_k, n_k_heads, n_t}, src3: v {d_v, n_v_heads, n_t}, src4, src5: alpha, b {n_v_heads,
-// n_t}, src6: A, src7: dt_bias {n_v_heads}, src8: seq_info; op_params[0]: the L2 norm's eps.
-// A work item is one (sequence, value head): its tokens in order, one pass over the state per
-// token (each row decayed, read against k, corrected, read against q). Items go round-robin
-// to the threads; each head's arithmetic is the same whatever the thread count.
+// n_t}, src6: A, src7: dt_bias {n_v_heads}, src8: seq_info; op_params: the L2 norm's eps, the
+// algorithm (ssm_scan's codes), the chunk, the shortest sequence chunked under "auto".
+// A work item is one (sequence, value head). Token by token (decode, short sequences): one pass
+// over the state per token (each row decayed, read against k, corrected, read against q).
+// Chunked (prompts): gd_chunked below. Items go round-robin to the threads; each head's
+// arithmetic is the same whatever the thread count.
 
 // row *= decay; returns row . k
 static inline float gd_decay_dot(float *row, float decay, const float *k, int64_t n) {
@@ -783,12 +803,137 @@ static inline float gd_axpy_dot(float *row, float d, const float *k, const float
     return y;
 }
 
+// Chunked form for one (sequence, value head) (the WY form of Yang et al., arXiv 2412.06464).
+// With decay_t = exp(g_t), G_t = g_0 + ... + g_t over the chunk (in double, so exp(G_t - G_s)
+// keeps float accuracy), gamma_t = exp(G_t), S_0 the state entering the chunk, and u_t = beta_t
+// (v_t - decay_t S_{t-1} k_t) what token t adds (S_t = decay_t S_{t-1} + u_t k_t^T):
+//   u_t  = beta_t (v_t - gamma_t S_0 k_t) - beta_t sum_{s<t} exp(G_t - G_s) (k_t . k_s) u_s
+//   y_t  = gamma_t S_0 q_t + sum_{s<=t} exp(G_t - G_s) (q_t . k_s) u_s
+//   S_Lc = gamma_last S_0 + sum_s exp(G_last - G_s) u_s k_s^T
+// u comes by forward substitution, row by row; y and the new state are exactly the chunked
+// scan's two products (C -> q, B -> k, x -> u, M[t][s] = exp(G_t - G_s) q_t . k_s, Xw[s] =
+// exp(G_last - G_s) u_s), so they run on its tiles with the state transposed, ST[c][j] (key
+// channel c, value channel j), for the whole sequence.
+// Scratch (floats, L = chunk rounded up to 8): ST [d_k d_v, rounded to 8], KQ [2L][d_k] (the
+// chunk's normalized k rows, then its q rows), KT [d_k][L], G2 [2L][L] (k_t . k_s, then q_t .
+// k_s), PK [L][d_v] (S_0 k_t), U, Uw [L][d_v], M [L][L], gam, beta, w, e [L], cs [L] doubles:
+// ops.py _delta_wsize.
+// Fast decays underflow: gamma_t and the weights exp(G_last - G_s) reach the smallest floats
+// within a chunk, and products of them are subnormal, which x86 cores compute in microcode
+// (a 512-token prompt ran 10x slower). Subnormal results and inputs are taken as zero here
+// (MXCSR FTZ and DAZ, the caller's mode restored): values under 2^-126 of a state whose
+// tokens are L2-normed.
+static void gd_chunked(const tg_params *p, const tg_tensor *dst, float *S, int64_t h, int64_t t0, int64_t n) {
+    const tg_tensor *st = dst->src[0], *q = dst->src[1], *k = dst->src[2], *v = dst->src[3];
+    const tg_tensor *al = dst->src[4], *b = dst->src[5];
+    const float A = ((const float *)dst->src[6]->data)[h], dtb = ((const float *)dst->src[7]->data)[h];
+    const int64_t dk = st->ne[0], dv = st->ne[1], kh = h % q->ne[1];
+    const int64_t chunk = dst->op_params[2], L = (chunk + 7) / 8 * 8;
+    const float eps = tg_f32_param(dst, 0), qscale = 1.0f / sqrtf((float)dk);
+    float *ST = (float *)(((uintptr_t)p->wdata + 63) & ~(uintptr_t)63);
+    float *KQ = ST + (dk * dv + 7) / 8 * 8, *KT = KQ + 2 * L * dk, *G2 = KT + dk * L;
+    float *PK = G2 + 2 * L * L, *U = PK + L * dv, *Uw = U + L * dv, *M = Uw + L * dv;
+    float *gam = M + L * L, *beta = gam + L, *w = beta + L, *e = w + L;
+    double *cs = (double *)(e + L);
+    const int64_t ldy = dst->nb[2] / 4;
+#if defined(__x86_64__) || defined(__i386__)
+    const unsigned int csr = _mm_getcsr();
+    _mm_setcsr(csr | 0x8040);                        // FTZ | DAZ
+#endif
+    tg_transpose(S, dk, ST, dv, dv, dk);
+    for (int64_t c0 = 0; c0 < n; c0 += chunk) {
+        const int64_t Lc = TG_MIN(chunk, n - c0), tc = t0 + c0;
+        float *Kn = KQ, *Qn = KQ + Lc * dk;          // 2 Lc contiguous rows: one product
+        double acc = 0.0;
+        for (int64_t t = 0; t < Lc; t++) {
+            const float *qr = (const float *)at(q, 0, kh, tc + t, 0), *kr = (const float *)at(k, 0, kh, tc + t, 0);
+            const float iq = qscale / sqrtf(tg_dot_f32(dk, qr, qr) + eps);
+            const float ik = 1.0f / sqrtf(tg_dot_f32(dk, kr, kr) + eps);
+            for (int64_t c = 0; c < dk; c++) Qn[t * dk + c] = qr[c] * iq, Kn[t * dk + c] = kr[c] * ik;
+            const float a = *(const float *)at(al, h, tc + t, 0, 0), bb = *(const float *)at(b, h, tc + t, 0, 0);
+            acc += (double)(A * tg_softplus_f32(a + dtb));
+            cs[t] = acc;
+            beta[t] = 1.0f / (1.0f + expf(-bb));
+        }
+        const double last = cs[Lc - 1];
+        for (int64_t t = 0; t < Lc; t++) gam[t] = (float)cs[t], w[t] = (float)(last - cs[t]);
+        tg_row_map(gam, Lc, ROW_EXP);
+        tg_row_map(w, Lc, ROW_EXP);
+        // G2 = [K; Q] K^T (columns past Lc read zeros), PK = K S_0^T
+        if (Lc < L) memset(KT, 0, dk * L * 4);
+        tg_transpose(Kn, dk, KT, L, Lc, dk);
+        tg_gemm(2 * Lc, L, dk, KQ, dk, KT, L, G2, L);
+        tg_gemm(Lc, dv, dk, Kn, dk, ST, dv, PK, dv);
+        for (int64_t t = 0; t < Lc; t++) {
+            // e[s] = exp(G_t - G_s), s <= t; M's row t; u_t by forward substitution
+            for (int64_t s = 0; s <= t; s++) e[s] = (float)(cs[t] - cs[s]);
+            tg_row_map(e, t + 1, ROW_EXP);
+            float *m = M + t * L;
+            const float *qk = G2 + (Lc + t) * L, *kk = G2 + t * L;
+            for (int64_t s = 0; s <= t; s++) m[s] = e[s] * qk[s];
+            for (int64_t s = t + 1; s < Lc; s++) m[s] = 0.0f;
+            const float bt = beta[t], gt = gam[t];
+            for (int64_t s = 0; s < t; s++) e[s] *= bt * kk[s];
+            const float *vr = (const float *)at(v, 0, h, tc + t, 0), *pk = PK + t * dv;
+            float *u = U + t * dv;
+            int64_t j = 0;
+#ifdef TG_AVX2
+            if (TG_USE_SIMD) {
+                const __m256 vb = _mm256_set1_ps(bt), vg = _mm256_set1_ps(gt);
+                for (; j + 32 <= dv; j += 32) {     // 4 vectors of u_t in registers over s
+                    __m256 r[4];
+                    for (int i = 0; i < 4; i++)
+                        r[i] = _mm256_mul_ps(vb, _mm256_fnmadd_ps(vg, _mm256_loadu_ps(pk + j + 8 * i),
+                                                                  _mm256_loadu_ps(vr + j + 8 * i)));
+                    for (int64_t s = 0; s < t; s++) {
+                        const __m256 c = _mm256_broadcast_ss(e + s);
+                        for (int i = 0; i < 4; i++)
+                            r[i] = _mm256_fnmadd_ps(c, _mm256_loadu_ps(U + s * dv + j + 8 * i), r[i]);
+                    }
+                    for (int i = 0; i < 4; i++) _mm256_storeu_ps(u + j + 8 * i, r[i]);
+                }
+                for (; j + 8 <= dv; j += 8) {
+                    __m256 r = _mm256_mul_ps(vb, _mm256_fnmadd_ps(vg, _mm256_loadu_ps(pk + j), _mm256_loadu_ps(vr + j)));
+                    for (int64_t s = 0; s < t; s++)
+                        r = _mm256_fnmadd_ps(_mm256_broadcast_ss(e + s), _mm256_loadu_ps(U + s * dv + j), r);
+                    _mm256_storeu_ps(u + j, r);
+                }
+            }
+#endif
+            for (; j < dv; j++) {
+                float r = bt * (vr[j] - gt * pk[j]);
+                for (int64_t s = 0; s < t; s++) r -= e[s] * U[s * dv + j];
+                u[j] = r;
+            }
+        }
+        for (int64_t s = 0; s < Lc; s++)
+            for (int64_t j = 0; j < dv; j++) Uw[s * dv + j] = w[s] * U[s * dv + j];
+        float *y = (float *)at(dst, 0, h, tc, 0);
+        const float decay = (float)exp(last);
+        int64_t pc = 0;
+#ifdef TG_AVX2
+        if (TG_USE_SIMD) {
+            for (; pc + 16 <= dv; pc += 16)
+                tg_ssd_block(2, Lc, dk, Qn, dk, Kn, dk, gam, M, L, U + pc, dv, Uw + pc, dv, decay, ST + pc, dv, y + pc, ldy);
+            for (; pc + 8 <= dv; pc += 8)
+                tg_ssd_block(1, Lc, dk, Qn, dk, Kn, dk, gam, M, L, U + pc, dv, Uw + pc, dv, decay, ST + pc, dv, y + pc, ldy);
+        }
+#endif
+        tg_ssd_columns(pc, dv, Lc, dk, Qn, dk, Kn, dk, gam, M, L, U, dv, Uw, dv, decay, ST, dv, y, ldy);
+    }
+    tg_transpose(ST, dv, S, dk, dk, dv);
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_setcsr(csr);
+#endif
+}
+
 void tg_gated_delta(const tg_params *p, tg_tensor *dst) {
     const tg_tensor *st = dst->src[0], *q = dst->src[1], *k = dst->src[2], *v = dst->src[3];
     const tg_tensor *al = dst->src[4], *b = dst->src[5], *info = dst->src[8];
     const float *A = (const float *)dst->src[6]->data, *dtb = (const float *)dst->src[7]->data;
     const int64_t dk = st->ne[0], dv = st->ne[1], nh = st->ne[2], nk = q->ne[1];
     const float eps = tg_f32_param(dst, 0), qscale = 1.0f / sqrtf((float)dk);
+    const int algo = dst->op_params[1], min_len = dst->op_params[3];
     const int32_t *si = (const int32_t *)info->data;
     float *qn = (float *)p->wdata, *kn = qn + dk;
     int64_t item = 0;
@@ -797,6 +942,10 @@ void tg_gated_delta(const tg_params *p, tg_tensor *dst) {
         for (int64_t h = 0; h < nh; h++) {
             if (n <= 0 || item++ % p->nth != p->ith) continue;
             float *S = (float *)(st->data + slot * st->nb[3] + h * st->nb[2]);
+            if (algo == 2 || (algo == 0 && n >= min_len)) {
+                gd_chunked(p, dst, S, h, t0, n);
+                continue;
+            }
             const int64_t kh = h % nk;
             for (int64_t i = t0; i < t0 + n; i++) {
                 const float *qr = (const float *)at(q, 0, kh, i, 0), *kr = (const float *)at(k, 0, kh, i, 0);
