@@ -139,12 +139,14 @@ def test_quantized_batch_equals_column_by_column(simd, qt, int_gemm):
 
 @pytest.mark.parametrize("qt", [Q4_0, Q8_0, Q4_K, Q6_K, Q2_K, Q5_1],
                          ids=lambda t: gguf.GGMLQuantizationType(t).name)
-@pytest.mark.parametrize("M,N", [(37, 12), (16, 29), (21, 61)])
+@pytest.mark.parametrize("M,N", [(37, 12), (16, 29), (21, 61), (80, 29), (101, 12)])
 def test_int_gemm_wide_tiles_bit_for_bit(qt, M, N):
-    """AVX-512 builds run the integer panels in 12-column tiles of 512-bit registers
-    (mul_mat.c tg_qpanel_tile12) while 12 columns remain: the same outputs bit for bit as the
+    """AVX-512 builds run the integer panels in 12-column tiles of 512-bit registers while 12
+    columns remain, two 16-row panels at a time where a thread has them (mul_mat.c
+    tg_qpanel_tile32x12), else one (tg_qpanel_tile12): the same outputs bit for bit as the
     6-column tiles (scale groups of 32 and 16, types with and without mins, partial row panels,
-    leftover columns). Elsewhere the switch changes nothing and the test holds trivially."""
+    an odd panel after the pairs, leftover columns). Elsewhere the switch changes nothing and
+    the test holds trivially."""
     from tinyggml.backend import int_gemm_compiled, set_wide_panels
     if not int_gemm_compiled():
         pytest.skip("this build has no integer GEMM (portable scalar build)")

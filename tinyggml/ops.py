@@ -495,8 +495,8 @@ def _mm_wsize(t):
         unpacked += 4 * a.nb[1] + 2 * a.ne[0] * min(b.ne[1], 16)   # columns' bytes (repack.c)
     if b.type == QACT_K:                          # Q6_K columns: fused dots, no scratch used
         return unpacked + 64
-    if a.type in QUANTIZED and b.type == QACT:    # + integer panels (mul_mat.c tg_mul_mat_qpanels)
-        return 2 * 16 * 2 * a.ne[0] + 2 * 4 * a.ne[0] + unpacked + 64
+    if a.type in QUANTIZED and b.type == QACT:    # + two integer panels and the rows (mul_mat.c
+        return 3 * 16 * 2 * a.ne[0] + 4 * 4 * a.ne[0] + unpacked + 64        # tg_mul_mat_qpanels)
     # batches: a packed panel of 16 rows, 16 widened rows, the activations packed by 6 columns
     # (of one k block, op_params[0]), a partial panel's sums, the unpack scratch (mul_mat.c
     # tg_mul_mat_panels; the scalar path uses a panel of 32 widened rows in the same space)

@@ -1,6 +1,7 @@
 """One mul_mat node alone: M weight rows of K values (any weight type) times N activation
 columns, as a model's projections run it (quantized weights meet F32 activations through the
-same QUANTIZE node a model graph has). GFLOP/s (2 M K N per run), best and median of repeated
+same QUANTIZE node a model graph has, on this CPU's default path: GraphOptions.for_cpu, which
+TINYGGML_INT_GEMM=0|1 overrides). GFLOP/s (2 M K N per run), best and median of repeated
 runs of a one-node plan, one process per measurement. What it measured chose MM_KC in
 backend/kernels/ops.c; decode shapes (N = 1) read as weight bandwidth. Weights are repacked as a
 model's are (tinyggml/repack.py) unless --no-repack.
@@ -16,6 +17,7 @@ import numpy as np
 from tinyggml import ops
 from tinyggml.backend import Plan
 from tinyggml.graph import Graph
+from tinyggml.options import GraphOptions
 from tinyggml.repack import packable
 from tinyggml.backend import pack_rows
 from tinyggml.tools.quantize import QTYPES, quantize_tensor
@@ -45,7 +47,7 @@ def measure(m, k, n, t, threads, reps, rng, repack=True):
         a.packed = pack_rows(a.type, w, k, m, threads)
     x = leaf(F32, (k, n), "x", INPUT, data=rng.standard_normal((n, k)).astype(np.float32))
     g = Graph()
-    g.output(ops.mul_mat(a, x))
+    g.output(ops.mul_mat(a, x, GraphOptions.for_cpu()))      # the path a model takes here
     plan = Plan(g, max_threads=threads)
     plan.run(threads)                                   # first touch of the scratch
     times = []

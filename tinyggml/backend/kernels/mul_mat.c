@@ -371,6 +371,76 @@ static __attribute__((noinline)) void tg_qpanel_wide_g16(
         const uint8_t *const act[QP_NR_WIDE], float *const d[QP_NR_WIDE]) {
     tg_qpanel_tile12(K, 16, has_min, Wq, Ws, Wm, act, d);
 }
+
+// Two 16-row panels (P[0]: rows 0-15, P[1]: rows 16-31) times 12 columns: per k pair two
+// weight loads and twelve broadcasts feed 24 vpdpwssd, where tg_qpanel_tile12 needs one load
+// and twelve broadcasts for twelve: the 16-row tile is bound by its loads (13 per 12
+// multiply-adds), this one by the multiply-adds. 24 integer sums stay in registers; the float
+// sums spill to the stack and are read and written once per scale group. Each row sees
+// tg_qpanel_tile12's operations in its order, so the results are the same bit for bit.
+typedef struct { const int16_t *Wq; const float *Ws, *Wm; } tg_qpanel;
+
+static inline __attribute__((always_inline)) void tg_qpanel_tile32x12(
+        int64_t K, int G, int has_min, const tg_qpanel P[2], const uint8_t *const act[QP_NR_WIDE],
+        float *const d[QP_NR_WIDE]) {
+    __m512 f[QP_NR_WIDE][2];
+    const int16_t *q[QP_NR_WIDE];
+    const float *da[QP_NR_WIDE], *ds[QP_NR_WIDE];
+    for (int j = 0; j < QP_NR_WIDE; j++) {
+        f[j][0] = f[j][1] = _mm512_setzero_ps();
+        q[j] = (const int16_t *)act[j];
+        da[j] = (const float *)(act[j] + 2 * K);
+        ds[j] = da[j] + K / 32;
+    }
+    for (int64_t k0 = 0; k0 < K; k0 += G) {
+        __m512i s[QP_NR_WIDE][2];
+        for (int j = 0; j < QP_NR_WIDE; j++) s[j][0] = s[j][1] = _mm512_setzero_si512();
+        #pragma GCC unroll 16
+        for (int64_t kp = k0 / 2; kp < (k0 + G) / 2; kp++) {
+            const __m512i w0 = _mm512_load_si512((const void *)(P[0].Wq + kp * 32));
+            const __m512i w1 = _mm512_load_si512((const void *)(P[1].Wq + kp * 32));
+            for (int j = 0; j < QP_NR_WIDE; j++) {
+                int32_t pair;
+                memcpy(&pair, q[j] + 2 * kp, 4);
+                const __m512i b = _mm512_set1_epi32(pair);
+                s[j][0] = _mm512_dpwssd_epi32(s[j][0], w0, b);
+                s[j][1] = _mm512_dpwssd_epi32(s[j][1], w1, b);
+            }
+        }
+        for (int h = 0; h < 2; h++) {
+            const __m512 ws = _mm512_load_ps(P[h].Ws + (k0 / 16) * 16);
+            for (int j = 0; j < QP_NR_WIDE; j++)
+                f[j][h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[j][h]), _mm512_mul_ps(ws, _mm512_set1_ps(da[j][k0 / 32])), f[j][h]);
+            if (has_min && G == 32) {
+                const int64_t g = k0 / 16;
+                const __m512 m = _mm512_load_ps(P[h].Wm + g * 16);
+                for (int j = 0; j < QP_NR_WIDE; j++)
+                    f[j][h] = _mm512_fnmadd_ps(m, _mm512_set1_ps(ds[j][g] + ds[j][g + 1]), f[j][h]);
+            } else if (has_min) {
+                for (int64_t g = k0 / 16; g < (k0 + G) / 16; g++) {
+                    const __m512 m = _mm512_load_ps(P[h].Wm + g * 16);
+                    for (int j = 0; j < QP_NR_WIDE; j++) f[j][h] = _mm512_fnmadd_ps(m, _mm512_set1_ps(ds[j][g]), f[j][h]);
+                }
+            }
+        }
+    }
+    for (int j = 0; j < QP_NR_WIDE; j++) {
+        _mm512_storeu_ps(d[j], f[j][0]);
+        _mm512_storeu_ps(d[j] + 16, f[j][1]);
+    }
+}
+
+static __attribute__((noinline)) void tg_qpanel_tall_g32(
+        int64_t K, int has_min, const tg_qpanel P[2], const uint8_t *const act[QP_NR_WIDE],
+        float *const d[QP_NR_WIDE]) {
+    tg_qpanel_tile32x12(K, 32, has_min, P, act, d);
+}
+
+static __attribute__((noinline)) void tg_qpanel_tall_g16(
+        int64_t K, int has_min, const tg_qpanel P[2], const uint8_t *const act[QP_NR_WIDE],
+        float *const d[QP_NR_WIDE]) {
+    tg_qpanel_tile32x12(K, 16, has_min, P, act, d);
+}
 #endif
 
 // the full tile for each scale group size, compiled on their own so the tile width and the
@@ -387,78 +457,123 @@ static __attribute__((noinline)) void tg_qpanel_full_g16(
     tg_qpanel_tile(QP_NR, K, 16, has_min, Wq, Ws, Wm, act, d);
 }
 
-// rows [ir0, ir1) of dst for every column. Scratch (64-byte aligned): Wq 32*K bytes, rows
-// int16 [16][K] 32*K bytes, Ws and Wm [K/16][16] floats, then the unpack scratch.
+// rows m0 .. m0 + nm - 1 (nm <= MM_MR) of src0 unpacked to int16 and packed pair-interleaved into
+// panel Wq [K/2][16][2], their scales and mins into Ws, Wm [K/16][16]; rows past nm are zeros.
+static void tg_qpanel_unpack(const tg_tensor *src0, int64_t m0, int64_t nm, int64_t i02, int64_t i03,
+                             int16_t *Wq, float *Ws, float *Wm, int16_t *rows, void *scratch) {
+    const int64_t K = src0->ne[0];
+    int8_t *uw = (int8_t *)scratch;
+    float *usc = (float *)(uw + K), *umn = usc + K / 16;
+    char *rbuf = (char *)(umn + K / 16);             // a packed row, gathered
+    for (int64_t r = 0; r < MM_MR; r++) {
+        if (r >= nm) {
+            memset(rows + r * K, 0, K * 2);
+            for (int64_t h = 0; h < K / 16; h++) Ws[h * 16 + r] = Wm[h * 16 + r] = 0.0f;
+            continue;
+        }
+        tg_unpack_row(src0->type, tg_weight_row(src0, m0 + r, i02, i03, rbuf), K, uw, usc, umn);
+        int64_t k = 0;
+        for (; k + 16 <= K; k += 16)
+            _mm256_storeu_si256((__m256i *)(rows + r * K + k),
+                                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(uw + k))));
+        for (int64_t h = 0; h < K / 16; h++) {
+            Ws[h * 16 + r] = usc[h];
+            Wm[h * 16 + r] = umn[h];
+        }
+    }
+    // pairs of int16 moved as 32-bit units: rows[r][k/2] -> Wq[k/2][r]
+    tg_transpose((const float *)rows, K / 2, (float *)Wq, MM_MR, MM_MR, K / 2);
+}
+
+// columns [n, N) of one 16-row panel: its nm rows of dst from row m0
+static void tg_qpanel_columns(const tg_tensor *dst, int64_t n, int64_t m0, int64_t nm, int64_t i12,
+                              int64_t i13, const int16_t *Wq, const float *Ws, const float *Wm) {
+    const tg_tensor *src1 = dst->src[1];
+    const int64_t K = dst->src[0]->ne[0], N = src1->ne[1];
+    const tg_type_traits *tt = tg_get_type_traits(dst->src[0]->type);
+    const int G = tt->scale_group, has_min = tt->has_min;
+#ifdef TG_AVX512
+    float tmp[QP_NR_WIDE][MM_MR];
+    for (; TG_WIDE_PANELS && n + QP_NR_WIDE <= N; n += QP_NR_WIDE) {
+        const uint8_t *act[QP_NR_WIDE];
+        float *d[QP_NR_WIDE];
+        for (int j = 0; j < QP_NR_WIDE; j++) {
+            act[j] = (const uint8_t *)at(src1, 0, n + j, i12, i13);
+            d[j] = nm == MM_MR ? (float *)at(dst, m0, n + j, i12, i13) : tmp[j];
+        }
+        if (G == 32) tg_qpanel_wide_g32(K, has_min, Wq, Ws, Wm, act, d);
+        else tg_qpanel_wide_g16(K, has_min, Wq, Ws, Wm, act, d);
+        if (nm < MM_MR)
+            for (int j = 0; j < QP_NR_WIDE; j++)
+                memcpy(at(dst, m0, n + j, i12, i13), tmp[j], nm * 4);
+    }
+#else
+    float tmp[QP_NR][MM_MR];
+#endif
+    for (; n < N; n += QP_NR) {
+        const int nr = (int)TG_MIN(QP_NR, N - n);
+        const uint8_t *act[QP_NR];
+        float *d[QP_NR];
+        for (int j = 0; j < QP_NR; j++) {
+            act[j] = (const uint8_t *)at(src1, 0, n + TG_MIN(j, nr - 1), i12, i13);
+            d[j] = nm == MM_MR ? (float *)at(dst, m0, n + TG_MIN(j, nr - 1), i12, i13) : tmp[j];
+        }
+        if (nr == QP_NR && G == 32) tg_qpanel_full_g32(K, has_min, Wq, Ws, Wm, act, d);
+        else if (nr == QP_NR) tg_qpanel_full_g16(K, has_min, Wq, Ws, Wm, act, d);
+        else tg_qpanel_tile(nr, K, G, has_min, Wq, Ws, Wm, act, d);
+        if (nm < MM_MR)
+            for (int j = 0; j < nr; j++)
+                memcpy(at(dst, m0, n + j, i12, i13), tmp[j], nm * 4);
+    }
+}
+
+// rows [ir0, ir1) of dst for every column: two 16-row panels at a time through the 32 x 12
+// tiles where the AVX-512 tiles run (their last columns and a last odd panel through the
+// 16-row tiles), else one panel at a time. Scratch (64-byte aligned): two panels (Wq 32*K
+// bytes, Ws and Wm [K/16][16] floats each), rows int16 [16][K] 32*K bytes, the unpack scratch.
 static void tg_mul_mat_qpanels(const tg_params *p, tg_tensor *dst, int64_t ir0, int64_t ir1) {
     const tg_tensor *src0 = dst->src[0], *src1 = dst->src[1];
     const int64_t K = src0->ne[0], N = src1->ne[1];
     const int64_t r2 = src1->ne[2] / src0->ne[2], r3 = src1->ne[3] / src0->ne[3];
-    const tg_type_traits *tt = tg_get_type_traits(src0->type);
-    const int G = tt->scale_group, has_min = tt->has_min;
-    int16_t *Wq = (int16_t *)(((uintptr_t)p->wdata + 63) & ~(uintptr_t)63);
-    int16_t *rows = Wq + 16 * K;
-    float *Ws = (float *)(rows + 16 * K), *Wm = Ws + K;
-    int8_t *uw = (int8_t *)(Wm + K);
-    float *usc = (float *)(uw + K), *umn = usc + K / 16;
-    char *rbuf = (char *)(umn + K / 16);             // a packed row, gathered
-#ifdef TG_AVX512
-    float tmp[QP_NR_WIDE][MM_MR];
-#else
-    float tmp[QP_NR][MM_MR];
-#endif
+    int16_t *Wq[2], *rows;
+    float *Ws[2], *Wm[2];
+    Wq[0] = (int16_t *)(((uintptr_t)p->wdata + 63) & ~(uintptr_t)63);
+    Wq[1] = Wq[0] + 16 * K;                              // K is a multiple of 32: stays aligned
+    Ws[0] = (float *)(Wq[1] + 16 * K), Ws[1] = Ws[0] + K;
+    Wm[0] = Ws[1] + K, Wm[1] = Wm[0] + K;
+    rows = (int16_t *)(Wm[1] + K);
+    void *scratch = rows + 16 * K;
     for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
     for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
-        for (int64_t m0 = ir0; m0 < ir1; m0 += MM_MR) {
-            const int64_t nm = TG_MIN(MM_MR, ir1 - m0);
-            for (int64_t r = 0; r < MM_MR; r++) {
-                if (r >= nm) {
-                    memset(rows + r * K, 0, K * 2);
-                    for (int64_t h = 0; h < K / 16; h++) Ws[h * 16 + r] = Wm[h * 16 + r] = 0.0f;
-                    continue;
-                }
-                tg_unpack_row(src0->type, tg_weight_row(src0, m0 + r, i12 / r2, i13 / r3, rbuf), K, uw, usc, umn);
-                int64_t k = 0;
-                for (; k + 16 <= K; k += 16)
-                    _mm256_storeu_si256((__m256i *)(rows + r * K + k),
-                                        _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(uw + k))));
-                for (int64_t h = 0; h < K / 16; h++) {
-                    Ws[h * 16 + r] = usc[h];
-                    Wm[h * 16 + r] = umn[h];
-                }
-            }
-            // pairs of int16 moved as 32-bit units: rows[r][k/2] -> Wq[k/2][r]
-            tg_transpose((const float *)rows, K / 2, (float *)Wq, MM_MR, MM_MR, K / 2);
-            int64_t n = 0;
+        const int64_t i02 = i12 / r2, i03 = i13 / r3;
+        int64_t m0 = ir0;
 #ifdef TG_AVX512
-            for (; TG_WIDE_PANELS && n + QP_NR_WIDE <= N; n += QP_NR_WIDE) {
+        const tg_type_traits *tt = tg_get_type_traits(src0->type);
+        for (; TG_WIDE_PANELS && N >= QP_NR_WIDE && m0 + 2 * MM_MR <= ir1; m0 += 2 * MM_MR) {
+            tg_qpanel P[2];
+            for (int h = 0; h < 2; h++) {
+                tg_qpanel_unpack(src0, m0 + h * MM_MR, MM_MR, i02, i03, Wq[h], Ws[h], Wm[h], rows, scratch);
+                P[h] = (tg_qpanel){Wq[h], Ws[h], Wm[h]};
+            }
+            int64_t n = 0;
+            for (; n + QP_NR_WIDE <= N; n += QP_NR_WIDE) {
                 const uint8_t *act[QP_NR_WIDE];
                 float *d[QP_NR_WIDE];
                 for (int j = 0; j < QP_NR_WIDE; j++) {
                     act[j] = (const uint8_t *)at(src1, 0, n + j, i12, i13);
-                    d[j] = nm == MM_MR ? (float *)at(dst, m0, n + j, i12, i13) : tmp[j];
+                    d[j] = (float *)at(dst, m0, n + j, i12, i13);
                 }
-                if (G == 32) tg_qpanel_wide_g32(K, has_min, Wq, Ws, Wm, act, d);
-                else tg_qpanel_wide_g16(K, has_min, Wq, Ws, Wm, act, d);
-                if (nm < MM_MR)
-                    for (int j = 0; j < QP_NR_WIDE; j++)
-                        memcpy(at(dst, m0, n + j, i12, i13), tmp[j], nm * 4);
+                if (tt->scale_group == 32) tg_qpanel_tall_g32(K, tt->has_min, P, act, d);
+                else tg_qpanel_tall_g16(K, tt->has_min, P, act, d);
             }
+            for (int h = 0; h < 2; h++)
+                tg_qpanel_columns(dst, n, m0 + h * MM_MR, MM_MR, i12, i13, Wq[h], Ws[h], Wm[h]);
+        }
 #endif
-            for (; n < N; n += QP_NR) {
-                const int nr = (int)TG_MIN(QP_NR, N - n);
-                const uint8_t *act[QP_NR];
-                float *d[QP_NR];
-                for (int j = 0; j < QP_NR; j++) {
-                    act[j] = (const uint8_t *)at(src1, 0, n + TG_MIN(j, nr - 1), i12, i13);
-                    d[j] = nm == MM_MR ? (float *)at(dst, m0, n + TG_MIN(j, nr - 1), i12, i13) : tmp[j];
-                }
-                if (nr == QP_NR && G == 32) tg_qpanel_full_g32(K, has_min, Wq, Ws, Wm, act, d);
-                else if (nr == QP_NR) tg_qpanel_full_g16(K, has_min, Wq, Ws, Wm, act, d);
-                else tg_qpanel_tile(nr, K, G, has_min, Wq, Ws, Wm, act, d);
-                if (nm < MM_MR)
-                    for (int j = 0; j < nr; j++)
-                        memcpy(at(dst, m0, n + j, i12, i13), tmp[j], nm * 4);
-            }
+        for (; m0 < ir1; m0 += MM_MR) {
+            const int64_t nm = TG_MIN(MM_MR, ir1 - m0);
+            tg_qpanel_unpack(src0, m0, nm, i02, i03, Wq[0], Ws[0], Wm[0], rows, scratch);
+            tg_qpanel_columns(dst, 0, m0, nm, i12, i13, Wq[0], Ws[0], Wm[0]);
         }
     }
 }
