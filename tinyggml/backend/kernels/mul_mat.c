@@ -333,12 +333,13 @@ static inline __attribute__((always_inline)) void tg_qpanel_tile12(
     for (int64_t k0 = 0; k0 < K; k0 += G) {
         __m512i s[QP_NR_WIDE];
         for (int j = 0; j < QP_NR_WIDE; j++) s[j] = _mm512_setzero_si512();
+        const int16_t *wp = Wq + k0 * 16;    // a constant trip count, as in tg_qpanel_tile32x12
         #pragma GCC unroll 16
-        for (int64_t kp = k0 / 2; kp < (k0 + G) / 2; kp++) {
-            const __m512i w = _mm512_load_si512((const void *)(Wq + kp * 32));
+        for (int kp = 0; kp < G / 2; kp++) {
+            const __m512i w = _mm512_load_si512((const void *)(wp + kp * 32));
             for (int j = 0; j < QP_NR_WIDE; j++) {
                 int32_t pair;
-                memcpy(&pair, q[j] + 2 * kp, 4);
+                memcpy(&pair, q[j] + k0 + 2 * kp, 4);
                 s[j] = _mm512_dpwssd_epi32(s[j], w, _mm512_set1_epi32(pair));
             }
         }
@@ -395,13 +396,16 @@ static inline __attribute__((always_inline)) void tg_qpanel_tile32x12(
     for (int64_t k0 = 0; k0 < K; k0 += G) {
         __m512i s[QP_NR_WIDE][2];
         for (int j = 0; j < QP_NR_WIDE; j++) s[j][0] = s[j][1] = _mm512_setzero_si512();
+        // a constant trip count from group-local pointers: the loop unrolls whole, every
+        // address a constant offset (no remainder paths, no pointers reloaded from the stack)
+        const int16_t *w0p = P[0].Wq + k0 * 16, *w1p = P[1].Wq + k0 * 16;
         #pragma GCC unroll 16
-        for (int64_t kp = k0 / 2; kp < (k0 + G) / 2; kp++) {
-            const __m512i w0 = _mm512_load_si512((const void *)(P[0].Wq + kp * 32));
-            const __m512i w1 = _mm512_load_si512((const void *)(P[1].Wq + kp * 32));
+        for (int kp = 0; kp < G / 2; kp++) {
+            const __m512i w0 = _mm512_load_si512((const void *)(w0p + kp * 32));
+            const __m512i w1 = _mm512_load_si512((const void *)(w1p + kp * 32));
             for (int j = 0; j < QP_NR_WIDE; j++) {
                 int32_t pair;
-                memcpy(&pair, q[j] + 2 * kp, 4);
+                memcpy(&pair, q[j] + k0 + 2 * kp, 4);
                 const __m512i b = _mm512_set1_epi32(pair);
                 s[j][0] = _mm512_dpwssd_epi32(s[j][0], w0, b);
                 s[j][1] = _mm512_dpwssd_epi32(s[j][1], w1, b);
