@@ -437,12 +437,15 @@ def test_mul_mat_k_blocked(simd, wtype, nt):
 
 
 @pytest.mark.parametrize("wtype", [F32, F16])
-@pytest.mark.parametrize("K,M,N", [(77, 37, 12), (64, 16, 23), (300, 33, 61), (2085, 19, 263)])
+@pytest.mark.parametrize("K,M,N", [(77, 37, 12), (64, 16, 23), (300, 33, 61), (2085, 19, 263),
+                                   (300, 101, 29), (1000, 64, 12), (2085, 70, 263), (77, 96, 13)])
 def test_mul_mat_wide_panels_bit_for_bit(K, M, N, wtype):
-    """AVX-512 builds multiply batches in 16 x 12 tiles (mul_mat.c tg_panel_16x12) where two
-    6-column tiles remain: the same outputs bit for bit as the 16 x 6 tiles, for partial row
-    panels, a leftover 6-column tile and a partial one (N = 23, 61, 263), and k blocks
-    (K = 2085). Elsewhere the switch changes nothing and the test holds trivially."""
+    """AVX-512 builds multiply batches in 12-column tiles where two 6-column tiles remain, two
+    16-row panels at a time where a thread has them (mul_mat.c tg_panel_32x12: M = 64+ over 3
+    threads), else one (tg_panel_16x12): the same outputs bit for bit as the 16 x 6 tiles, for
+    partial row panels, an odd panel after the pairs, a leftover 6-column tile and a partial one
+    (N = 13, 23, 29, 61, 263), k blocks (K = 2085) and sum blocks of 16, 32 and 64 values (K =
+    77, 300 / 1000, 2085). Elsewhere the switch changes nothing and the test holds trivially."""
     from tinyggml.backend import set_wide_panels
     rng = np.random.default_rng(K + M + N)
     dt = np.float16 if wtype == F16 else np.float32

@@ -503,7 +503,7 @@ def _mm_wsize(t):
     kc = t.op_params[0] if 0 < t.op_params[0] < a.ne[0] else a.ne[0]
     n_pad = -(-b.ne[1] // 6) * 6
     packed_b = n_pad * 4 * (kc + 16) if b.ne[1] > 1 else 0
-    return 2 * 16 * 4 * a.ne[0] + packed_b + unpacked + 64
+    return 3 * 16 * 4 * a.ne[0] + packed_b + unpacked + 64     # (two panels: the 32-row tiles)
 
 
 def _scan_wsize(t):

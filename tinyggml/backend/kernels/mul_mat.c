@@ -123,6 +123,57 @@ static inline void tg_panel_16x12(int64_t K, int64_t kb, const float *Wp, const 
     }
     for (int j = 0; j < 2 * MM_NR; j++) _mm512_storeu_ps(d[j], t[j]);
 }
+
+// Two 16-row panels (Wp0: rows 0-15, Wp1: rows 16-31) times the same twelve columns: per k two
+// weight loads and twelve broadcasts feed 24 FMAs, where tg_panel_16x12 (one load and twelve
+// broadcasts for twelve) is bound by its loads. The 24 block sums stay in registers, the totals
+// spill to the stack (read and written once per block of kb). Every output sees
+// tg_panel_16x12's operations in its order: the results are the same bit for bit. KB: kb as a
+// constant (the block loop unrolls whole), or 0 to read kb.
+static inline __attribute__((always_inline)) void tg_panel_32x12_kb(
+        int64_t K, int64_t kb, const int KB, const float *Wp0, const float *Wp1, const float *Bp0,
+        const float *Bp1, float *const d[2 * MM_NR], int acc) {
+    __m512 t[2][2 * MM_NR];
+    for (int j = 0; j < 2 * MM_NR; j++)
+        for (int h = 0; h < 2; h++) t[h][j] = acc ? _mm512_loadu_ps(d[j] + 16 * h) : _mm512_setzero_ps();
+    for (int64_t k0 = 0; k0 < K; k0 += kb) {
+        __m512 c[2][2 * MM_NR];
+        for (int j = 0; j < 2 * MM_NR; j++) c[0][j] = c[1][j] = _mm512_setzero_ps();
+        const float *w0p = Wp0 + k0 * MM_MR, *w1p = Wp1 + k0 * MM_MR;
+        const float *b0p = Bp0 + k0 * MM_NR, *b1p = Bp1 + k0 * MM_NR;
+#define STEP(k) do { \
+            const __m512 w0 = _mm512_load_ps(w0p + (k) * MM_MR), w1 = _mm512_load_ps(w1p + (k) * MM_MR); \
+            for (int j = 0; j < MM_NR; j++) { \
+                const __m512 b0 = _mm512_set1_ps(b0p[(k) * MM_NR + j]), b1 = _mm512_set1_ps(b1p[(k) * MM_NR + j]); \
+                c[0][j] = _mm512_fmadd_ps(w0, b0, c[0][j]); \
+                c[1][j] = _mm512_fmadd_ps(w1, b0, c[1][j]); \
+                c[0][MM_NR + j] = _mm512_fmadd_ps(w0, b1, c[0][MM_NR + j]); \
+                c[1][MM_NR + j] = _mm512_fmadd_ps(w1, b1, c[1][MM_NR + j]); \
+            } } while (0)
+        if (KB && k0 + KB <= K) {
+            #pragma GCC unroll 64
+            for (int k = 0; k < KB; k++) STEP(k);
+        } else {
+            const int64_t n = TG_MIN(kb, K - k0);
+            for (int64_t k = 0; k < n; k++) STEP(k);
+        }
+#undef STEP
+        for (int j = 0; j < 2 * MM_NR; j++)
+            for (int h = 0; h < 2; h++) t[h][j] = _mm512_add_ps(t[h][j], c[h][j]);
+    }
+    for (int j = 0; j < 2 * MM_NR; j++)
+        for (int h = 0; h < 2; h++) _mm512_storeu_ps(d[j] + 16 * h, t[h][j]);
+}
+
+// the blocks of K > 256 (tg_sum_block: 32 up to 1024 values, 64 above) compiled with their
+// length constant; shorter rows with the length read
+static __attribute__((noinline)) void tg_panel_32x12(
+        int64_t K, int64_t kb, const float *Wp0, const float *Wp1, const float *Bp0,
+        const float *Bp1, float *const d[2 * MM_NR], int acc) {
+    if (kb == 32) tg_panel_32x12_kb(K, 32, 32, Wp0, Wp1, Bp0, Bp1, d, acc);
+    else if (kb == 64) tg_panel_32x12_kb(K, 64, 64, Wp0, Wp1, Bp0, Bp1, d, acc);
+    else tg_panel_32x12_kb(K, kb, 0, Wp0, Wp1, Bp0, Bp1, d, acc);
+}
 #endif
 #endif
 
@@ -150,7 +201,8 @@ static void tg_mul_mat_panels(const tg_params *p, tg_tensor *dst, int64_t ir0, i
     const int64_t KC = tg_mm_kc(dst, K), kb = tg_sum_block(K);
     const int64_t r2 = src1->ne[2] / src0->ne[2], r3 = src1->ne[3] / src0->ne[3];
     float *Wp = (float *)(((uintptr_t)p->wdata + 63) & ~(uintptr_t)63);
-    float *rows = Wp + MM_MR * KC, *Bp = rows + MM_MR * KC, *Cp = Bp + NP * KC;
+    float *Wp1 = Wp + MM_MR * KC;                    // the second panel of a 32-row pair
+    float *rows = Wp1 + MM_MR * KC, *Bp = rows + MM_MR * KC, *Cp = Bp + NP * KC;
     int8_t *uw = (int8_t *)(Cp + NP * MM_MR);
     float *usc = (float *)(uw + K), *umn = usc + K / 16;
     char *rbuf = (char *)(umn + K / 16);             // a packed row, gathered
@@ -166,26 +218,53 @@ static void tg_mul_mat_panels(const tg_params *p, tg_tensor *dst, int64_t ir0, i
                     float *bp = Bp + n0 * kc + j;
                     for (int64_t k = 0; k < kc; k++) bp[k * MM_NR] = b[k];
                 }
-            for (int64_t m0 = ir0; m0 < ir1; m0 += MM_MR) {
-                const int64_t nm = TG_MIN(MM_MR, ir1 - m0);
-                // widen (F16, BF16, quantized) and pack: rows[r][k] -> Wp[k][r], zero rows past nm
-                const float *src_rows = rows;
-                int64_t lds = kc;
-                if (src0->type == TG_TYPE_F32 && nm == MM_MR) {
-                    src_rows = (const float *)at(src0, k0, m0, i12 / r2, i13 / r3);
-                    lds = src0->nb[1] / 4;
-                } else {
-                    for (int64_t r = 0; r < MM_MR; r++) {
-                        float *row = rows + r * kc;
-                        if (r >= nm) { memset(row, 0, kc * 4); continue; }
-                        const char *w = tg_weight_row(src0, m0 + r, i12 / r2, i13 / r3, rbuf) +
-                                        tg_row_bytes(src0->type, k0);
-                        if (src0->type == TG_TYPE_F32) memcpy(row, w, kc * 4);
-                        else if (src0->type == TG_TYPE_F16) tg_fp16_to_fp32_row((const tg_fp16_t *)w, row, kc);
-                        else tg_dequantize_row(src0->type, w, kc, row, uw, usc, umn);
-                    }
+            // widen (F16, BF16, quantized) and pack rows m0.. into panel P: rows[r][k] -> P[k][r],
+            // zero rows past nm
+#define PACK_PANEL(P, m0, nm) do { \
+                const float *src_rows = rows; \
+                int64_t lds = kc; \
+                if (src0->type == TG_TYPE_F32 && (nm) == MM_MR) { \
+                    src_rows = (const float *)at(src0, k0, (m0), i12 / r2, i13 / r3); \
+                    lds = src0->nb[1] / 4; \
+                } else { \
+                    for (int64_t r = 0; r < MM_MR; r++) { \
+                        float *row = rows + r * kc; \
+                        if (r >= (nm)) { memset(row, 0, kc * 4); continue; } \
+                        const char *w = tg_weight_row(src0, (m0) + r, i12 / r2, i13 / r3, rbuf) + \
+                                        tg_row_bytes(src0->type, k0); \
+                        if (src0->type == TG_TYPE_F32) memcpy(row, w, kc * 4); \
+                        else if (src0->type == TG_TYPE_F16) tg_fp16_to_fp32_row((const tg_fp16_t *)w, row, kc); \
+                        else tg_dequantize_row(src0->type, w, kc, row, uw, usc, umn); \
+                    } \
+                } \
+                tg_transpose(src_rows, lds, (P), MM_MR, MM_MR, kc); \
+            } while (0)
+            int64_t m0 = ir0;
+#ifdef TG_AVX512
+            // pairs of full panels through the 32 x 12 tiles while 12 columns remain; their
+            // last columns through the 16-row tiles, panel by panel
+            for (; TG_WIDE_PANELS && N >= 2 * MM_NR && m0 + 2 * MM_MR <= ir1; m0 += 2 * MM_MR) {
+                PACK_PANEL(Wp, m0, MM_MR);
+                PACK_PANEL(Wp1, m0 + MM_MR, MM_MR);
+                int64_t n = 0;
+                for (; n + 2 * MM_NR <= N; n += 2 * MM_NR) {
+                    float *d[2 * MM_NR];
+                    for (int j = 0; j < 2 * MM_NR; j++) d[j] = (float *)at(dst, m0, n + j, i12, i13);
+                    tg_panel_32x12(kc, kb, Wp, Wp1, Bp + n * kc, Bp + (n + MM_NR) * kc, d, !first);
                 }
-                tg_transpose(src_rows, lds, Wp, MM_MR, MM_MR, kc);
+                for (int h = 0; h < 2; h++)
+                    for (int64_t nn = n; nn < N; nn += MM_NR) {
+                        const int nr = (int)TG_MIN(MM_NR, N - nn);
+                        float *d[MM_NR];
+                        for (int j = 0; j < MM_NR; j++)
+                            d[j] = (float *)at(dst, m0 + h * MM_MR, nn + TG_MIN(j, nr - 1), i12, i13);
+                        tg_panel_16x6(kc, kb, h ? Wp1 : Wp, Bp + nn * kc, d, !first);
+                    }
+            }
+#endif
+            for (; m0 < ir1; m0 += MM_MR) {
+                const int64_t nm = TG_MIN(MM_MR, ir1 - m0);
+                PACK_PANEL(Wp, m0, nm);
                 for (int64_t n = 0; n < N;) {
                     // 12 columns at once (two 6-column tiles, AVX-512) while two full tiles
                     // remain, else one tile of up to 6
@@ -209,6 +288,7 @@ static void tg_mul_mat_panels(const tg_params *p, tg_tensor *dst, int64_t ir0, i
             }
         }
     }
+#undef PACK_PANEL
 }
 #endif
 
