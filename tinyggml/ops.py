@@ -471,10 +471,11 @@ def _ref_attn(t, q, k, v, info, pos):
 def _attn_wsize(t):
     hd, nh = t.src[0].ne[:2]
     rows = ATTN_TILE * (nh // t.src[1].ne[1])             # query rows of one work item
-    return 4 * (rows * (hd + 2) + ATTN_KBLOCK + 2 * ATTN_KBLOCK * hd) + 64
+    return 4 * (rows * (hd + 2) + ATTN_ROWS * ATTN_KBLOCK + 2 * ATTN_KBLOCK * hd) + 64
 
 
 ATTN_TILE, ATTN_KBLOCK = 8, 64        # tokens per attention work item, keys per block (attn.c)
+ATTN_ROWS = 4                         # query rows of one token taken together (attn.c)
 
 
 def _ref_quantize(t, x):

@@ -221,6 +221,133 @@ static void attn_pv(float *acc, const float *w, const float *V, int64_t vs, int6
     }
 }
 
+// The query heads of one token that read the same kv head share its causal limit: they go
+// ROWS at a time, each key and value chunk loaded once for all of them. Every row's arithmetic
+// is attn_scores' and attn_pv's, bit for bit: the scores of the 8-key groups are the same eight
+// lane sums reduced by the same tree (((x0+x1)+(x2+x3)) + ((x4+x5)+(x6+x7)) per key, whichever
+// keys share a register), the keys after the last group the same dots; each output column adds
+// w_j V_j in j order with one fused multiply-add, as there.
+#define ROWS 4        // ops.py ATTN_ROWS
+#ifdef TG_AVX512
+#define KG 4          // keys per pass: ROWS x KG accumulators in AVX-512VL's 32 ymm registers
+#define PVR 4         // rows per pass of the value sums (4 x 4 accumulators)
+#else
+#define KG 2          // in AVX2's 16
+#define PVR 2
+#endif
+
+#ifdef TG_AVX2
+static inline __attribute__((always_inline)) void attn_scores_tile(
+        int nr, float *const s[ROWS], const float *const q[ROWS], const float *K, int64_t ks,
+        int64_t hd, int64_t n8, float scale) {
+    const __m128 vs = _mm_set1_ps(scale);
+    for (int64_t j = 0; j < n8; j += KG) {
+        __m256 a[ROWS][KG];
+        for (int r = 0; r < nr; r++)
+            for (int u = 0; u < KG; u++) a[r][u] = _mm256_setzero_ps();
+        for (int64_t c = 0; c < hd; c += 8) {
+            __m256 kv[KG];
+            for (int u = 0; u < KG; u++) kv[u] = _mm256_loadu_ps(K + (j + u) * ks + c);
+            for (int r = 0; r < nr; r++) {
+                const __m256 qv = _mm256_loadu_ps(q[r] + c);
+                for (int u = 0; u < KG; u++) a[r][u] = _mm256_fmadd_ps(qv, kv[u], a[r][u]);
+            }
+        }
+        for (int r = 0; r < nr; r++) {
+#if KG == 4
+            // [X_lo for the 4 keys | X_hi for the 4 keys], X_lo = (x0+x1)+(x2+x3)
+            const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a[r][0], a[r][1]), _mm256_hadd_ps(a[r][2], a[r][3]));
+            const __m128 t = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+            _mm_storeu_ps(s[r] + j, _mm_mul_ps(t, vs));
+#else
+            const __m256 h0 = _mm256_hadd_ps(a[r][0], a[r][1]);
+            const __m256 h = _mm256_hadd_ps(h0, h0);
+            const __m128 t = _mm_mul_ps(_mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)), vs);
+            _mm_storel_pi((__m64 *)(s[r] + j), t);
+#endif
+        }
+    }
+}
+#endif
+
+// s[r][j] = scale * (q_r . K_j) for rows r < nr, keys j < n
+static void attn_scores_rows(int nr, float *const s[ROWS], const float *const q[ROWS], const float *K,
+                             int64_t ks, int64_t hd, int64_t n, float scale) {
+    int64_t j0 = 0;
+#ifdef TG_AVX2
+    if (TG_USE_SIMD && tg_attn_wide && hd % 8 == 0) {
+        j0 = n / 8 * 8;
+        switch (nr) {     // nr as a constant: the accumulators stay registers
+            case 4: attn_scores_tile(4, s, q, K, ks, hd, j0, scale); break;
+            case 3: attn_scores_tile(3, s, q, K, ks, hd, j0, scale); break;
+            case 2: attn_scores_tile(2, s, q, K, ks, hd, j0, scale); break;
+            default: attn_scores_tile(1, s, q, K, ks, hd, j0, scale); break;
+        }
+        for (int r = 0; r < nr; r++)
+            for (int64_t j = j0; j < n; j++) s[r][j] = attn_dot(q[r], K + j * ks, hd) * scale;
+        return;
+    }
+#endif
+    for (int r = 0; r < nr; r++) attn_scores(s[r], q[r], K, ks, hd, n, scale);
+}
+
+#ifdef TG_AVX2
+// columns [c0, c0 + 8 nv) of rows r < nr: acc[r][c] += sum_j w[r][j] V_j[c], j in order
+static inline __attribute__((always_inline)) void attn_pv_tile(
+        int nr, int nv, float *const acc[PVR], const float *const w[PVR], const float *V, int64_t vs,
+        int64_t c0, int64_t n) {
+    __m256 a[PVR][4];
+    for (int r = 0; r < nr; r++)
+        for (int u = 0; u < nv; u++) a[r][u] = _mm256_loadu_ps(acc[r] + c0 + 8 * u);
+    for (int64_t j = 0; j < n; j++) {
+        __m256 x[4];
+        for (int u = 0; u < nv; u++) x[u] = _mm256_loadu_ps(V + j * vs + c0 + 8 * u);
+        for (int r = 0; r < nr; r++) {
+            const __m256 b = _mm256_broadcast_ss(w[r] + j);
+            for (int u = 0; u < nv; u++) a[r][u] = _mm256_fmadd_ps(b, x[u], a[r][u]);
+        }
+    }
+    for (int r = 0; r < nr; r++)
+        for (int u = 0; u < nv; u++) _mm256_storeu_ps(acc[r] + c0 + 8 * u, a[r][u]);
+}
+
+static inline __attribute__((always_inline)) void attn_pv_pass(
+        int nr, float *const acc[PVR], const float *const w[PVR], const float *V, int64_t vs,
+        int64_t hd, int64_t n) {
+    int64_t c = 0;
+    for (; c + 32 <= hd; c += 32) attn_pv_tile(nr, 4, acc, w, V, vs, c, n);
+    for (; c + 8 <= hd; c += 8) attn_pv_tile(nr, 1, acc, w, V, vs, c, n);
+    for (int r = 0; r < nr; r++)
+        for (int64_t cc = c; cc < hd; cc++) {
+            float a = acc[r][cc];
+            for (int64_t j = 0; j < n; j++) a = fmaf(w[r][j], V[j * vs + cc], a);
+            acc[r][cc] = a;
+        }
+}
+#endif
+
+// acc[r] += sum_j w[r][j] V_j for rows r < nr
+static void attn_pv_rows(int nr, float *const acc[ROWS], const float *const w[ROWS], const float *V,
+                         int64_t vs, int64_t hd, int64_t n) {
+#ifdef TG_AVX2
+    if (TG_USE_SIMD && tg_attn_wide && hd >= 8) {
+        for (int r0 = 0; r0 < nr; r0 += PVR) {
+            const int m = nr - r0 < PVR ? nr - r0 : PVR;
+            float *const *a = acc + r0;
+            const float *const *ww = w + r0;
+#if PVR == 4
+            if (m == 4) { attn_pv_pass(4, a, ww, V, vs, hd, n); continue; }
+            if (m == 3) { attn_pv_pass(3, a, ww, V, vs, hd, n); continue; }
+#endif
+            if (m == 2) attn_pv_pass(2, a, ww, V, vs, hd, n);
+            else attn_pv_pass(1, a, ww, V, vs, hd, n);
+        }
+        return;
+    }
+#endif
+    for (int r = 0; r < nr; r++) attn_pv(acc[r], w[r], V, vs, hd, n);
+}
+
 void tg_attn(const tg_params *p, tg_tensor *dst) {
     const tg_tensor *q = dst->src[0], *k = dst->src[1], *v = dst->src[2];
     const tg_tensor *info = dst->src[3], *pos = dst->src[4];
@@ -231,8 +358,8 @@ void tg_attn(const tg_params *p, tg_tensor *dst) {
     const int64_t R = TILE * g;
     float *acc = (float *)p->wdata;            // R x hd
     float *mx = acc + R * hd, *sum = mx + R;   // R each
-    float *s = sum + R;                        // KBLOCK scores
-    float *kb = s + KBLOCK, *vb = kb + KBLOCK * hd;   // F16 caches: a block of rows widened
+    float *s = sum + R;                        // ROWS x KBLOCK scores
+    float *kb = s + ROWS * KBLOCK, *vb = kb + KBLOCK * hd;   // F16 caches: a block of rows widened
     int64_t item = 0;
     for (int64_t sq = 0; sq < info->ne[1]; sq++) {
         const int64_t slot = si[3 * sq], t0 = si[3 * sq + 1], n = si[3 * sq + 2];
@@ -270,22 +397,30 @@ void tg_attn(const tg_params *p, tg_tensor *dst) {
                     for (int64_t i = i0; i < i1; i++) {
                         const int64_t lim = TG_MIN(nk, (int64_t)ps[i] - j0 + 1);   // causal
                         if (lim <= 0) continue;
-                        for (int64_t e = 0; e < g; e++) {
-                            const int64_t r = (i - i0) * g + e;
-                            const float *qr = (const float *)at(q, 0, h * g + e, i, 0);
-                            attn_scores(s, qr, K, kstride, hd, lim, scale);
-                            const float bmax = attn_max(s, lim);
-                            if (bmax > mx[r]) {            // rescale what the earlier blocks added
-                                if (mx[r] != -INFINITY) {
-                                    const float c = expf(mx[r] - bmax);
-                                    sum[r] *= c;
-                                    attn_scale(acc + r * hd, c, hd);
-                                }
-                                mx[r] = bmax;
+                        for (int64_t e0 = 0; e0 < g; e0 += ROWS) {    // the token's heads, ROWS at a time
+                            const int nr = (int)TG_MIN(ROWS, g - e0);
+                            float *sr[ROWS], *ar[ROWS];
+                            const float *qr[ROWS];
+                            for (int u = 0; u < nr; u++) {
+                                sr[u] = s + u * KBLOCK;
+                                ar[u] = acc + ((i - i0) * g + e0 + u) * hd;
+                                qr[u] = (const float *)at(q, 0, h * g + e0 + u, i, 0);
                             }
-                            const float bs = attn_exp(s, mx[r], lim);
-                            attn_pv(acc + r * hd, s, V, kstride, hd, lim);
-                            sum[r] += bs;
+                            attn_scores_rows(nr, sr, qr, K, kstride, hd, lim, scale);
+                            for (int u = 0; u < nr; u++) {
+                                const int64_t r = (i - i0) * g + e0 + u;
+                                const float bmax = attn_max(sr[u], lim);
+                                if (bmax > mx[r]) {            // rescale what the earlier blocks added
+                                    if (mx[r] != -INFINITY) {
+                                        const float c = expf(mx[r] - bmax);
+                                        sum[r] *= c;
+                                        attn_scale(ar[u], c, hd);
+                                    }
+                                    mx[r] = bmax;
+                                }
+                                sum[r] += attn_exp(sr[u], mx[r], lim);
+                            }
+                            attn_pv_rows(nr, ar, (const float *const *)sr, V, kstride, hd, lim);
                         }
                     }
                 }
@@ -303,3 +438,6 @@ void tg_attn(const tg_params *p, tg_tensor *dst) {
 #undef TILE
 #undef KBLOCK
 #undef PREFETCH
+#undef ROWS
+#undef KG
+#undef PVR
