@@ -237,17 +237,32 @@ static void attn_pv(float *acc, const float *w, const float *V, int64_t vs, int6
 #endif
 
 #ifdef TG_AVX2
+// eight values of a row of F32 (half = 0) or F16 (half = 1, widened exactly in registers)
+static inline __attribute__((always_inline)) __m256 attn_load8(const char *p, int half) {
+    return half ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)) : _mm256_loadu_ps((const float *)p);
+}
+
+// the 8-key groups' scores, keys [0, n8); K rows ksb bytes apart. Read in place (half), key
+// and value rows PREFETCH ahead are fetched as the keys go by (while npf rows remain).
 static inline __attribute__((always_inline)) void attn_scores_tile(
-        int nr, float *const s[ROWS], const float *const q[ROWS], const float *K, int64_t ks,
-        int64_t hd, int64_t n8, float scale) {
+        int nr, int half, float *const s[ROWS], const float *const q[ROWS], const char *K,
+        const char *V, int64_t ksb, int64_t hd, int64_t n8, int64_t npf, float scale) {
     const __m128 vs = _mm_set1_ps(scale);
+    const int64_t eb = half ? 2 : 4;
     for (int64_t j = 0; j < n8; j += KG) {
+        if (half)
+            for (int u = 0; u < KG; u++)
+                if (j + u + PREFETCH < npf)
+                    for (int64_t b = 0; b < hd * 2; b += 64) {
+                        _mm_prefetch(K + (j + u + PREFETCH) * ksb + b, _MM_HINT_T0);
+                        _mm_prefetch(V + (j + u + PREFETCH) * ksb + b, _MM_HINT_T0);
+                    }
         __m256 a[ROWS][KG];
         for (int r = 0; r < nr; r++)
             for (int u = 0; u < KG; u++) a[r][u] = _mm256_setzero_ps();
         for (int64_t c = 0; c < hd; c += 8) {
             __m256 kv[KG];
-            for (int u = 0; u < KG; u++) kv[u] = _mm256_loadu_ps(K + (j + u) * ks + c);
+            for (int u = 0; u < KG; u++) kv[u] = attn_load8(K + (j + u) * ksb + c * eb, half);
             for (int r = 0; r < nr; r++) {
                 const __m256 qv = _mm256_loadu_ps(q[r] + c);
                 for (int u = 0; u < KG; u++) a[r][u] = _mm256_fmadd_ps(qv, kv[u], a[r][u]);
@@ -270,38 +285,52 @@ static inline __attribute__((always_inline)) void attn_scores_tile(
 }
 #endif
 
-// s[r][j] = scale * (q_r . K_j) for rows r < nr, keys j < n
-static void attn_scores_rows(int nr, float *const s[ROWS], const float *const q[ROWS], const float *K,
-                             int64_t ks, int64_t hd, int64_t n, float scale) {
-    int64_t j0 = 0;
+// s[r][j] = scale * (q_r . K_j) for rows r < nr, keys j < n. K: F32 rows ksb bytes apart, or
+// (half) F16 rows read in place, which only the SIMD path takes (tmp: one widened row).
+static void attn_scores_rows(int nr, int half, float *const s[ROWS], const float *const q[ROWS],
+                             const char *K, const char *V, int64_t ksb, int64_t hd, int64_t n,
+                             int64_t npf, float scale, float *tmp) {
 #ifdef TG_AVX2
     if (TG_USE_SIMD && tg_attn_wide && hd % 8 == 0) {
-        j0 = n / 8 * 8;
-        switch (nr) {     // nr as a constant: the accumulators stay registers
-            case 4: attn_scores_tile(4, s, q, K, ks, hd, j0, scale); break;
-            case 3: attn_scores_tile(3, s, q, K, ks, hd, j0, scale); break;
-            case 2: attn_scores_tile(2, s, q, K, ks, hd, j0, scale); break;
-            default: attn_scores_tile(1, s, q, K, ks, hd, j0, scale); break;
+        const int64_t n8 = n / 8 * 8;
+#define TILE_NR(nr_, h_) attn_scores_tile(nr_, h_, s, q, K, V, ksb, hd, n8, npf, scale)
+        switch (nr * 2 + half) {     // nr and half as constants: the accumulators stay registers
+            case 9: TILE_NR(4, 1); break;
+            case 8: TILE_NR(4, 0); break;
+            case 7: TILE_NR(3, 1); break;
+            case 6: TILE_NR(3, 0); break;
+            case 5: TILE_NR(2, 1); break;
+            case 4: TILE_NR(2, 0); break;
+            case 3: TILE_NR(1, 1); break;
+            default: TILE_NR(1, 0); break;
         }
-        for (int r = 0; r < nr; r++)
-            for (int64_t j = j0; j < n; j++) s[r][j] = attn_dot(q[r], K + j * ks, hd) * scale;
+#undef TILE_NR
+        for (int64_t j = n8; j < n; j++) {
+            const float *kj = (const float *)(K + j * ksb);
+            if (half) {
+                tg_fp16_to_fp32_row((const tg_fp16_t *)(K + j * ksb), tmp, hd);
+                kj = tmp;
+            }
+            for (int r = 0; r < nr; r++) s[r][j] = attn_dot(q[r], kj, hd) * scale;
+        }
         return;
     }
 #endif
-    for (int r = 0; r < nr; r++) attn_scores(s[r], q[r], K, ks, hd, n, scale);
+    for (int r = 0; r < nr; r++) attn_scores(s[r], q[r], (const float *)K, ksb / 4, hd, n, scale);
 }
 
 #ifdef TG_AVX2
 // columns [c0, c0 + 8 nv) of rows r < nr: acc[r][c] += sum_j w[r][j] V_j[c], j in order
 static inline __attribute__((always_inline)) void attn_pv_tile(
-        int nr, int nv, float *const acc[PVR], const float *const w[PVR], const float *V, int64_t vs,
-        int64_t c0, int64_t n) {
+        int nr, int nv, int half, float *const acc[PVR], const float *const w[PVR], const char *V,
+        int64_t vsb, int64_t c0, int64_t n) {
+    const int64_t eb = half ? 2 : 4;
     __m256 a[PVR][4];
     for (int r = 0; r < nr; r++)
         for (int u = 0; u < nv; u++) a[r][u] = _mm256_loadu_ps(acc[r] + c0 + 8 * u);
     for (int64_t j = 0; j < n; j++) {
         __m256 x[4];
-        for (int u = 0; u < nv; u++) x[u] = _mm256_loadu_ps(V + j * vs + c0 + 8 * u);
+        for (int u = 0; u < nv; u++) x[u] = attn_load8(V + j * vsb + (c0 + 8 * u) * eb, half);
         for (int r = 0; r < nr; r++) {
             const __m256 b = _mm256_broadcast_ss(w[r] + j);
             for (int u = 0; u < nv; u++) a[r][u] = _mm256_fmadd_ps(b, x[u], a[r][u]);
@@ -312,40 +341,46 @@ static inline __attribute__((always_inline)) void attn_pv_tile(
 }
 
 static inline __attribute__((always_inline)) void attn_pv_pass(
-        int nr, float *const acc[PVR], const float *const w[PVR], const float *V, int64_t vs,
+        int nr, int half, float *const acc[PVR], const float *const w[PVR], const char *V, int64_t vsb,
         int64_t hd, int64_t n) {
     int64_t c = 0;
-    for (; c + 32 <= hd; c += 32) attn_pv_tile(nr, 4, acc, w, V, vs, c, n);
-    for (; c + 8 <= hd; c += 8) attn_pv_tile(nr, 1, acc, w, V, vs, c, n);
+    for (; c + 32 <= hd; c += 32) attn_pv_tile(nr, 4, half, acc, w, V, vsb, c, n);
+    for (; c + 8 <= hd; c += 8) attn_pv_tile(nr, 1, half, acc, w, V, vsb, c, n);
     for (int r = 0; r < nr; r++)
         for (int64_t cc = c; cc < hd; cc++) {
             float a = acc[r][cc];
-            for (int64_t j = 0; j < n; j++) a = fmaf(w[r][j], V[j * vs + cc], a);
+            for (int64_t j = 0; j < n; j++) {
+                const char *vj = V + j * vsb;
+                const float x = half ? tg_fp16_to_fp32(((const tg_fp16_t *)vj)[cc]) : ((const float *)vj)[cc];
+                a = fmaf(w[r][j], x, a);
+            }
             acc[r][cc] = a;
         }
 }
 #endif
 
-// acc[r] += sum_j w[r][j] V_j for rows r < nr
-static void attn_pv_rows(int nr, float *const acc[ROWS], const float *const w[ROWS], const float *V,
-                         int64_t vs, int64_t hd, int64_t n) {
+// acc[r] += sum_j w[r][j] V_j for rows r < nr; V as K in attn_scores_rows
+static void attn_pv_rows(int nr, int half, float *const acc[ROWS], const float *const w[ROWS],
+                         const char *V, int64_t vsb, int64_t hd, int64_t n) {
 #ifdef TG_AVX2
     if (TG_USE_SIMD && tg_attn_wide && hd >= 8) {
         for (int r0 = 0; r0 < nr; r0 += PVR) {
             const int m = nr - r0 < PVR ? nr - r0 : PVR;
             float *const *a = acc + r0;
             const float *const *ww = w + r0;
+#define PASS(m_) (half ? attn_pv_pass(m_, 1, a, ww, V, vsb, hd, n) : attn_pv_pass(m_, 0, a, ww, V, vsb, hd, n))
 #if PVR == 4
-            if (m == 4) { attn_pv_pass(4, a, ww, V, vs, hd, n); continue; }
-            if (m == 3) { attn_pv_pass(3, a, ww, V, vs, hd, n); continue; }
+            if (m == 4) { PASS(4); continue; }
+            if (m == 3) { PASS(3); continue; }
 #endif
-            if (m == 2) attn_pv_pass(2, a, ww, V, vs, hd, n);
-            else attn_pv_pass(1, a, ww, V, vs, hd, n);
+            if (m == 2) PASS(2);
+            else PASS(1);
+#undef PASS
         }
         return;
     }
 #endif
-    for (int r = 0; r < nr; r++) attn_pv(acc[r], w[r], V, vs, hd, n);
+    for (int r = 0; r < nr; r++) attn_pv(acc[r], w[r], (const float *)V, vsb / 4, hd, n);
 }
 
 void tg_attn(const tg_params *p, tg_tensor *dst) {
@@ -355,6 +390,13 @@ void tg_attn(const tg_params *p, tg_tensor *dst) {
     const float scale = tg_f32_param(dst, 0);
     const int32_t *si = (const int32_t *)info->data, *ps = (const int32_t *)pos->data;
     const int f16 = k->type == TG_TYPE_F16;
+    // one token per item (decode): F16 rows are read in place, widened in registers (no
+    // widened copy to write and read back; a prompt's items share the copy among their tokens)
+#ifdef TG_AVX2
+    const int direct_ok = f16 && TG_USE_SIMD && tg_attn_wide && hd % 8 == 0;
+#else
+    const int direct_ok = 0;
+#endif
     const int64_t R = TILE * g;
     float *acc = (float *)p->wdata;            // R x hd
     float *mx = acc + R * hd, *sum = mx + R;   // R each
@@ -365,6 +407,7 @@ void tg_attn(const tg_params *p, tg_tensor *dst) {
         const int64_t slot = si[3 * sq], t0 = si[3 * sq + 1], n = si[3 * sq + 2];
         for (int64_t i0 = t0; i0 < t0 + n; i0 += TILE) {
             const int64_t i1 = TG_MIN(i0 + TILE, t0 + n), nt = i1 - i0;
+            const int direct = direct_ok && nt == 1;
             for (int64_t h = 0; h < nkv; h++, item++) {
                 if (item % p->nth != p->ith) continue;
                 int64_t kmax = -1;                                    // the last key any row reads
@@ -377,7 +420,7 @@ void tg_attn(const tg_params *p, tg_tensor *dst) {
                     const float *K = (const float *)at(k, 0, h, j0, slot);
                     const float *V = (const float *)at(v, 0, h, j0, slot);
                     int64_t kstride = k->nb[2] / 4;                   // floats between key rows
-                    if (f16) {
+                    if (f16 && !direct) {
                         for (int64_t j = 0; j < nk; j++) {
 #ifdef TG_AVX2
                             // the rows of one kv head are strided (the other heads' rows lie
@@ -394,6 +437,7 @@ void tg_attn(const tg_params *p, tg_tensor *dst) {
                         }
                         K = kb, V = vb, kstride = hd;
                     }
+                    const int64_t rowb = direct ? k->nb[2] : kstride * 4;   // bytes between rows
                     for (int64_t i = i0; i < i1; i++) {
                         const int64_t lim = TG_MIN(nk, (int64_t)ps[i] - j0 + 1);   // causal
                         if (lim <= 0) continue;
@@ -406,7 +450,8 @@ void tg_attn(const tg_params *p, tg_tensor *dst) {
                                 ar[u] = acc + ((i - i0) * g + e0 + u) * hd;
                                 qr[u] = (const float *)at(q, 0, h * g + e0 + u, i, 0);
                             }
-                            attn_scores_rows(nr, sr, qr, K, kstride, hd, lim, scale);
+                            attn_scores_rows(nr, direct, sr, qr, (const char *)K, (const char *)V, rowb, hd,
+                                             lim, k->ne[2] - j0, scale, kb);
                             for (int u = 0; u < nr; u++) {
                                 const int64_t r = (i - i0) * g + e0 + u;
                                 const float bmax = attn_max(sr[u], lim);
@@ -420,7 +465,7 @@ void tg_attn(const tg_params *p, tg_tensor *dst) {
                                 }
                                 sum[r] += attn_exp(sr[u], mx[r], lim);
                             }
-                            attn_pv_rows(nr, ar, (const float *const *)sr, V, kstride, hd, lim);
+                            attn_pv_rows(nr, direct, ar, (const float *const *)sr, (const char *)V, rowb, hd, lim);
                         }
                     }
                 }
