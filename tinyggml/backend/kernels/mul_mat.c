@@ -190,8 +190,35 @@ static inline int64_t tg_mm_kc(const tg_tensor *dst, int64_t K) {
 
 #ifdef TG_AVX2
 
-// rows [ir0, ir1) of dst for every column; scratch: Wp 16*KC floats (64-byte aligned), rows
-// 16*KC floats, Bp (N rounded up to 6)*KC floats, Cp (N rounded up to 6)*16 floats (a last
+// values [k0, k0 + kc) of rows m0 .. m0 + nm - 1 of src0 widened (F16, BF16, quantized) and
+// packed into panel P: rows[r][k] -> P[k][r], zero rows past nm. F32 rows are read in place.
+// scratch: the unpack scratch (K int8, K/16 scales and mins, a packed row gathered).
+static void tg_pack_panel(const tg_tensor *src0, int64_t k0, int64_t kc, int64_t m0, int64_t nm,
+                          int64_t i02, int64_t i03, float *rows, float *P, void *scratch) {
+    const int64_t K = src0->ne[0];
+    int8_t *uw = (int8_t *)scratch;
+    float *usc = (float *)(uw + K), *umn = usc + K / 16;
+    char *rbuf = (char *)(umn + K / 16);
+    const float *src_rows = rows;
+    int64_t lds = kc;
+    if (src0->type == TG_TYPE_F32 && nm == MM_MR) {
+        src_rows = (const float *)at(src0, k0, m0, i02, i03);
+        lds = src0->nb[1] / 4;
+    } else {
+        for (int64_t r = 0; r < MM_MR; r++) {
+            float *row = rows + r * kc;
+            if (r >= nm) { memset(row, 0, kc * 4); continue; }
+            const char *w = tg_weight_row(src0, m0 + r, i02, i03, rbuf) + tg_row_bytes(src0->type, k0);
+            if (src0->type == TG_TYPE_F32) memcpy(row, w, kc * 4);
+            else if (src0->type == TG_TYPE_F16) tg_fp16_to_fp32_row((const tg_fp16_t *)w, row, kc);
+            else tg_dequantize_row(src0->type, w, kc, row, uw, usc, umn);
+        }
+    }
+    tg_transpose(src_rows, lds, P, MM_MR, MM_MR, kc);
+}
+
+// rows [ir0, ir1) of dst for every column; scratch: Wp, Wp1 16*KC floats each (64-byte
+// aligned; two panels for the 32-row tiles), rows 16*KC floats, Bp (N rounded up to 6)*KC floats, Cp (N rounded up to 6)*16 floats (a last
 // partial panel's sums), the unpack scratch after them. KC = K, or MM_KC for long rows. Every
 // thread packs all of src1 itself (a copy of the activations, small beside the K*N*rows/16
 // panel work; no barrier needed).
@@ -203,9 +230,7 @@ static void tg_mul_mat_panels(const tg_params *p, tg_tensor *dst, int64_t ir0, i
     float *Wp = (float *)(((uintptr_t)p->wdata + 63) & ~(uintptr_t)63);
     float *Wp1 = Wp + MM_MR * KC;                    // the second panel of a 32-row pair
     float *rows = Wp1 + MM_MR * KC, *Bp = rows + MM_MR * KC, *Cp = Bp + NP * KC;
-    int8_t *uw = (int8_t *)(Cp + NP * MM_MR);
-    float *usc = (float *)(uw + K), *umn = usc + K / 16;
-    char *rbuf = (char *)(umn + K / 16);             // a packed row, gathered
+    void *scratch = Cp + NP * MM_MR;
     for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
     for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
         if (ir0 >= ir1) break;
@@ -218,34 +243,13 @@ static void tg_mul_mat_panels(const tg_params *p, tg_tensor *dst, int64_t ir0, i
                     float *bp = Bp + n0 * kc + j;
                     for (int64_t k = 0; k < kc; k++) bp[k * MM_NR] = b[k];
                 }
-            // widen (F16, BF16, quantized) and pack rows m0.. into panel P: rows[r][k] -> P[k][r],
-            // zero rows past nm
-#define PACK_PANEL(P, m0, nm) do { \
-                const float *src_rows = rows; \
-                int64_t lds = kc; \
-                if (src0->type == TG_TYPE_F32 && (nm) == MM_MR) { \
-                    src_rows = (const float *)at(src0, k0, (m0), i12 / r2, i13 / r3); \
-                    lds = src0->nb[1] / 4; \
-                } else { \
-                    for (int64_t r = 0; r < MM_MR; r++) { \
-                        float *row = rows + r * kc; \
-                        if (r >= (nm)) { memset(row, 0, kc * 4); continue; } \
-                        const char *w = tg_weight_row(src0, (m0) + r, i12 / r2, i13 / r3, rbuf) + \
-                                        tg_row_bytes(src0->type, k0); \
-                        if (src0->type == TG_TYPE_F32) memcpy(row, w, kc * 4); \
-                        else if (src0->type == TG_TYPE_F16) tg_fp16_to_fp32_row((const tg_fp16_t *)w, row, kc); \
-                        else tg_dequantize_row(src0->type, w, kc, row, uw, usc, umn); \
-                    } \
-                } \
-                tg_transpose(src_rows, lds, (P), MM_MR, MM_MR, kc); \
-            } while (0)
             int64_t m0 = ir0;
 #ifdef TG_AVX512
             // pairs of full panels through the 32 x 12 tiles while 12 columns remain; their
             // last columns through the 16-row tiles, panel by panel
             for (; TG_WIDE_PANELS && N >= 2 * MM_NR && m0 + 2 * MM_MR <= ir1; m0 += 2 * MM_MR) {
-                PACK_PANEL(Wp, m0, MM_MR);
-                PACK_PANEL(Wp1, m0 + MM_MR, MM_MR);
+                tg_pack_panel(src0, k0, kc, m0, MM_MR, i12 / r2, i13 / r3, rows, Wp, scratch);
+                tg_pack_panel(src0, k0, kc, m0 + MM_MR, MM_MR, i12 / r2, i13 / r3, rows, Wp1, scratch);
                 int64_t n = 0;
                 for (; n + 2 * MM_NR <= N; n += 2 * MM_NR) {
                     float *d[2 * MM_NR];
@@ -264,7 +268,7 @@ static void tg_mul_mat_panels(const tg_params *p, tg_tensor *dst, int64_t ir0, i
 #endif
             for (; m0 < ir1; m0 += MM_MR) {
                 const int64_t nm = TG_MIN(MM_MR, ir1 - m0);
-                PACK_PANEL(Wp, m0, nm);
+                tg_pack_panel(src0, k0, kc, m0, nm, i12 / r2, i13 / r3, rows, Wp, scratch);
                 for (int64_t n = 0; n < N;) {
                     // 12 columns at once (two 6-column tiles, AVX-512) while two full tiles
                     // remain, else one tile of up to 6
@@ -288,7 +292,6 @@ static void tg_mul_mat_panels(const tg_params *p, tg_tensor *dst, int64_t ir0, i
             }
         }
     }
-#undef PACK_PANEL
 }
 #endif
 
