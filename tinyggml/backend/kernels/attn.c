@@ -228,11 +228,22 @@ static void attn_pv(float *acc, const float *w, const float *V, int64_t vs, int6
 // keys share a register), the keys after the last group the same dots; each output column adds
 // w_j V_j in j order with one fused multiply-add, as there.
 #define ROWS 4        // ops.py ATTN_ROWS
+// Where the row tiles run: decode items everywhere (one token: its heads are all the rows
+// there are, and the F16 rows are read in place); prompt items on AVX-512 builds only. With
+// AVX2's 16 registers the tiles take 2 rows per pass and their 4-key reductions cost more than
+// the loads they save: a prompt's attention ran 4-5% slower that way (tools/bench_attn.py,
+// 64-token blocks at depth 4096, an AVX2 build alternated), so there each row goes alone.
 #ifdef TG_AVX512
-#define KG 4          // keys per pass: ROWS x KG accumulators in AVX-512VL's 32 ymm registers
+#define ROW_TILES_IN_PROMPTS 1
+#else
+#define ROW_TILES_IN_PROMPTS 0
+#endif
+#define KG 4          // keys per pass of the scores
+#ifdef TG_AVX512
+#define SR 4          // rows per pass of the scores: SR x KG accumulators in AVX-512VL's 32 ymm
 #define PVR 4         // rows per pass of the value sums (4 x 4 accumulators)
 #else
-#define KG 2          // in AVX2's 16
+#define SR 2          // in AVX2's 16 (a pass per two rows still loads each key once for both)
 #define PVR 2
 #endif
 
@@ -257,7 +268,7 @@ static inline __attribute__((always_inline)) void attn_scores_tile(
                         _mm_prefetch(K + (j + u + PREFETCH) * ksb + b, _MM_HINT_T0);
                         _mm_prefetch(V + (j + u + PREFETCH) * ksb + b, _MM_HINT_T0);
                     }
-        __m256 a[ROWS][KG];
+        __m256 a[SR][KG];
         for (int r = 0; r < nr; r++)
             for (int u = 0; u < KG; u++) a[r][u] = _mm256_setzero_ps();
         for (int64_t c = 0; c < hd; c += 8) {
@@ -269,42 +280,41 @@ static inline __attribute__((always_inline)) void attn_scores_tile(
             }
         }
         for (int r = 0; r < nr; r++) {
-#if KG == 4
             // [X_lo for the 4 keys | X_hi for the 4 keys], X_lo = (x0+x1)+(x2+x3)
             const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a[r][0], a[r][1]), _mm256_hadd_ps(a[r][2], a[r][3]));
             const __m128 t = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
             _mm_storeu_ps(s[r] + j, _mm_mul_ps(t, vs));
-#else
-            const __m256 h0 = _mm256_hadd_ps(a[r][0], a[r][1]);
-            const __m256 h = _mm256_hadd_ps(h0, h0);
-            const __m128 t = _mm_mul_ps(_mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)), vs);
-            _mm_storel_pi((__m64 *)(s[r] + j), t);
-#endif
         }
     }
 }
 #endif
 
-// s[r][j] = scale * (q_r . K_j) for rows r < nr, keys j < n. K: F32 rows ksb bytes apart, or
-// (half) F16 rows read in place, which only the SIMD path takes (tmp: one widened row).
-static void attn_scores_rows(int nr, int half, float *const s[ROWS], const float *const q[ROWS],
+// s[r][j] = scale * (q_r . K_j) for rows r < nr, keys j < n, on the row tiles (tiles) or row
+// by row. K: F32 rows ksb bytes apart, or (half) F16 rows read in place, which only the tiles
+// take (tmp: one widened row).
+static void attn_scores_rows(int tiles, int nr, int half, float *const s[ROWS], const float *const q[ROWS],
                              const char *K, const char *V, int64_t ksb, int64_t hd, int64_t n,
                              int64_t npf, float scale, float *tmp) {
 #ifdef TG_AVX2
-    if (TG_USE_SIMD && tg_attn_wide && hd % 8 == 0) {
+    if (tiles && TG_USE_SIMD && tg_attn_wide && hd % 8 == 0) {
         const int64_t n8 = n / 8 * 8;
-#define TILE_NR(nr_, h_) attn_scores_tile(nr_, h_, s, q, K, V, ksb, hd, n8, npf, scale)
-        switch (nr * 2 + half) {     // nr and half as constants: the accumulators stay registers
-            case 9: TILE_NR(4, 1); break;
-            case 8: TILE_NR(4, 0); break;
-            case 7: TILE_NR(3, 1); break;
-            case 6: TILE_NR(3, 0); break;
-            case 5: TILE_NR(2, 1); break;
-            case 4: TILE_NR(2, 0); break;
-            case 3: TILE_NR(1, 1); break;
-            default: TILE_NR(1, 0); break;
-        }
+        for (int r0 = 0; r0 < nr; r0 += SR) {
+            const int m = nr - r0 < SR ? nr - r0 : SR;
+#define TILE_NR(nr_, h_) attn_scores_tile(nr_, h_, s + r0, q + r0, K, V, ksb, hd, n8, npf, scale)
+            switch (m * 2 + half) {  // rows and half as constants: the accumulators stay registers
+#if SR == 4
+                case 9: TILE_NR(4, 1); break;
+                case 8: TILE_NR(4, 0); break;
+                case 7: TILE_NR(3, 1); break;
+                case 6: TILE_NR(3, 0); break;
+#endif
+                case 5: TILE_NR(2, 1); break;
+                case 4: TILE_NR(2, 0); break;
+                case 3: TILE_NR(1, 1); break;
+                default: TILE_NR(1, 0); break;
+            }
 #undef TILE_NR
+        }
         for (int64_t j = n8; j < n; j++) {
             const float *kj = (const float *)(K + j * ksb);
             if (half) {
@@ -359,11 +369,11 @@ static inline __attribute__((always_inline)) void attn_pv_pass(
 }
 #endif
 
-// acc[r] += sum_j w[r][j] V_j for rows r < nr; V as K in attn_scores_rows
-static void attn_pv_rows(int nr, int half, float *const acc[ROWS], const float *const w[ROWS],
+// acc[r] += sum_j w[r][j] V_j for rows r < nr; tiles and V as in attn_scores_rows
+static void attn_pv_rows(int tiles, int nr, int half, float *const acc[ROWS], const float *const w[ROWS],
                          const char *V, int64_t vsb, int64_t hd, int64_t n) {
 #ifdef TG_AVX2
-    if (TG_USE_SIMD && tg_attn_wide && hd >= 8) {
+    if (tiles && TG_USE_SIMD && tg_attn_wide && hd >= 8) {
         for (int r0 = 0; r0 < nr; r0 += PVR) {
             const int m = nr - r0 < PVR ? nr - r0 : PVR;
             float *const *a = acc + r0;
@@ -407,7 +417,7 @@ void tg_attn(const tg_params *p, tg_tensor *dst) {
         const int64_t slot = si[3 * sq], t0 = si[3 * sq + 1], n = si[3 * sq + 2];
         for (int64_t i0 = t0; i0 < t0 + n; i0 += TILE) {
             const int64_t i1 = TG_MIN(i0 + TILE, t0 + n), nt = i1 - i0;
-            const int direct = direct_ok && nt == 1;
+            const int direct = direct_ok && nt == 1, tiles = nt == 1 || ROW_TILES_IN_PROMPTS;
             for (int64_t h = 0; h < nkv; h++, item++) {
                 if (item % p->nth != p->ith) continue;
                 int64_t kmax = -1;                                    // the last key any row reads
@@ -450,7 +460,7 @@ void tg_attn(const tg_params *p, tg_tensor *dst) {
                                 ar[u] = acc + ((i - i0) * g + e0 + u) * hd;
                                 qr[u] = (const float *)at(q, 0, h * g + e0 + u, i, 0);
                             }
-                            attn_scores_rows(nr, direct, sr, qr, (const char *)K, (const char *)V, rowb, hd,
+                            attn_scores_rows(tiles, nr, direct, sr, qr, (const char *)K, (const char *)V, rowb, hd,
                                              lim, k->ne[2] - j0, scale, kb);
                             for (int u = 0; u < nr; u++) {
                                 const int64_t r = (i - i0) * g + e0 + u;
@@ -465,7 +475,7 @@ void tg_attn(const tg_params *p, tg_tensor *dst) {
                                 }
                                 sum[r] += attn_exp(sr[u], mx[r], lim);
                             }
-                            attn_pv_rows(nr, direct, ar, (const float *const *)sr, (const char *)V, rowb, hd, lim);
+                            attn_pv_rows(tiles, nr, direct, ar, (const float *const *)sr, (const char *)V, rowb, hd, lim);
                         }
                     }
                 }
@@ -485,4 +495,6 @@ void tg_attn(const tg_params *p, tg_tensor *dst) {
 #undef PREFETCH
 #undef ROWS
 #undef KG
+#undef SR
 #undef PVR
+#undef ROW_TILES_IN_PROMPTS

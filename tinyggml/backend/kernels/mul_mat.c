@@ -620,7 +620,7 @@ static void tg_qpanel_columns(const tg_tensor *dst, int64_t n, int64_t m0, int64
 // bytes, Ws and Wm [K/16][16] floats each), rows int16 [16][K] 32*K bytes, the unpack scratch.
 static void tg_mul_mat_qpanels(const tg_params *p, tg_tensor *dst, int64_t ir0, int64_t ir1) {
     const tg_tensor *src0 = dst->src[0], *src1 = dst->src[1];
-    const int64_t K = src0->ne[0], N = src1->ne[1];
+    const int64_t K = src0->ne[0];
     const int64_t r2 = src1->ne[2] / src0->ne[2], r3 = src1->ne[3] / src0->ne[3];
     int16_t *Wq[2], *rows;
     float *Ws[2], *Wm[2];
@@ -636,6 +636,7 @@ static void tg_mul_mat_qpanels(const tg_params *p, tg_tensor *dst, int64_t ir0, 
         int64_t m0 = ir0;
 #ifdef TG_AVX512
         const tg_type_traits *tt = tg_get_type_traits(src0->type);
+        const int64_t N = src1->ne[1];
         for (; TG_WIDE_PANELS && N >= QP_NR_WIDE && m0 + 2 * MM_MR <= ir1; m0 += 2 * MM_MR) {
             tg_qpanel P[2];
             for (int h = 0; h < 2; h++) {

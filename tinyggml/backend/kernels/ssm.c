@@ -870,10 +870,15 @@ static void gd_chunked(const tg_params *p, const tg_tensor *dst, float *S, int64
             tg_row_map(e, t + 1, ROW_EXP);
             float *m = M + t * L;
             const float *qk = G2 + (Lc + t) * L, *kk = G2 + t * L;
-            for (int64_t s = 0; s <= t; s++) m[s] = e[s] * qk[s];
-            for (int64_t s = t + 1; s < Lc; s++) m[s] = 0.0f;
             const float bt = beta[t], gt = gam[t];
-            for (int64_t s = 0; s < t; s++) e[s] *= bt * kk[s];
+            // e[s] becomes u_s's coefficient. (t < L always: the bound spelled out keeps GCC's
+            // loop analysis in AVX2-only builds from warning of an overflow it cannot rule out.)
+            for (int64_t s = 0; s < TG_MIN(t, L); s++) {
+                m[s] = e[s] * qk[s];
+                e[s] *= bt * kk[s];
+            }
+            m[t] = e[t] * qk[t];
+            for (int64_t s = t + 1; s < Lc; s++) m[s] = 0.0f;
             const float *vr = (const float *)at(v, 0, h, tc + t, 0), *pk = PK + t * dv;
             float *u = U + t * dv;
             int64_t j = 0;
