@@ -137,6 +137,10 @@ def test_gated_delta_pieces_equal_whole(algo):
 
 
 def test_gated_delta_shape_errors():
+    with pytest.raises(ValueError, match="delta_chunk"):
+        GraphOptions(delta_chunk=0)
+    with pytest.raises(ValueError, match="delta_min_len"):
+        GraphOptions(delta_min_len=0)
     rng = np.random.default_rng(0)
     state, q, k, v, alpha, b, A, dt_bias, info = _delta_case(rng, 8, 8, 3, 2, [2])
     with pytest.raises(ShapeError, match="multiple of key heads"):

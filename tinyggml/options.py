@@ -1,8 +1,9 @@
 """GraphOptions: the choices a graph records that are not fixed by the model.
 
 A graph is the same whatever machine builds it, except for what these options say: which
-algorithm scans Mamba-2 prompts (and runs Qwen3.5's delta rule), whether quantized batches multiply quantized (int16)
-activations on integer panels or float ones on widened rows, and how long rows are blocked.
+algorithm scans Mamba-2 prompts (and runs Qwen3.5's delta rule), whether quantized batches
+multiply quantized (int16) activations on integer panels or float ones on widened rows, and how
+long rows are blocked.
 Nothing is read from the CPU at import: `GraphOptions.for_cpu()` gives the default for the
 kernels this build runs, and a Model (or a test) passes what it wants.
 
@@ -54,7 +55,8 @@ class GraphOptions:
         for k in ("ssd_chunk", "delta_chunk"):
             if not 1 <= getattr(self, k) <= SSD_CHUNK_MAX:
                 raise ValueError(f"{k} must be in 1..{SSD_CHUNK_MAX}, got {getattr(self, k)}")
-        for k in ("ssd_min_len", "delta_min_len", "int_gemm_min_cols", "mm_kc", "mm_kblock_min_k", "mm_kblock_min_n"):
+        for k in ("ssd_min_len", "delta_min_len", "int_gemm_min_cols", "mm_kc", "mm_kblock_min_k",
+                  "mm_kblock_min_n"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
         if self.mm_kc % 256:               # block edges on every weight type's block edges
