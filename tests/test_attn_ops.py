@@ -173,3 +173,11 @@ def test_attn_shape_errors():
         ops.rope(q, pos, 10, ops.ROPE_NORM, 1e4)
     with pytest.raises(ShapeError, match="cache"):
         ops.kv_store(kc, mk("k2", rnd(rng, 3, 4, 16)), info, pos)
+    # the kernel reads both caches with the key cache's row stride: a value cache laid out
+    # otherwise (here head-major beside a position-major key cache) is refused
+    q, k, v, kc, vc, info, pos = _attn_case(rng, 8, 4, 2, [3], [0], F32)
+    hm = ops.view(mk("vhm", np.zeros(tuple(reversed((kc.ne[0], kc.ne[2], kc.ne[1], kc.ne[3]))), np.float32)),
+                  kc.ne, (4, kc.ne[2] * kc.ne[0] * 4, kc.ne[0] * 4, kc.nb[3]), 0)
+    assert hm.ne == kc.ne and hm.nb != kc.nb
+    with pytest.raises(ShapeError, match="k and v caches differ"):
+        ops.attn(q, kc, hm, info, pos, 1.0)

@@ -335,7 +335,7 @@ def attn(q: Tensor, k: Tensor, v: Tensor, seq_info: Tensor, pos: Tensor, scale: 
     for t, n in ((k, "k"), (v, "v")):
         _check(t.type in (F32, F16) and t.rows_contiguous() and t.ne[0] == hd and t.ne[1] == nkv
                and all(nb % t.nb[0] == 0 for nb in t.nb[1:]), f"attn: {n} cache {t.ne} for q {q.ne}")
-    _check(k.ne == v.ne and k.type == v.type, "attn: k and v caches differ")
+    _check(k.ne == v.ne and k.nb == v.nb and k.type == v.type, "attn: k and v caches differ")
     _check(nkv >= 1 and nh % nkv == 0, f"attn: {nh} heads over {nkv} kv heads")
     _check(seq_info.type == I32 and seq_info.ne[0] == 3, "seq_info")
     _check(pos.type == I32 and pos.ne[0] == n_t and pos.is_contiguous(), "attn: pos {n_t} I32")
@@ -498,7 +498,7 @@ def _mm_wsize(t):
         return unpacked + 64
     if a.type in QUANTIZED and b.type == QACT:    # + two integer panels and the rows (mul_mat.c
         return 3 * 16 * 2 * a.ne[0] + 4 * 4 * a.ne[0] + unpacked + 64        # tg_mul_mat_qpanels)
-    # batches: a packed panel of 16 rows, 16 widened rows, the activations packed by 6 columns
+    # batches: two packed panels of 16 rows, 16 widened rows, the activations packed by 6 columns
     # (of one k block, op_params[0]), a partial panel's sums, the unpack scratch (mul_mat.c
     # tg_mul_mat_panels; the scalar path uses a panel of 32 widened rows in the same space)
     kc = t.op_params[0] if 0 < t.op_params[0] < a.ne[0] else a.ne[0]

@@ -616,8 +616,9 @@ static void tg_qpanel_columns(const tg_tensor *dst, int64_t n, int64_t m0, int64
 
 // rows [ir0, ir1) of dst for every column: two 16-row panels at a time through the 32 x 12
 // tiles where the AVX-512 tiles run (their last columns and a last odd panel through the
-// 16-row tiles), else one panel at a time. Scratch (64-byte aligned): two panels (Wq 32*K
-// bytes, Ws and Wm [K/16][16] floats each), rows int16 [16][K] 32*K bytes, the unpack scratch.
+// 16-row tiles), else one panel at a time. Scratch (64-byte aligned), two panels' worth: Wq0,
+// Wq1 (32*K bytes each), Ws0, Ws1, Wm0, Wm1 ([K/16][16] floats each), then rows int16 [16][K]
+// (32*K bytes) and the unpack scratch.
 static void tg_mul_mat_qpanels(const tg_params *p, tg_tensor *dst, int64_t ir0, int64_t ir1) {
     const tg_tensor *src0 = dst->src[0], *src1 = dst->src[1];
     const int64_t K = src0->ne[0];

@@ -3,7 +3,7 @@
 // state-space-duality scan for Mamba-2 prompts). Both ops read and write the recurrent state of
 // the ubatch's sequences in place, through the slot in each sequence's seq_info row.
 #include "internal.h"
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(__SSE__)
 #include <xmmintrin.h>     // _mm_getcsr / _mm_setcsr (gd_chunked)
 #endif
 
@@ -815,15 +815,15 @@ static inline float gd_axpy_dot(float *row, float d, const float *k, const float
 // exp(G_last - G_s) u_s), so they run on its tiles with the state transposed, ST[c][j] (key
 // channel c, value channel j), for the whole sequence.
 // Scratch (floats, L = chunk rounded up to 8): ST [d_k d_v, rounded to 8], KQ [2L][d_k] (the
-// chunk's normalized k rows, then its q rows), KT [d_k][L], G2 [2L][L] (k_t . k_s, then q_t .
-// k_s), PK [L][d_v] (S_0 k_t), U, Uw [L][d_v], M [L][L], gam, beta, w, e [L], cs [L] doubles:
-// ops.py _delta_wsize.
+// chunk's Lc normalized k rows, then its q rows from row Lc), KT [d_k][L], G2 [2L][L] (k_t .
+// k_s, then q_t . k_s from row Lc), PK [L][d_v] (S_0 k_t), U, Uw [L][d_v], M [L][L], gam,
+// beta, w, e [L], cs [L] doubles: ops.py _delta_wsize.
 // Fast decays underflow: gamma_t and the weights exp(G_last - G_s) reach the smallest floats
 // within a chunk, and products of them are subnormal, which x86 cores compute in microcode
 // (a 512-token prompt ran 10x slower). Subnormal results and inputs are taken as zero here
 // (MXCSR FTZ and DAZ, the caller's mode restored): values under 2^-126 of a state whose
-// tokens are L2-normed.
-static void gd_chunked(const tg_params *p, const tg_tensor *dst, float *S, int64_t h, int64_t t0, int64_t n) {
+// tokens are L2-normed. Not inlined, so that no caller's arithmetic moves inside the mode.
+static __attribute__((noinline)) void gd_chunked(const tg_params *p, const tg_tensor *dst, float *S, int64_t h, int64_t t0, int64_t n) {
     const tg_tensor *st = dst->src[0], *q = dst->src[1], *k = dst->src[2], *v = dst->src[3];
     const tg_tensor *al = dst->src[4], *b = dst->src[5];
     const float A = ((const float *)dst->src[6]->data)[h], dtb = ((const float *)dst->src[7]->data)[h];
@@ -836,7 +836,7 @@ static void gd_chunked(const tg_params *p, const tg_tensor *dst, float *S, int64
     float *gam = M + L * L, *beta = gam + L, *w = beta + L, *e = w + L;
     double *cs = (double *)(e + L);
     const int64_t ldy = dst->nb[2] / 4;
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(__SSE__)
     const unsigned int csr = _mm_getcsr();
     _mm_setcsr(csr | 0x8040);                        // FTZ | DAZ
 #endif
@@ -927,7 +927,7 @@ static void gd_chunked(const tg_params *p, const tg_tensor *dst, float *S, int64
         tg_ssd_columns(pc, dv, Lc, dk, Qn, dk, Kn, dk, gam, M, L, U, dv, Uw, dv, decay, ST, dv, y, ldy);
     }
     tg_transpose(ST, dv, S, dk, dk, dv);
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(__SSE__)
     _mm_setcsr(csr);
 #endif
 }
