@@ -72,6 +72,28 @@ def test_gated_delta(simd, dk, dv, nh, nk, lens, algo, nt):
     check_op(out, nt, atol=5e-5, rtol=1e-4, states=(state,))
 
 
+@pytest.mark.parametrize("dk,dv", [(128, 128), (24, 72)])
+def test_gated_delta_chunked_wide_bit_for_bit(dk, dv):
+    """The chunks' output and state blocks 32 columns wide on AVX-512 (set_wide_panels) or 16:
+    the same bits."""
+    from tinyggml.backend import set_wide_panels
+    got = {}
+    try:
+        for wide in (False, True):
+            set_wide_panels(wide)
+            state, *args = _delta_case(np.random.default_rng(dk + dv), dk, dv, 4, 2, [30, 1, 9], strided=True)
+            out = ops.gated_delta(state, *args, opts=ALGOS["chunk5"])
+            g = Graph()
+            g.output(out)
+            plan = Plan(g, max_threads=2)
+            plan.run(2)
+            got[wide] = (plan.numpy(out).copy(), state.data.copy())
+    finally:
+        set_wide_panels(True)
+    np.testing.assert_array_equal(got[True][0], got[False][0])
+    np.testing.assert_array_equal(got[True][1], got[False][1])
+
+
 def test_gated_delta_auto_picks_by_length():
     """"auto" runs a sequence of delta_min_len+ tokens in chunks, a shorter one token by token:
     each bit for bit what the forced algorithm gives."""

@@ -319,6 +319,25 @@ def test_ssm_scan_chunked(simd, ds, hd, nh, ng, lens, chunk, nt):
     check_op(ops.ssm_scan(*args, opts=opts), nt, atol=2e-5, states=[args[0]])
 
 
+@pytest.mark.parametrize("ds,hd", [(128, 64), (13, 72), (16, 104)])
+def test_ssm_scan_chunked_wide_bit_for_bit(ds, hd):
+    """AVX-512 builds run the chunked scan's blocks 32 columns wide (ssm.c tg_ssd_block_z,
+    behind set_wide_panels): the same outputs and states bit for bit as the 16-column blocks
+    (head sizes with 16- and 8-column tails). Elsewhere the switch changes nothing."""
+    from tinyggml.backend import set_wide_panels
+    got = {}
+    try:
+        for wide in (False, True):
+            set_wide_panels(wide)
+            args = _scan_inputs(np.random.default_rng(ds + hd), ds, hd, 3, 1, [40, 1, 23])
+            out = ops.ssm_scan(*args, opts=GraphOptions(scan="chunked", ssd_chunk=16))
+            got[wide] = (check_op(out, 2, atol=2e-5, states=[args[0]]).copy(), args[0].data.copy())
+    finally:
+        set_wide_panels(True)
+    np.testing.assert_array_equal(got[True][0], got[False][0])
+    np.testing.assert_array_equal(got[True][1], got[False][1])
+
+
 @pytest.mark.parametrize("nh,ng", [(12, 3), (11, 1), (9, 3)])
 @pytest.mark.parametrize("lens", [[1], [5], [2, 1, 3]])
 def test_ssm_scan_heads_side_by_side(simd, nh, ng, lens):

@@ -579,6 +579,100 @@ static inline __attribute__((always_inline)) void tg_ssd_block(
 #undef YTILE
 #undef STILE
 }
+
+#ifdef TG_AVX512
+// The same block over 32 columns in 512-bit registers (TG_WIDE_PANELS; this machine class runs
+// zmm at twice the ymm rate): each column sees tg_ssd_block's operations in its order (the
+// same tg_sum_block blocks of k, the same multiply-adds), so the results are the same bit for bit.
+static inline __attribute__((always_inline)) void tg_tile_fma_z(
+        int mr, int64_t K, const float *A, int64_t ar, int64_t ak, const float *B, int64_t ldb,
+        __m512 acc[6][2]) {
+    const int64_t kb = tg_sum_block(K);
+    for (int64_t k0 = 0; k0 < K; k0 += kb) {
+        const int64_t k1 = TG_MIN(K, k0 + kb);
+        __m512 part[6][2];
+        for (int r = 0; r < mr; r++) part[r][0] = part[r][1] = _mm512_setzero_ps();
+        for (int64_t k = k0; k < k1; k++) {
+            const __m512 b0 = _mm512_loadu_ps(B + k * ldb), b1 = _mm512_loadu_ps(B + k * ldb + 16);
+            for (int r = 0; r < mr; r++) {
+                const __m512 a = _mm512_set1_ps(A[r * ar + k * ak]);
+                part[r][0] = _mm512_fmadd_ps(a, b0, part[r][0]);
+                part[r][1] = _mm512_fmadd_ps(a, b1, part[r][1]);
+            }
+        }
+        for (int r = 0; r < mr; r++) {
+            acc[r][0] = _mm512_add_ps(acc[r][0], part[r][0]);
+            acc[r][1] = _mm512_add_ps(acc[r][1], part[r][1]);
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void tg_ssd_ytile_z(
+        int mr, int64_t ds, const float *C, int64_t ldc, const float *S, int64_t lds,
+        const float *ecs, int64_t ks, const float *M, int64_t ldm, const float *X, int64_t ldx,
+        float *Y, int64_t ldy) {
+    __m512 acc[6][2];
+    for (int r = 0; r < mr; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    tg_tile_fma_z(mr, ds, C, ldc, 1, S, lds, acc);
+    for (int r = 0; r < mr; r++) {
+        const __m512 e = _mm512_set1_ps(ecs[r]);
+        acc[r][0] = _mm512_mul_ps(acc[r][0], e);
+        acc[r][1] = _mm512_mul_ps(acc[r][1], e);
+    }
+    tg_tile_fma_z(mr, ks, M, ldm, 1, X, ldx, acc);
+    for (int r = 0; r < mr; r++) {
+        _mm512_storeu_ps(Y + r * ldy, acc[r][0]);
+        _mm512_storeu_ps(Y + r * ldy + 16, acc[r][1]);
+    }
+}
+
+static inline __attribute__((always_inline)) void tg_ssd_stile_z(
+        int mr, int64_t Lc, const float *Bn, int64_t ldb, const float *Xw, int64_t ldw, float decay,
+        float *S, int64_t lds) {
+    __m512 acc[6][2];
+    const __m512 vd = _mm512_set1_ps(decay);
+    for (int r = 0; r < mr; r++) {
+        acc[r][0] = _mm512_mul_ps(vd, _mm512_loadu_ps(S + r * lds));
+        acc[r][1] = _mm512_mul_ps(vd, _mm512_loadu_ps(S + r * lds + 16));
+    }
+    tg_tile_fma_z(mr, Lc, Bn, 1, ldb, Xw, ldw, acc);
+    for (int r = 0; r < mr; r++) {
+        _mm512_storeu_ps(S + r * lds, acc[r][0]);
+        _mm512_storeu_ps(S + r * lds + 16, acc[r][1]);
+    }
+}
+
+static void tg_ssd_block_z(int64_t Lc, int64_t ds, const float *C, int64_t ldc, const float *Bn,
+                           int64_t ldb, const float *ecs, const float *M, int64_t ldm, const float *X,
+                           int64_t ldx, const float *Xw, int64_t ldw, float decay, float *S,
+                           int64_t lds, float *Y, int64_t ldy) {
+#define YTILE(mr, ks) tg_ssd_ytile_z(mr, ds, C + t * ldc, ldc, S, lds, ecs + t, ks, M + t * ldm, ldm, \
+                                    X, ldx, Y + t * ldy, ldy)
+#define STILE(mr) tg_ssd_stile_z(mr, Lc, Bn + n, ldb, Xw, ldw, decay, S + n * lds, lds)
+    int64_t t = 0;
+    for (; t + 6 <= Lc; t += 6) YTILE(6, t + 6);
+    switch (Lc - t) {
+        case 5: YTILE(5, Lc); break;
+        case 4: YTILE(4, Lc); break;
+        case 3: YTILE(3, Lc); break;
+        case 2: YTILE(2, Lc); break;
+        case 1: YTILE(1, Lc); break;
+        default: break;
+    }
+    int64_t n = 0;
+    for (; n + 6 <= ds; n += 6) STILE(6);
+    switch (ds - n) {
+        case 5: STILE(5); break;
+        case 4: STILE(4); break;
+        case 3: STILE(3); break;
+        case 2: STILE(2); break;
+        case 1: STILE(1); break;
+        default: break;
+    }
+#undef YTILE
+#undef STILE
+}
+#endif
 #endif
 
 // the same for columns [p0, p1) one at a time (the scalar build, and SIMD tails)
@@ -683,6 +777,11 @@ static void tg_ssd_heads(const tg_params *p, const tg_tensor *dst, int64_t slot,
             int64_t pc = 0;
 #ifdef TG_AVX2
             if (TG_USE_SIMD) {
+#ifdef TG_AVX512
+                for (; TG_WIDE_PANELS && pc + 32 <= hd; pc += 32)
+                    tg_ssd_block_z(Lc, ds, Cc, ldc, Bc, ldb, ecs, M, L, xc + pc, ldx, Xw + pc, hd,
+                                   decay, S + pc, hd, yc + pc, ldy);
+#endif
                 for (; pc + 16 <= hd; pc += 16)
                     tg_ssd_block(2, Lc, ds, Cc, ldc, Bc, ldb, ecs, M, L, xc + pc, ldx, Xw + pc, hd,
                                  decay, S + pc, hd, yc + pc, ldy);
@@ -918,6 +1017,10 @@ static __attribute__((noinline)) void gd_chunked(const tg_params *p, const tg_te
         int64_t pc = 0;
 #ifdef TG_AVX2
         if (TG_USE_SIMD) {
+#ifdef TG_AVX512
+            for (; TG_WIDE_PANELS && pc + 32 <= dv; pc += 32)
+                tg_ssd_block_z(Lc, dk, Qn, dk, Kn, dk, gam, M, L, U + pc, dv, Uw + pc, dv, decay, ST + pc, dv, y + pc, ldy);
+#endif
             for (; pc + 16 <= dv; pc += 16)
                 tg_ssd_block(2, Lc, dk, Qn, dk, Kn, dk, gam, M, L, U + pc, dv, Uw + pc, dv, decay, ST + pc, dv, y + pc, ldy);
             for (; pc + 8 <= dv; pc += 8)
