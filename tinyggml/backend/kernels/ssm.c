@@ -448,22 +448,27 @@ static inline float tg_dot_strided(int64_t K, const float *a, int64_t as, const 
 }
 
 #ifdef TG_AVX2
-// rows [i, M) of one block of 8 nv columns; mr and nv constants at every tile (registers stay
-// registers)
+// TILE(mr) over rows [0, n) in tiles of 6 rows, the index in i; the last partial tile's mr is a
+// constant through the switch, so every tile's accumulators stay registers
+#define TG_TILES_OF_6(i, n, TILE) do { \
+        for (i = 0; i + 6 <= (n); i += 6) TILE(6); \
+        switch ((n) - i) { \
+            case 5: TILE(5); break; \
+            case 4: TILE(4); break; \
+            case 3: TILE(3); break; \
+            case 2: TILE(2); break; \
+            case 1: TILE(1); break; \
+            default: break; \
+        } \
+    } while (0)
+
+// rows [0, M) of one block of 8 nv columns (nv a constant at every call)
 static inline __attribute__((always_inline)) void tg_gemm_rows(
         int nv, int64_t M, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
         float *C, int64_t ldc) {
 #define TILE(mr) tg_gemm_tile(mr, nv, K, A + i * lda, lda, B, ldb, C + i * ldc, ldc)
-    int64_t i = 0;
-    for (; i + 6 <= M; i += 6) TILE(6);
-    switch (M - i) {
-        case 5: TILE(5); break;
-        case 4: TILE(4); break;
-        case 3: TILE(3); break;
-        case 2: TILE(2); break;
-        case 1: TILE(1); break;
-        default: break;
-    }
+    int64_t i;
+    TG_TILES_OF_6(i, M, TILE);
 #undef TILE
 }
 #endif
@@ -553,29 +558,12 @@ static inline __attribute__((always_inline)) void tg_ssd_block(
         int nv, int64_t Lc, int64_t ds, const float *C, int64_t ldc, const float *Bn, int64_t ldb,
         const float *ecs, const float *M, int64_t ldm, const float *X, int64_t ldx,
         const float *Xw, int64_t ldw, float decay, float *S, int64_t lds, float *Y, int64_t ldy) {
-#define YTILE(mr, ks) tg_ssd_ytile(mr, nv, ds, C + t * ldc, ldc, S, lds, ecs + t, ks, M + t * ldm, ldm, \
-                                  X, ldx, Y + t * ldy, ldy)
+#define YTILE(mr) tg_ssd_ytile(mr, nv, ds, C + t * ldc, ldc, S, lds, ecs + t, t + (mr), M + t * ldm, \
+                                  ldm, X, ldx, Y + t * ldy, ldy)
 #define STILE(mr) tg_ssd_stile(mr, nv, Lc, Bn + n, ldb, Xw, ldw, decay, S + n * lds, lds)
-    int64_t t = 0;
-    for (; t + 6 <= Lc; t += 6) YTILE(6, t + 6);
-    switch (Lc - t) {     // mr as a constant: the tile's registers stay registers
-        case 5: YTILE(5, Lc); break;
-        case 4: YTILE(4, Lc); break;
-        case 3: YTILE(3, Lc); break;
-        case 2: YTILE(2, Lc); break;
-        case 1: YTILE(1, Lc); break;
-        default: break;
-    }
-    int64_t n = 0;
-    for (; n + 6 <= ds; n += 6) STILE(6);
-    switch (ds - n) {
-        case 5: STILE(5); break;
-        case 4: STILE(4); break;
-        case 3: STILE(3); break;
-        case 2: STILE(2); break;
-        case 1: STILE(1); break;
-        default: break;
-    }
+    int64_t t, n;
+    TG_TILES_OF_6(t, Lc, YTILE);     // the rows of a tile read M up to their last token
+    TG_TILES_OF_6(n, ds, STILE);
 #undef YTILE
 #undef STILE
 }
@@ -646,29 +634,12 @@ static void tg_ssd_block_z(int64_t Lc, int64_t ds, const float *C, int64_t ldc, 
                            int64_t ldb, const float *ecs, const float *M, int64_t ldm, const float *X,
                            int64_t ldx, const float *Xw, int64_t ldw, float decay, float *S,
                            int64_t lds, float *Y, int64_t ldy) {
-#define YTILE(mr, ks) tg_ssd_ytile_z(mr, ds, C + t * ldc, ldc, S, lds, ecs + t, ks, M + t * ldm, ldm, \
-                                    X, ldx, Y + t * ldy, ldy)
+#define YTILE(mr) tg_ssd_ytile_z(mr, ds, C + t * ldc, ldc, S, lds, ecs + t, t + (mr), M + t * ldm, \
+                                  ldm, X, ldx, Y + t * ldy, ldy)
 #define STILE(mr) tg_ssd_stile_z(mr, Lc, Bn + n, ldb, Xw, ldw, decay, S + n * lds, lds)
-    int64_t t = 0;
-    for (; t + 6 <= Lc; t += 6) YTILE(6, t + 6);
-    switch (Lc - t) {
-        case 5: YTILE(5, Lc); break;
-        case 4: YTILE(4, Lc); break;
-        case 3: YTILE(3, Lc); break;
-        case 2: YTILE(2, Lc); break;
-        case 1: YTILE(1, Lc); break;
-        default: break;
-    }
-    int64_t n = 0;
-    for (; n + 6 <= ds; n += 6) STILE(6);
-    switch (ds - n) {
-        case 5: STILE(5); break;
-        case 4: STILE(4); break;
-        case 3: STILE(3); break;
-        case 2: STILE(2); break;
-        case 1: STILE(1); break;
-        default: break;
-    }
+    int64_t t, n;
+    TG_TILES_OF_6(t, Lc, YTILE);     // the rows of a tile read M up to their last token
+    TG_TILES_OF_6(n, ds, STILE);
 #undef YTILE
 #undef STILE
 }
