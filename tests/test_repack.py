@@ -45,25 +45,34 @@ def ks(qt):
 CASES = [(qt, K, M) for qt in PACKED_TYPES for K in ks(qt) for M in (16, 21, 37, 64)]
 
 
+INT = GraphOptions(int_gemm=True)      # quantized columns however many (as on VNNI CPUs)
+
+
+def alone(plain, x, nt=1):
+    """Each column of x times the file-layout weight on its own (the one-row dots)."""
+    K = x.shape[1]
+    return np.stack([run(ops.mul_mat(plain, leaf(F32, (K, 1), "x1", INPUT, data=x[n:n + 1].copy()), INT),
+                         nt)[0].reshape(-1) for n in range(x.shape[0])])
+
+
 @pytest.mark.parametrize("qt,K,M", CASES, ids=[f"{NAME[q]}-{k}x{m}" for q, k, m in CASES])
-@pytest.mark.parametrize("N", [1, 2, 3, 7, 11, 13])
+@pytest.mark.parametrize("N", [1, 2, 3, 7, 13, 33, 79, 80])
 def test_packed_mul_mat_equals_file_layout(simd, qt, K, M, N):  # noqa: F811
-    """Decode (N = 1), small batches (the 16-row dots column by column, where the unpacked
-    weights take the paired dots, or for Q4_K from 8 columns the panels: there each packed
-    column equals that column alone on the file layout) and batches past them (panels reading
-    gathered rows)."""
+    """Decode (N = 1) and batches under ops.PACKED_MAX_COLS (the 16-row dots, PACKED_PASS
+    columns at a time: 33 and 79 take several passes, the last one short): every column is
+    what it is alone on the file layout, bit for bit; from PACKED_MAX_COLS the panels, reading
+    gathered rows, equal the panels on the file layout."""
     plain, packed = weights(qt, K, M, qt + K + M)
     x = np.random.default_rng(N).standard_normal((N, K)).astype(np.float32)
-    want, path0 = run(ops.mul_mat(plain, leaf(F32, (K, N), "x", INPUT, data=x)), 2)
-    if qt == Q4_K and path0 == "qpanels" and simd_enabled() and N < 12:
-        want = np.stack([run(ops.mul_mat(plain, leaf(F32, (K, 1), "x1", INPUT,
-                                                     data=x[n:n + 1].copy())), 1)[0].reshape(-1)
-                         for n in range(N)])
+    small = N < ops.PACKED_MAX_COLS
+    if small:
+        want = alone(plain, x)
+    else:
+        want, _ = run(ops.mul_mat(plain, leaf(F32, (K, N), "x", INPUT, data=x), INT), 2)
     for nt in (1, 2, 3):
-        got, path = run(ops.mul_mat(packed, leaf(F32, (K, N), "x", INPUT, data=x)), nt)
-        np.testing.assert_array_equal(got, want)
-    small = N < {Q4_0: 12, Q4_K: 12, Q6_K: 6}[qt]
-    assert (path == "packed") == (simd_enabled() and small), (path, path0)
+        got, path = run(ops.mul_mat(packed, leaf(F32, (K, N), "x", INPUT, data=x), INT), nt)
+        np.testing.assert_array_equal(got.reshape(want.shape), want)
+    assert (path == "packed") == (simd_enabled() and small), path
 
 
 @pytest.mark.parametrize("qt", PACKED_TYPES, ids=lambda t: NAME[t])
@@ -82,7 +91,7 @@ def test_packed_column_equals_its_batch(simd, qt):  # noqa: F811
 @pytest.mark.parametrize("int_gemm", [False, True], ids=["float-gemm", "int-gemm"])
 def test_packed_prompt_equals_file_layout(simd, qt, int_gemm):  # noqa: F811
     """Prompts' panels (float or integer) read packed rows gathered back: bit for bit."""
-    K, M, N = 512, 37, 50
+    K, M, N = 512, 37, ops.PACKED_MAX_COLS + 3
     plain, packed = weights(qt, K, M, 5)
     x = np.random.default_rng(6).standard_normal((N, K)).astype(np.float32)
     opts = GraphOptions(int_gemm=int_gemm)
@@ -104,6 +113,35 @@ def test_packed_get_rows_equals_file_layout(simd, qt, nt):  # noqa: F811
 
 def test_pack_supported_types():
     assert not pack_supported(Q8_0) and not pack_supported(F32)
+
+
+# rows of 256 and 512 values: whole Q4_0 8-block runs and Q4_K / Q6_K superblocks
+SMALL = {"mamba": dict(arch="mamba", n_embd=256, n_layer=2, d_state=16, n_vocab=3000),
+         "mamba2": dict(arch="mamba2", n_embd=256, n_layer=2, d_state=32, head_dim=32, n_group=1,
+                        n_vocab=3000)}
+
+
+@pytest.mark.parametrize("arch", ["mamba", "mamba2"])
+@pytest.mark.parametrize("wtype", ["q4_0", "q4_k"])
+def test_batched_decode_equals_one_by_one(tmp_path, monkeypatch, arch, wtype):
+    """On repacked weights a decode step of 9 sequences gives each sequence the logits it gets
+    decoded alone, bit for bit (the projections and the Q6_K head on the 16-row dots, 9 columns
+    at a time against 1)."""
+    import tinyggml
+    from tinyggml.tools import make_model as mm
+    monkeypatch.setitem(mm.PRESETS, "small", SMALL[arch])
+    path = tmp_path / "m.gguf"
+    mm.make_model("small", path, wtype, progress=False)
+    m = tinyggml.Model(str(path), n_threads=2, n_seq_max=9)
+    assert m.packed_bytes > 0
+    prompts = {s: [1 + 7 * s + i for i in range(2 + s % 3)] for s in range(9)}
+    m.eval_batch(prompts, logits="last")
+    step = {s: [300 + s] for s in range(9)}
+    together = m.eval_batch(step, logits="last")
+    for s in range(9):
+        m.reset(s)
+        m.eval(prompts[s], seq_id=s, logits="last")
+        np.testing.assert_array_equal(m.eval(step[s], seq_id=s, logits="last"), together[s])
 
 
 @pytest.mark.parametrize("preset", ["mamba-tiny", "mamba2-tiny"])

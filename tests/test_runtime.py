@@ -218,7 +218,8 @@ def test_q4_k_file_with_q6_k_head_matches_float64_reference(tmp_path, int_gemm):
     """A Q4_K file (d_model 256, so llama-quantize's rules give the tied LM head Q6_K), against
     the file's own float64 model, on each path, pinned by the graph option (not by the CPU):
     decoding token by token runs the Q6_K head on split int16 activations (QACT_K) and the
-    blocks on int16 QACT dots; a short prompt at once the integer panels; a long prompt the
+    blocks on int16 QACT dots; a short prompt at once the integer panels (on AVX-512 VNNI the
+    repacked 16-row dots, QACT_K for the head); a long prompt the
     float panels (int_gemm=False) or the integer panels (int_gemm=True).
 
     Tolerances from the arithmetic: a float path multiplies float32 activations (errors of
@@ -234,7 +235,7 @@ def test_q4_k_file_with_q6_k_head_matches_float64_reference(tmp_path, int_gemm):
     quantize_file(src, dst, "q4_k", progress=False)
     m, ref = tinyggml.Model(dst, n_threads=2, int_gemm=int_gemm), RefModel(dst)
     assert m.weights["token_embd"].type == Q6_K and m.options.int_gemm == int_gemm
-    n_long = m.options.int_gemm_min_cols + 5
+    n_long = max(m.options.int_gemm_min_cols, tinyggml.ops.PACKED_MAX_COLS) + 5   # past the 16-row dots
     t = tokens(n_long, m.n_vocab, 3)
     want, _, _ = ref.forward(t)
     scale = np.abs(want).max()

@@ -78,5 +78,13 @@ void tg_dot16_q4_0_packed(int64_t K, const uint8_t *gb, const uint8_t *act, cons
 void tg_dot16_q4_k_packed(int64_t K, const uint8_t *gb, const uint8_t *act, const uint8_t *lo,
                           const int8_t *hi, float out[16]);
 void tg_dot16_q6_k_packed(int64_t K, const uint8_t *gb, const uint8_t *act, float out[16]);
+// 16 packed rows x n columns (activations at acts[j], QACT bytes at split + 2 K j): out[16 j + r]
+// is tg_dot16_*_packed's out[r] for column j, bit for bit; acc: scratch of 256 n floats
+void tg_dot16xn_q4_0_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *const *acts,
+                            const uint8_t *split, float *acc, float *out);
+void tg_dot16xn_q4_k_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *const *acts,
+                            const uint8_t *split, float *acc, float *out);
+void tg_dot16xn_q6_k_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *const *acts,
+                            float *acc, float *out);
 #endif
 #endif

@@ -120,6 +120,26 @@ void tg_qact_split(const uint8_t *act, int64_t K, uint8_t *lo, int8_t *hi) {
     }
 }
 
+// Q4_0 blocks nb8.. (past the last 8) of 16 packed rows added to out[16], in the one-row
+// dot's tail order
+static void q4_0_tail(int64_t K, const uint8_t *gb, const uint8_t *act, int64_t nb8, float out[16]) {
+    const int16_t *q = (const int16_t *)act;
+    const float *d = (const float *)(act + 2 * K);
+    for (int r = 0; r < 16; r++)
+        for (int64_t c = nb8; c < K / 32; c++) {
+            const uint8_t *b = gb + 288 * c;
+            int s = 0;
+            for (int t = 0; t < 4; t++)
+                for (int i = 0; i < 4; i++) {
+                    const uint8_t x = b[32 + 64 * t + 4 * r + i];
+                    s += ((x & 0xF) - 8) * q[32 * c + 4 * t + i] + ((x >> 4) - 8) * q[32 * c + 16 + 4 * t + i];
+                }
+            tg_fp16_t h;
+            memcpy(&h, b + 2 * r, 2);
+            out[r] += (float)s * (_cvtsh_ss(h) * d[c]);
+        }
+}
+
 // Q4_0: a packed block of 16 rows is 288 bytes: the 16 f16 scales, then 4 granules of 64 bytes
 // (granule t: bytes 4t..4t+3 of each row's 16: low nibbles = values 4t.., high = 16 + 4t..).
 // As tg_dot_q4_0_qact: per block d_a * sum(u q) - 8 d_a sum(q) times d_w, into lane c % 8; the
@@ -161,21 +181,52 @@ void tg_dot16_q4_0_packed(int64_t K, const uint8_t *gb, const uint8_t *act, cons
         }
     }
     hsum8_rows(acc, out);
-    if (nb8 < nb) {
-        const int16_t *q = (const int16_t *)act;
-        for (int r = 0; r < 16; r++)
-            for (int64_t c = nb8; c < nb; c++) {
-                const uint8_t *b = gb + 288 * c;
-                int s = 0;
-                for (int t = 0; t < 4; t++)
-                    for (int i = 0; i < 4; i++) {
-                        const uint8_t x = b[32 + 64 * t + 4 * r + i];
-                        s += ((x & 0xF) - 8) * q[32 * c + 4 * t + i] + ((x >> 4) - 8) * q[32 * c + 16 + 4 * t + i];
-                    }
-                tg_fp16_t h;
-                memcpy(&h, b + 2 * r, 2);
-                out[r] += (float)s * (_cvtsh_ss(h) * d[c]);
+    q4_0_tail(K, gb, act, nb8, out);
+}
+
+// Q4_0, 16 rows x n columns: each block's weights unpacked once for every column. Column j's
+// steps are those of tg_dot16_q4_0_packed (its integer sums add the same products; its float
+// steps are the same operations), so out[16 j + r] is that dot's out[r] bit for bit. Its 8
+// float lanes per row live in acc (16 x 8 floats per column) between blocks.
+void tg_dot16xn_q4_0_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *const *acts,
+                            const uint8_t *split, float *acc, float *out) {
+    const int64_t nb = K / 32, nb8 = nb / 8 * 8;
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int j = 0; j < 8 * n; j++) _mm512_storeu_ps(acc + 16 * j, _mm512_setzero_ps());
+    for (int64_t c = 0; c < nb8; c++) {
+        const uint8_t *b = gb + 288 * c;
+        for (int l = 0; l < 288; l += 64) _mm_prefetch((const char *)(b + 4 * 288 + l), _MM_HINT_T0);
+        __m512i wl[4], wh[4];
+        for (int t = 0; t < 4; t++) {
+            const __m512i x = _mm512_loadu_si512((const void *)(b + 32 + 64 * t));
+            wl[t] = _mm512_and_si512(x, m4);
+            wh[t] = _mm512_and_si512(_mm512_srli_epi16(x, 4), m4);
+        }
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b));
+        float *a = acc + 16 * (c % 8);
+        for (int j = 0; j < n; j++, a += 128) {
+            const uint8_t *lo = split + 2 * K * j + 32 * c;
+            const int8_t *hi = (const int8_t *)lo + K;
+            const float *d = (const float *)(acts[j] + 2 * K), *ds = d + K / 32;
+            __m512i sl0 = _mm512_setzero_si512(), sh0 = sl0, sl1 = sl0, sh1 = sl0;
+            for (int t = 0; t < 4; t++) {
+                sl0 = _mm512_dpbusd_epi32(sl0, bcast4(lo + 4 * t), wl[t]);
+                sh0 = _mm512_dpbusd_epi32(sh0, wl[t], bcast4(hi + 4 * t));
+                sl1 = _mm512_dpbusd_epi32(sl1, bcast4(lo + 4 * t + 16), wh[t]);
+                sh1 = _mm512_dpbusd_epi32(sh1, wh[t], bcast4(hi + 4 * t + 16));
             }
+            const __m512i s = _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(sh0, sh1), 8),
+                                               _mm512_add_epi32(sl0, sl1));
+            const __m512 blk = _mm512_fnmadd_ps(_mm512_set1_ps(8.0f), _mm512_set1_ps(ds[2 * c] + ds[2 * c + 1]),
+                                                _mm512_mul_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(d[c])));
+            _mm512_storeu_ps(a, _mm512_fmadd_ps(blk, dw, _mm512_loadu_ps(a)));
+        }
+    }
+    for (int j = 0; j < n; j++) {
+        __m512 v[8];
+        for (int l = 0; l < 8; l++) v[l] = _mm512_loadu_ps(acc + 128 * j + 16 * l);
+        hsum8_rows(v, out + 16 * j);
+        q4_0_tail(K, gb, acts[j], nb8, out + 16 * j);
     }
 }
 
@@ -242,6 +293,85 @@ void tg_dot16_q4_k_packed(int64_t K, const uint8_t *gb, const uint8_t *act, cons
     for (int r = 0; r < 16; r++) out[r] = a[r] - m[r];
 }
 
+// Q4_K, 16 rows x n columns: each chunk's weights and scales unpacked once for every column;
+// column j's steps are tg_dot16_q4_k_packed's (out[16 j + r] its out[r] bit for bit), its
+// 8 + 8 float lanes per row in acc (256 floats per column) between superblocks.
+void tg_dot16xn_q4_k_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *const *acts,
+                            const uint8_t *split, float *acc, float *out) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i k1 = _mm512_set1_epi32(0x3f3f3f3f), k2 = _mm512_set1_epi32(0x0f0f0f0f),
+                  k3 = _mm512_set1_epi32(0x03030303), ff = _mm512_set1_epi32(0xFF);
+    for (int j = 0; j < 16 * n; j++) _mm512_storeu_ps(acc + 16 * j, _mm512_setzero_ps());
+    for (int64_t i = 0; i < K; i += 256) {
+        const uint8_t *b = gb + 2304 * (i / 256);
+        for (int l = 0; l < 2304; l += 64) _mm_prefetch((const char *)(b + 2304 + l), _MM_HINT_T0);
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b));
+        const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(b + 32)));
+        __m512i u[4];
+        u[0] = _mm512_loadu_si512((const void *)(b + 64));
+        u[1] = _mm512_loadu_si512((const void *)(b + 128));
+        u[2] = _mm512_loadu_si512((const void *)(b + 192));
+        u[3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u[2], 4), k2),
+                               _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u[1], 6), k3), 4));
+        const __m512i mins_lo = _mm512_and_si512(u[1], k1);
+        u[1] = _mm512_or_si512(_mm512_and_si512(u[2], k2),
+                               _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u[0], 6), k3), 4));
+        u[2] = mins_lo;
+        u[0] = _mm512_and_si512(u[0], k1);
+        const int64_t c0 = i / 32;
+        for (int h = 0; h < 4; h++) {
+            __m512i wl[8], wh[8];
+            for (int t = 0; t < 8; t++) {
+                const __m512i x = _mm512_loadu_si512((const void *)(b + 256 + 64 * (8 * h + t)));
+                wl[t] = _mm512_and_si512(x, m4);
+                wh[t] = _mm512_and_si512(_mm512_srli_epi16(x, 4), m4);
+            }
+            __m512 scw[2], mnw[2];
+            for (int e = 0; e < 2; e++) {
+                const int jj = 2 * h + e;
+                const __m512 sc = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(u[jj / 4], 8 * (jj % 4)), ff));
+                const __m512 mn = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(u[2 + jj / 4], 8 * (jj % 4)), ff));
+                scw[e] = _mm512_mul_ps(sc, dw);
+                mnw[e] = _mm512_mul_ps(mn, dmin);
+            }
+            for (int j = 0; j < n; j++) {
+                const uint8_t *lo = split + 2 * K * j + i + 64 * h;
+                const int8_t *hi = (const int8_t *)lo + K;
+                const float *d = (const float *)(acts[j] + 2 * K), *ds = d + K / 32;
+                __m512i sl0 = _mm512_setzero_si512(), sh0 = sl0, sl1 = sl0, sh1 = sl0;
+                for (int t = 0; t < 8; t++) {
+                    sl0 = _mm512_dpbusd_epi32(sl0, bcast4(lo + 4 * t), wl[t]);
+                    sh0 = _mm512_dpbusd_epi32(sh0, wl[t], bcast4(hi + 4 * t));
+                    sl1 = _mm512_dpbusd_epi32(sl1, bcast4(lo + 4 * t + 32), wh[t]);
+                    sh1 = _mm512_dpbusd_epi32(sh1, wh[t], bcast4(hi + 4 * t + 32));
+                }
+                const __m512i s[2] = {_mm512_add_epi32(_mm512_slli_epi32(sh0, 8), sl0),
+                                      _mm512_add_epi32(_mm512_slli_epi32(sh1, 8), sl1)};
+                for (int e = 0; e < 2; e++) {
+                    const int jj = 2 * h + e;
+                    float *a = acc + 256 * j + 16 * jj, *m = a + 128;
+                    const float pairs = ds[2 * (c0 + jj)] + ds[2 * (c0 + jj) + 1];
+                    _mm512_storeu_ps(m, _mm512_fmadd_ps(mnw[e], _mm512_set1_ps(pairs), _mm512_loadu_ps(m)));
+                    _mm512_storeu_ps(a, _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[e]),
+                                                        _mm512_mul_ps(scw[e], _mm512_set1_ps(d[c0 + jj])),
+                                                        _mm512_loadu_ps(a)));
+                }
+            }
+        }
+    }
+    for (int j = 0; j < n; j++) {
+        __m512 v[8], w[8];
+        float a[16], m[16];
+        for (int l = 0; l < 8; l++) {
+            v[l] = _mm512_loadu_ps(acc + 256 * j + 16 * l);
+            w[l] = _mm512_loadu_ps(acc + 256 * j + 128 + 16 * l);
+        }
+        hsum8_rows(v, a);
+        hsum8_rows(w, m);
+        for (int r = 0; r < 16; r++) out[16 * j + r] = a[r] - m[r];
+    }
+}
+
 // Q6_K x QACT_K: a packed superblock of 16 rows is 3360 bytes: ql as 32 granules, qh as 16,
 // the 16 int8 scales as 4, then d (16 f16). As tg_dot_q6_k_kact: lane l (values 4l..4l+3 of
 // every 32) sums scale * (4 products) over the superblock in int32, hi and lo apart; then
@@ -294,5 +424,65 @@ void tg_dot16_q6_k_packed(int64_t K, const uint8_t *gb, const uint8_t *act, floa
         }
     }
     hsum8_rows(acc, out);
+}
+// Q6_K, 16 rows x n QACT_K columns: each superblock's scales and each lane's weights unpacked
+// once for every column; column j's steps are tg_dot16_q6_k_packed's (out[16 j + r] its out[r]
+// bit for bit), its 8 float lanes per row in acc (128 floats per column) between superblocks.
+void tg_dot16xn_q6_k_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *const *acts,
+                            float *acc, float *out) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30), lo16 = _mm512_set1_epi32(0xFFFF);
+    const __m512i zero = _mm512_setzero_si512();
+    for (int j = 0; j < 8 * n; j++) _mm512_storeu_ps(acc + 16 * j, _mm512_setzero_ps());
+    for (int64_t i = 0; i < K; i += 256) {
+        const int64_t sb = i / 256;
+        const uint8_t *b = gb + 3360 * sb;
+        for (int l = 0; l < 3360; l += 64) _mm_prefetch((const char *)(b + 3360 + l), _MM_HINT_T0);
+        __m512i sv[16];
+        __m512 sf[16];
+        for (int g = 0; g < 16; g++) {
+            const __m512i x = _mm512_loadu_si512((const void *)(b + 3072 + 64 * (g / 4)));
+            const __m512i s = _mm512_srai_epi32(_mm512_slli_epi32(x, 24 - 8 * (g % 4)), 24);
+            sf[g] = _mm512_cvtepi32_ps(s);
+            sv[g] = _mm512_and_si512(s, lo16);
+        }
+        const __m512 dh = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(b + 3328)));
+        for (int l = 0; l < 8; l++) {
+            __m512i w[2][4];
+            for (int h = 0; h < 2; h++) {
+                const __m512i L0 = _mm512_loadu_si512((const void *)(b + 64 * (16 * h + l)));
+                const __m512i L1 = _mm512_loadu_si512((const void *)(b + 64 * (16 * h + 8 + l)));
+                const __m512i H = _mm512_loadu_si512((const void *)(b + 64 * (32 + 8 * h + l)));
+                w[h][0] = _mm512_or_si512(_mm512_and_si512(L0, m4), _mm512_and_si512(_mm512_slli_epi16(H, 4), m30));
+                w[h][1] = _mm512_or_si512(_mm512_and_si512(L1, m4), _mm512_and_si512(_mm512_slli_epi16(H, 2), m30));
+                w[h][2] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L0, 4), m4), _mm512_and_si512(H, m30));
+                w[h][3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L1, 4), m4),
+                                          _mm512_and_si512(_mm512_srli_epi16(H, 2), m30));
+            }
+            for (int j = 0; j < n; j++) {
+                const float *d = (const float *)(acts[j] + 2 * K), *qs = d + K / 256;
+                const int8_t *ah = (const int8_t *)acts[j] + 2 * i, *al = ah + 256;
+                __m512i sh = zero, sl = zero;
+                for (int h = 0; h < 2; h++)
+                    for (int k = 0; k < 4; k++) {
+                        const int g = 8 * h + 2 * k + (l >= 4);
+                        const int64_t v = 128 * h + 32 * k + 4 * l;
+                        sh = _mm512_dpwssd_epi32(sh, _mm512_dpbusd_epi32(zero, w[h][k], bcast4(ah + v)), sv[g]);
+                        sl = _mm512_dpwssd_epi32(sl, _mm512_dpbusd_epi32(zero, w[h][k], bcast4(al + v)), sv[g]);
+                    }
+                const __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sh), _mm512_set1_ps(256.0f), _mm512_cvtepi32_ps(sl));
+                const __m512 off = _mm512_fmadd_ps(sf[l], _mm512_set1_ps(qs[16 * sb + l]),
+                                                   _mm512_mul_ps(sf[8 + l], _mm512_set1_ps(qs[16 * sb + 8 + l])));
+                const __m512 dd = _mm512_mul_ps(dh, _mm512_set1_ps(d[sb]));
+                float *a = acc + 128 * j + 16 * l;
+                _mm512_storeu_ps(a, _mm512_fmadd_ps(_mm512_fnmadd_ps(_mm512_set1_ps(32.0f), off, v), dd,
+                                                    _mm512_loadu_ps(a)));
+            }
+        }
+    }
+    for (int j = 0; j < n; j++) {
+        __m512 v[8];
+        for (int l = 0; l < 8; l++) v[l] = _mm512_loadu_ps(acc + 128 * j + 16 * l);
+        hsum8_rows(v, out + 16 * j);
+    }
 }
 #endif
