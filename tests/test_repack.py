@@ -12,11 +12,11 @@ from tinyggml import ops
 from tinyggml.backend import Plan, pack_rows, pack_supported, simd_enabled
 from tinyggml.graph import Graph
 from tinyggml.options import GraphOptions
-from tinyggml.tensor import F32, I32, INPUT, Q4_0, Q4_K, Q6_K, Q8_0, leaf
+from tinyggml.tensor import F32, I32, INPUT, Q4_0, Q4_K, Q5_0, Q6_K, Q8_0, leaf
 
-PACKED_TYPES = [t for t in (Q4_0, Q4_K, Q6_K) if pack_supported(t)]
+PACKED_TYPES = [t for t in (Q4_0, Q8_0, Q4_K, Q6_K) if pack_supported(t)]
 pytestmark = pytest.mark.skipif(not PACKED_TYPES, reason="this build has no repacked dots (AVX-512 VNNI)")
-NAME = {t: gguf.GGMLQuantizationType(t).name for t in (Q4_0, Q4_K, Q6_K)}
+NAME = {t: gguf.GGMLQuantizationType(t).name for t in (Q4_0, Q8_0, Q4_K, Q6_K)}
 
 
 def run(out, n_threads):
@@ -38,8 +38,9 @@ def weights(qt, K, M, seed):
 
 
 def ks(qt):
-    # K-quants: 1 and 3 superblocks; Q4_0: 8-block groups only, 19 blocks (a tail of 3), 2 blocks
-    return (256, 768) if qt != Q4_0 else (256, 608, 64)
+    # K-quants: 1 and 3 superblocks; Q4_0: 8-block groups only, 19 blocks (a tail of 3), 2 blocks;
+    # Q8_0 (no tail: every block in lane c % 8): 8, 19 and 2 blocks
+    return (256, 608, 64) if qt in (Q4_0, Q8_0) else (256, 768)
 
 
 CASES = [(qt, K, M) for qt in PACKED_TYPES for K in ks(qt) for M in (16, 21, 37, 64)]
@@ -78,7 +79,7 @@ def test_packed_mul_mat_equals_file_layout(simd, qt, K, M, N):  # noqa: F811
 @pytest.mark.parametrize("qt", PACKED_TYPES, ids=lambda t: NAME[t])
 def test_packed_column_equals_its_batch(simd, qt):  # noqa: F811
     """A column of a small batch on packed rows equals that column alone (as the paired dots)."""
-    K, M, N = (608 if qt == Q4_0 else 512), 37, 5
+    K, M, N = (608 if qt in (Q4_0, Q8_0) else 512), 37, 5
     _, packed = weights(qt, K, M, 3)
     x = np.random.default_rng(4).standard_normal((N, K)).astype(np.float32)
     whole, _ = run(ops.mul_mat(packed, leaf(F32, (K, N), "x", INPUT, data=x)), 2)
@@ -112,7 +113,8 @@ def test_packed_get_rows_equals_file_layout(simd, qt, nt):  # noqa: F811
 
 
 def test_pack_supported_types():
-    assert not pack_supported(Q8_0) and not pack_supported(F32)
+    assert not pack_supported(F32) and not pack_supported(Q5_0)
+    assert all(pack_supported(t) for t in PACKED_TYPES)
 
 
 # rows of 256 and 512 values: whole Q4_0 8-block runs and Q4_K / Q6_K superblocks
@@ -122,7 +124,7 @@ SMALL = {"mamba": dict(arch="mamba", n_embd=256, n_layer=2, d_state=16, n_vocab=
 
 
 @pytest.mark.parametrize("arch", ["mamba", "mamba2"])
-@pytest.mark.parametrize("wtype", ["q4_0", "q4_k"])
+@pytest.mark.parametrize("wtype", ["q4_0", "q8_0", "q4_k"])
 def test_batched_decode_equals_one_by_one(tmp_path, monkeypatch, arch, wtype):
     """On repacked weights a decode step of 9 sequences gives each sequence the logits it gets
     decoded alone, bit for bit (the projections and the Q6_K head on the 16-row dots, 9 columns

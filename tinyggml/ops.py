@@ -125,7 +125,7 @@ def cpy(a: Tensor, b: Tensor) -> Tensor:
 # halves: vpmaddubsw on the raw 6-bit weights, no widening; the LM head of Q4_0 / Q4_K files
 # decoding); from here the integer panels take them (the kernels' MM_NR, mul_mat.c)
 QUANT_PANEL_MIN_COLS = 6
-# Repacked Q4_0 / Q4_K / Q6_K weights times fewer columns than this take the 16-row dots
+# Repacked Q4_0 / Q8_0 / Q4_K / Q6_K weights times fewer columns than this take the 16-row dots
 # (repacked Q6_K with QACT_K columns), PACKED_PASS columns at a time: mul_mat.c's PACKED_MAX_N,
 # PACKED_PASS. A column then gets what it gets alone, so batched decode equals one by one.
 PACKED_MAX_COLS = 80
@@ -499,8 +499,8 @@ def _mm_wsize(t):
     a, b = t.src
     unpacked = a.ne[0] + a.ne[0] // 2         # K int8 + K/16 scales + K/16 mins
     if a.type in QUANTIZED:                   # + 4 repacked rows gathered (mul_mat.c), or the
-        n = min(b.ne[1], PACKED_MAX_COLS)     # columns' bytes, float lanes and outputs of a pass
-        unpacked += 4 * a.nb[1] + 2 * a.ne[0] * n + 64 + 4 * 272 * min(n, PACKED_PASS)   # (repack.c)
+        n = min(b.ne[1], PACKED_MAX_COLS)     # columns' split bytes, a pass's float lanes and outputs
+        unpacked += 4 * a.nb[1] + (2 * a.ne[0] + a.ne[0] // 8) * n + 64 + 4 * 272 * min(n, PACKED_PASS)
     if b.type == QACT_K:                          # Q6_K columns: fused dots, no scratch used
         return unpacked + 64
     if a.type in QUANTIZED and b.type == QACT:    # + two integer panels and the rows (mul_mat.c

@@ -1,6 +1,6 @@
 """Weights repacked at load for the decode dots (kernels/repack.c has the layout and the dots).
 
-A 2-D Q4_0 / Q4_K / Q6_K weight's rows are interleaved in groups of 16 so that the integer
+A 2-D Q4_0 / Q8_0 / Q4_K / Q6_K weight's rows are interleaved in groups of 16 so that the integer
 dots of decoding (and of small batches) read 16 rows with one load and one activation
 broadcast (AVX-512 VNNI builds only: elsewhere nothing is repacked). The packed copy is what
 the C plans bind (Tensor.packed); every kernel that reads single rows of it (prompts' panels,

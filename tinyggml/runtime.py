@@ -157,7 +157,7 @@ class Model:
         (ModelLoadError) before loading when the estimate does not fit the available memory.
         check_finite: keep every node's output and stop at the first NaN / Inf, naming the node
         that made it (slower: for finding where a model breaks). repack: interleave the rows of
-        Q4_0 / Q4_K / Q6_K weights for the decode dots where the build has them (repack.py).
+        Q4_0 / Q8_0 / Q4_K / Q6_K weights for the decode dots where the build has them (repack.py).
         n_ctx, kv_type: models with attention layers (hybrids) keep a KV cache of up to n_ctx
         positions per sequence (default the model's context length; pages are committed as
         they fill), of "f16" or "f32" cells; models without one ignore them."""

@@ -35,7 +35,7 @@ def int_gemm_compiled():
 
 def pack_supported(int type):
     """True when this build has the repacked 16-row dots for weights of `type` (kernels/repack.c:
-    AVX-512 VNNI builds, Q4_0 / Q4_K / Q6_K)."""
+    AVX-512 VNNI builds, Q4_0 / Q8_0 / Q4_K / Q6_K)."""
     return bool(tg_pack_supported(type))
 
 

@@ -910,14 +910,14 @@ static void tg_mul_mat_tiles(const tg_params *p, tg_tensor *dst) {
 // PACKED_PASS columns at a time, its weights unpacked once for all of them (a group's rows stay
 // in L1 between passes); the rows past the last group (file layout) through the one-row dots, by
 // the last thread. Each output is its one-row dot's bit for bit, whatever the column count.
-// Scratch: each QACT column's low and high bytes (2 K bytes a column), a pass's float lanes
+// Scratch: each QACT column's split bytes (TG_SPLIT_BYTES), a pass's float lanes
 // (256 floats a column) and outputs (16 a column). ops.py mirrors both constants.
 #define PACKED_MAX_N 80
 #define PACKED_PASS 32          // columns per pass over a group (their float lanes stay in L1)
 static int tg_packed_dots(int type, int act_type, int64_t N) {
 #ifdef TG_AVX512
     if (act_type == TG_TYPE_QACT_K) return type == TG_TYPE_Q6_K && N < PACKED_MAX_N;
-    return (type == TG_TYPE_Q4_0 || type == TG_TYPE_Q4_K) && N < PACKED_MAX_N;
+    return (type == TG_TYPE_Q4_0 || type == TG_TYPE_Q8_0 || type == TG_TYPE_Q4_K) && N < PACKED_MAX_N;
 #else
     (void)type; (void)act_type; (void)N;
     return 0;
@@ -929,46 +929,46 @@ static void tg_mul_mat_packed(const tg_params *p, tg_tensor *dst) {
     const tg_tensor *src0 = dst->src[0], *src1 = dst->src[1];
     const tg_type_traits *tt = tg_get_type_traits(src0->type);
     const int64_t K = src0->ne[0], M = src0->ne[1], N = src1->ne[1], G = M / TG_PACK_ROWS;
+    const int64_t cs = TG_SPLIT_BYTES(K);
     const int kact = src1->type == TG_TYPE_QACT_K;
+    // Q8_0 decodes on the n-column dot (one column is as fast there); the others' one-column
+    // dots keep their float lanes in registers
+    const int wide = N > 1 || src0->type == TG_TYPE_Q8_0;
     const tg_dot_fn dot1 = kact ? tt->kact_dot : tt->dot_simd ? tt->dot_simd : tt->dot;
     uint8_t *split = (uint8_t *)p->wdata;
-    float *acc = (float *)(((uintptr_t)(split + 2 * K * N) + 63) & ~(uintptr_t)63);
+    float *acc = (float *)(((uintptr_t)(split + cs * N) + 63) & ~(uintptr_t)63);
     float *outs = acc + 256 * TG_MIN(N, PACKED_PASS);
     ROW_RANGE(G);
     for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
     for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
         if (!kact)
             for (int64_t n = 0; n < N; n++)
-                tg_qact_split((const uint8_t *)at(src1, 0, n, i12, i13), K, split + 2 * K * n,
-                              (int8_t *)split + 2 * K * n + K);
+                tg_qact_split((const uint8_t *)at(src1, 0, n, i12, i13), K, split + cs * n,
+                              (int8_t *)split + cs * n + K, (int32_t *)(split + cs * n + 2 * K));
         const uint8_t *acts[PACKED_MAX_N];
         for (int64_t n = 0; n < N; n++) acts[n] = (const uint8_t *)at(src1, 0, n, i12, i13);
         for (int64_t g = ir0; g < ir1; g++) {
             const uint8_t *gb = (const uint8_t *)src0->data + g * TG_PACK_ROWS * src0->nb[1];
-            for (int64_t n0 = 0; N > 1 && n0 < N; n0 += PACKED_PASS) {
+            for (int64_t n0 = 0; wide && n0 < N; n0 += PACKED_PASS) {
                 const int nn = (int)TG_MIN(PACKED_PASS, N - n0);
-                const uint8_t *sp = split + 2 * K * n0;
+                const uint8_t *sp = split + cs * n0;
                 switch (src0->type) {
                     case TG_TYPE_Q4_0: tg_dot16xn_q4_0_packed(K, gb, nn, acts + n0, sp, acc, outs); break;
+                    case TG_TYPE_Q8_0: tg_dot16xn_q8_0_packed(K, gb, nn, acts + n0, sp, acc, outs); break;
                     case TG_TYPE_Q4_K: tg_dot16xn_q4_k_packed(K, gb, nn, acts + n0, sp, acc, outs); break;
                     default:           tg_dot16xn_q6_k_packed(K, gb, nn, acts + n0, acc, outs); break;
                 }
                 for (int j = 0; j < nn; j++)
                     memcpy(at(dst, TG_PACK_ROWS * g, n0 + j, i12, i13), outs + 16 * j, 16 * sizeof(float));
             }
-            if (N > 1) continue;
-            for (int64_t n = 0; n < N; n++) {
-                const uint8_t *act = (const uint8_t *)at(src1, 0, n, i12, i13);
-                const uint8_t *lo = split + 2 * K * n;
-                const int8_t *hi = (const int8_t *)lo + K;
-                float o[TG_PACK_ROWS];
-                switch (src0->type) {
-                    case TG_TYPE_Q4_0: tg_dot16_q4_0_packed(K, gb, act, lo, hi, o); break;
-                    case TG_TYPE_Q4_K: tg_dot16_q4_k_packed(K, gb, act, lo, hi, o); break;
-                    default:           tg_dot16_q6_k_packed(K, gb, act, o); break;
-                }
-                float *d = (float *)at(dst, TG_PACK_ROWS * g, n, i12, i13);
-                memcpy(d, o, sizeof(o));
+            if (wide) continue;
+            const uint8_t *act = acts[0], *lo = split;
+            const int8_t *hi = (const int8_t *)split + K;
+            float *o = (float *)at(dst, TG_PACK_ROWS * g, 0, i12, i13);
+            switch (src0->type) {
+                case TG_TYPE_Q4_0: tg_dot16_q4_0_packed(K, gb, act, lo, hi, o); break;
+                case TG_TYPE_Q4_K: tg_dot16_q4_k_packed(K, gb, act, lo, hi, o); break;
+                default:           tg_dot16_q6_k_packed(K, gb, act, o); break;
             }
         }
         if (p->ith == p->nth - 1)

@@ -636,10 +636,28 @@ static inline __attribute__((always_inline)) __m256 q8_0_block(const uint8_t *b,
 }
 #endif
 
+#ifdef TG_AVX512
+// AVX-512 builds: each block's 32 products summed exactly in int32, times (d_w d_a) into float
+// lane c % 8, the lanes summed as tg_hsum256 sums them: the order the repacked 16-row dots
+// (repack.c) follow lane for lane, so a Q8_0 row gives the same result packed or not.
+static float q8_0_dot_blocks(int64_t K, const uint8_t *b, const int16_t *q, const float *d) {
+    float lane[8] = {0};
+    for (int64_t c = 0; c < K / 32; c++, b += 34) {
+        const __m512i w = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(b + 2)));
+        const int s = _mm512_reduce_add_epi32(_mm512_madd_epi16(w, _mm512_loadu_si512((const void *)(q + 32 * c))));
+        lane[c % 8] = fmaf((float)s, f16(b) * d[c], lane[c % 8]);
+    }
+    return tg_hsum256(_mm256_loadu_ps(lane));
+}
+#endif
+
 float tg_dot_q8_0_qact(int64_t K, const void *row, const uint8_t *act) {
     const uint8_t *b = (const uint8_t *)row;
     const int16_t *q = (const int16_t *)act;
     const float *d = (const float *)(act + 2 * K);
+#ifdef TG_AVX512
+    if (TG_USE_SIMD) return q8_0_dot_blocks(K, b, q, d);
+#endif
 #ifdef TG_AVX2
     if (TG_USE_SIMD) {
         __m256 acc = _mm256_setzero_ps();
@@ -657,8 +675,9 @@ float tg_dot_q8_0_qact(int64_t K, const void *row, const uint8_t *act) {
 }
 
 // four Q8_0 rows x one QACT row, side by side (4 read streams: mul_mat.c); bit for bit the one-row dot
+// (AVX-512 builds: the one-row dots themselves; there Q8_0 weights decode repacked, repack.c)
 void tg_dot4_q8_0_qact(int64_t K, const void *const rows[4], const uint8_t *act, float out[4]) {
-#ifdef TG_AVX2
+#if defined(TG_AVX2) && !defined(TG_AVX512)
     if (TG_USE_SIMD) {
         const int16_t *q = (const int16_t *)act;
         const float *d = (const float *)(act + 2 * K);
@@ -678,7 +697,7 @@ void tg_dot4_q8_0_qact(int64_t K, const void *const rows[4], const uint8_t *act,
 // sequence decodes alike alone and in a batch.
 void tg_dot2x4_q8_0_qact(int64_t K, const void *const rows[4], const uint8_t *act0,
                          const uint8_t *act1, float out[8]) {
-#ifdef TG_AVX2
+#if defined(TG_AVX2) && !defined(TG_AVX512)
     if (TG_USE_SIMD) {
         const int16_t *q0 = (const int16_t *)act0, *q1 = (const int16_t *)act1;
         const float *d0 = (const float *)(act0 + 2 * K), *d1 = (const float *)(act1 + 2 * K);

@@ -72,15 +72,19 @@ void tg_dot2x4_q4_k_qact(int64_t K, const void *const rows[4], const uint8_t *ac
 #ifdef TG_AVX512
 // repack.c: 16 packed rows (the group at gb) x one QACT column (lo / hi: its bytes, tg_qact_split)
 // or QACT_K column -> out[16], each bit for bit the row's one-row dot above
-void tg_qact_split(const uint8_t *act, int64_t K, uint8_t *lo, int8_t *hi);
+// (and hsum: the high bytes' sum per block of 32); a column's split takes TG_SPLIT_BYTES(K)
+#define TG_SPLIT_BYTES(K) (2 * (K) + (K) / 8)
+void tg_qact_split(const uint8_t *act, int64_t K, uint8_t *lo, int8_t *hi, int32_t *hsum);
 void tg_dot16_q4_0_packed(int64_t K, const uint8_t *gb, const uint8_t *act, const uint8_t *lo,
                           const int8_t *hi, float out[16]);
 void tg_dot16_q4_k_packed(int64_t K, const uint8_t *gb, const uint8_t *act, const uint8_t *lo,
                           const int8_t *hi, float out[16]);
 void tg_dot16_q6_k_packed(int64_t K, const uint8_t *gb, const uint8_t *act, float out[16]);
-// 16 packed rows x n columns (activations at acts[j], QACT bytes at split + 2 K j): out[16 j + r]
-// is tg_dot16_*_packed's out[r] for column j, bit for bit; acc: scratch of 256 n floats
+// 16 packed rows x n columns (activations at acts[j], split bytes at split + TG_SPLIT_BYTES(K) j):
+// out[16 j + r] is row r's one-row dot with column j, bit for bit; acc: scratch of 256 n floats
 void tg_dot16xn_q4_0_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *const *acts,
+                            const uint8_t *split, float *acc, float *out);
+void tg_dot16xn_q8_0_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *const *acts,
                             const uint8_t *split, float *acc, float *out);
 void tg_dot16xn_q4_k_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *const *acts,
                             const uint8_t *split, float *acc, float *out);

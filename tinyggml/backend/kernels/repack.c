@@ -26,7 +26,7 @@ static int pack_granules(int type, int64_t *off, int64_t *len) {
     const tg_type_traits *tt = tg_get_type_traits(type);
     int half[2] = {-1, -1};
     switch (type) {
-        case TG_TYPE_Q4_0: half[0] = 0; break;
+        case TG_TYPE_Q4_0: case TG_TYPE_Q8_0: half[0] = 0; break;
         case TG_TYPE_Q4_K: half[0] = 0; half[1] = 2; break;
         case TG_TYPE_Q6_K: half[0] = 208; break;
         default: return 0;
@@ -44,7 +44,7 @@ static int pack_granules(int type, int64_t *off, int64_t *len) {
 
 int tg_pack_supported(int type) {
 #ifdef TG_AVX512
-    return type == TG_TYPE_Q4_0 || type == TG_TYPE_Q4_K || type == TG_TYPE_Q6_K;
+    return type == TG_TYPE_Q4_0 || type == TG_TYPE_Q8_0 || type == TG_TYPE_Q4_K || type == TG_TYPE_Q6_K;
 #else
     (void)type;
     return 0;
@@ -110,13 +110,16 @@ static inline __m512i bcast4(const void *p) {
     return _mm512_set1_epi32(v);
 }
 
-// a QACT row's int16 values as low bytes (uint8) and high bytes (int8): q = 256 hi + lo
-void tg_qact_split(const uint8_t *act, int64_t K, uint8_t *lo, int8_t *hi) {
+// a QACT row's int16 values as low bytes (uint8) and high bytes (int8): q = 256 hi + lo; and
+// each block's 32 high bytes summed (hsum[K / 32], for the Q8_0 dots)
+void tg_qact_split(const uint8_t *act, int64_t K, uint8_t *lo, int8_t *hi, int32_t *hsum) {
     const int16_t *q = (const int16_t *)act;
     for (int64_t k = 0; k < K; k += 32) {
         const __m512i v = _mm512_loadu_si512((const void *)(q + k));
+        const __m512i h = _mm512_srai_epi16(v, 8);
         _mm256_storeu_si256((__m256i *)(lo + k), _mm512_cvtepi16_epi8(v));
-        _mm256_storeu_si256((__m256i *)(hi + k), _mm512_cvtepi16_epi8(_mm512_srai_epi16(v, 8)));
+        _mm256_storeu_si256((__m256i *)(hi + k), _mm512_cvtepi16_epi8(h));
+        hsum[k / 32] = _mm512_reduce_add_epi32(_mm512_madd_epi16(h, _mm512_set1_epi16(1)));
     }
 }
 
@@ -205,7 +208,7 @@ void tg_dot16xn_q4_0_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b));
         float *a = acc + 16 * (c % 8);
         for (int j = 0; j < n; j++, a += 128) {
-            const uint8_t *lo = split + 2 * K * j + 32 * c;
+            const uint8_t *lo = split + TG_SPLIT_BYTES(K) * j + 32 * c;
             const int8_t *hi = (const int8_t *)lo + K;
             const float *d = (const float *)(acts[j] + 2 * K), *ds = d + K / 32;
             __m512i sl0 = _mm512_setzero_si512(), sh0 = sl0, sl1 = sl0, sh1 = sl0;
@@ -227,6 +230,53 @@ void tg_dot16xn_q4_0_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *
         for (int l = 0; l < 8; l++) v[l] = _mm512_loadu_ps(acc + 128 * j + 16 * l);
         hsum8_rows(v, out + 16 * j);
         q4_0_tail(K, gb, acts[j], nb8, out + 16 * j);
+    }
+}
+
+// Q8_0, 16 rows x n columns: a packed block of 16 rows is 544 bytes: the 16 f16 scales, then
+// 8 granules of 64 bytes (granule t: bytes 4t..4t+3 of each row's 32 int8 values). As
+// q8_0_dot_blocks (quants.c): per block the exact sum(w q) times d_w d_a into lane c % 8.
+// sum(w q) = 256 sum(w hi) + sum(lo w): vpdpbusd takes lo (unsigned) against w, and w + 128
+// (unsigned: w ^ 0x80) against hi, less 128 sum(hi) (tg_qact_split's block sums). Each block's
+// weights are loaded once for every column; column j's 8 float lanes per row live in acc
+// (128 floats per column). out[16 j + r] is that row's one-row dot bit for bit.
+void tg_dot16xn_q8_0_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *const *acts,
+                            const uint8_t *split, float *acc, float *out) {
+    const int64_t nb = K / 32, cs = TG_SPLIT_BYTES(K);
+    const __m512i x80 = _mm512_set1_epi8((char)0x80);
+    for (int j = 0; j < 8 * n; j++) _mm512_storeu_ps(acc + 16 * j, _mm512_setzero_ps());
+    for (int64_t c = 0; c < nb; c++) {
+        const uint8_t *b = gb + 544 * c;
+        for (int l = 0; l < 544; l += 64) _mm_prefetch((const char *)(b + 4 * 544 + l), _MM_HINT_T0);
+        __m512i w[8], wu[8];
+        for (int t = 0; t < 8; t++) {
+            w[t] = _mm512_loadu_si512((const void *)(b + 32 + 64 * t));
+            wu[t] = _mm512_xor_si512(w[t], x80);
+        }
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b));
+        float *a = acc + 16 * (c % 8);
+        for (int j = 0; j < n; j++, a += 128) {
+            const uint8_t *lo = split + cs * j + 32 * c;
+            const int8_t *hi = (const int8_t *)split + cs * j + K + 32 * c;
+            const int32_t *hs = (const int32_t *)(split + cs * j + 2 * K);
+            const float *d = (const float *)(acts[j] + 2 * K);
+            __m512i sl0 = _mm512_setzero_si512(), sh0 = sl0, sl1 = sl0, sh1 = sl0;
+            for (int t = 0; t < 8; t += 2) {
+                sl0 = _mm512_dpbusd_epi32(sl0, bcast4(lo + 4 * t), w[t]);
+                sh0 = _mm512_dpbusd_epi32(sh0, wu[t], bcast4(hi + 4 * t));
+                sl1 = _mm512_dpbusd_epi32(sl1, bcast4(lo + 4 * t + 4), w[t + 1]);
+                sh1 = _mm512_dpbusd_epi32(sh1, wu[t + 1], bcast4(hi + 4 * t + 4));
+            }
+            const __m512i sh = _mm512_sub_epi32(_mm512_add_epi32(sh0, sh1), _mm512_set1_epi32(128 * hs[c]));
+            const __m512i s = _mm512_add_epi32(_mm512_slli_epi32(sh, 8), _mm512_add_epi32(sl0, sl1));
+            _mm512_storeu_ps(a, _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(d[c])),
+                                                _mm512_loadu_ps(a)));
+        }
+    }
+    for (int j = 0; j < n; j++) {
+        __m512 v[8];
+        for (int l = 0; l < 8; l++) v[l] = _mm512_loadu_ps(acc + 128 * j + 16 * l);
+        hsum8_rows(v, out + 16 * j);
     }
 }
 
@@ -335,7 +385,7 @@ void tg_dot16xn_q4_k_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *
                 mnw[e] = _mm512_mul_ps(mn, dmin);
             }
             for (int j = 0; j < n; j++) {
-                const uint8_t *lo = split + 2 * K * j + i + 64 * h;
+                const uint8_t *lo = split + TG_SPLIT_BYTES(K) * j + i + 64 * h;
                 const int8_t *hi = (const int8_t *)lo + K;
                 const float *d = (const float *)(acts[j] + 2 * K), *ds = d + K / 32;
                 __m512i sl0 = _mm512_setzero_si512(), sh0 = sl0, sl1 = sl0, sh1 = sl0;
