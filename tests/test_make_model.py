@@ -112,3 +112,23 @@ def test_bpe_vocab_past_65793_tokens():
     for m, t in zip(merges, tokens[-len(merges):]):
         a, b = m.split(" ")
         assert a in have and b in have and a + b == t
+
+
+@pytest.mark.parametrize("preset", ["mamba-tiny", "mamba2-tiny"])
+def test_distinct_layers_repeat_the_first_layers_bytes(tmp_path, preset):
+    """distinct_layers=1: every layer holds layer 0's bytes, in its own place in the file, and
+    the model runs; without it the layers differ."""
+    same, own = tmp_path / "same.gguf", tmp_path / "own.gguf"
+    make_model(preset, same, "q8_0", progress=False, distinct_layers=1)
+    make_model(preset, own, "q8_0", progress=False)
+    for path, repeated in ((same, True), (own, False)):
+        r = gguf.GGUFReader(path)
+        t = {x.name: x for x in r.tensors}
+        l0 = [n for n in t if n.startswith("blk.0.")]
+        assert l0 and {n.replace("blk.0.", "blk.1.") for n in l0} <= set(t)
+        eq = [np.array_equal(t[n].data, t[n.replace("blk.0.", "blk.1.")].data) for n in l0]
+        assert all(eq) if repeated else not all(eq)
+        assert t["blk.0.ssm_in.weight"].data_offset != t["blk.1.ssm_in.weight"].data_offset
+    assert np.isfinite(tinyggml.Model(same, n_threads=1).eval([1, 2, 3])).all()
+    with pytest.raises(TinyGGMLError, match="distinct_layers"):
+        make_model(preset, tmp_path / "x.gguf", "q8_0", progress=False, distinct_layers=-1)

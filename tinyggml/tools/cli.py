@@ -232,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, help="output .gguf")
     s.add_argument("--type", choices=list(TYPES), default="f32", help="weight type (default f32)")
     s.add_argument("--seed", type=int_arg(0, 2**32 - 1), default=0, help="random seed (default 0)")
+    s.add_argument("--distinct-layers", type=int_arg(0, 2**31 - 1), default=0, metavar="N",
+                   help="quantize only layers 0..N-1 and repeat their bytes in the later layers "
+                        "(layer i = layer i %% N): a 7B K-quant file in minutes instead of hours; "
+                        "every layer still has its own bytes (default 0: all distinct)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     s.set_defaults(func=cmd_make_model)
 

@@ -167,7 +167,7 @@ def cmd_quantize(args) -> int:
 def cmd_make_model(args) -> int:
     from .make_model import make_model
     r = make_model(args.preset, args.output, args.type, seed=args.seed,
-                   progress=progress_wanted(args))
+                   progress=progress_wanted(args), distinct_layers=args.distinct_layers)
     print(f"wrote {r['path']}: {args.preset} {args.type}, {r['bytes'] / 2**20:.1f} MiB", file=sys.stderr)
     return 0
 

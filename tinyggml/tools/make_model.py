@@ -11,6 +11,7 @@ tensor's worth of memory beyond the output file.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -139,13 +140,20 @@ def _hybrid_shapes(cfg: dict) -> list:
     return out
 
 
-def make_model(preset: str, out: str, wtype: str = "f32", seed: int = 0, progress: bool = True) -> dict:
+def make_model(preset: str, out: str, wtype: str = "f32", seed: int = 0, progress: bool = True,
+               distinct_layers: int = 0) -> dict:
+    """Write the random model `preset` to `out` in weight type `wtype`. distinct_layers = n > 0:
+    layers n, n + 1, ... repeat the bytes of layers 0..n-1 (layer i those of i % n), so a large
+    K-quant file takes minutes instead of hours to make (each layer still has its own bytes
+    in the file: a benchmark reads as much memory as with distinct layers)."""
     import gguf
     from .quantize import quantize_tensor, target_type
     if preset not in PRESETS:
         raise TinyGGMLError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
     if wtype not in TYPES:
         raise TinyGGMLError(f"unknown type {wtype!r} (choose from {', '.join(TYPES)})")
+    if distinct_layers < 0:
+        raise TinyGGMLError(f"distinct_layers must be >= 0, got {distinct_layers}")
     from .testing import HYBRID_ARCHS, hybrid_config, hybrid_tensors, write_hybrid_keys, write_tiny_vocab
     cfg = dict(PRESETS[preset])
     arch = cfg["arch"]
@@ -207,10 +215,18 @@ def make_model(preset: str, out: str, wtype: str = "f32", seed: int = 0, progres
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
         rng = np.random.default_rng(rng_seed)
+        first = {}                                       # distinct_layers: (layer, rest) -> bytes
         for i, (name, arr) in enumerate(hybrid_tensors(rng, cfg) if hybrid else _tensors(cfg, rng)):
             t = plan[i][2]
-            arr = np.asarray(arr, np.float32)
-            data = arr if t == Q.F32 else quantize_tensor(arr, t)
+            m = re.fullmatch(r"blk\.(\d+)\.(.+)", name) if distinct_layers else None
+            key = (int(m.group(1)) % distinct_layers, m.group(2)) if m else None
+            if key in first:
+                data = first[key]
+            else:
+                arr = np.asarray(arr, np.float32)
+                data = arr if t == Q.F32 else quantize_tensor(arr, t)
+                if key is not None:
+                    first[key] = data
             w.write_tensor_data(data)
             if progress:
                 print(f"\rmake-model: [{i + 1}/{len(plan)}] {name:<28s}", end="", file=sys.stderr,
