@@ -78,7 +78,7 @@ def test_packed_mul_mat_equals_file_layout(simd, qt, K, M, N):  # noqa: F811
 
 @pytest.mark.parametrize("qt", PACKED_TYPES, ids=lambda t: NAME[t])
 def test_packed_column_equals_its_batch(simd, qt):  # noqa: F811
-    """A column of a small batch on packed rows equals that column alone (as the paired dots)."""
+    """A column of a small batch on packed rows equals that column alone."""
     K, M, N = (608 if qt in (Q4_0, Q8_0) else 512), 37, 5
     _, packed = weights(qt, K, M, 3)
     x = np.random.default_rng(4).standard_normal((N, K)).astype(np.float32)

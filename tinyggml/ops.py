@@ -499,9 +499,10 @@ def _mm_wsize(t):
     a, b = t.src
     unpacked = a.ne[0] + a.ne[0] // 2         # K int8 + K/16 scales + K/16 mins
     if a.type in QUANTIZED:                   # + 4 repacked rows gathered (mul_mat.c), or the
-        n = min(b.ne[1], PACKED_MAX_COLS)     # columns' split bytes, a pass's float lanes and outputs
-        unpacked += 4 * a.nb[1] + (2 * a.ne[0] + a.ne[0] // 8) * n + 64 + 4 * 272 * min(n, PACKED_PASS)
-    if b.type == QACT_K:                          # Q6_K columns: fused dots, no scratch used
+        unpacked += 4 * a.nb[1]               # columns' split bytes, a pass's float lanes and outputs
+        n = b.ne[1] if b.ne[1] < PACKED_MAX_COLS else 0       # (the packed dots, repack.c)
+        unpacked += (2 * a.ne[0] + a.ne[0] // 8) * n + 64 + 4 * 272 * min(n, PACKED_PASS)
+    if b.type == QACT_K:                          # Q6_K columns: fused dots (or the packed ones)
         return unpacked + 64
     if a.type in QUANTIZED and b.type == QACT:    # + two integer panels and the rows (mul_mat.c
         return 3 * 16 * 2 * a.ne[0] + 4 * 4 * a.ne[0] + unpacked + 64        # tg_mul_mat_qpanels)

@@ -32,7 +32,7 @@ def describe(options=None) -> str:
         kernels = "AVX2/FMA/F16C kernels"
         if int_gemm_compiled():
             kernels += f", {int_gemm_compiled()} integer panels"
-        if pack_supported(2):                       # Q4_0 (and Q4_K, Q6_K): kernels/repack.c
+        if pack_supported(2):                       # Q4_0 (and Q8_0, Q4_K, Q6_K): kernels/repack.c
             kernels += ", repacked 16-row VNNI decode dots"
     line = f"{kernels}; OpenMP, up to {openmp_max_threads()} threads"
     return line if options is None else f"{line}; {options.describe()}"

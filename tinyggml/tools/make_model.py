@@ -215,11 +215,11 @@ def make_model(preset: str, out: str, wtype: str = "f32", seed: int = 0, progres
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
         rng = np.random.default_rng(rng_seed)
-        first = {}                                       # distinct_layers: (layer, rest) -> bytes
+        first = {}                            # distinct_layers: (layer, rest, type, shape) -> bytes
         for i, (name, arr) in enumerate(hybrid_tensors(rng, cfg) if hybrid else _tensors(cfg, rng)):
             t = plan[i][2]
             m = re.fullmatch(r"blk\.(\d+)\.(.+)", name) if distinct_layers else None
-            key = (int(m.group(1)) % distinct_layers, m.group(2)) if m else None
+            key = (int(m.group(1)) % distinct_layers, m.group(2), t, tuple(plan[i][1])) if m else None
             if key in first:
                 data = first[key]
             else:

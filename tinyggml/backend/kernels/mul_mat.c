@@ -9,9 +9,10 @@
 // - quantized weights with QACT columns: integer dots under MM_NR columns (the type table's
 //   fused dots where it has them: 4 rows at a time, columns in pairs), integer panels from
 //   MM_NR columns (SIMD);
-// - weights repacked at load (repack.c, AVX-512 VNNI) with QACT / QACT_K columns under the
-//   paired dots' limit: 16 rows at a time, one int32 lane per row; everything else reads
-//   their rows gathered back (tg_weight_row), bit for bit as from the file layout;
+// - weights repacked at load (repack.c, AVX-512 VNNI) with QACT / QACT_K columns under
+//   PACKED_MAX_N: 16 rows at a time, one int32 lane per row, up to PACKED_PASS columns per pass;
+//   everything else reads their rows gathered back (tg_weight_row), bit for bit as from the
+//   file layout;
 // - F16 rows times 2 .. MM_SMALL_N - 1 columns: 2 rows x 4 columns in registers (SIMD);
 // - other batches: packed 16 x 6 float panels, non-F32 rows widened first (SIMD), or 4-row x
 //   3-column dot tiles on widened rows (the portable build).

@@ -657,8 +657,7 @@ float tg_dot_q8_0_qact(int64_t K, const void *row, const uint8_t *act) {
     const float *d = (const float *)(act + 2 * K);
 #ifdef TG_AVX512
     if (TG_USE_SIMD) return q8_0_dot_blocks(K, b, q, d);
-#endif
-#ifdef TG_AVX2
+#elif defined(TG_AVX2)
     if (TG_USE_SIMD) {
         __m256 acc = _mm256_setzero_ps();
         for (int64_t c = 0; c < K / 32; c++) acc = q8_0_block(b + 34 * c, q, d, c, acc);
@@ -875,7 +874,8 @@ float tg_dot_q6_k_qact(int64_t K, const void *row, const uint8_t *act) {
 #endif
 
 // Q8_0 batches under this many columns take the paired dots (tg_dot2x4_q8_0_qact: each weight
-// row read from memory once, every column summed as alone), larger ones the integer panels
+// row read from memory once, every column summed as alone; on AVX-512 builds, where Q8_0
+// weights decode repacked, the one-row dots per column), larger ones the integer panels
 #ifndef Q8_0_PAIRS_MAX_N
 #define Q8_0_PAIRS_MAX_N 12
 #endif

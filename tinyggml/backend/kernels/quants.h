@@ -81,7 +81,8 @@ void tg_dot16_q4_k_packed(int64_t K, const uint8_t *gb, const uint8_t *act, cons
                           const int8_t *hi, float out[16]);
 void tg_dot16_q6_k_packed(int64_t K, const uint8_t *gb, const uint8_t *act, float out[16]);
 // 16 packed rows x n columns (activations at acts[j], split bytes at split + TG_SPLIT_BYTES(K) j):
-// out[16 j + r] is row r's one-row dot with column j, bit for bit; acc: scratch of 256 n floats
+// out[16 j + r] (16 n floats) is row r's one-row dot with column j, bit for bit; acc: scratch
+// of 256 n floats
 void tg_dot16xn_q4_0_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *const *acts,
                             const uint8_t *split, float *acc, float *out);
 void tg_dot16xn_q8_0_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *const *acts,

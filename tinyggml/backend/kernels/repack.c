@@ -1,6 +1,6 @@
 // Weights repacked at load for the decode dots (the idea of ggml-cpu's repack, our own layout).
 //
-// The rows of a 2-D Q4_0 / Q4_K / Q6_K weight go in groups of TG_PACK_ROWS = 16: each block's
+// The rows of a 2-D Q4_0 / Q8_0 / Q4_K / Q6_K weight go in groups of TG_PACK_ROWS = 16: each block's
 // bytes are interleaved across the group's rows in granules of 4 bytes (2 for an f16 field),
 //   packed[g][c] = for each granule (off, len) of the block: row 0's len bytes, row 1's, ... row 15's
 // so one 64-byte load holds the same 4 bytes of 16 rows, and the 16 f16 scales of a block
@@ -16,9 +16,11 @@
 // (the one-row dots' 8 float lanes become 8 accumulators here, added as tg_hsum256 adds them).
 // Integer sums: a QACT value q (int16) is 256 hi + lo with hi = q >> 8 (int8) and lo = q & 255
 // (uint8), so sum(u q) = 256 sum(u hi) + sum(lo u) for 4-bit weights u in 0..15: vpdpbusd takes
-// the weights as the unsigned operand against hi, and as the signed one against lo. QACT_K
-// (Q6_K) already holds int8 halves; there 4 products at a time fit int16 and vpdpwssd applies
-// the group scale, as vpmaddubsw + vpmaddwd do in the one-row dot.
+// the weights as the unsigned operand against hi, and as the signed one against lo (Q8_0's
+// signed weights: see tg_dot16xn_q8_0_packed). QACT_K (Q6_K) already holds int8 halves; there
+// 4 products at a time fit int16 and vpdpwssd applies the group scale, as vpmaddubsw +
+// vpmaddwd do in the one-row dot. Batches: the n-column dots unpack each block once for up
+// to PACKED_PASS columns (mul_mat.c), each column's steps those of its one-column dot.
 #include "internal.h"
 
 // the bytes of one block as granules: f16 fields (the scales) 2 bytes, the rest 4
