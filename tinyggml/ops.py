@@ -498,9 +498,9 @@ def _ref_quantize(t, x):
 def _mm_wsize(t):
     a, b = t.src
     unpacked = a.ne[0] + a.ne[0] // 2         # K int8 + K/16 scales + K/16 mins
-    if a.type in QUANTIZED:                   # + 4 repacked rows gathered (mul_mat.c), or the
-        unpacked += 4 * a.nb[1]               # columns' split bytes, a pass's float lanes and outputs
-        n = b.ne[1] if b.ne[1] < PACKED_MAX_COLS else 0       # (the packed dots, repack.c)
+    if a.type in QUANTIZED:                   # + 4 repacked rows gathered (mul_mat.c), and for
+        unpacked += 4 * a.nb[1]               # the packed dots the columns' split bytes, a pass's
+        n = b.ne[1] if b.ne[1] < PACKED_MAX_COLS else 0       # float lanes and outputs (repack.c)
         unpacked += (2 * a.ne[0] + a.ne[0] // 8) * n + 64 + 4 * 272 * min(n, PACKED_PASS)
     if b.type == QACT_K:                          # Q6_K columns: fused dots (or the packed ones)
         return unpacked + 64

@@ -932,7 +932,7 @@ static void tg_mul_mat_packed(const tg_params *p, tg_tensor *dst) {
     const int64_t K = src0->ne[0], M = src0->ne[1], N = src1->ne[1], G = M / TG_PACK_ROWS;
     const int64_t cs = TG_SPLIT_BYTES(K);
     const int kact = src1->type == TG_TYPE_QACT_K;
-    // Q8_0 decodes on the n-column dot (one column is as fast there); the others' one-column
+    // Q8_0 has no one-column packed dot: it decodes on the n-column one; the others' one-column
     // dots keep their float lanes in registers
     const int wide = N > 1 || src0->type == TG_TYPE_Q8_0;
     const tg_dot_fn dot1 = kact ? tt->kact_dot : tt->dot_simd ? tt->dot_simd : tt->dot;
