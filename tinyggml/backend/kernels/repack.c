@@ -282,6 +282,28 @@ void tg_dot16xn_q8_0_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *
     }
 }
 
+// a packed Q4_K superblock's 6-bit scales and mins, 16 rows per register: u[0], u[1] the
+// scales of chunks 0-3, 4-7 and u[2], u[3] their mins, one byte per chunk in each row's lane
+static inline __attribute__((always_inline)) void q4_k_scales(const uint8_t *b, __m512i u[4]) {
+    const __m512i k1 = _mm512_set1_epi32(0x3f3f3f3f), k2 = _mm512_set1_epi32(0x0f0f0f0f),
+                  k3 = _mm512_set1_epi32(0x03030303);
+    u[0] = _mm512_loadu_si512((const void *)(b + 64));
+    u[1] = _mm512_loadu_si512((const void *)(b + 128));
+    u[2] = _mm512_loadu_si512((const void *)(b + 192));
+    u[3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u[2], 4), k2),
+                           _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u[1], 6), k3), 4));
+    const __m512i mins_lo = _mm512_and_si512(u[1], k1);
+    u[1] = _mm512_or_si512(_mm512_and_si512(u[2], k2),
+                           _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u[0], 6), k3), 4));
+    u[2] = mins_lo;
+    u[0] = _mm512_and_si512(u[0], k1);
+}
+
+// byte e (0-3) of every lane of v, as floats
+static inline __attribute__((always_inline)) __m512 q4_k_byte(__m512i v, int e) {
+    return _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(v, 8 * e), _mm512_set1_epi32(0xFF)));
+}
+
 // Q4_K: a packed superblock of 16 rows is 2304 bytes: d and dmin (16 f16 each), the 12 scale
 // bytes as 3 granules, then 32 granules of qs (granule t: bytes 4t.. of each row: 32-byte group
 // h = t / 8 holds chunk 2h in its low nibbles and 2h + 1 in its high). As tg_dot_q4_k_qact:
@@ -291,8 +313,6 @@ void tg_dot16_q4_k_packed(int64_t K, const uint8_t *gb, const uint8_t *act, cons
                           const int8_t *hi, float out[16]) {
     const float *d = (const float *)(act + 2 * K), *ds = d + K / 32;
     const __m512i m4 = _mm512_set1_epi8(0x0F);
-    const __m512i k1 = _mm512_set1_epi32(0x3f3f3f3f), k2 = _mm512_set1_epi32(0x0f0f0f0f),
-                  k3 = _mm512_set1_epi32(0x03030303), ff = _mm512_set1_epi32(0xFF);
     __m512 acc[8], macc[8];
     for (int j = 0; j < 8; j++) acc[j] = macc[j] = _mm512_setzero_ps();
     for (int64_t i = 0; i < K; i += 256) {
@@ -302,16 +322,7 @@ void tg_dot16_q4_k_packed(int64_t K, const uint8_t *gb, const uint8_t *act, cons
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b));
         const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(b + 32)));
         __m512i u[4];
-        u[0] = _mm512_loadu_si512((const void *)(b + 64));
-        u[1] = _mm512_loadu_si512((const void *)(b + 128));
-        u[2] = _mm512_loadu_si512((const void *)(b + 192));
-        u[3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u[2], 4), k2),
-                               _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u[1], 6), k3), 4));
-        const __m512i mins_lo = _mm512_and_si512(u[1], k1);
-        u[1] = _mm512_or_si512(_mm512_and_si512(u[2], k2),
-                               _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u[0], 6), k3), 4));
-        u[2] = mins_lo;
-        u[0] = _mm512_and_si512(u[0], k1);     // u0, u1: scales 0-3, 4-7; u2, u3: mins 0-3, 4-7
+        q4_k_scales(b, u);
         const int64_t c0 = i / 32;
         for (int h = 0; h < 4; h++) {           // chunks 2h (low nibbles) and 2h + 1 (high)
             __m512i sl0 = _mm512_setzero_si512(), sh0 = sl0, sl1 = sl0, sh1 = sl0;
@@ -330,8 +341,7 @@ void tg_dot16_q4_k_packed(int64_t K, const uint8_t *gb, const uint8_t *act, cons
                                   _mm512_add_epi32(_mm512_slli_epi32(sh1, 8), sl1)};
             for (int e = 0; e < 2; e++) {
                 const int j = 2 * h + e;
-                const __m512 sc = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(u[j / 4], 8 * (j % 4)), ff));
-                const __m512 mn = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(u[2 + j / 4], 8 * (j % 4)), ff));
+                const __m512 sc = q4_k_byte(u[j / 4], j % 4), mn = q4_k_byte(u[2 + j / 4], j % 4);
                 const float pairs = ds[2 * (c0 + j)] + ds[2 * (c0 + j) + 1];
                 macc[j] = _mm512_fmadd_ps(_mm512_mul_ps(mn, dmin), _mm512_set1_ps(pairs), macc[j]);
                 acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[e]),
@@ -351,8 +361,6 @@ void tg_dot16_q4_k_packed(int64_t K, const uint8_t *gb, const uint8_t *act, cons
 void tg_dot16xn_q4_k_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *const *acts,
                             const uint8_t *split, float *acc, float *out) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
-    const __m512i k1 = _mm512_set1_epi32(0x3f3f3f3f), k2 = _mm512_set1_epi32(0x0f0f0f0f),
-                  k3 = _mm512_set1_epi32(0x03030303), ff = _mm512_set1_epi32(0xFF);
     for (int j = 0; j < 16 * n; j++) _mm512_storeu_ps(acc + 16 * j, _mm512_setzero_ps());
     for (int64_t i = 0; i < K; i += 256) {
         const uint8_t *b = gb + 2304 * (i / 256);
@@ -360,16 +368,7 @@ void tg_dot16xn_q4_k_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b));
         const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(b + 32)));
         __m512i u[4];
-        u[0] = _mm512_loadu_si512((const void *)(b + 64));
-        u[1] = _mm512_loadu_si512((const void *)(b + 128));
-        u[2] = _mm512_loadu_si512((const void *)(b + 192));
-        u[3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u[2], 4), k2),
-                               _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u[1], 6), k3), 4));
-        const __m512i mins_lo = _mm512_and_si512(u[1], k1);
-        u[1] = _mm512_or_si512(_mm512_and_si512(u[2], k2),
-                               _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u[0], 6), k3), 4));
-        u[2] = mins_lo;
-        u[0] = _mm512_and_si512(u[0], k1);
+        q4_k_scales(b, u);
         const int64_t c0 = i / 32;
         for (int h = 0; h < 4; h++) {
             __m512i wl[8], wh[8];
@@ -381,8 +380,7 @@ void tg_dot16xn_q4_k_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *
             __m512 scw[2], mnw[2];
             for (int e = 0; e < 2; e++) {
                 const int jj = 2 * h + e;
-                const __m512 sc = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(u[jj / 4], 8 * (jj % 4)), ff));
-                const __m512 mn = _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(u[2 + jj / 4], 8 * (jj % 4)), ff));
+                const __m512 sc = q4_k_byte(u[jj / 4], jj % 4), mn = q4_k_byte(u[2 + jj / 4], jj % 4);
                 scw[e] = _mm512_mul_ps(sc, dw);
                 mnw[e] = _mm512_mul_ps(mn, dmin);
             }
@@ -424,13 +422,37 @@ void tg_dot16xn_q4_k_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *
     }
 }
 
+// a packed Q6_K superblock's 16 int8 scales, 16 rows per register: as int16 pairs [scale, 0]
+// (sv, for vpdpwssd) and as floats (sf)
+static inline __attribute__((always_inline)) void q6_k_scales(const uint8_t *b, __m512i sv[16], __m512 sf[16]) {
+    for (int g = 0; g < 16; g++) {
+        const __m512i x = _mm512_loadu_si512((const void *)(b + 3072 + 64 * (g / 4)));
+        const __m512i s = _mm512_srai_epi32(_mm512_slli_epi32(x, 24 - 8 * (g % 4)), 24);
+        sf[g] = _mm512_cvtepi32_ps(s);
+        sv[g] = _mm512_and_si512(s, _mm512_set1_epi32(0xFFFF));
+    }
+}
+
+// lane l of half h of a packed Q6_K superblock: values 32 k + 4 l.. (k = 0-3) of 16 rows as
+// unsigned 6-bit bytes, w[k]
+static inline __attribute__((always_inline)) void q6_k_weights(const uint8_t *b, int l, int h, __m512i w[4]) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    const __m512i L0 = _mm512_loadu_si512((const void *)(b + 64 * (16 * h + l)));
+    const __m512i L1 = _mm512_loadu_si512((const void *)(b + 64 * (16 * h + 8 + l)));
+    const __m512i H = _mm512_loadu_si512((const void *)(b + 64 * (32 + 8 * h + l)));
+    w[0] = _mm512_or_si512(_mm512_and_si512(L0, m4), _mm512_and_si512(_mm512_slli_epi16(H, 4), m30));
+    w[1] = _mm512_or_si512(_mm512_and_si512(L1, m4), _mm512_and_si512(_mm512_slli_epi16(H, 2), m30));
+    w[2] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L0, 4), m4), _mm512_and_si512(H, m30));
+    w[3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L1, 4), m4),
+                           _mm512_and_si512(_mm512_srli_epi16(H, 2), m30));
+}
+
 // Q6_K x QACT_K: a packed superblock of 16 rows is 3360 bytes: ql as 32 granules, qh as 16,
 // the 16 int8 scales as 4, then d (16 f16). As tg_dot_q6_k_kact: lane l (values 4l..4l+3 of
 // every 32) sums scale * (4 products) over the superblock in int32, hi and lo apart; then
 // 256 hi + lo and the -32 offset in float, into lane l.
 void tg_dot16_q6_k_packed(int64_t K, const uint8_t *gb, const uint8_t *act, float out[16]) {
     const float *d = (const float *)(act + 2 * K), *qs = d + K / 256;
-    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30), lo16 = _mm512_set1_epi32(0xFFFF);
     const __m512i zero = _mm512_setzero_si512();
     __m512 acc[8];
     for (int j = 0; j < 8; j++) acc[j] = _mm512_setzero_ps();
@@ -442,26 +464,14 @@ void tg_dot16_q6_k_packed(int64_t K, const uint8_t *gb, const uint8_t *act, floa
         const int8_t *ah = (const int8_t *)act + 2 * i, *al = ah + 256;
         __m512i sv[16];
         __m512 sf[16];
-        for (int g = 0; g < 16; g++) {
-            const __m512i x = _mm512_loadu_si512((const void *)(b + 3072 + 64 * (g / 4)));
-            const __m512i s = _mm512_srai_epi32(_mm512_slli_epi32(x, 24 - 8 * (g % 4)), 24);
-            sf[g] = _mm512_cvtepi32_ps(s);
-            sv[g] = _mm512_and_si512(s, lo16);        // [scale, 0] as int16 pairs
-        }
+        q6_k_scales(b, sv, sf);
         const __m512 dd = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(b + 3328))),
                                         _mm512_set1_ps(d[sb]));
         for (int l = 0; l < 8; l++) {
             __m512i sh = zero, sl = zero;
             for (int h = 0; h < 2; h++) {
-                const __m512i L0 = _mm512_loadu_si512((const void *)(b + 64 * (16 * h + l)));
-                const __m512i L1 = _mm512_loadu_si512((const void *)(b + 64 * (16 * h + 8 + l)));
-                const __m512i H = _mm512_loadu_si512((const void *)(b + 64 * (32 + 8 * h + l)));
                 __m512i w[4];
-                w[0] = _mm512_or_si512(_mm512_and_si512(L0, m4), _mm512_and_si512(_mm512_slli_epi16(H, 4), m30));
-                w[1] = _mm512_or_si512(_mm512_and_si512(L1, m4), _mm512_and_si512(_mm512_slli_epi16(H, 2), m30));
-                w[2] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L0, 4), m4), _mm512_and_si512(H, m30));
-                w[3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L1, 4), m4),
-                                       _mm512_and_si512(_mm512_srli_epi16(H, 2), m30));
+                q6_k_weights(b, l, h, w);
                 for (int k = 0; k < 4; k++) {
                     const int g = 8 * h + 2 * k + (l >= 4);
                     const int64_t v = 128 * h + 32 * k + 4 * l;
@@ -482,7 +492,6 @@ void tg_dot16_q6_k_packed(int64_t K, const uint8_t *gb, const uint8_t *act, floa
 // bit for bit), its 8 float lanes per row in acc (128 floats per column) between superblocks.
 void tg_dot16xn_q6_k_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *const *acts,
                             float *acc, float *out) {
-    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30), lo16 = _mm512_set1_epi32(0xFFFF);
     const __m512i zero = _mm512_setzero_si512();
     for (int j = 0; j < 8 * n; j++) _mm512_storeu_ps(acc + 16 * j, _mm512_setzero_ps());
     for (int64_t i = 0; i < K; i += 256) {
@@ -491,24 +500,12 @@ void tg_dot16xn_q6_k_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *
         for (int l = 0; l < 3360; l += 64) _mm_prefetch((const char *)(b + 3360 + l), _MM_HINT_T0);
         __m512i sv[16];
         __m512 sf[16];
-        for (int g = 0; g < 16; g++) {
-            const __m512i x = _mm512_loadu_si512((const void *)(b + 3072 + 64 * (g / 4)));
-            const __m512i s = _mm512_srai_epi32(_mm512_slli_epi32(x, 24 - 8 * (g % 4)), 24);
-            sf[g] = _mm512_cvtepi32_ps(s);
-            sv[g] = _mm512_and_si512(s, lo16);
-        }
+        q6_k_scales(b, sv, sf);
         const __m512 dh = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(b + 3328)));
         for (int l = 0; l < 8; l++) {
             __m512i w[2][4];
             for (int h = 0; h < 2; h++) {
-                const __m512i L0 = _mm512_loadu_si512((const void *)(b + 64 * (16 * h + l)));
-                const __m512i L1 = _mm512_loadu_si512((const void *)(b + 64 * (16 * h + 8 + l)));
-                const __m512i H = _mm512_loadu_si512((const void *)(b + 64 * (32 + 8 * h + l)));
-                w[h][0] = _mm512_or_si512(_mm512_and_si512(L0, m4), _mm512_and_si512(_mm512_slli_epi16(H, 4), m30));
-                w[h][1] = _mm512_or_si512(_mm512_and_si512(L1, m4), _mm512_and_si512(_mm512_slli_epi16(H, 2), m30));
-                w[h][2] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L0, 4), m4), _mm512_and_si512(H, m30));
-                w[h][3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L1, 4), m4),
-                                          _mm512_and_si512(_mm512_srli_epi16(H, 2), m30));
+                q6_k_weights(b, l, h, w[h]);
             }
             for (int j = 0; j < n; j++) {
                 const float *d = (const float *)(acts[j] + 2 * K), *qs = d + K / 256;
