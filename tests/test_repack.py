@@ -1,6 +1,6 @@
 """Weights repacked at load (tinyggml/repack.py, kernels/repack.c): every kernel that reads a
-packed weight gives what it gives on the file layout, bit for bit. The 16-row VNNI dots
-(decode and small batches) against the one-row and paired dots; prompts' panels and get_rows,
+packed weight gives what it gives on the file layout, bit for bit. The 16-row dots (VNNI; AVX2
+for Q4_0; decode and small batches) against the one-row and paired dots; prompts' panels and get_rows,
 which gather packed rows, against the same kernels on unpacked rows. Row counts that leave a
 partial group, K with and without the 8-block SIMD tail, 1-3 threads, SIMD and scalar."""
 import gguf
@@ -9,13 +9,13 @@ import pytest
 
 from test_quant_kernels import random_blocks, simd  # noqa: F401 (fixture)
 from tinyggml import ops
-from tinyggml.backend import Plan, pack_rows, pack_supported, simd_enabled
+from tinyggml.backend import Plan, pack_rows, pack_supported, packed_max_cols, simd_enabled
 from tinyggml.graph import Graph
 from tinyggml.options import GraphOptions
 from tinyggml.tensor import F32, I32, INPUT, Q4_0, Q4_K, Q5_0, Q6_K, Q8_0, leaf
 
 PACKED_TYPES = [t for t in (Q4_0, Q8_0, Q4_K, Q6_K) if pack_supported(t)]
-pytestmark = pytest.mark.skipif(not PACKED_TYPES, reason="this build has no repacked dots (AVX-512 VNNI)")
+pytestmark = pytest.mark.skipif(not PACKED_TYPES, reason="this build has no repacked dots (AVX2 or AVX-512 VNNI)")
 NAME = {t: gguf.GGMLQuantizationType(t).name for t in (Q4_0, Q8_0, Q4_K, Q6_K)}
 
 
@@ -57,15 +57,15 @@ def alone(plain, x, nt=1):
 
 
 @pytest.mark.parametrize("qt,K,M", CASES, ids=[f"{NAME[q]}-{k}x{m}" for q, k, m in CASES])
-@pytest.mark.parametrize("N", [1, 2, 3, 7, 13, 33, 79, 80])
+@pytest.mark.parametrize("N", [1, 2, 3, 7, 11, 12, 13, 33, 79, 80])
 def test_packed_mul_mat_equals_file_layout(simd, qt, K, M, N):  # noqa: F811
-    """Decode (N = 1) and batches under ops.PACKED_MAX_COLS (the 16-row dots, PACKED_PASS
-    columns at a time: 33 and 79 take several passes, the last one short): every column is
-    what it is alone on the file layout, bit for bit; from PACKED_MAX_COLS the panels, reading
-    gathered rows, equal the panels on the file layout."""
+    """Decode (N = 1) and batches under this build's packed_max_cols() (the 16-row dots,
+    PACKED_PASS columns at a time: 33 and 79 take several passes, the last one short): every
+    column is what it is alone on the file layout, bit for bit; from there the pairs or panels,
+    reading gathered rows, equal them on the file layout."""
     plain, packed = weights(qt, K, M, qt + K + M)
     x = np.random.default_rng(N).standard_normal((N, K)).astype(np.float32)
-    small = N < ops.PACKED_MAX_COLS
+    small = N < packed_max_cols()
     if small:
         want = alone(plain, x)
     else:
@@ -115,6 +115,7 @@ def test_packed_get_rows_equals_file_layout(simd, qt, nt):  # noqa: F811
 def test_pack_supported_types():
     assert not pack_supported(F32) and not pack_supported(Q5_0)
     assert all(pack_supported(t) for t in PACKED_TYPES)
+    assert 1 < packed_max_cols() <= ops.PACKED_MAX_COLS     # ops sizes the scratch for the most
 
 
 # rows of 256 and 512 values: whole Q4_0 8-block runs and Q4_K / Q6_K superblocks
@@ -126,21 +127,26 @@ SMALL = {"mamba": dict(arch="mamba", n_embd=256, n_layer=2, d_state=16, n_vocab=
 @pytest.mark.parametrize("arch", ["mamba", "mamba2"])
 @pytest.mark.parametrize("wtype", ["q4_0", "q8_0", "q4_k"])
 def test_batched_decode_equals_one_by_one(tmp_path, monkeypatch, arch, wtype):
-    """On repacked weights a decode step of 9 sequences gives each sequence the logits it gets
-    decoded alone, bit for bit (the projections and the Q6_K head on the 16-row dots, 9 columns
-    at a time against 1)."""
+    """On repacked weights a decode step of several sequences gives each sequence the logits it
+    gets decoded alone, bit for bit (the projections on the 16-row dots, n columns at a time
+    against 1). 9 sequences where the Q6_K head is repacked too (AVX-512 VNNI); else 5, which
+    keeps the head on its one-column QACT_K dots (under ops.QUANT_PANEL_MIN_COLS)."""
     import tinyggml
     from tinyggml.tools import make_model as mm
+    if not pack_supported(getattr(gguf.GGMLQuantizationType, wtype.upper())):
+        pytest.skip(f"{wtype} is not repacked on this build")
+    n_seq = 9 if pack_supported(Q6_K) else ops.QUANT_PANEL_MIN_COLS - 1
     monkeypatch.setitem(mm.PRESETS, "small", SMALL[arch])
     path = tmp_path / "m.gguf"
     mm.make_model("small", path, wtype, progress=False)
-    m = tinyggml.Model(str(path), n_threads=2, n_seq_max=9)
+    m = tinyggml.Model(str(path), n_threads=2, n_seq_max=n_seq)
     assert m.packed_bytes > 0
-    prompts = {s: [1 + 7 * s + i for i in range(2 + s % 3)] for s in range(9)}
-    m.eval_batch(prompts, logits="last")
-    step = {s: [300 + s] for s in range(9)}
+    prompts = {s: [1 + 7 * s + i for i in range(2 + s % 3)] for s in range(n_seq)}
+    for s in range(n_seq):          # each state as the one-by-one run below leaves it
+        m.eval(prompts[s], seq_id=s, logits="last")
+    step = {s: [300 + s] for s in range(n_seq)}
     together = m.eval_batch(step, logits="last")
-    for s in range(9):
+    for s in range(n_seq):
         m.reset(s)
         m.eval(prompts[s], seq_id=s, logits="last")
         np.testing.assert_array_equal(m.eval(step[s], seq_id=s, logits="last"), together[s])

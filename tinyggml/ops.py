@@ -127,7 +127,8 @@ def cpy(a: Tensor, b: Tensor) -> Tensor:
 QUANT_PANEL_MIN_COLS = 6
 # Repacked Q4_0 / Q8_0 / Q4_K / Q6_K weights times fewer columns than this take the 16-row dots
 # (repacked Q6_K with QACT_K columns), PACKED_PASS columns at a time: mul_mat.c's PACKED_MAX_N,
-# PACKED_PASS. A column then gets what it gets alone, so batched decode equals one by one.
+# PACKED_PASS (AVX2 builds stop sooner: backend.packed_max_cols()). A column then gets what it
+# gets alone, so batched decode equals one by one.
 PACKED_MAX_COLS = 80
 PACKED_PASS = 32
 DEFAULT_OPTIONS = GraphOptions()

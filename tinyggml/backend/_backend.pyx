@@ -16,7 +16,7 @@ from ..ops import EMPTY_OPS, OPS, Op
 from ..tensor import as_numpy
 
 from .tg cimport (tg_tensor, tg_graph_compute, tg_simd_enabled, tg_wide_panels, tg_attn_wide, tg_simd_compiled,
-                 tg_int_gemm_compiled, tg_pack_supported, tg_pack_rows, tg_max_threads,
+                 tg_int_gemm_compiled, tg_pack_supported, tg_packed_max_cols, tg_pack_rows, tg_max_threads,
                  tg_mul_mat_path, tg_type_info, tg_read_bandwidth, tg_time_now, tg_spin_ns,
                  TG_MAX_SRC, TG_MAX_PARAMS)
 
@@ -35,8 +35,14 @@ def int_gemm_compiled():
 
 def pack_supported(int type):
     """True when this build has the repacked 16-row dots for weights of `type` (kernels/repack.c:
-    AVX-512 VNNI builds, Q4_0 / Q8_0 / Q4_K / Q6_K)."""
+    AVX-512 VNNI builds, Q4_0 / Q8_0 / Q4_K / Q6_K; AVX2 builds, Q4_0)."""
     return bool(tg_pack_supported(type))
+
+
+def packed_max_cols():
+    """Batches under this many columns take the repacked dots on this build (mul_mat.c; at most
+    ops.PACKED_MAX_COLS); 0 when it has none."""
+    return tg_packed_max_cols()
 
 
 def pack_rows(int type, data, int64_t K, int64_t M, int n_threads=1, out=None):

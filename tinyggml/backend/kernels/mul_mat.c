@@ -913,19 +913,34 @@ static void tg_mul_mat_tiles(const tg_params *p, tg_tensor *dst) {
 // the last thread. Each output is its one-row dot's bit for bit, whatever the column count.
 // Scratch: each QACT column's split bytes (TG_SPLIT_BYTES), a pass's float lanes
 // (256 floats a column) and outputs (16 a column). ops.py mirrors both constants.
+// AVX2 builds take the packed dots one column at a time: from PACKED_MAX_N_AVX2 columns the
+// integer panels are faster, and up to there they equal the paired dots (tools/bench_matmul.py).
 #define PACKED_MAX_N 80
+#define PACKED_MAX_N_AVX2 12
 #define PACKED_PASS 32          // columns per pass over a group (their float lanes stay in L1)
 static int tg_packed_dots(int type, int act_type, int64_t N) {
-#ifdef TG_AVX512
+#if defined(TG_AVX512)
     if (act_type == TG_TYPE_QACT_K) return type == TG_TYPE_Q6_K && N < PACKED_MAX_N;
     return (type == TG_TYPE_Q4_0 || type == TG_TYPE_Q8_0 || type == TG_TYPE_Q4_K) && N < PACKED_MAX_N;
+#elif defined(TG_AVX2)
+    return act_type == TG_TYPE_QACT && type == TG_TYPE_Q4_0 && N < PACKED_MAX_N_AVX2;
 #else
     (void)type; (void)act_type; (void)N;
     return 0;
 #endif
 }
 
-#ifdef TG_AVX512
+int tg_packed_max_cols(void) {
+#if defined(TG_AVX512)
+    return PACKED_MAX_N;
+#elif defined(TG_AVX2)
+    return PACKED_MAX_N_AVX2;
+#else
+    return 0;
+#endif
+}
+
+#ifdef TG_AVX2
 static void tg_mul_mat_packed(const tg_params *p, tg_tensor *dst) {
     const tg_tensor *src0 = dst->src[0], *src1 = dst->src[1];
     const tg_type_traits *tt = tg_get_type_traits(src0->type);
@@ -955,9 +970,11 @@ static void tg_mul_mat_packed(const tg_params *p, tg_tensor *dst) {
                 const uint8_t *sp = split + cs * n0;
                 switch (src0->type) {
                     case TG_TYPE_Q4_0: tg_dot16xn_q4_0_packed(K, gb, nn, acts + n0, sp, acc, outs); break;
-                    case TG_TYPE_Q8_0: tg_dot16xn_q8_0_packed(K, gb, nn, acts + n0, sp, acc, outs); break;
+#ifdef TG_AVX512
                     case TG_TYPE_Q4_K: tg_dot16xn_q4_k_packed(K, gb, nn, acts + n0, sp, acc, outs); break;
+                    case TG_TYPE_Q8_0: tg_dot16xn_q8_0_packed(K, gb, nn, acts + n0, sp, acc, outs); break;
                     default:           tg_dot16xn_q6_k_packed(K, gb, nn, acts + n0, acc, outs); break;
+#endif
                 }
                 for (int j = 0; j < nn; j++)
                     memcpy(at(dst, TG_PACK_ROWS * g, n0 + j, i12, i13), outs + 16 * j, 16 * sizeof(float));
@@ -968,8 +985,10 @@ static void tg_mul_mat_packed(const tg_params *p, tg_tensor *dst) {
             float *o = (float *)at(dst, TG_PACK_ROWS * g, 0, i12, i13);
             switch (src0->type) {
                 case TG_TYPE_Q4_0: tg_dot16_q4_0_packed(K, gb, act, lo, hi, o); break;
+#ifdef TG_AVX512
                 case TG_TYPE_Q4_K: tg_dot16_q4_k_packed(K, gb, act, lo, hi, o); break;
                 default:           tg_dot16_q6_k_packed(K, gb, act, o); break;
+#endif
             }
         }
         if (p->ith == p->nth - 1)
@@ -1017,10 +1036,8 @@ void tg_mul_mat(const tg_params *p, tg_tensor *dst) {
         case TG_MM_DECODE:    tg_mul_mat_decode(p, dst); break;
         case TG_MM_QDOTS:     tg_mul_mat_qdots(p, dst); break;
         case TG_MM_TILES:     tg_mul_mat_tiles(p, dst); break;
-#ifdef TG_AVX512
-        case TG_MM_PACKED:    tg_mul_mat_packed(p, dst); break;
-#endif
 #ifdef TG_AVX2
+        case TG_MM_PACKED:    tg_mul_mat_packed(p, dst); break;
         case TG_MM_SMALL_F16: tg_mul_mat_small_f16(p, dst); break;
         case TG_MM_QPANELS:
             tg_panel_rows(p, dst->src[0]->ne[1], &ir0, &ir1);

@@ -69,8 +69,8 @@ void tg_dot4_q4_k_qact(int64_t K, const void *const rows[4], const uint8_t *act,
 void tg_dot2x4_q4_k_qact(int64_t K, const void *const rows[4], const uint8_t *act0, const uint8_t *act1,
                          float out[8]);
 #endif
-#ifdef TG_AVX512
-// repack.c: 16 packed rows (the group at gb) x one QACT column (lo / hi: its bytes, tg_qact_split)
+#ifdef TG_AVX2
+// repack.c (AVX2 builds: Q4_0 and Q4_K; AVX-512 VNNI builds: also Q8_0 and Q6_K): 16 packed rows (the group at gb) x one QACT column (lo / hi: its bytes, tg_qact_split)
 // or QACT_K column -> out[16], each bit for bit the row's one-row dot above
 // (and hsum: the high bytes' sum per block of 32); a column's split takes TG_SPLIT_BYTES(K)
 #define TG_SPLIT_BYTES(K) (2 * (K) + (K) / 8)

@@ -45,8 +45,10 @@ static int pack_granules(int type, int64_t *off, int64_t *len) {
 #define MAX_GRANULES 64
 
 int tg_pack_supported(int type) {
-#ifdef TG_AVX512
+#if defined(TG_AVX512)
     return type == TG_TYPE_Q4_0 || type == TG_TYPE_Q8_0 || type == TG_TYPE_Q4_K || type == TG_TYPE_Q6_K;
+#elif defined(TG_AVX2)
+    return type == TG_TYPE_Q4_0;
 #else
     (void)type;
     return 0;
@@ -96,6 +98,29 @@ void tg_unpack_packed_row(int type, const char *data, int64_t K, int64_t m, void
         }
 }
 
+#ifdef TG_AVX2
+// Q4_0 blocks nb8.. (past the last 8) of 16 packed rows added to out[16], in the one-row
+// dot's tail order
+static void q4_0_tail(int64_t K, const uint8_t *gb, const uint8_t *act, int64_t nb8, float out[16]) {
+    const int16_t *q = (const int16_t *)act;
+    const float *d = (const float *)(act + 2 * K);
+    for (int r = 0; r < 16; r++)
+        for (int64_t c = nb8; c < K / 32; c++) {
+            const uint8_t *b = gb + 288 * c;
+            int s = 0;
+            for (int t = 0; t < 4; t++)
+                for (int i = 0; i < 4; i++) {
+                    const uint8_t x = b[32 + 64 * t + 4 * r + i];
+                    s += ((x & 0xF) - 8) * q[32 * c + 4 * t + i] + ((x >> 4) - 8) * q[32 * c + 16 + 4 * t + i];
+                }
+            tg_fp16_t h;
+            memcpy(&h, b + 2 * r, 2);
+            out[r] += (float)s * (_cvtsh_ss(h) * d[c]);
+        }
+}
+
+#endif
+
 #ifdef TG_AVX512
 // ---- the group dots: 16 packed rows x one activation column -> out[16] -------------------------
 
@@ -123,26 +148,6 @@ void tg_qact_split(const uint8_t *act, int64_t K, uint8_t *lo, int8_t *hi, int32
         _mm256_storeu_si256((__m256i *)(hi + k), _mm512_cvtepi16_epi8(h));
         hsum[k / 32] = _mm512_reduce_add_epi32(_mm512_madd_epi16(h, _mm512_set1_epi16(1)));
     }
-}
-
-// Q4_0 blocks nb8.. (past the last 8) of 16 packed rows added to out[16], in the one-row
-// dot's tail order
-static void q4_0_tail(int64_t K, const uint8_t *gb, const uint8_t *act, int64_t nb8, float out[16]) {
-    const int16_t *q = (const int16_t *)act;
-    const float *d = (const float *)(act + 2 * K);
-    for (int r = 0; r < 16; r++)
-        for (int64_t c = nb8; c < K / 32; c++) {
-            const uint8_t *b = gb + 288 * c;
-            int s = 0;
-            for (int t = 0; t < 4; t++)
-                for (int i = 0; i < 4; i++) {
-                    const uint8_t x = b[32 + 64 * t + 4 * r + i];
-                    s += ((x & 0xF) - 8) * q[32 * c + 4 * t + i] + ((x >> 4) - 8) * q[32 * c + 16 + 4 * t + i];
-                }
-            tg_fp16_t h;
-            memcpy(&h, b + 2 * r, 2);
-            out[r] += (float)s * (_cvtsh_ss(h) * d[c]);
-        }
 }
 
 // Q4_0: a packed block of 16 rows is 288 bytes: the 16 f16 scales, then 4 granules of 64 bytes
@@ -532,6 +537,107 @@ void tg_dot16xn_q6_k_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *
         __m512 v[8];
         for (int l = 0; l < 8; l++) v[l] = _mm512_loadu_ps(acc + 128 * j + 16 * l);
         hsum8_rows(v, out + 16 * j);
+    }
+}
+#endif
+
+#if defined(TG_AVX2) && !defined(TG_AVX512)
+// ---- AVX2 without VNNI: the same layout met 8 rows per register -------------------------------
+// Q4_0 only (repacking Q4_K measured no faster than its one-row dot here). A group's granule of
+// 64 bytes is two 32-byte halves of 8 rows each; each block is met by both halves in turn while
+// its lines are in L1. vpmaddubsw stands in for vpdpbusd: its int16 pair sums saturate, so they
+// are added in int16 only as far as they cannot (a pair of nibbles u <= 15 times a high byte:
+// |2 * 15 * 128| = 3840, 8 of them 30720; times a low byte <= 255: 7650, 4 of them 30600), then
+// widened to int32 by vpmaddwd with ones, where row r's two int16 lanes become its int32 lane.
+// The integer sums are exact and the float steps those of the AVX2 one-row dot in quants.c
+// lane for lane, so each row gets its one-row dot bit for bit.
+
+static inline __m256i bcast4_8(const void *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+// the rows' float lanes a[0..7] summed as tg_hsum256 sums one row's 8 lanes
+static inline void hsum8_rows8(const __m256 a[8], float out[8]) {
+    const __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[1], a[5])),
+                                   _mm256_add_ps(_mm256_add_ps(a[2], a[6]), _mm256_add_ps(a[3], a[7])));
+    _mm256_storeu_ps(out, s);
+}
+
+// as the AVX-512 tg_qact_split above
+void tg_qact_split(const uint8_t *act, int64_t K, uint8_t *lo, int8_t *hi, int32_t *hsum) {
+    const int16_t *q = (const int16_t *)act;
+    const __m256i ff = _mm256_set1_epi16(0xFF), ones = _mm256_set1_epi16(1);
+    for (int64_t k = 0; k < K; k += 32) {
+        const __m256i v0 = _mm256_loadu_si256((const __m256i *)(q + k));
+        const __m256i v1 = _mm256_loadu_si256((const __m256i *)(q + k + 16));
+        const __m256i h0 = _mm256_srai_epi16(v0, 8), h1 = _mm256_srai_epi16(v1, 8);
+        // the packs interleave 128-bit lanes (v0 lo, v1 lo, v0 hi, v1 hi): 0xD8 restores k order
+        const __m256i l = _mm256_packus_epi16(_mm256_and_si256(v0, ff), _mm256_and_si256(v1, ff));
+        const __m256i h = _mm256_packs_epi16(h0, h1);
+        _mm256_storeu_si256((__m256i *)(lo + k), _mm256_permute4x64_epi64(l, 0xD8));
+        _mm256_storeu_si256((__m256i *)(hi + k), _mm256_permute4x64_epi64(h, 0xD8));
+        const __m256i s = _mm256_add_epi32(_mm256_madd_epi16(h0, ones), _mm256_madd_epi16(h1, ones));
+        const __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        const __m128i s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
+        hsum[k / 32] = _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 1)));
+    }
+}
+
+// Q4_0 block at b, half h (rows 8h..8h+7) times one column's bytes lo / hi of that block: each
+// row's exact sum(u q)
+static inline __attribute__((always_inline)) __m256i q4_0_block8(const uint8_t *b, int h, const uint8_t *lo,
+                                                                const int8_t *hi) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256i L[2], H = _mm256_setzero_si256();
+    for (int t = 0; t < 4; t++) {
+        const __m256i x = _mm256_loadu_si256((const __m256i *)(b + 32 + 64 * t + 32 * h));
+        const __m256i wl = _mm256_and_si256(x, m4);
+        const __m256i wh = _mm256_and_si256(_mm256_srli_epi16(x, 4), m4);
+        const __m256i l = _mm256_add_epi16(_mm256_maddubs_epi16(bcast4_8(lo + 4 * t), wl),
+                                           _mm256_maddubs_epi16(bcast4_8(lo + 4 * t + 16), wh));
+        L[t / 2] = t % 2 ? _mm256_add_epi16(L[t / 2], l) : l;
+        H = _mm256_add_epi16(H, _mm256_add_epi16(_mm256_maddubs_epi16(wl, bcast4_8(hi + 4 * t)),
+                                                 _mm256_maddubs_epi16(wh, bcast4_8(hi + 4 * t + 16))));
+    }
+    const __m256i ones = _mm256_set1_epi16(1);
+    return _mm256_add_epi32(_mm256_slli_epi32(_mm256_madd_epi16(H, ones), 8),
+                            _mm256_add_epi32(_mm256_madd_epi16(L[0], ones), _mm256_madd_epi16(L[1], ones)));
+}
+
+// Q4_0, 16 rows x one column: as tg_dot_q4_0_qact (AVX2), per block d_a * sum(u q) - 8 d_a
+// sum(q) times d_w into lane c % 8, the blocks past the last 8 through the one-row tail
+void tg_dot16_q4_0_packed(int64_t K, const uint8_t *gb, const uint8_t *act, const uint8_t *lo,
+                          const int8_t *hi, float out[16]) {
+    const int64_t nb = K / 32, nb8 = nb / 8 * 8;
+    const float *d = (const float *)(act + 2 * K), *ds = d + K / 32;
+    __m256 acc[2][8];           // in memory: 16 registers would leave none for the products
+    for (int j = 0; j < 8; j++) acc[0][j] = acc[1][j] = _mm256_setzero_ps();
+    for (int64_t c = 0; c < nb8; c++) {
+        const uint8_t *b = gb + 288 * c;
+        for (int l = 0; l < 288; l += 64) _mm_prefetch((const char *)(b + 2048 + l), _MM_HINT_T0);
+        const __m256 dc = _mm256_set1_ps(d[c]), qs = _mm256_set1_ps(ds[2 * c] + ds[2 * c + 1]);
+        for (int h = 0; h < 2; h++) {
+            const __m256i s = q4_0_block8(b, h, lo + 32 * c, hi + 32 * c);
+            const __m256 blk = _mm256_fnmadd_ps(_mm256_set1_ps(8.0f), qs, _mm256_mul_ps(_mm256_cvtepi32_ps(s), dc));
+            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + 16 * h)));
+            acc[h][c % 8] = _mm256_fmadd_ps(blk, dw, acc[h][c % 8]);
+        }
+    }
+    hsum8_rows8(acc[0], out);
+    hsum8_rows8(acc[1], out + 8);
+    q4_0_tail(K, gb, act, nb8, out);
+}
+
+// n columns: each column through the one-column dot in turn (the group's rows stay in L1 or L2
+// between columns); out[16 j + r] is row r's one-row dot with column j
+void tg_dot16xn_q4_0_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *const *acts,
+                            const uint8_t *split, float *acc, float *out) {
+    (void)acc;
+    for (int j = 0; j < n; j++) {
+        const uint8_t *lo = split + TG_SPLIT_BYTES(K) * j;
+        tg_dot16_q4_0_packed(K, gb, acts[j], lo, (const int8_t *)lo + K, out + 16 * j);
     }
 }
 #endif

@@ -84,6 +84,8 @@ int tg_simd_compiled(void);   // 1 when built with AVX2+FMA+F16C
 int tg_int_gemm_compiled(void);
 // Weights repacked at load (repack.c): 1 when this build has the packed dots for `type`
 int tg_pack_supported(int type);
+// batches under this many columns take the repacked dots (0: this build has none)
+int tg_packed_max_cols(void);
 // M rows of K values of `type` at src -> the packed layout at dst (the same size)
 void tg_pack_rows(int type, const uint8_t *src, int64_t K, int64_t M, uint8_t *dst, int n_threads);   // batched quantized mul_mat on integer panels: 2 VNNI, 1 AVX2, 0 none
 
