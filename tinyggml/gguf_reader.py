@@ -44,9 +44,22 @@ _ELEMENT_DTYPES = {
 }
 
 
-class _Strings(list):
-    """The raw bytes of an array of strings (decoded by Field.contents)."""
-    __slots__ = ()
+class _Strings:
+    """An array of strings, located when the file is parsed (each length walked and
+    bounds-checked) and read only when Field.contents asks: opening a model for its weights
+    never decodes the vocabulary (100k strings, most of the parse time)."""
+    __slots__ = ("_buf", "_off", "count")
+
+    def __init__(self, buf: memoryview, off: int, count: int):
+        self._buf, self._off, self.count = buf, off, count
+
+    def decode(self) -> list[str]:
+        out, buf, off, unpack = [], self._buf, self._off, struct.unpack_from
+        for _ in range(self.count):
+            n = unpack("<Q", buf, off)[0]
+            out.append(str(buf[off + 8:off + 8 + n], "utf-8"))
+            off += 8 + n
+        return out
 
 
 class Field:
@@ -65,7 +78,7 @@ class Field:
         if isinstance(v, np.ndarray):            # an array of numbers
             return v.tolist()
         if isinstance(v, _Strings):
-            return [x.decode("utf-8") for x in v]
+            return v.decode()
         if isinstance(v, list):                  # an array of arrays: flattened, as gguf does
             out = []
             for x in v:
@@ -149,20 +162,20 @@ class GGUFReader:
             return arr, [vtype, etype], off + count * dtype.itemsize
         # strings (8-byte length each) or nested arrays (12 bytes of header each) at least
         self._need(off, count * 8, what)
-        items, sub = _Strings() if etype == GGUFValueType.STRING else [], [etype]
         if etype == GGUFValueType.STRING:
-            unpack, buf = struct.unpack_from, self._buf
+            start, unpack, buf, size = off, struct.unpack_from, self._buf, self._size
             for _ in range(count):
-                n = unpack("<Q", buf, off)[0]
-                off += 8
-                if off + n > self._size:
-                    self._need(off, n, what)
-                items.append(bytes(buf[off:off + n]))
-                off += n
-        else:
-            for _ in range(count):
-                v, sub, off = self._value(etype, off, what)
-                items.append(v)
+                if off + 8 > size:
+                    self._need(off, 8, what)
+                off += 8 + unpack("<Q", buf, off)[0]
+            if off > size:
+                raise ValueError(f"file ends inside {what} (a string runs to byte {off}, "
+                                 f"file has {size})")
+            return _Strings(buf, start, count), [vtype, etype], off
+        items, sub = [], [etype]
+        for _ in range(count):
+            v, sub, off = self._value(etype, off, what)
+            items.append(v)
         return items, [vtype] + sub, off
 
     # ---- the file -----------------------------------------------------------------------------
