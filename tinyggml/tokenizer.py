@@ -189,7 +189,8 @@ class Tokenizer:
             raise ModelLoadError(f"{source}: no tokenizer in this GGUF (tokenizer.ggml.model = "
                                 f"{model!r}, tokenizer.ggml.tokens "
                                 f"{'missing' if tokens is None else 'present'})")
-        if model == "gpt2" and value("merges") is None:
+        merges = value("merges")
+        if model == "gpt2" and merges is None:
             raise ModelLoadError(f"{source}: gpt2 tokenizer without tokenizer.ggml.merges")
 
         # every key of the right kind (and arrays of the vocabulary's length) before any use
@@ -207,7 +208,6 @@ class Tokenizer:
             v = value(key)
             if v is not None and (not isinstance(v, list) or len(v) != n or not all(map(check, v))):
                 raise bad(key, f"is not an array of {n} {kind} (one per token)")
-        merges = value("merges")
         if merges is not None and (not isinstance(merges, list)
                                    or not all(isinstance(m, str) for m in merges)):
             raise bad("merges", "is not an array of strings")
@@ -298,12 +298,15 @@ class Tokenizer:
     def _build_bpe(self, merges):
         from tokenizers import Regex, Tokenizer as HFTokenizer, models, pre_tokenizers
         vocab = {t: i for i, t in enumerate(self.tokens)}
-        pairs = []
-        for m in merges:                    # llama.cpp splits at the first space after index 0
-            k = m.find(" ", 1)
-            a, b = (m[:k], m[k + 1:]) if k > 0 else ("", "")
-            if a in vocab and b in vocab and a + b in vocab:      # HF refuses any other merge
-                pairs.append((a, b))
+        # llama.cpp splits a merge at the first space after index 0: str.partition (one C call
+        # a merge) where every merge has a space and none starts with one, as in real vocabularies
+        parts = list(map(str.partition, merges, [" "] * len(merges)))
+        if all(a and s for a, s, _ in parts):
+            pairs = [(a, b) for a, _, b in parts]
+        else:
+            pairs = [(m[:k], m[k + 1:]) if k > 0 else ("", "") for m in merges for k in (m.find(" ", 1),)]
+        # HF refuses merges of non-tokens, which llama.cpp skips
+        pairs = [(a, b) for a, b in pairs if a in vocab and b in vocab and a + b in vocab]
         hf = HFTokenizer(models.BPE(vocab=vocab, merges=pairs, ignore_merges=self.pre in IGNORE_MERGES))
         hf.pre_tokenizer = pre_tokenizers.Sequence(
             [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in PRE_REGEXES[self.pre]]
