@@ -11,10 +11,21 @@ from tinyggml.tools.testing import write_random_model
 
 
 def test_default_per_cpu():
-    assert GraphOptions.for_cpu("AVX-512 VNNI").int_gemm is True
-    assert GraphOptions.for_cpu("AVX2").int_gemm is False
-    assert GraphOptions.for_cpu("").int_gemm is False
-    assert GraphOptions.for_cpu("AVX2", int_gemm=True, scan="recurrent").int_gemm is True
+    for vendor in ("Intel", "AMD", ""):
+        assert GraphOptions.for_cpu("AVX-512 VNNI", vendor).int_gemm is True
+        assert GraphOptions.for_cpu("", vendor).int_gemm is False
+    assert GraphOptions.for_cpu("AVX2", "Intel").int_gemm is True
+    assert GraphOptions.for_cpu("AVX2", "AMD").int_gemm is False
+    assert GraphOptions.for_cpu("AVX2", "").int_gemm is False
+    assert GraphOptions.for_cpu("AVX2", "AMD", int_gemm=True, scan="recurrent").int_gemm is True
+
+
+def test_cpu_vendor_from_cpuid():
+    from tinyggml.backend import cpu_vendor
+    with open("/proc/cpuinfo") as f:
+        ids = {line.split(":", 1)[1].strip() for line in f if line.startswith("vendor_id")}
+    assert len(ids) == 1, ids
+    assert cpu_vendor() == {"GenuineIntel": "Intel", "AuthenticAMD": "AMD"}.get(ids.pop(), "")
 
 
 def test_environment_override(monkeypatch):

@@ -145,8 +145,7 @@ def test_int_gemm_wide_tiles_bit_for_bit(qt, M, N):
     columns remain, two 16-row panels at a time where a thread has them (mul_mat.c
     tg_qpanel_tile32x12), else one (tg_qpanel_tile12): the same outputs bit for bit as the
     6-column tiles (scale groups of 32 and 16, types with and without mins, partial row panels,
-    an odd panel after the pairs, leftover columns). Elsewhere the switch changes nothing and
-    the test holds trivially."""
+    an odd panel after the pairs, leftover columns). AVX2 builds: 6-column tiles against 3."""
     from tinyggml.backend import int_gemm_compiled, set_wide_panels
     if not int_gemm_compiled():
         pytest.skip("this build has no integer GEMM (portable scalar build)")

@@ -19,7 +19,7 @@ from tinyggml.backend import Plan
 from tinyggml.graph import Graph
 from tinyggml.options import GraphOptions
 from tinyggml.repack import packable
-from tinyggml.backend import pack_rows
+from tinyggml.backend import pack_rows, set_wide_panels
 from tinyggml.tools.quantize import QTYPES, quantize_tensor
 from tinyggml.tensor import F32, INPUT, NP_DTYPE, leaf
 
@@ -66,7 +66,11 @@ def main(argv=None):
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("-r", "--reps", type=int, default=9)
     ap.add_argument("--no-repack", action="store_true", help="weights in the file layout")
+    ap.add_argument("--narrow", action="store_true",
+                    help="the narrower GEMM tiles (backend.set_wide_panels(False)), for A/B runs")
     args = ap.parse_args(argv)
+    if args.narrow:
+        set_wide_panels(False)
     if args.threads < 1 or args.reps < 1:
         ap.error("threads and reps must be at least 1")
     specs = [parse(s) for s in args.shapes]

@@ -1,16 +1,16 @@
 """CPU backend: graphs compiled to C plans, run by OpenMP kernels (kernels/*.c).
 
 Importing it changes nothing elsewhere: the choices a graph records are GraphOptions
-(tinyggml/options.py), whose per-CPU default reads int_gemm_compiled() here.
+(tinyggml/options.py), whose per-CPU default reads int_gemm_compiled() and cpu_vendor() here.
 """
 import os as _os
 
-from ._backend import (MAX_PARAMS, MAX_SRC, MUL_MAT_PATHS, Plan, barrier_spin,
+from ._backend import (MAX_PARAMS, MAX_SRC, MUL_MAT_PATHS, Plan, barrier_spin, cpu_vendor,
                        int_gemm_compiled, measure_read_bandwidth, openmp_max_threads, pack_rows,
                        pack_supported, packed_max_cols, set_attn_wide, set_barrier_spin, set_simd, set_wide_panels,
                        simd_compiled, simd_enabled, type_traits)
 
-__all__ = ["Plan", "set_simd", "simd_compiled", "simd_enabled", "int_gemm_compiled",
+__all__ = ["Plan", "set_simd", "simd_compiled", "simd_enabled", "int_gemm_compiled", "cpu_vendor",
            "openmp_max_threads", "measure_read_bandwidth", "set_barrier_spin", "barrier_spin",
            "pack_rows", "pack_supported", "packed_max_cols", "set_wide_panels", "set_attn_wide", "type_traits", "describe",
            "MAX_SRC",
@@ -32,7 +32,9 @@ def describe(options=None) -> str:
         kernels = "AVX2/FMA/F16C kernels"
         if int_gemm_compiled():
             kernels += f", {int_gemm_compiled()} integer panels"
-        if pack_supported(2):                       # Q4_0 (and Q8_0, Q4_K, Q6_K): kernels/repack.c
+        if pack_supported(14):                      # Q6_K (and Q4_0, Q8_0, Q4_K): kernels/repack.c
             kernels += ", repacked 16-row VNNI decode dots"
+        elif pack_supported(2):                     # Q4_0 only: AVX2 builds
+            kernels += ", repacked 16-row Q4_0 decode dots"
     line = f"{kernels}; OpenMP, up to {openmp_max_threads()} threads"
     return line if options is None else f"{line}; {options.describe()}"

@@ -16,7 +16,7 @@ from ..ops import EMPTY_OPS, OPS, Op
 from ..tensor import as_numpy
 
 from .tg cimport (tg_tensor, tg_graph_compute, tg_simd_enabled, tg_wide_panels, tg_attn_wide, tg_simd_compiled,
-                 tg_int_gemm_compiled, tg_pack_supported, tg_packed_max_cols, tg_pack_rows, tg_max_threads,
+                 tg_int_gemm_compiled, tg_pack_supported, tg_packed_max_cols, tg_cpu_vendor, tg_pack_rows, tg_max_threads,
                  tg_mul_mat_path, tg_type_info, tg_read_bandwidth, tg_time_now, tg_spin_ns,
                  TG_MAX_SRC, TG_MAX_PARAMS)
 
@@ -29,8 +29,14 @@ def simd_compiled():
 def int_gemm_compiled():
     """The instruction set the integer panels multiply int16 activations with: "AVX-512 VNNI",
     "AVX2", or "" (the portable build). Which batches take them is a graph option
-    (options.GraphOptions.int_gemm; GraphOptions.for_cpu() turns it on with VNNI)."""
+    (options.GraphOptions.int_gemm; GraphOptions.for_cpu() has the per-CPU default)."""
     return {2: "AVX-512 VNNI", 1: "AVX2"}.get(tg_int_gemm_compiled(), "")
+
+
+def cpu_vendor():
+    """"Intel", "AMD" or "" (another, or not x86), from cpuid: the AVX2 defaults differ
+    (options.GraphOptions.for_cpu)."""
+    return {1: "Intel", 2: "AMD"}.get(tg_cpu_vendor(), "")
 
 
 def pack_supported(int type):
@@ -90,8 +96,9 @@ def simd_enabled():
 
 def set_wide_panels(bint enabled) -> bool:
     """AVX-512 builds: the float GEMM in 16x12 tiles of 512-bit registers (True, the default)
-    or the AVX2 16x6 tiles (False); the results are the same bit for bit. Returns the previous
-    setting (benchmarks alternate the two)."""
+    or the AVX2 16x6 tiles (False), and the integer GEMM's 12-column tiles; AVX2 builds: the
+    integer GEMM in 16x6 tiles (True) or 16x3 (False). The results are the same bit for bit.
+    Returns the previous setting (benchmarks alternate the two)."""
     global tg_wide_panels
     prev = bool(tg_wide_panels)
     tg_wide_panels = 1 if enabled else 0

@@ -14,7 +14,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
+#include <string.h>
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define TG_PAUSE() _mm_pause()
 #else
@@ -31,6 +33,21 @@ int tg_simd_compiled(void) {
 #else
     return 0;
 #endif
+}
+
+int tg_cpu_vendor(void) {
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+    unsigned a, b, c, d;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return 0;
+    char v[13];
+    memcpy(v, &b, 4);
+    memcpy(v + 4, &d, 4);
+    memcpy(v + 8, &c, 4);
+    v[12] = 0;
+    if (strcmp(v, "GenuineIntel") == 0) return 1;
+    if (strcmp(v, "AuthenticAMD") == 0) return 2;
+#endif
+    return 0;
 }
 
 int tg_int_gemm_compiled(void) {

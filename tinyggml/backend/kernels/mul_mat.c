@@ -531,6 +531,75 @@ static __attribute__((noinline)) void tg_qpanel_tall_g16(
 }
 #endif
 
+#ifndef TG_AVX512
+// AVX2: 16 rows x 6 columns, the 12 integer sums in registers (with the two weight vectors and a
+// broadcast, 15 of the 16) and the float sums in dst itself, read and written once per scale
+// group: 8 loads per 12 vpmaddwd where tg_qpanel_tile's 3 columns take 5 per 6. Each output
+// sees tg_qpanel_tile's float operations in its order (the integer sums are exact), so the
+// results are the same bit for bit.
+#define QP_NR6 6
+static inline __attribute__((always_inline)) void tg_qpanel_tile6(
+        int64_t K, int G, int has_min, const int16_t *Wq, const float *Ws, const float *Wm,
+        const uint8_t *const act[QP_NR6], float *const d[QP_NR6]) {
+    const int16_t *q[QP_NR6];
+    const float *da[QP_NR6], *ds[QP_NR6];
+    for (int j = 0; j < QP_NR6; j++) {
+        q[j] = (const int16_t *)act[j];
+        da[j] = (const float *)(act[j] + 2 * K);
+        ds[j] = da[j] + K / 32;
+        _mm256_storeu_ps(d[j], _mm256_setzero_ps());
+        _mm256_storeu_ps(d[j] + 8, _mm256_setzero_ps());
+    }
+    for (int64_t k0 = 0; k0 < K; k0 += G) {
+        __m256i s[QP_NR6][2];
+        for (int j = 0; j < QP_NR6; j++) s[j][0] = s[j][1] = _mm256_setzero_si256();
+        const int16_t *wp = Wq + k0 * 16;
+        #pragma GCC unroll 16
+        for (int kp = 0; kp < G / 2; kp++) {
+            const __m256i w0 = _mm256_load_si256((const __m256i *)(wp + kp * 32));
+            const __m256i w1 = _mm256_load_si256((const __m256i *)(wp + kp * 32 + 16));
+            for (int j = 0; j < QP_NR6; j++) {
+                int32_t pair;
+                memcpy(&pair, q[j] + k0 + 2 * kp, 4);
+                const __m256i b = _mm256_set1_epi32(pair);
+                s[j][0] = _mm256_add_epi32(s[j][0], _mm256_madd_epi16(w0, b));
+                s[j][1] = _mm256_add_epi32(s[j][1], _mm256_madd_epi16(w1, b));
+                TG_KEEP(s[j][0]);
+                TG_KEEP(s[j][1]);
+            }
+        }
+        const __m256 ws0 = _mm256_load_ps(Ws + (k0 / 16) * 16), ws1 = _mm256_load_ps(Ws + (k0 / 16) * 16 + 8);
+        for (int j = 0; j < QP_NR6; j++) {
+            const __m256 a = _mm256_set1_ps(da[j][k0 / 32]);
+            _mm256_storeu_ps(d[j], _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[j][0]), _mm256_mul_ps(ws0, a),
+                                                   _mm256_loadu_ps(d[j])));
+            _mm256_storeu_ps(d[j] + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[j][1]), _mm256_mul_ps(ws1, a),
+                                                       _mm256_loadu_ps(d[j] + 8)));
+        }
+        for (int64_t h = k0 / 16; has_min && h < (k0 + G) / 16; h += G / 16) {
+            const __m256 m0 = _mm256_load_ps(Wm + h * 16), m1 = _mm256_load_ps(Wm + h * 16 + 8);
+            for (int j = 0; j < QP_NR6; j++) {      // mins per 32 (equal halves): one step
+                const __m256 b = _mm256_set1_ps(G == 32 ? ds[j][h] + ds[j][h + 1] : ds[j][h]);
+                _mm256_storeu_ps(d[j], _mm256_fnmadd_ps(m0, b, _mm256_loadu_ps(d[j])));
+                _mm256_storeu_ps(d[j] + 8, _mm256_fnmadd_ps(m1, b, _mm256_loadu_ps(d[j] + 8)));
+            }
+        }
+    }
+}
+
+static __attribute__((noinline)) void tg_qpanel_six_g32(
+        int64_t K, int has_min, const int16_t *Wq, const float *Ws, const float *Wm,
+        const uint8_t *const act[QP_NR6], float *const d[QP_NR6]) {
+    tg_qpanel_tile6(K, 32, has_min, Wq, Ws, Wm, act, d);
+}
+
+static __attribute__((noinline)) void tg_qpanel_six_g16(
+        int64_t K, int has_min, const int16_t *Wq, const float *Ws, const float *Wm,
+        const uint8_t *const act[QP_NR6], float *const d[QP_NR6]) {
+    tg_qpanel_tile6(K, 16, has_min, Wq, Ws, Wm, act, d);
+}
+#endif
+
 // the full tile for each scale group size, compiled on their own so the tile width and the
 // group length are constants (loops unroll, accumulators stay in place)
 static __attribute__((noinline)) void tg_qpanel_full_g32(
@@ -596,7 +665,20 @@ static void tg_qpanel_columns(const tg_tensor *dst, int64_t n, int64_t m0, int64
                 memcpy(at(dst, m0, n + j, i12, i13), tmp[j], nm * 4);
     }
 #else
-    float tmp[QP_NR][MM_MR];
+    float tmp[QP_NR6][MM_MR];
+    for (; tg_wide_panels && n + QP_NR6 <= N; n += QP_NR6) {
+        const uint8_t *act[QP_NR6];
+        float *d[QP_NR6];
+        for (int j = 0; j < QP_NR6; j++) {
+            act[j] = (const uint8_t *)at(src1, 0, n + j, i12, i13);
+            d[j] = nm == MM_MR ? (float *)at(dst, m0, n + j, i12, i13) : tmp[j];
+        }
+        if (G == 32) tg_qpanel_six_g32(K, has_min, Wq, Ws, Wm, act, d);
+        else tg_qpanel_six_g16(K, has_min, Wq, Ws, Wm, act, d);
+        if (nm < MM_MR)
+            for (int j = 0; j < QP_NR6; j++)
+                memcpy(at(dst, m0, n + j, i12, i13), tmp[j], nm * 4);
+    }
 #endif
     for (; n < N; n += QP_NR) {
         const int nr = (int)TG_MIN(QP_NR, N - n);

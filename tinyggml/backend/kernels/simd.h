@@ -29,6 +29,11 @@
 #define TG_WIDE_PANELS 0
 #endif
 
+// v as it is at this point, in a register: after an unrolled loop of integer adds into a few
+// accumulators, GCC may reassociate the whole chain into a tree over every product (integer
+// addition is associative), which needs a register per product and spills them all
+#define TG_KEEP(v) __asm__("" : "+x"(v))
+
 #define TG_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define TG_MAX(a, b) ((a) > (b) ? (a) : (b))
 

@@ -78,12 +78,13 @@ typedef struct tg_params {
 
 // 1 = use the SIMD kernels where compiled in; 0 = force the portable scalar path.
 extern int tg_simd_enabled;
-extern int tg_wide_panels;     // AVX-512 builds: 16x12 float GEMM tiles (1, default) or 16x6
+extern int tg_wide_panels;     // the wider GEMM tiles (1, default; mul_mat.c) or the narrower
 extern int tg_attn_wide;       // attn: scores eight keys at a time, values in registers (1) or key by key
 int tg_simd_compiled(void);   // 1 when built with AVX2+FMA+F16C
 int tg_int_gemm_compiled(void);
 // Weights repacked at load (repack.c): 1 when this build has the packed dots for `type`
 int tg_pack_supported(int type);
+int tg_cpu_vendor(void);      // 1 Intel, 2 AMD, 0 another or unknown (cpuid)
 // batches under this many columns take the repacked dots (0: this build has none)
 int tg_packed_max_cols(void);
 // M rows of K values of `type` at src -> the packed layout at dst (the same size)
