@@ -1,6 +1,6 @@
 """Weights repacked at load (tinyggml/repack.py, kernels/repack.c): every kernel that reads a
 packed weight gives what it gives on the file layout, bit for bit. The 16-row dots (VNNI; AVX2
-for Q4_0; decode and small batches) against the one-row and paired dots; prompts' panels and get_rows,
+for Q4_0 / Q4_K; decode and small batches) against the one-row and paired dots; prompts' panels and get_rows,
 which gather packed rows, against the same kernels on unpacked rows. Row counts that leave a
 partial group, K with and without the 8-block SIMD tail, 1-3 threads, SIMD and scalar."""
 import gguf

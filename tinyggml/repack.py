@@ -2,7 +2,8 @@
 
 A 2-D Q4_0 / Q8_0 / Q4_K / Q6_K weight's rows are interleaved in groups of 16 so that the integer
 dots of decoding (and of small batches) read 16 rows with one load and one activation
-broadcast (AVX-512 VNNI builds only: elsewhere nothing is repacked). The packed copy is what
+broadcast (AVX-512 VNNI builds; AVX2 builds repack Q4_0 and Q4_K, 8 rows per register; the
+portable build nothing). The packed copy is what
 the C plans bind (Tensor.packed); every kernel that reads single rows of it (prompts' panels,
 get_rows of a tied embedding) gathers them, so the file's pages are not read again after the
 copy and are dropped from the process (madvise): the resident memory stays about one copy of

@@ -34,7 +34,7 @@ def describe(options=None) -> str:
             kernels += f", {int_gemm_compiled()} integer panels"
         if pack_supported(14):                      # Q6_K (and Q4_0, Q8_0, Q4_K): kernels/repack.c
             kernels += ", repacked 16-row VNNI decode dots"
-        elif pack_supported(2):                     # Q4_0 only: AVX2 builds
-            kernels += ", repacked 16-row Q4_0 decode dots"
+        elif pack_supported(2):                     # Q4_0 and Q4_K: AVX2 builds
+            kernels += ", repacked 16-row Q4_0 / Q4_K decode dots"
     line = f"{kernels}; OpenMP, up to {openmp_max_threads()} threads"
     return line if options is None else f"{line}; {options.describe()}"

@@ -41,7 +41,7 @@ def cpu_vendor():
 
 def pack_supported(int type):
     """True when this build has the repacked 16-row dots for weights of `type` (kernels/repack.c:
-    AVX-512 VNNI builds, Q4_0 / Q8_0 / Q4_K / Q6_K; AVX2 builds, Q4_0)."""
+    AVX-512 VNNI builds, Q4_0 / Q8_0 / Q4_K / Q6_K; AVX2 builds, Q4_0 / Q4_K)."""
     return bool(tg_pack_supported(type))
 
 

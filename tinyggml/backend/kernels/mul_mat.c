@@ -9,8 +9,9 @@
 // - quantized weights with QACT columns: integer dots under MM_NR columns (the type table's
 //   fused dots where it has them: 4 rows at a time, columns in pairs), integer panels from
 //   MM_NR columns (SIMD);
-// - weights repacked at load (repack.c, AVX-512 VNNI) with QACT / QACT_K columns under
-//   PACKED_MAX_N: 16 rows at a time, one int32 lane per row, up to PACKED_PASS columns per pass;
+// - weights repacked at load (repack.c: AVX-512 VNNI; AVX2, Q4_0 / Q4_K) with QACT / QACT_K
+//   columns under PACKED_MAX_N (AVX2: PACKED_MAX_N_AVX2): 16 rows at a time, one int32 lane per
+//   row, up to PACKED_PASS columns per pass;
 //   everything else reads their rows gathered back (tg_weight_row), bit for bit as from the
 //   file layout;
 // - F16 rows times 2 .. MM_SMALL_N - 1 columns: 2 rows x 4 columns in registers (SIMD);
@@ -1005,7 +1006,7 @@ static int tg_packed_dots(int type, int act_type, int64_t N) {
     if (act_type == TG_TYPE_QACT_K) return type == TG_TYPE_Q6_K && N < PACKED_MAX_N;
     return (type == TG_TYPE_Q4_0 || type == TG_TYPE_Q8_0 || type == TG_TYPE_Q4_K) && N < PACKED_MAX_N;
 #elif defined(TG_AVX2)
-    return act_type == TG_TYPE_QACT && type == TG_TYPE_Q4_0 && N < PACKED_MAX_N_AVX2;
+    return act_type == TG_TYPE_QACT && (type == TG_TYPE_Q4_0 || type == TG_TYPE_Q4_K) && N < PACKED_MAX_N_AVX2;
 #else
     (void)type; (void)act_type; (void)N;
     return 0;
@@ -1052,8 +1053,8 @@ static void tg_mul_mat_packed(const tg_params *p, tg_tensor *dst) {
                 const uint8_t *sp = split + cs * n0;
                 switch (src0->type) {
                     case TG_TYPE_Q4_0: tg_dot16xn_q4_0_packed(K, gb, nn, acts + n0, sp, acc, outs); break;
-#ifdef TG_AVX512
                     case TG_TYPE_Q4_K: tg_dot16xn_q4_k_packed(K, gb, nn, acts + n0, sp, acc, outs); break;
+#ifdef TG_AVX512
                     case TG_TYPE_Q8_0: tg_dot16xn_q8_0_packed(K, gb, nn, acts + n0, sp, acc, outs); break;
                     default:           tg_dot16xn_q6_k_packed(K, gb, nn, acts + n0, acc, outs); break;
 #endif
@@ -1067,8 +1068,8 @@ static void tg_mul_mat_packed(const tg_params *p, tg_tensor *dst) {
             float *o = (float *)at(dst, TG_PACK_ROWS * g, 0, i12, i13);
             switch (src0->type) {
                 case TG_TYPE_Q4_0: tg_dot16_q4_0_packed(K, gb, act, lo, hi, o); break;
-#ifdef TG_AVX512
                 case TG_TYPE_Q4_K: tg_dot16_q4_k_packed(K, gb, act, lo, hi, o); break;
+#ifdef TG_AVX512
                 default:           tg_dot16_q6_k_packed(K, gb, act, o); break;
 #endif
             }

@@ -48,7 +48,7 @@ int tg_pack_supported(int type) {
 #if defined(TG_AVX512)
     return type == TG_TYPE_Q4_0 || type == TG_TYPE_Q8_0 || type == TG_TYPE_Q4_K || type == TG_TYPE_Q6_K;
 #elif defined(TG_AVX2)
-    return type == TG_TYPE_Q4_0;
+    return type == TG_TYPE_Q4_0 || type == TG_TYPE_Q4_K;
 #else
     (void)type;
     return 0;
@@ -543,14 +543,14 @@ void tg_dot16xn_q6_k_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *
 
 #if defined(TG_AVX2) && !defined(TG_AVX512)
 // ---- AVX2 without VNNI: the same layout met 8 rows per register -------------------------------
-// Q4_0 only (repacking Q4_K measured no faster than its one-row dot here). A group's granule of
-// 64 bytes is two 32-byte halves of 8 rows each; each block is met by both halves in turn while
-// its lines are in L1. vpmaddubsw stands in for vpdpbusd: its int16 pair sums saturate, so they
+// Q4_0 and Q4_K. A group's granule of 64 bytes is two 32-byte halves of 8 rows each; each block
+// (superblock) is met by both halves in turn while its lines are in L1. vpmaddubsw stands in for vpdpbusd: its int16 pair sums saturate, so they
 // are added in int16 only as far as they cannot (a pair of nibbles u <= 15 times a high byte:
 // |2 * 15 * 128| = 3840, 8 of them 30720; times a low byte <= 255: 7650, 4 of them 30600), then
 // widened to int32 by vpmaddwd with ones, where row r's two int16 lanes become its int32 lane.
-// The integer sums are exact and the float steps those of the AVX2 one-row dot in quants.c
-// lane for lane, so each row gets its one-row dot bit for bit.
+// The integer sums are exact and the float steps those of the AVX2 one-row dots in quants.c
+// lane for lane, so each row gets its one-row dot bit for bit. TG_KEEP holds the int16 sums in
+// registers granule by granule (else GCC spills every product: 20-30% slower).
 
 static inline __m256i bcast4_8(const void *p) {
     int32_t v;
@@ -600,6 +600,8 @@ static inline __attribute__((always_inline)) __m256i q4_0_block8(const uint8_t *
         L[t / 2] = t % 2 ? _mm256_add_epi16(L[t / 2], l) : l;
         H = _mm256_add_epi16(H, _mm256_add_epi16(_mm256_maddubs_epi16(wl, bcast4_8(hi + 4 * t)),
                                                  _mm256_maddubs_epi16(wh, bcast4_8(hi + 4 * t + 16))));
+        TG_KEEP(L[t / 2]);
+        TG_KEEP(H);
     }
     const __m256i ones = _mm256_set1_epi16(1);
     return _mm256_add_epi32(_mm256_slli_epi32(_mm256_madd_epi16(H, ones), 8),
@@ -628,6 +630,103 @@ void tg_dot16_q4_0_packed(int64_t K, const uint8_t *gb, const uint8_t *act, cons
     hsum8_rows8(acc[0], out);
     hsum8_rows8(acc[1], out + 8);
     q4_0_tail(K, gb, act, nb8, out);
+}
+
+// a packed Q4_K superblock's 6-bit scales and mins for half h: as q4_k_scales (AVX-512), 8 rows
+static inline __attribute__((always_inline)) void q4_k_scales8(const uint8_t *b, int h, __m256i u[4]) {
+    const __m256i k1 = _mm256_set1_epi32(0x3f3f3f3f), k2 = _mm256_set1_epi32(0x0f0f0f0f),
+                  k3 = _mm256_set1_epi32(0x03030303);
+    u[0] = _mm256_loadu_si256((const __m256i *)(b + 64 + 32 * h));
+    u[1] = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * h));
+    u[2] = _mm256_loadu_si256((const __m256i *)(b + 192 + 32 * h));
+    u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u[2], 4), k2),
+                           _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u[1], 6), k3), 4));
+    const __m256i mins_lo = _mm256_and_si256(u[1], k1);
+    u[1] = _mm256_or_si256(_mm256_and_si256(u[2], k2),
+                           _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u[0], 6), k3), 4));
+    u[2] = mins_lo;
+    u[0] = _mm256_and_si256(u[0], k1);
+}
+
+// Q4_K chunk pair g of half h (at q: 8 granules 64 bytes apart) times one column's bytes lo / hi
+// of those 64 values: each row's exact sum(u q) of chunk 2g (low nibbles) and 2g + 1 (high)
+static inline __attribute__((always_inline)) void q4_k_pair8(const uint8_t *q, const uint8_t *lo,
+                                                            const int8_t *hi, __m256i s[2]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    __m256i La[2], Lb[2], Ha = _mm256_setzero_si256(), Hb = Ha;
+    for (int t = 0; t < 8; t++) {
+        const __m256i x = _mm256_loadu_si256((const __m256i *)(q + 64 * t));
+        const __m256i wl = _mm256_and_si256(x, m4);
+        const __m256i wh = _mm256_and_si256(_mm256_srli_epi16(x, 4), m4);
+        const __m256i a = _mm256_maddubs_epi16(bcast4_8(lo + 4 * t), wl);
+        const __m256i c = _mm256_maddubs_epi16(bcast4_8(lo + 4 * t + 32), wh);
+        La[t / 4] = t % 4 ? _mm256_add_epi16(La[t / 4], a) : a;
+        Lb[t / 4] = t % 4 ? _mm256_add_epi16(Lb[t / 4], c) : c;
+        Ha = _mm256_add_epi16(Ha, _mm256_maddubs_epi16(wl, bcast4_8(hi + 4 * t)));
+        Hb = _mm256_add_epi16(Hb, _mm256_maddubs_epi16(wh, bcast4_8(hi + 4 * t + 32)));
+        TG_KEEP(La[t / 4]);
+        TG_KEEP(Lb[t / 4]);
+        TG_KEEP(Ha);
+        TG_KEEP(Hb);
+    }
+    s[0] = _mm256_add_epi32(_mm256_slli_epi32(_mm256_madd_epi16(Ha, ones), 8),
+                            _mm256_add_epi32(_mm256_madd_epi16(La[0], ones), _mm256_madd_epi16(La[1], ones)));
+    s[1] = _mm256_add_epi32(_mm256_slli_epi32(_mm256_madd_epi16(Hb, ones), 8),
+                            _mm256_add_epi32(_mm256_madd_epi16(Lb[0], ones), _mm256_madd_epi16(Lb[1], ones)));
+}
+
+// Q4_K, 16 rows x one column: as tg_dot_q4_k_qact, chunk j's sum(u q) times (scale_j d_w) d_a
+// into lane j, the mins times the activation half sums into another 8 lanes, the two summed
+// apart and subtracted. Per superblock and half, the 8 chunks' scale_j d_w and min_j dmin are
+// made first (16 vectors, in memory).
+void tg_dot16_q4_k_packed(int64_t K, const uint8_t *gb, const uint8_t *act, const uint8_t *lo,
+                          const int8_t *hi, float out[16]) {
+    const float *d = (const float *)(act + 2 * K), *ds = d + K / 32;
+    __m256 acc[2][8], macc[2][8];
+    for (int j = 0; j < 8; j++) acc[0][j] = acc[1][j] = macc[0][j] = macc[1][j] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < K; i += 256) {
+        const uint8_t *b = gb + 2304 * (i / 256);
+        for (int l = 0; l < 2304; l += 64) _mm_prefetch((const char *)(b + 2304 + l), _MM_HINT_T0);
+        const int64_t c0 = i / 32;
+        for (int h = 0; h < 2; h++) {
+            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + 16 * h)));
+            const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + 32 + 16 * h)));
+            __m256i u[4];
+            q4_k_scales8(b, h, u);
+            __m256 scw[8], mnw[8];
+            for (int j = 0; j < 8; j++) {
+                const __m256i m8 = _mm256_set1_epi32(0xFF);
+                scw[j] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(u[j / 4], 8 * (j % 4)), m8)), dw);
+                mnw[j] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(u[2 + j / 4], 8 * (j % 4)), m8)), dmin);
+            }
+            for (int g = 0; g < 4; g++) {       // chunks 2g (low nibbles) and 2g + 1 (high)
+                __m256i s[2];
+                q4_k_pair8(b + 256 + 64 * 8 * g + 32 * h, lo + i + 64 * g, hi + i + 64 * g, s);
+                for (int e = 0; e < 2; e++) {
+                    const int j = 2 * g + e;
+                    const float pairs = ds[2 * (c0 + j)] + ds[2 * (c0 + j) + 1];
+                    macc[h][j] = _mm256_fmadd_ps(mnw[j], _mm256_set1_ps(pairs), macc[h][j]);
+                    acc[h][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[e]),
+                                                _mm256_mul_ps(scw[j], _mm256_set1_ps(d[c0 + j])), acc[h][j]);
+                }
+            }
+        }
+    }
+    float a[16], m[16];
+    for (int h = 0; h < 2; h++) {
+        hsum8_rows8(acc[h], a + 8 * h);
+        hsum8_rows8(macc[h], m + 8 * h);
+    }
+    for (int r = 0; r < 16; r++) out[r] = a[r] - m[r];
+}
+
+void tg_dot16xn_q4_k_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *const *acts,
+                            const uint8_t *split, float *acc, float *out) {
+    (void)acc;
+    for (int j = 0; j < n; j++) {
+        const uint8_t *lo = split + TG_SPLIT_BYTES(K) * j;
+        tg_dot16_q4_k_packed(K, gb, acts[j], lo, (const int8_t *)lo + K, out + 16 * j);
+    }
 }
 
 // n columns: each column through the one-column dot in turn (the group's rows stay in L1 or L2
