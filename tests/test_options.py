@@ -21,10 +21,18 @@ def test_default_per_cpu():
 
 
 def test_cpu_vendor_from_cpuid():
+    import platform
     from tinyggml.backend import cpu_vendor
-    with open("/proc/cpuinfo") as f:
-        ids = {line.split(":", 1)[1].strip() for line in f if line.startswith("vendor_id")}
-    assert len(ids) == 1, ids
+    if platform.machine() not in ("x86_64", "AMD64", "i686"):
+        assert cpu_vendor() == ""
+        return
+    try:
+        with open("/proc/cpuinfo") as f:
+            ids = {line.split(":", 1)[1].strip() for line in f if line.startswith("vendor_id")}
+    except OSError:
+        pytest.skip("no /proc/cpuinfo to compare with")
+    if len(ids) != 1:
+        pytest.skip(f"/proc/cpuinfo names {len(ids)} vendors (emulated?)")
     assert cpu_vendor() == {"GenuineIntel": "Intel", "AuthenticAMD": "AMD"}.get(ids.pop(), "")
 
 
@@ -35,6 +43,12 @@ def test_environment_override(monkeypatch):
     assert GraphOptions.for_cpu().int_gemm is False
     monkeypatch.setenv("TINYGGML_INT_GEMM", "yes")
     with pytest.raises(ValueError, match="TINYGGML_INT_GEMM"):
+        GraphOptions.for_cpu()
+    monkeypatch.delenv("TINYGGML_INT_GEMM")
+    monkeypatch.setenv("TINYGGML_AMX", "0")
+    assert GraphOptions.for_cpu().amx is False
+    monkeypatch.setenv("TINYGGML_AMX", "on")
+    with pytest.raises(ValueError, match="TINYGGML_AMX"):
         GraphOptions.for_cpu()
 
 

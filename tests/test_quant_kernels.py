@@ -166,6 +166,29 @@ def test_int_gemm_wide_tiles_bit_for_bit(qt, M, N):
     np.testing.assert_array_equal(got[True], got[False])
 
 
+@pytest.mark.parametrize("qt", [Q4_0, Q8_0, Q4_K, Q6_K, Q2_K, Q5_1],
+                         ids=lambda t: gguf.GGMLQuantizationType(t).name)
+@pytest.mark.parametrize("K,M,N", [(512, 37, 23), (256, 16, 16), (768, 101, 61), (256, 5, 90)])
+def test_amx_tiles_bit_for_bit(qt, K, M, N):
+    """AMX builds multiply the integer panels on AMX tiles (GraphOptions.amx): the high and low
+    bytes of the int16 activations in two tile products per scale group (32 or 16 values), then
+    the VNNI tiles' float steps, so the outputs equal theirs bit for bit (partial row panels,
+    columns past the last block of 16, 1-3 threads)."""
+    from tinyggml.backend import amx_available
+    if not amx_available():
+        pytest.skip("no AMX here (an AMX CPU, a -march=native build and the kernel's permission)")
+    rng = np.random.default_rng(qt * 100 + N)
+    q = random_blocks(rng, qt, M, K)
+    x = rng.standard_normal((N, K)).astype(np.float32)
+    a = leaf(qt, (K, M), "w", INPUT, data=q)
+    want, ref = run(ops.mul_mat(a, leaf(F32, (K, N), "x", INPUT, data=x), GraphOptions(int_gemm=True)), 2)
+    np.testing.assert_allclose(want, ref, atol=2e-5 * np.abs(ref).max(), rtol=0)
+    for nt in (1, 2, 3):
+        got, _ = run(ops.mul_mat(a, leaf(F32, (K, N), "x", INPUT, data=x),
+                                 GraphOptions(int_gemm=True, amx=True)), nt)
+        np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("qt", [Q4_0, Q8_0, Q4_K, Q6_K, Q5_1],
                          ids=lambda t: gguf.GGMLQuantizationType(t).name)
 def test_decode_rows_in_4_streams(simd, qt):

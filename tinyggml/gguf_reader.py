@@ -47,7 +47,9 @@ _ELEMENT_DTYPES = {
 class _Strings:
     """An array of strings, located when the file is parsed (each length walked and
     bounds-checked) and read only when Field.contents asks: opening a model for its weights
-    never decodes the vocabulary (100k strings, most of the parse time)."""
+    never decodes the vocabulary (100k strings, most of the parse time). The bytes are read
+    from the file's mapping then, as the tensors are: a file cut short after opening faults
+    there, as it would in a weight."""
     __slots__ = ("_buf", "_off", "count")
 
     def __init__(self, buf: memoryview, off: int, count: int):

@@ -148,7 +148,7 @@ def mul_mat(a: Tensor, b: Tensor, opts: GraphOptions = DEFAULT_OPTIONS) -> Tenso
     _check(a.type in WEIGHT_TYPES and a.rows_contiguous(), "mul_mat: a's type, rows contiguous")
     _check(b.type == F32 and b.rows_contiguous(), "mul_mat: b F32, rows contiguous")
     n_cols = b.ne[1] * b.ne[2] * b.ne[3]
-    kc = 0
+    kc, amx = 0, 0
     if a.type in QUANTIZED and (opts.int_gemm or n_cols < opts.int_gemm_min_cols):
         # integer dots or panels: the activations are quantized once, by their own node (as
         # ggml does with vec_dot_type), then every weight row meets the QACT rows. Otherwise
@@ -156,9 +156,10 @@ def mul_mat(a: Tensor, b: Tensor, opts: GraphOptions = DEFAULT_OPTIONS) -> Tenso
         split = a.type == Q6_K and (n_cols < QUANT_PANEL_MIN_COLS or
                                     (a.root().packed is not None and n_cols < PACKED_MAX_COLS))
         b = _new(QACT_K if split else QACT, b.ne, Op.QUANTIZE, (b,))
+        amx = int(opts.amx and not split)       # the integer panels on AMX tiles (mul_mat.c)
     else:
         kc = opts.mm_kblock(a.ne[0], b.ne[1])
-    return _new(F32, (a.ne[1], b.ne[1], b.ne[2], b.ne[3]), Op.MUL_MAT, (a, b), (kc,))
+    return _new(F32, (a.ne[1], b.ne[1], b.ne[2], b.ne[3]), Op.MUL_MAT, (a, b), (kc, amx))
 
 
 def _binary(a, b, op):
@@ -506,7 +507,11 @@ def _mm_wsize(t):
     if b.type == QACT_K:                          # Q6_K columns: fused dots (or the packed ones)
         return unpacked + 64
     if a.type in QUANTIZED and b.type == QACT:    # + two integer panels and the rows (mul_mat.c
-        return 3 * 16 * 2 * a.ne[0] + 4 * 4 * a.ne[0] + unpacked + 64        # tg_mul_mat_qpanels)
+        panels = 3 * 16 * 2 * a.ne[0] + 4 * 4 * a.ne[0] + unpacked + 64      # tg_mul_mat_qpanels)
+        if t.op_params[1]:                        # AMX: the columns packed, per block of 16: hi
+            nb = -(-b.ne[1] // 16)                # and lo bytes, scales, half sums (tg_mul_mat_amx)
+            panels += 40 * a.ne[0] * nb + 3 * a.ne[0] + a.nb[1] + 128
+        return panels
     # batches: two packed panels of 16 rows, 16 widened rows, the activations packed by 6 columns
     # (of one k block, op_params[0]), a partial panel's sums, the unpack scratch (mul_mat.c
     # tg_mul_mat_panels; the scalar path uses a panel of 32 widened rows in the same space)

@@ -16,6 +16,8 @@ Defaults per CPU (`tinyggml-cli info` prints the ones in use):
                      panels (vpmaddwd), where the widening is not amortized (measured on Zen 3,
                      where the integer tiles of the time only equalled the float ones)
     portable build   int_gemm=False (the integer dots and the scalar tiles)
+With AMX (Sapphire Rapids and later, when the kernel grants the tile state) the integer panels'
+products run on AMX tiles: amx=True, bit for bit the VNNI tiles. TINYGGML_AMX=0 turns it off.
 TINYGGML_INT_GEMM=0|1 in the environment replaces the CPU's choice (to run one CPU's paths on
 another, e.g. the test suite with the integer panels everywhere, as on AVX-512 VNNI).
 The arithmetic differs between the two sides: the integer paths round each activation to int16
@@ -46,6 +48,9 @@ class GraphOptions:
     # int_gemm_min_cols columns (False; wider ones on the float panels)
     int_gemm: bool = False
     int_gemm_min_cols: int = 48
+    # the integer panels' products on AMX tiles (bit for bit the VNNI tiles; mul_mat.c), where
+    # the build and the kernel allow them (otherwise the VNNI / AVX2 tiles run)
+    amx: bool = False
     # float panels: rows longer than mm_kblock_min_k times batches of mm_kblock_min_n+ columns
     # are multiplied in k blocks of mm_kc values (bit for bit the same sums; faster from L2)
     mm_kc: int = 1024
@@ -71,19 +76,23 @@ class GraphOptions:
         """The default for the kernels this build runs (the table in the module docstring).
         `int_gemm_isa` ("AVX-512 VNNI", "AVX2" or "") and `vendor` ("Intel", "AMD" or "") stand
         in for the build's and the CPU's own, for tests."""
-        if vendor is None:
+        amx = False
+        if int_gemm_isa is None:
+            from .backend import amx_available, int_gemm_compiled, simd_enabled
+            int_gemm_isa = int_gemm_compiled() if simd_enabled() else ""
+            amx = simd_enabled() and amx_available()
+            for name in ("TINYGGML_INT_GEMM", "TINYGGML_AMX"):
+                if os.environ.get(name, "") not in ("", "0", "1"):
+                    raise ValueError(f"{name} must be 0 or 1, got {os.environ[name]!r}")
+            if os.environ.get("TINYGGML_AMX"):
+                amx = amx and os.environ["TINYGGML_AMX"] == "1"
+            if os.environ.get("TINYGGML_INT_GEMM"):
+                return replace(cls(int_gemm=os.environ["TINYGGML_INT_GEMM"] == "1", amx=amx), **overrides)
+        if vendor is None and int_gemm_isa == "AVX2":
             from .backend import cpu_vendor
             vendor = cpu_vendor()
-        if int_gemm_isa is None:
-            from .backend import int_gemm_compiled, simd_enabled
-            int_gemm_isa = int_gemm_compiled() if simd_enabled() else ""
-            env = os.environ.get("TINYGGML_INT_GEMM", "")
-            if env not in ("", "0", "1"):
-                raise ValueError(f"TINYGGML_INT_GEMM must be 0 or 1, got {env!r}")
-            if env:
-                return replace(cls(int_gemm=env == "1"), **overrides)
         int_gemm = int_gemm_isa == "AVX-512 VNNI" or (int_gemm_isa == "AVX2" and vendor == "Intel")
-        return replace(cls(int_gemm=int_gemm), **overrides)
+        return replace(cls(int_gemm=int_gemm, amx=amx), **overrides)
 
     def mm_kblock(self, K: int, N: int) -> int:
         """The k block of a float-panel mul_mat of rows of K values times N columns (0: none)."""
@@ -93,5 +102,7 @@ class GraphOptions:
         q = ("integer GEMM for every quantized batch" if self.int_gemm else
              f"integer GEMM for quantized batches under {self.int_gemm_min_cols} columns, "
              f"float GEMM from there")
+        if self.amx:
+            q += " (AMX tiles)"
         return (f"{q}; Mamba-2 scan {self.scan} (chunks of {self.ssd_chunk} from {self.ssd_min_len} tokens), "
                 f"delta rule {self.scan} (chunks of {self.delta_chunk} from {self.delta_min_len})")

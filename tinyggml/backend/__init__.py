@@ -5,12 +5,14 @@ Importing it changes nothing elsewhere: the choices a graph records are GraphOpt
 """
 import os as _os
 
-from ._backend import (MAX_PARAMS, MAX_SRC, MUL_MAT_PATHS, Plan, barrier_spin, cpu_vendor,
+from ._backend import (MAX_PARAMS, MAX_SRC, MUL_MAT_PATHS, Plan, amx_available, barrier_spin,
+                       cpu_vendor,
                        int_gemm_compiled, measure_read_bandwidth, openmp_max_threads, pack_rows,
                        pack_supported, packed_max_cols, set_attn_wide, set_barrier_spin, set_simd, set_wide_panels,
                        simd_compiled, simd_enabled, type_traits)
 
 __all__ = ["Plan", "set_simd", "simd_compiled", "simd_enabled", "int_gemm_compiled", "cpu_vendor",
+           "amx_available",
            "openmp_max_threads", "measure_read_bandwidth", "set_barrier_spin", "barrier_spin",
            "pack_rows", "pack_supported", "packed_max_cols", "set_wide_panels", "set_attn_wide", "type_traits", "describe",
            "MAX_SRC",
@@ -31,7 +33,7 @@ def describe(options=None) -> str:
     else:
         kernels = "AVX2/FMA/F16C kernels"
         if int_gemm_compiled():
-            kernels += f", {int_gemm_compiled()} integer panels"
+            kernels += f", {int_gemm_compiled()} integer panels" + (" (AMX tiles)" if amx_available() else "")
         if pack_supported(14):                      # Q6_K (and Q4_0, Q8_0, Q4_K): kernels/repack.c
             kernels += ", repacked 16-row VNNI decode dots"
         elif pack_supported(2):                     # Q4_0 and Q4_K: AVX2 builds

@@ -16,7 +16,7 @@ from ..ops import EMPTY_OPS, OPS, Op
 from ..tensor import as_numpy
 
 from .tg cimport (tg_tensor, tg_graph_compute, tg_simd_enabled, tg_wide_panels, tg_attn_wide, tg_simd_compiled,
-                 tg_int_gemm_compiled, tg_pack_supported, tg_packed_max_cols, tg_cpu_vendor, tg_pack_rows, tg_max_threads,
+                 tg_int_gemm_compiled, tg_pack_supported, tg_packed_max_cols, tg_cpu_vendor, tg_amx_ready, tg_pack_rows, tg_max_threads,
                  tg_mul_mat_path, tg_type_info, tg_read_bandwidth, tg_time_now, tg_spin_ns,
                  TG_MAX_SRC, TG_MAX_PARAMS)
 
@@ -31,6 +31,12 @@ def int_gemm_compiled():
     "AVX2", or "" (the portable build). Which batches take them is a graph option
     (options.GraphOptions.int_gemm; GraphOptions.for_cpu() has the per-CPU default)."""
     return {2: "AVX-512 VNNI", 1: "AVX2"}.get(tg_int_gemm_compiled(), "")
+
+
+def amx_available():
+    """True when this build has the AMX integer GEMM (an AMX CPU, -march=native) and the kernel
+    granted the process the tile state (asked once, here or at the first such product)."""
+    return bool(tg_amx_ready())
 
 
 def cpu_vendor():

@@ -23,6 +23,7 @@ cdef extern from "tg.h" nogil:
     int tg_int_gemm_compiled()
     int tg_pack_supported(int type)
     int tg_cpu_vendor()
+    int tg_amx_ready()
     int tg_packed_max_cols()
     void tg_pack_rows(int type, const uint8_t *src, int64_t K, int64_t M, uint8_t *dst, int n_threads)
     int tg_mul_mat_path(const tg_tensor *dst)

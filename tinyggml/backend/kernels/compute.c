@@ -50,6 +50,21 @@ int tg_cpu_vendor(void) {
     return 0;
 }
 
+int tg_amx_ready(void) {
+#if defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__linux__) && defined(__AVX512VNNI__)
+    static atomic_int state;         // 0 not asked, 1 granted, -1 refused
+    int s = atomic_load(&state);
+    if (s == 0) {
+        // ARCH_REQ_XCOMP_PERM (0x1023) for XFEATURE_XTILEDATA (18): per process, idempotent
+        s = syscall(SYS_arch_prctl, 0x1023, 18) == 0 ? 1 : -1;
+        atomic_store(&state, s);
+    }
+    return s == 1;
+#else
+    return 0;
+#endif
+}
+
 int tg_int_gemm_compiled(void) {
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) && defined(__AVX512F__) && \
     defined(__AVX512VL__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)

@@ -698,6 +698,139 @@ static void tg_qpanel_columns(const tg_tensor *dst, int64_t n, int64_t m0, int64
     }
 }
 
+#ifdef TG_AMX
+// The integer GEMM on AMX tiles (op_params[1] = 1: GraphOptions.amx). A tile product multiplies
+// int8 by int8 (or uint8), so the int16 activations go in as their high bytes (int8) and low
+// bytes (uint8): per scale group (G = 32 or 16 values) two products, 16 weight rows x 16
+// columns each, the int32 sums exact; 256 hi + lo is the same integer sum(w q) the vpdpwssd
+// tiles make, and every float step after it is theirs (ws * da, one fused multiply-add into the
+// row's sum, the mins subtracted per group), so the outputs are the same bit for bit.
+// Layouts: A, the 16 unpacked weight rows as int8, row-major (stride K); B, per block of 16
+// columns and per group, G / 4 rows of 64 bytes: row kk holds k = 4 kk .. 4 kk + 3 of each
+// column (the tile product's 4-deep pairing); columns past N are zeros. Per block and group the
+// columns' activation scales (and their half sums for the mins) sit in 16-float vectors.
+// Scratch (after the panels' own): B hi and lo 32 K bytes, scales 2 K + sums 4 K bytes a block.
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tg_tilecfg;
+
+static void tg_amx_pack_columns(const tg_tensor *src1, int64_t n0, int64_t i12, int64_t i13, int G,
+                                int has_min, uint8_t *Bh, uint8_t *Bl, float *D, float *DS) {
+    const int64_t K = src1->ne[0], N = src1->ne[1];
+    memset(Bh, 0, 16 * K);
+    memset(Bl, 0, 16 * K);
+    for (int64_t g = 0; g < K / G; g++)
+        for (int j = 0; j < 16; j++) D[16 * g + j] = DS[16 * g + j] = 0.0f;
+    for (int j = 0; j < 16 && n0 + j < N; j++) {
+        const uint8_t *act = (const uint8_t *)at(src1, 0, n0 + j, i12, i13);
+        const int16_t *q = (const int16_t *)act;
+        const float *da = (const float *)(act + 2 * K), *ds = da + K / 32;
+        for (int64_t k = 0; k < K; k += 4) {      // byte 4 j + k % 4 of row k / 4
+            uint8_t h[4], l[4];
+            for (int t = 0; t < 4; t++) {
+                h[t] = (uint8_t)(q[k + t] >> 8);
+                l[t] = (uint8_t)(q[k + t] & 0xFF);
+            }
+            memcpy(Bh + (k / 4) * 64 + 4 * j, h, 4);
+            memcpy(Bl + (k / 4) * 64 + 4 * j, l, 4);
+        }
+        for (int64_t g = 0; g < K / G; g++) {
+            D[16 * g + j] = da[g * G / 32];
+            if (has_min) DS[16 * g + j] = G == 32 ? ds[2 * g] + ds[2 * g + 1] : ds[g];
+        }
+    }
+}
+
+// one 16-row panel (A, scales Ws / Wm [K/16][16]) times one packed block of 16 columns: the
+// rows' float sums f[r] (16 columns each) into out[r][16]
+static void tg_amx_block(int64_t K, int G, int has_min, const int8_t *A, const float *Ws,
+                         const float *Wm, const uint8_t *Bh, const uint8_t *Bl, const float *D,
+                         const float *DS, float out[16][16]) {
+    __m512 f[16];
+    int32_t ch[16][16], cl[16][16];
+    for (int r = 0; r < 16; r++) f[r] = _mm512_setzero_ps();
+    for (int64_t k0 = 0; k0 < K; k0 += G) {
+        const int64_t g = k0 / G;
+        _tile_loadd(1, A + k0, K);
+        _tile_loadd(2, Bh + (k0 / 4) * 64, 64);
+        _tile_loadd(3, Bl + (k0 / 4) * 64, 64);
+        _tile_zero(4);
+        _tile_zero(5);
+        _tile_dpbssd(4, 1, 2);
+        _tile_dpbsud(5, 1, 3);
+        _tile_stored(4, ch, 64);
+        _tile_stored(5, cl, 64);
+        const __m512 d = _mm512_loadu_ps(D + 16 * g);
+        const __m512 dsum = _mm512_loadu_ps(DS + 16 * g);
+        for (int r = 0; r < 16; r++) {
+            const __m512i s = _mm512_add_epi32(_mm512_slli_epi32(_mm512_loadu_si512(ch[r]), 8),
+                                               _mm512_loadu_si512(cl[r]));
+            f[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(_mm512_set1_ps(Ws[(k0 / 16) * 16 + r]), d), f[r]);
+            if (has_min) f[r] = _mm512_fnmadd_ps(_mm512_set1_ps(Wm[(k0 / 16) * 16 + r]), dsum, f[r]);
+        }
+    }
+    for (int r = 0; r < 16; r++) _mm512_storeu_ps(out[r], f[r]);
+}
+
+static void tg_mul_mat_amx(const tg_params *p, tg_tensor *dst, int64_t ir0, int64_t ir1) {
+    const tg_tensor *src0 = dst->src[0], *src1 = dst->src[1];
+    const tg_type_traits *tt = tg_get_type_traits(src0->type);
+    const int64_t K = src0->ne[0], N = src1->ne[1], NB = (N + 15) / 16;
+    const int G = tt->scale_group, has_min = tt->has_min;
+    const int64_t r2 = src1->ne[2] / src0->ne[2], r3 = src1->ne[3] / src0->ne[3];
+    // the panels' layout (tg_mul_mat_qpanels): A in the first panel's place, the scales as there
+    int8_t *A = (int8_t *)(((uintptr_t)p->wdata + 63) & ~(uintptr_t)63);
+    float *Ws = (float *)((int16_t *)A + 32 * K), *Wm = Ws + 2 * K;
+    char *scratch = (char *)(Wm + 2 * K) + 32 * K;      // past the rows: the unpack scratch
+    uint8_t *B = (uint8_t *)(((uintptr_t)(scratch + 2 * K + 4 * K / 16 * 4 + src0->nb[1]) + 63) & ~(uintptr_t)63);
+    float *Dall = (float *)(B + 32 * K * NB), *DSall = Dall + NB * (K / 16) * 16;
+    tg_tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    cfg.rows[1] = 16, cfg.colsb[1] = (uint16_t)G;            // A: 16 rows x G bytes
+    cfg.rows[2] = cfg.rows[3] = (uint8_t)(G / 4), cfg.colsb[2] = cfg.colsb[3] = 64;
+    cfg.rows[4] = cfg.rows[5] = 16, cfg.colsb[4] = cfg.colsb[5] = 64;   // 16 x 16 int32
+    _tile_loadconfig(&cfg);
+    float out[16][16];
+    for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
+    for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
+        const int64_t i02 = i12 / r2, i03 = i13 / r3;
+        for (int64_t b = 0; b < NB; b++)
+            tg_amx_pack_columns(src1, 16 * b, i12, i13, G, has_min, B + 32 * K * b, B + 32 * K * b + 16 * K,
+                                Dall + b * (K / 16) * 16, DSall + b * (K / 16) * 16);
+        for (int64_t m0 = ir0; m0 < ir1; m0 += MM_MR) {
+            const int64_t nm = TG_MIN(MM_MR, ir1 - m0);
+            int8_t *uw = (int8_t *)scratch;
+            float *usc = (float *)(uw + K), *umn = usc + K / 16;
+            char *rbuf = (char *)(umn + K / 16);
+            for (int64_t r = 0; r < MM_MR; r++) {
+                if (r >= nm) {
+                    memset(A + r * K, 0, K);
+                    for (int64_t h = 0; h < K / 16; h++) Ws[h * 16 + r] = Wm[h * 16 + r] = 0.0f;
+                    continue;
+                }
+                tg_unpack_row(src0->type, tg_weight_row(src0, m0 + r, i02, i03, rbuf), K, A + r * K, usc, umn);
+                for (int64_t h = 0; h < K / 16; h++) {
+                    Ws[h * 16 + r] = usc[h];
+                    Wm[h * 16 + r] = umn[h];
+                }
+            }
+            for (int64_t b = 0; b < NB; b++) {
+                tg_amx_block(K, G, has_min, A, Ws, Wm, B + 32 * K * b, B + 32 * K * b + 16 * K,
+                             Dall + b * (K / 16) * 16, DSall + b * (K / 16) * 16, out);
+                for (int j = 0; j < 16 && 16 * b + j < N; j++) {
+                    float *d = (float *)at(dst, m0, 16 * b + j, i12, i13);
+                    for (int r = 0; r < nm; r++) d[r] = out[r][j];
+                }
+            }
+        }
+    }
+    _tile_release();
+}
+#endif
+
 // rows [ir0, ir1) of dst for every column: two 16-row panels at a time through the 32 x 12
 // tiles where the AVX-512 tiles run (their last columns and a last odd panel through the
 // 16-row tiles), else one panel at a time. Scratch (64-byte aligned), two panels' worth: Wq0,
@@ -715,6 +848,12 @@ static void tg_mul_mat_qpanels(const tg_params *p, tg_tensor *dst, int64_t ir0, 
     Wm[0] = Ws[1] + K, Wm[1] = Wm[0] + K;
     rows = (int16_t *)(Wm[1] + K);
     void *scratch = rows + 16 * K;
+#ifdef TG_AMX
+    if (dst->op_params[1] && tg_amx_ready()) {
+        tg_mul_mat_amx(p, dst, ir0, ir1);
+        return;
+    }
+#endif
     for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
     for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
         const int64_t i02 = i12 / r2, i03 = i13 / r3;

@@ -29,6 +29,12 @@
 #define TG_WIDE_PANELS 0
 #endif
 
+// AMX (Sapphire Rapids and later): the integer GEMM's tile products (mul_mat.c), used when the
+// kernel granted the process its tile state (tg_amx_ready, compute.c)
+#if defined(TG_AVX512) && defined(__AMX_TILE__) && defined(__AMX_INT8__)
+#define TG_AMX 1
+#endif
+
 // v as it is at this point, in a register: after an unrolled loop of integer adds into a few
 // accumulators, GCC may reassociate the whole chain into a tree over every product (integer
 // addition is associative), which needs a register per product and spills them all

@@ -85,6 +85,9 @@ int tg_int_gemm_compiled(void);
 // Weights repacked at load (repack.c): 1 when this build has the packed dots for `type`
 int tg_pack_supported(int type);
 int tg_cpu_vendor(void);      // 1 Intel, 2 AMD, 0 another or unknown (cpuid)
+// 1 when this build has the AMX integer GEMM and the kernel lets the process use the tiles
+// (asked once: arch_prctl ARCH_REQ_XCOMP_PERM); 0 otherwise
+int tg_amx_ready(void);
 // batches under this many columns take the repacked dots (0: this build has none)
 int tg_packed_max_cols(void);
 // M rows of K values of `type` at src -> the packed layout at dst (the same size)
