@@ -749,29 +749,93 @@ static void tg_amx_block(int64_t K, int G, int has_min, const int8_t *A, const f
                          const float *Wm, const uint8_t *Bh, const uint8_t *Bl, const float *D,
                          const float *DS, float out[16][16]) {
     __m512 f[16];
-    int32_t ch[16][16], cl[16][16];
+    // the products of group g are stored while group g - 1's are read: a vector load of a tile
+    // store still in flight waits for it to complete (no store forwarding), so the sums of a
+    // group are read one group later, from the other buffer
+    int32_t ch[2][16][16], cl[2][16][16];
     for (int r = 0; r < 16; r++) f[r] = _mm512_setzero_ps();
-    for (int64_t k0 = 0; k0 < K; k0 += G) {
-        const int64_t g = k0 / G;
-        _tile_loadd(1, A + k0, K);
-        _tile_loadd(2, Bh + (k0 / 4) * 64, 64);
-        _tile_loadd(3, Bl + (k0 / 4) * 64, 64);
-        _tile_zero(4);
-        _tile_zero(5);
-        _tile_dpbssd(4, 1, 2);
-        _tile_dpbsud(5, 1, 3);
-        _tile_stored(4, ch, 64);
-        _tile_stored(5, cl, 64);
-        const __m512 d = _mm512_loadu_ps(D + 16 * g);
-        const __m512 dsum = _mm512_loadu_ps(DS + 16 * g);
+    const int64_t ng = K / G;
+    for (int64_t g = 0; g <= ng; g++) {
+        if (g < ng) {
+            const int64_t k0 = g * G;
+            _tile_loadd(1, A + k0, K);
+            _tile_loadd(2, Bh + (k0 / 4) * 64, 64);
+            _tile_loadd(3, Bl + (k0 / 4) * 64, 64);
+            _tile_zero(4);
+            _tile_zero(5);
+            _tile_dpbssd(4, 1, 2);
+            _tile_dpbsud(5, 1, 3);
+            _tile_stored(4, ch[g & 1], 64);
+            _tile_stored(5, cl[g & 1], 64);
+        }
+        if (g == 0) continue;
+        const int64_t p = g - 1, k0 = p * G;
+        const __m512 d = _mm512_loadu_ps(D + 16 * p);
+        const __m512 dsum = _mm512_loadu_ps(DS + 16 * p);
         for (int r = 0; r < 16; r++) {
-            const __m512i s = _mm512_add_epi32(_mm512_slli_epi32(_mm512_loadu_si512(ch[r]), 8),
-                                               _mm512_loadu_si512(cl[r]));
+            const __m512i s = _mm512_add_epi32(_mm512_slli_epi32(_mm512_loadu_si512(ch[p & 1][r]), 8),
+                                               _mm512_loadu_si512(cl[p & 1][r]));
             f[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(_mm512_set1_ps(Ws[(k0 / 16) * 16 + r]), d), f[r]);
             if (has_min) f[r] = _mm512_fnmadd_ps(_mm512_set1_ps(Wm[(k0 / 16) * 16 + r]), dsum, f[r]);
         }
     }
     for (int r = 0; r < 16; r++) _mm512_storeu_ps(out[r], f[r]);
+}
+
+// group p's sums of one block (stored tiles ch / cl) into the rows' float sums f[r] (16 columns)
+static inline __attribute__((always_inline)) void tg_amx_epilogue(int64_t k0, int has_min, const float *Ws,
+                                                                 const float *Wm, const int32_t ch[16][16],
+                                                                 const int32_t cl[16][16], __m512 d,
+                                                                 __m512 dsum, float f[16][16]) {
+    for (int r = 0; r < 16; r++) {
+        const __m512i s = _mm512_add_epi32(_mm512_slli_epi32(_mm512_loadu_si512(ch[r]), 8),
+                                           _mm512_loadu_si512(cl[r]));
+        __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(_mm512_set1_ps(Ws[(k0 / 16) * 16 + r]), d),
+                                   _mm512_loadu_ps(f[r]));
+        if (has_min) v = _mm512_fnmadd_ps(_mm512_set1_ps(Wm[(k0 / 16) * 16 + r]), dsum, v);
+        _mm512_storeu_ps(f[r], v);
+    }
+}
+
+// tg_amx_block for two blocks of columns at once: one A tile meets four B tiles per group (the
+// B tiles rotate through three registers), so a group's chain of loads, products and stores
+// carries twice the products; each output's steps are tg_amx_block's
+static void tg_amx_block2(int64_t K, int G, int has_min, const int8_t *A, const float *Ws,
+                          const float *Wm, const uint8_t *B0, const uint8_t *B1, const float *D0,
+                          const float *DS0, const float *D1, const float *DS1, float out0[16][16],
+                          float out1[16][16]) {
+    int32_t c[2][4][16][16];
+    memset(out0, 0, 16 * 16 * sizeof(float));
+    memset(out1, 0, 16 * 16 * sizeof(float));
+    const int64_t ng = K / G;
+    for (int64_t g = 0; g <= ng; g++) {
+        if (g < ng) {
+            const int64_t k0 = g * G, ob = (k0 / 4) * 64;
+            _tile_loadd(1, A + k0, K);
+            _tile_loadd(2, B0 + ob, 64);
+            _tile_loadd(3, B0 + 16 * K + ob, 64);
+            _tile_loadd(0, B1 + ob, 64);
+            _tile_zero(4);
+            _tile_zero(5);
+            _tile_zero(6);
+            _tile_zero(7);
+            _tile_dpbssd(4, 1, 2);
+            _tile_dpbsud(5, 1, 3);
+            _tile_dpbssd(6, 1, 0);
+            _tile_loadd(2, B1 + 16 * K + ob, 64);
+            _tile_dpbsud(7, 1, 2);
+            _tile_stored(4, c[g & 1][0], 64);
+            _tile_stored(5, c[g & 1][1], 64);
+            _tile_stored(6, c[g & 1][2], 64);
+            _tile_stored(7, c[g & 1][3], 64);
+        }
+        if (g == 0) continue;
+        const int64_t q = g - 1;
+        tg_amx_epilogue(q * G, has_min, Ws, Wm, c[q & 1][0], c[q & 1][1], _mm512_loadu_ps(D0 + 16 * q),
+                        _mm512_loadu_ps(DS0 + 16 * q), out0);
+        tg_amx_epilogue(q * G, has_min, Ws, Wm, c[q & 1][2], c[q & 1][3], _mm512_loadu_ps(D1 + 16 * q),
+                        _mm512_loadu_ps(DS1 + 16 * q), out1);
+    }
 }
 
 static void tg_mul_mat_amx(const tg_params *p, tg_tensor *dst, int64_t ir0, int64_t ir1) {
@@ -790,10 +854,11 @@ static void tg_mul_mat_amx(const tg_params *p, tg_tensor *dst, int64_t ir0, int6
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
     cfg.rows[1] = 16, cfg.colsb[1] = (uint16_t)G;            // A: 16 rows x G bytes
-    cfg.rows[2] = cfg.rows[3] = (uint8_t)(G / 4), cfg.colsb[2] = cfg.colsb[3] = 64;
-    cfg.rows[4] = cfg.rows[5] = 16, cfg.colsb[4] = cfg.colsb[5] = 64;   // 16 x 16 int32
+    cfg.rows[0] = cfg.rows[2] = cfg.rows[3] = (uint8_t)(G / 4);          // B: G / 4 rows
+    cfg.colsb[0] = cfg.colsb[2] = cfg.colsb[3] = 64;
+    for (int t = 4; t < 8; t++) cfg.rows[t] = 16, cfg.colsb[t] = 64;   // C: 16 x 16 int32
     _tile_loadconfig(&cfg);
-    float out[16][16];
+    float out[2][16][16];
     for (int64_t i13 = 0; i13 < src1->ne[3]; i13++)
     for (int64_t i12 = 0; i12 < src1->ne[2]; i12++) {
         const int64_t i02 = i12 / r2, i03 = i13 / r3;
@@ -817,13 +882,18 @@ static void tg_mul_mat_amx(const tg_params *p, tg_tensor *dst, int64_t ir0, int6
                     Wm[h * 16 + r] = umn[h];
                 }
             }
-            for (int64_t b = 0; b < NB; b++) {
-                tg_amx_block(K, G, has_min, A, Ws, Wm, B + 32 * K * b, B + 32 * K * b + 16 * K,
-                             Dall + b * (K / 16) * 16, DSall + b * (K / 16) * 16, out);
-                for (int j = 0; j < 16 && 16 * b + j < N; j++) {
-                    float *d = (float *)at(dst, m0, 16 * b + j, i12, i13);
-                    for (int r = 0; r < nm; r++) d[r] = out[r][j];
-                }
+            for (int64_t b = 0; b < NB; b += 2) {
+                const float *D = Dall + b * (K / 16) * 16, *DS = DSall + b * (K / 16) * 16;
+                if (b + 1 < NB)
+                    tg_amx_block2(K, G, has_min, A, Ws, Wm, B + 32 * K * b, B + 32 * K * (b + 1), D, DS,
+                                  D + (K / 16) * 16, DS + (K / 16) * 16, out[0], out[1]);
+                else
+                    tg_amx_block(K, G, has_min, A, Ws, Wm, B + 32 * K * b, B + 32 * K * b + 16 * K, D, DS, out[0]);
+                for (int e = 0; e < 2 && b + e < NB; e++)
+                    for (int j = 0; j < 16 && 16 * (b + e) + j < N; j++) {
+                        float *d = (float *)at(dst, m0, 16 * (b + e) + j, i12, i13);
+                        for (int r = 0; r < nm; r++) d[r] = out[e][r][j];
+                    }
             }
         }
     }
