@@ -844,6 +844,7 @@ static void tg_mul_mat_amx(const tg_params *p, tg_tensor *dst, int64_t ir0, int6
     const int64_t K = src0->ne[0], N = src1->ne[1], NB = (N + 15) / 16;
     const int G = tt->scale_group, has_min = tt->has_min;
     const int64_t r2 = src1->ne[2] / src0->ne[2], r3 = src1->ne[3] / src0->ne[3];
+    if (ir0 >= ir1) return;
     // the panels' layout (tg_mul_mat_qpanels): A in the first panel's place, the scales as there
     int8_t *A = (int8_t *)(((uintptr_t)p->wdata + 63) & ~(uintptr_t)63);
     float *Ws = (float *)((int16_t *)A + 32 * K), *Wm = Ws + 2 * K;
