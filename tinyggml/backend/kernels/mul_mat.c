@@ -643,6 +643,16 @@ static void tg_qpanel_unpack(const tg_tensor *src0, int64_t m0, int64_t nm, int6
     tg_transpose((const float *)rows, K / 2, (float *)Wq, MM_MR, MM_MR, K / 2);
 }
 
+#ifdef TG_AVX512
+#define QP_WIDE QP_NR_WIDE
+#define tg_qpanel_w32 tg_qpanel_wide_g32
+#define tg_qpanel_w16 tg_qpanel_wide_g16
+#else
+#define QP_WIDE QP_NR6
+#define tg_qpanel_w32 tg_qpanel_six_g32
+#define tg_qpanel_w16 tg_qpanel_six_g16
+#endif
+
 // columns [n, N) of one 16-row panel: its nm rows of dst from row m0
 static void tg_qpanel_columns(const tg_tensor *dst, int64_t n, int64_t m0, int64_t nm, int64_t i12,
                               int64_t i13, const int16_t *Wq, const float *Ws, const float *Wm) {
@@ -650,37 +660,21 @@ static void tg_qpanel_columns(const tg_tensor *dst, int64_t n, int64_t m0, int64
     const int64_t K = dst->src[0]->ne[0], N = src1->ne[1];
     const tg_type_traits *tt = tg_get_type_traits(dst->src[0]->type);
     const int G = tt->scale_group, has_min = tt->has_min;
-#ifdef TG_AVX512
-    float tmp[QP_NR_WIDE][MM_MR];
-    for (; TG_WIDE_PANELS && n + QP_NR_WIDE <= N; n += QP_NR_WIDE) {
-        const uint8_t *act[QP_NR_WIDE];
-        float *d[QP_NR_WIDE];
-        for (int j = 0; j < QP_NR_WIDE; j++) {
+    // the wide tiles while they fill (AVX-512: 12 columns in zmm; AVX2: 6), then the 3 / 6-column one
+    float tmp[QP_WIDE][MM_MR];
+    for (; tg_wide_panels && n + QP_WIDE <= N; n += QP_WIDE) {
+        const uint8_t *act[QP_WIDE];
+        float *d[QP_WIDE];
+        for (int j = 0; j < QP_WIDE; j++) {
             act[j] = (const uint8_t *)at(src1, 0, n + j, i12, i13);
             d[j] = nm == MM_MR ? (float *)at(dst, m0, n + j, i12, i13) : tmp[j];
         }
-        if (G == 32) tg_qpanel_wide_g32(K, has_min, Wq, Ws, Wm, act, d);
-        else tg_qpanel_wide_g16(K, has_min, Wq, Ws, Wm, act, d);
+        if (G == 32) tg_qpanel_w32(K, has_min, Wq, Ws, Wm, act, d);
+        else tg_qpanel_w16(K, has_min, Wq, Ws, Wm, act, d);
         if (nm < MM_MR)
-            for (int j = 0; j < QP_NR_WIDE; j++)
+            for (int j = 0; j < QP_WIDE; j++)
                 memcpy(at(dst, m0, n + j, i12, i13), tmp[j], nm * 4);
     }
-#else
-    float tmp[QP_NR6][MM_MR];
-    for (; tg_wide_panels && n + QP_NR6 <= N; n += QP_NR6) {
-        const uint8_t *act[QP_NR6];
-        float *d[QP_NR6];
-        for (int j = 0; j < QP_NR6; j++) {
-            act[j] = (const uint8_t *)at(src1, 0, n + j, i12, i13);
-            d[j] = nm == MM_MR ? (float *)at(dst, m0, n + j, i12, i13) : tmp[j];
-        }
-        if (G == 32) tg_qpanel_six_g32(K, has_min, Wq, Ws, Wm, act, d);
-        else tg_qpanel_six_g16(K, has_min, Wq, Ws, Wm, act, d);
-        if (nm < MM_MR)
-            for (int j = 0; j < QP_NR6; j++)
-                memcpy(at(dst, m0, n + j, i12, i13), tmp[j], nm * 4);
-    }
-#endif
     for (; n < N; n += QP_NR) {
         const int nr = (int)TG_MIN(QP_NR, N - n);
         const uint8_t *act[QP_NR];
