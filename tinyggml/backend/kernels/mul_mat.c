@@ -577,9 +577,10 @@ static inline __attribute__((always_inline)) void tg_qpanel_tile6(
             _mm256_storeu_ps(d[j] + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[j][1]), _mm256_mul_ps(ws1, a),
                                                        _mm256_loadu_ps(d[j] + 8)));
         }
+        // the mins once a group: per 32 (equal halves, both half sums) or per 16
         for (int64_t h = k0 / 16; has_min && h < (k0 + G) / 16; h += G / 16) {
             const __m256 m0 = _mm256_load_ps(Wm + h * 16), m1 = _mm256_load_ps(Wm + h * 16 + 8);
-            for (int j = 0; j < QP_NR6; j++) {      // mins per 32 (equal halves): one step
+            for (int j = 0; j < QP_NR6; j++) {
                 const __m256 b = _mm256_set1_ps(G == 32 ? ds[j][h] + ds[j][h + 1] : ds[j][h]);
                 _mm256_storeu_ps(d[j], _mm256_fnmadd_ps(m0, b, _mm256_loadu_ps(d[j])));
                 _mm256_storeu_ps(d[j] + 8, _mm256_fnmadd_ps(m1, b, _mm256_loadu_ps(d[j] + 8)));
@@ -703,7 +704,8 @@ static void tg_qpanel_columns(const tg_tensor *dst, int64_t n, int64_t m0, int64
 // columns and per group, G / 4 rows of 64 bytes: row kk holds k = 4 kk .. 4 kk + 3 of each
 // column (the tile product's 4-deep pairing); columns past N are zeros. Per block and group the
 // columns' activation scales (and their half sums for the mins) sit in 16-float vectors.
-// Scratch (after the panels' own): B hi and lo 32 K bytes, scales 2 K + sums 4 K bytes a block.
+// Scratch (after the panels' own): per block of 16 columns, B hi and lo (32 K bytes), the
+// scales and the half sums (4 K bytes each).
 typedef struct {
     uint8_t palette, start_row, reserved[14];
     uint16_t colsb[16];
@@ -737,46 +739,8 @@ static void tg_amx_pack_columns(const tg_tensor *src1, int64_t n0, int64_t i12, 
     }
 }
 
-// one 16-row panel (A, scales Ws / Wm [K/16][16]) times one packed block of 16 columns: the
-// rows' float sums f[r] (16 columns each) into out[r][16]
-static void tg_amx_block(int64_t K, int G, int has_min, const int8_t *A, const float *Ws,
-                         const float *Wm, const uint8_t *Bh, const uint8_t *Bl, const float *D,
-                         const float *DS, float out[16][16]) {
-    __m512 f[16];
-    // the products of group g are stored while group g - 1's are read: a vector load of a tile
-    // store still in flight waits for it to complete (no store forwarding), so the sums of a
-    // group are read one group later, from the other buffer
-    int32_t ch[2][16][16], cl[2][16][16];
-    for (int r = 0; r < 16; r++) f[r] = _mm512_setzero_ps();
-    const int64_t ng = K / G;
-    for (int64_t g = 0; g <= ng; g++) {
-        if (g < ng) {
-            const int64_t k0 = g * G;
-            _tile_loadd(1, A + k0, K);
-            _tile_loadd(2, Bh + (k0 / 4) * 64, 64);
-            _tile_loadd(3, Bl + (k0 / 4) * 64, 64);
-            _tile_zero(4);
-            _tile_zero(5);
-            _tile_dpbssd(4, 1, 2);
-            _tile_dpbsud(5, 1, 3);
-            _tile_stored(4, ch[g & 1], 64);
-            _tile_stored(5, cl[g & 1], 64);
-        }
-        if (g == 0) continue;
-        const int64_t p = g - 1, k0 = p * G;
-        const __m512 d = _mm512_loadu_ps(D + 16 * p);
-        const __m512 dsum = _mm512_loadu_ps(DS + 16 * p);
-        for (int r = 0; r < 16; r++) {
-            const __m512i s = _mm512_add_epi32(_mm512_slli_epi32(_mm512_loadu_si512(ch[p & 1][r]), 8),
-                                               _mm512_loadu_si512(cl[p & 1][r]));
-            f[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(_mm512_set1_ps(Ws[(k0 / 16) * 16 + r]), d), f[r]);
-            if (has_min) f[r] = _mm512_fnmadd_ps(_mm512_set1_ps(Wm[(k0 / 16) * 16 + r]), dsum, f[r]);
-        }
-    }
-    for (int r = 0; r < 16; r++) _mm512_storeu_ps(out[r], f[r]);
-}
-
-// group p's sums of one block (stored tiles ch / cl) into the rows' float sums f[r] (16 columns)
+// a group's sums of one block (its stored tiles ch, cl: high and low bytes' products) into the
+// rows' float sums f[r] (16 columns each), as the VNNI tiles' epilogue
 static inline __attribute__((always_inline)) void tg_amx_epilogue(int64_t k0, int has_min, const float *Ws,
                                                                  const float *Wm, const int32_t ch[16][16],
                                                                  const int32_t cl[16][16], __m512 d,
@@ -791,9 +755,41 @@ static inline __attribute__((always_inline)) void tg_amx_epilogue(int64_t k0, in
     }
 }
 
+// one 16-row panel (A, scales Ws / Wm [K/16][16]) times one packed block of 16 columns: the
+// rows' float sums (16 columns each) into out[r][16]
+static void tg_amx_block(int64_t K, int G, int has_min, const int8_t *A, const float *Ws,
+                         const float *Wm, const uint8_t *Bh, const uint8_t *Bl, const float *D,
+                         const float *DS, float out[16][16]) {
+    // the products of group g are stored while group g - 1's are read: a vector load of a tile
+    // store still in flight waits for it to complete (no store forwarding), so the sums of a
+    // group are read one group later, from the other buffer
+    int32_t c[2][2][16][16];
+    memset(out, 0, 16 * 16 * sizeof(float));
+    const int64_t ng = K / G;
+    for (int64_t g = 0; g <= ng; g++) {
+        if (g < ng) {
+            const int64_t k0 = g * G;
+            _tile_loadd(1, A + k0, K);
+            _tile_loadd(2, Bh + (k0 / 4) * 64, 64);
+            _tile_loadd(3, Bl + (k0 / 4) * 64, 64);
+            _tile_zero(4);
+            _tile_zero(5);
+            _tile_dpbssd(4, 1, 2);
+            _tile_dpbsud(5, 1, 3);
+            _tile_stored(4, c[g & 1][0], 64);
+            _tile_stored(5, c[g & 1][1], 64);
+        }
+        if (g == 0) continue;
+        const int64_t q = g - 1;
+        tg_amx_epilogue(q * G, has_min, Ws, Wm, c[q & 1][0], c[q & 1][1], _mm512_loadu_ps(D + 16 * q),
+                        _mm512_loadu_ps(DS + 16 * q), out);
+    }
+}
+
 // tg_amx_block for two blocks of columns at once: one A tile meets four B tiles per group (the
 // B tiles rotate through three registers), so a group's chain of loads, products and stores
-// carries twice the products; each output's steps are tg_amx_block's
+// carries twice the products; each output's steps are tg_amx_block's (the last block of an odd
+// count goes there)
 static void tg_amx_block2(int64_t K, int G, int has_min, const int8_t *A, const float *Ws,
                           const float *Wm, const uint8_t *B0, const uint8_t *B1, const float *D0,
                           const float *DS0, const float *D1, const float *DS1, float out0[16][16],
@@ -842,8 +838,10 @@ static void tg_mul_mat_amx(const tg_params *p, tg_tensor *dst, int64_t ir0, int6
     // the panels' layout (tg_mul_mat_qpanels): A in the first panel's place, the scales as there
     int8_t *A = (int8_t *)(((uintptr_t)p->wdata + 63) & ~(uintptr_t)63);
     float *Ws = (float *)((int16_t *)A + 32 * K), *Wm = Ws + 2 * K;
-    char *scratch = (char *)(Wm + 2 * K) + 32 * K;      // past the rows: the unpack scratch
-    uint8_t *B = (uint8_t *)(((uintptr_t)(scratch + 2 * K + 4 * K / 16 * 4 + src0->nb[1]) + 63) & ~(uintptr_t)63);
+    // past the rows: a row's scales and mins (its int8 values go straight into A), a gathered row
+    float *usc = (float *)((char *)(Wm + 2 * K) + 32 * K), *umn = usc + K / 16;
+    char *rbuf = (char *)(umn + K / 16);
+    uint8_t *B = (uint8_t *)(((uintptr_t)(rbuf + src0->nb[1]) + 63) & ~(uintptr_t)63);
     float *Dall = (float *)(B + 32 * K * NB), *DSall = Dall + NB * (K / 16) * 16;
     tg_tilecfg cfg;
     memset(&cfg, 0, sizeof cfg);
@@ -862,9 +860,6 @@ static void tg_mul_mat_amx(const tg_params *p, tg_tensor *dst, int64_t ir0, int6
                                 Dall + b * (K / 16) * 16, DSall + b * (K / 16) * 16);
         for (int64_t m0 = ir0; m0 < ir1; m0 += MM_MR) {
             const int64_t nm = TG_MIN(MM_MR, ir1 - m0);
-            int8_t *uw = (int8_t *)scratch;
-            float *usc = (float *)(uw + K), *umn = usc + K / 16;
-            char *rbuf = (char *)(umn + K / 16);
             for (int64_t r = 0; r < MM_MR; r++) {
                 if (r >= nm) {
                     memset(A + r * K, 0, K);
