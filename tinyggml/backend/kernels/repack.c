@@ -720,23 +720,28 @@ void tg_dot16_q4_k_packed(int64_t K, const uint8_t *gb, const uint8_t *act, cons
     for (int r = 0; r < 16; r++) out[r] = a[r] - m[r];
 }
 
-void tg_dot16xn_q4_k_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *const *acts,
-                            const uint8_t *split, float *acc, float *out) {
-    (void)acc;
+// n columns: each column through its one-column dot in turn (the group's rows stay in L1 or L2
+// between columns); out[16 j + r] is row r's one-row dot with column j
+typedef void (*tg_dot16_fn)(int64_t K, const uint8_t *gb, const uint8_t *act, const uint8_t *lo,
+                            const int8_t *hi, float out[16]);
+
+static void each_column(tg_dot16_fn dot, int64_t K, const uint8_t *gb, int n, const uint8_t *const *acts,
+                        const uint8_t *split, float *out) {
     for (int j = 0; j < n; j++) {
         const uint8_t *lo = split + TG_SPLIT_BYTES(K) * j;
-        tg_dot16_q4_k_packed(K, gb, acts[j], lo, (const int8_t *)lo + K, out + 16 * j);
+        dot(K, gb, acts[j], lo, (const int8_t *)lo + K, out + 16 * j);
     }
 }
 
-// n columns: each column through the one-column dot in turn (the group's rows stay in L1 or L2
-// between columns); out[16 j + r] is row r's one-row dot with column j
 void tg_dot16xn_q4_0_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *const *acts,
                             const uint8_t *split, float *acc, float *out) {
     (void)acc;
-    for (int j = 0; j < n; j++) {
-        const uint8_t *lo = split + TG_SPLIT_BYTES(K) * j;
-        tg_dot16_q4_0_packed(K, gb, acts[j], lo, (const int8_t *)lo + K, out + 16 * j);
-    }
+    each_column(tg_dot16_q4_0_packed, K, gb, n, acts, split, out);
+}
+
+void tg_dot16xn_q4_k_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *const *acts,
+                            const uint8_t *split, float *acc, float *out) {
+    (void)acc;
+    each_column(tg_dot16_q4_k_packed, K, gb, n, acts, split, out);
 }
 #endif
