@@ -3,6 +3,8 @@ sigmoid output gate (gate_sigmoid) against their float64 numpy references (ops.p
 random shapes: value heads sharing key heads, head sizes with tails after the SIMD blocks,
 several sequences of different lengths back to back with states carried in, chunks that do not
 divide a sequence, strided inputs, 1-3 threads, SIMD and scalar."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -74,22 +76,17 @@ def test_gated_delta(simd, dk, dv, nh, nk, lens, algo, nt):
 
 @pytest.mark.parametrize("dk,dv", [(128, 128), (24, 72)])
 def test_gated_delta_chunked_wide_bit_for_bit(dk, dv):
-    """The chunks' output and state blocks 32 columns wide on AVX-512 (set_wide_panels) or 16:
-    the same bits."""
-    from tinyggml.backend import set_wide_panels
+    """The chunks' output and state blocks 32 columns wide on AVX-512 (GraphOptions.wide_scan)
+    or 16: the same bits."""
     got = {}
-    try:
-        for wide in (False, True):
-            set_wide_panels(wide)
-            state, *args = _delta_case(np.random.default_rng(dk + dv), dk, dv, 4, 2, [30, 1, 9], strided=True)
-            out = ops.gated_delta(state, *args, opts=ALGOS["chunk5"])
-            g = Graph()
-            g.output(out)
-            plan = Plan(g, max_threads=2)
-            plan.run(2)
-            got[wide] = (plan.numpy(out).copy(), state.data.copy())
-    finally:
-        set_wide_panels(True)
+    for wide in (False, True):
+        state, *args = _delta_case(np.random.default_rng(dk + dv), dk, dv, 4, 2, [30, 1, 9], strided=True)
+        out = ops.gated_delta(state, *args, opts=dataclasses.replace(ALGOS["chunk5"], wide_scan=wide))
+        g = Graph()
+        g.output(out)
+        plan = Plan(g, max_threads=2)
+        plan.run(2)
+        got[wide] = (plan.numpy(out).copy(), state.data.copy())
     np.testing.assert_array_equal(got[True][0], got[False][0])
     np.testing.assert_array_equal(got[True][1], got[False][1])
 

@@ -322,18 +322,13 @@ def test_ssm_scan_chunked(simd, ds, hd, nh, ng, lens, chunk, nt):
 @pytest.mark.parametrize("ds,hd", [(128, 64), (13, 72), (16, 104)])
 def test_ssm_scan_chunked_wide_bit_for_bit(ds, hd):
     """AVX-512 builds run the chunked scan's blocks 32 columns wide (ssm.c tg_ssd_block_z,
-    behind set_wide_panels): the same outputs and states bit for bit as the 16-column blocks
-    (head sizes with 16- and 8-column tails). Elsewhere the switch changes nothing."""
-    from tinyggml.backend import set_wide_panels
+    GraphOptions.wide_scan): the same outputs and states bit for bit as the 16-column blocks
+    (head sizes with 16- and 8-column tails). Elsewhere the option changes nothing."""
     got = {}
-    try:
-        for wide in (False, True):
-            set_wide_panels(wide)
-            args = _scan_inputs(np.random.default_rng(ds + hd), ds, hd, 3, 1, [40, 1, 23])
-            out = ops.ssm_scan(*args, opts=GraphOptions(scan="chunked", ssd_chunk=16))
-            got[wide] = (check_op(out, 2, atol=2e-5, states=[args[0]]).copy(), args[0].data.copy())
-    finally:
-        set_wide_panels(True)
+    for wide in (False, True):
+        args = _scan_inputs(np.random.default_rng(ds + hd), ds, hd, 3, 1, [40, 1, 23])
+        out = ops.ssm_scan(*args, opts=GraphOptions(scan="chunked", ssd_chunk=16, wide_scan=wide))
+        got[wide] = (check_op(out, 2, atol=2e-5, states=[args[0]]).copy(), args[0].data.copy())
     np.testing.assert_array_equal(got[True][0], got[False][0])
     np.testing.assert_array_equal(got[True][1], got[False][1])
 
@@ -374,8 +369,8 @@ def test_ssm_scan_algo_options():
     rng = np.random.default_rng(0)
     state, x, dt, A, B, C, D, info = _scan_inputs(rng, 8, 1, 4, 1, [3])
     A1 = mk("A", -np.ones((4, 8), np.float32))
-    chunked = GraphOptions(scan="chunked", ssd_chunk=5, ssd_min_len=3)
-    assert ops.ssm_scan(state, x, dt, A, B, C, D, info, chunked).op_params == (2, 5, 3)
+    chunked = GraphOptions(scan="chunked", ssd_chunk=5, ssd_min_len=3, wide_scan=False)
+    assert ops.ssm_scan(state, x, dt, A, B, C, D, info, chunked).op_params == (2, 5, 3, 0)
     assert ops.ssm_scan(state, x, dt, A1, B, C, D, info, chunked).op_params[0] == 1
     with pytest.raises(ValueError, match="scan"):
         GraphOptions(scan="ssd")
@@ -464,19 +459,14 @@ def test_mul_mat_wide_panels_bit_for_bit(K, M, N, wtype):
     threads), else one (tg_panel_16x12): the same outputs bit for bit as the 16 x 6 tiles, for
     partial row panels, an odd panel after the pairs, a leftover 6-column tile and a partial one
     (N = 13, 23, 29, 61, 263), k blocks (K = 2085) and sum blocks of 16, 32 and 64 values (K =
-    77, 300 / 1000, 2085). Elsewhere the switch changes nothing and the test holds trivially."""
-    from tinyggml.backend import set_wide_panels
+    77, 300 / 1000, 2085). GraphOptions.wide_gemm picks them; elsewhere it changes nothing and
+    the test holds trivially."""
     rng = np.random.default_rng(K + M + N)
     dt = np.float16 if wtype == F16 else np.float32
     a = mk("a", rnd(rng, M, K, dtype=dt), type=wtype)
     b = mk("b", rnd(rng, N, K))
-    try:
-        set_wide_panels(False)
-        narrow = check_op(ops.mul_mat(a, b), 3, atol=1e-3).copy()
-        set_wide_panels(True)
-        wide = check_op(ops.mul_mat(a, b), 3, atol=1e-3)        # against float64 too
-    finally:
-        set_wide_panels(True)
+    narrow = check_op(ops.mul_mat(a, b, GraphOptions(wide_gemm=False)), 3, atol=1e-3).copy()
+    wide = check_op(ops.mul_mat(a, b, GraphOptions(wide_gemm=True)), 3, atol=1e-3)   # against float64 too
     np.testing.assert_array_equal(wide, narrow)
 
 

@@ -18,6 +18,13 @@ def test_default_per_cpu():
     assert GraphOptions.for_cpu("AVX2", "AMD").int_gemm is False
     assert GraphOptions.for_cpu("AVX2", "").int_gemm is False
     assert GraphOptions.for_cpu("AVX2", "AMD", int_gemm=True, scan="recurrent").int_gemm is True
+    # the wider forms everywhere but on AMD's AVX-512 (Zen 4)
+    zen4 = GraphOptions.for_cpu("AVX-512 VNNI", "AMD")
+    assert not zen4.wide_gemm and not zen4.wide_scan
+    for isa, vendor in (("AVX-512 VNNI", "Intel"), ("AVX-512 VNNI", ""), ("AVX2", "AMD"), ("AVX2", "Intel")):
+        assert GraphOptions.for_cpu(isa, vendor).wide_gemm is True
+        assert GraphOptions.for_cpu(isa, vendor).wide_scan is True
+    assert GraphOptions.for_cpu("AVX-512 VNNI", "AMD", wide_gemm=True).wide_gemm is True
 
 
 def test_cpu_vendor_from_cpuid():
@@ -41,6 +48,10 @@ def test_environment_override(monkeypatch):
     assert GraphOptions.for_cpu().int_gemm is True
     monkeypatch.setenv("TINYGGML_INT_GEMM", "0")
     assert GraphOptions.for_cpu().int_gemm is False
+    # the variable replaces only its own choice
+    from tinyggml.backend import cpu_vendor, int_gemm_compiled, simd_enabled
+    isa = int_gemm_compiled() if simd_enabled() else ""
+    assert GraphOptions.for_cpu().wide_gemm == GraphOptions.for_cpu(isa, cpu_vendor()).wide_gemm
     monkeypatch.setenv("TINYGGML_INT_GEMM", "yes")
     with pytest.raises(ValueError, match="TINYGGML_INT_GEMM"):
         GraphOptions.for_cpu()

@@ -146,7 +146,7 @@ def test_int_gemm_wide_tiles_bit_for_bit(qt, M, N):
     tg_qpanel_tile32x12), else one (tg_qpanel_tile12): the same outputs bit for bit as the
     6-column tiles (scale groups of 32 and 16, types with and without mins, partial row panels,
     an odd panel after the pairs, leftover columns). AVX2 builds: 6-column tiles against 3."""
-    from tinyggml.backend import int_gemm_compiled, set_wide_panels
+    from tinyggml.backend import int_gemm_compiled
     if not int_gemm_compiled():
         pytest.skip("this build has no integer GEMM (portable scalar build)")
     rng = np.random.default_rng(qt * 10 + N)
@@ -154,14 +154,10 @@ def test_int_gemm_wide_tiles_bit_for_bit(qt, M, N):
     q = random_blocks(rng, qt, M, K)
     x = rng.standard_normal((N, K)).astype(np.float32)
     a = leaf(qt, (K, M), "w", INPUT, data=q)
-    opts = GraphOptions(int_gemm=True)
     got = {}
-    try:
-        for wide in (False, True):
-            set_wide_panels(wide)
-            got[wide], ref = run(ops.mul_mat(a, leaf(F32, (K, N), "x", INPUT, data=x), opts), 2)
-    finally:
-        set_wide_panels(True)
+    for wide in (False, True):
+        opts = GraphOptions(int_gemm=True, wide_gemm=wide)
+        got[wide], ref = run(ops.mul_mat(a, leaf(F32, (K, N), "x", INPUT, data=x), opts), 2)
     np.testing.assert_allclose(got[True], ref, atol=2e-5 * np.abs(ref).max(), rtol=0)
     np.testing.assert_array_equal(got[True], got[False])
 

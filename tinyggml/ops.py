@@ -159,7 +159,8 @@ def mul_mat(a: Tensor, b: Tensor, opts: GraphOptions = DEFAULT_OPTIONS) -> Tenso
         amx = int(opts.amx and not split)       # the integer panels on AMX tiles (mul_mat.c)
     else:
         kc = opts.mm_kblock(a.ne[0], b.ne[1])
-    return _new(F32, (a.ne[1], b.ne[1], b.ne[2], b.ne[3]), Op.MUL_MAT, (a, b), (kc, amx))
+    return _new(F32, (a.ne[1], b.ne[1], b.ne[2], b.ne[3]), Op.MUL_MAT, (a, b),
+                (kc, amx, int(opts.wide_gemm)))
 
 
 def _binary(a, b, op):
@@ -261,7 +262,7 @@ def ssm_scan(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tens
     _check(D is None or (D.ne[0] == nh and D.is_contiguous()), "ssm_scan: D {n_head}")
     _check(seq_info.type == I32 and seq_info.ne[0] == 3, "seq_info")
     return _new(F32, (hd, nh, n_t), Op.SSM_SCAN, (state, x, dt, A, B, C, D, seq_info),
-                (SCAN_ALGOS[algo], chunk, opts.ssd_min_len))
+                (SCAN_ALGOS[algo], chunk, opts.ssd_min_len, int(opts.wide_scan)))
 
 
 def gated_delta(state: Tensor, q: Tensor, k: Tensor, v: Tensor, alpha: Tensor, b: Tensor,
@@ -294,7 +295,8 @@ def gated_delta(state: Tensor, q: Tensor, k: Tensor, v: Tensor, alpha: Tensor, b
     _check(all(nb % 4 == 0 for t_ in (q, k, v, alpha, b) for nb in t_.nb), "gated_delta: strides of whole floats")
     _check(seq_info.type == I32 and seq_info.ne[0] == 3 and seq_info.is_contiguous(), "seq_info")
     return _new(F32, (dv, nh, n_t), Op.GATED_DELTA, (state, q, k, v, alpha, b, A, dt_bias, seq_info),
-                (_f32_bits(eps), SCAN_ALGOS[opts.scan], opts.delta_chunk, opts.delta_min_len))
+                (_f32_bits(eps), SCAN_ALGOS[opts.scan], opts.delta_chunk, opts.delta_min_len,
+                 int(opts.wide_scan)))
 
 
 # ---- attention ----------------------------------------------------------------------------

@@ -16,6 +16,8 @@ Defaults per CPU (`tinyggml-cli info` prints the ones in use):
                      panels (vpmaddwd), where the widening is not amortized (measured on Zen 3,
                      where the integer tiles of the time only equalled the float ones)
     portable build   int_gemm=False (the integer dots and the scalar tiles)
+On AMD CPUs with AVX-512 (Zen 4) the GEMM tiles and the scans' blocks stay in ymm registers:
+wide_gemm=wide_scan=False.
 With AMX (Sapphire Rapids and later, when the kernel grants the tile state) the integer panels'
 products run on AMX tiles: amx=True, bit for bit the VNNI tiles. TINYGGML_AMX=0 turns it off.
 TINYGGML_INT_GEMM=0|1 in the environment replaces the CPU's choice (to run one CPU's paths on
@@ -51,6 +53,11 @@ class GraphOptions:
     # the integer panels' products on AMX tiles (bit for bit the VNNI tiles; mul_mat.c), where
     # the build and the kernel allow them (otherwise the VNNI / AVX2 tiles run)
     amx: bool = False
+    # the wider forms, bit for bit the narrower ones: on AVX-512 builds the GEMM tiles in zmm
+    # (12 columns; 32 rows while two panels fill) and the chunked scans' 32-column blocks; on
+    # AVX2 builds the integer GEMM's 16 x 6 tile (wide_gemm; the scans have no wider form)
+    wide_gemm: bool = True
+    wide_scan: bool = True
     # float panels: rows longer than mm_kblock_min_k times batches of mm_kblock_min_n+ columns
     # are multiplied in k blocks of mm_kc values (bit for bit the same sums; faster from L2)
     mm_kc: int = 1024
@@ -76,7 +83,7 @@ class GraphOptions:
         """The default for the kernels this build runs (the table in the module docstring).
         `int_gemm_isa` ("AVX-512 VNNI", "AVX2" or "") and `vendor` ("Intel", "AMD" or "") stand
         in for the build's and the CPU's own, for tests."""
-        amx = False
+        amx, env = False, {}
         if int_gemm_isa is None:
             from .backend import amx_available, int_gemm_compiled, simd_enabled
             int_gemm_isa = int_gemm_compiled() if simd_enabled() else ""
@@ -87,12 +94,15 @@ class GraphOptions:
             if os.environ.get("TINYGGML_AMX"):
                 amx = amx and os.environ["TINYGGML_AMX"] == "1"
             if os.environ.get("TINYGGML_INT_GEMM"):
-                return replace(cls(int_gemm=os.environ["TINYGGML_INT_GEMM"] == "1", amx=amx), **overrides)
-        if vendor is None and int_gemm_isa == "AVX2":
+                env["int_gemm"] = os.environ["TINYGGML_INT_GEMM"] == "1"
+        if vendor is None and int_gemm_isa:
             from .backend import cpu_vendor
             vendor = cpu_vendor()
         int_gemm = int_gemm_isa == "AVX-512 VNNI" or (int_gemm_isa == "AVX2" and vendor == "Intel")
-        return replace(cls(int_gemm=int_gemm, amx=amx), **overrides)
+        # Zen 4 runs a 512-bit operation as two 256-bit halves: there the zmm forms measured
+        # no faster than the ymm ones (BENCHMARKS.md), so the narrower forms run
+        wide = not (int_gemm_isa == "AVX-512 VNNI" and vendor == "AMD")
+        return replace(cls(int_gemm=int_gemm, amx=amx, wide_gemm=wide, wide_scan=wide), **{**env, **overrides})
 
     def mm_kblock(self, K: int, N: int) -> int:
         """The k block of a float-panel mul_mat of rows of K values times N columns (0: none)."""
@@ -104,5 +114,8 @@ class GraphOptions:
              f"float GEMM from there")
         if self.amx:
             q += " (AMX tiles)"
-        return (f"{q}; Mamba-2 scan {self.scan} (chunks of {self.ssd_chunk} from {self.ssd_min_len} tokens), "
-                f"delta rule {self.scan} (chunks of {self.delta_chunk} from {self.delta_min_len})")
+        elif not self.wide_gemm:
+            q += " (narrow tiles)"
+        blocks = "" if self.wide_scan else ", narrow blocks"
+        return (f"{q}; Mamba-2 scan {self.scan} (chunks of {self.ssd_chunk} from {self.ssd_min_len} tokens{blocks}), "
+                f"delta rule {self.scan} (chunks of {self.delta_chunk} from {self.delta_min_len}{blocks})")

@@ -19,7 +19,7 @@ from tinyggml.backend import Plan
 from tinyggml.graph import Graph
 from tinyggml.options import GraphOptions
 from tinyggml.repack import packable
-from tinyggml.backend import pack_rows, set_wide_panels
+from tinyggml.backend import pack_rows
 from tinyggml.tools.quantize import QTYPES, quantize_tensor
 from tinyggml.tensor import F32, INPUT, NP_DTYPE, leaf
 
@@ -37,7 +37,7 @@ def parse(spec):
     return m, k, n, t
 
 
-def measure(m, k, n, t, threads, reps, rng, repack=True):
+def measure(m, k, n, t, threads, reps, rng, repack=True, opts=None):
     qtype = QTYPES[t][0]
     w = quantize_tensor(rng.standard_normal((m, k)).astype(np.float32) * 0.02, t)
     if int(qtype) in NP_DTYPE:                          # F32 / F16 leaves hold their own dtype
@@ -47,7 +47,7 @@ def measure(m, k, n, t, threads, reps, rng, repack=True):
         a.packed = pack_rows(a.type, w, k, m, threads)
     x = leaf(F32, (k, n), "x", INPUT, data=rng.standard_normal((n, k)).astype(np.float32))
     g = Graph()
-    g.output(ops.mul_mat(a, x, GraphOptions.for_cpu()))      # the path a model takes here
+    g.output(ops.mul_mat(a, x, opts or GraphOptions.for_cpu()))   # the path a model takes here
     plan = Plan(g, max_threads=threads)
     plan.run(threads)                                   # first touch of the scratch
     times = []
@@ -66,18 +66,21 @@ def main(argv=None):
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("-r", "--reps", type=int, default=9)
     ap.add_argument("--no-repack", action="store_true", help="weights in the file layout")
-    ap.add_argument("--narrow", action="store_true",
-                    help="the narrower GEMM tiles (backend.set_wide_panels(False)), for A/B runs")
+    tiles = ap.add_mutually_exclusive_group()
+    tiles.add_argument("--narrow", action="store_true",
+                       help="the narrower GEMM tiles (GraphOptions.wide_gemm=False), for A/B runs")
+    tiles.add_argument("--wide", action="store_true",
+                       help="the wider GEMM tiles (GraphOptions.wide_gemm=True), for A/B runs")
     args = ap.parse_args(argv)
-    if args.narrow:
-        set_wide_panels(False)
+    opts = GraphOptions.for_cpu(**({"wide_gemm": False} if args.narrow else
+                                   {"wide_gemm": True} if args.wide else {}))
     if args.threads < 1 or args.reps < 1:
         ap.error("threads and reps must be at least 1")
     specs = [parse(s) for s in args.shapes]
     rng = np.random.default_rng(0)
     for m, k, n, t in specs:
         try:
-            best, med, nbytes = measure(m, k, n, t, args.threads, args.reps, rng, not args.no_repack)
+            best, med, nbytes = measure(m, k, n, t, args.threads, args.reps, rng, not args.no_repack, opts)
         except Exception as e:                          # e.g. K not a multiple of the block
             print(f"{m}x{k}x{n}x{t}: {e}", file=sys.stderr)
             return 1

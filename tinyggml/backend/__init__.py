@@ -8,13 +8,13 @@ import os as _os
 from ._backend import (MAX_PARAMS, MAX_SRC, MUL_MAT_PATHS, Plan, amx_available, barrier_spin,
                        cpu_vendor,
                        int_gemm_compiled, measure_read_bandwidth, openmp_max_threads, pack_rows,
-                       pack_supported, packed_max_cols, set_attn_wide, set_barrier_spin, set_simd, set_wide_panels,
+                       pack_supported, packed_max_cols, set_attn_wide, set_barrier_spin, set_simd,
                        simd_compiled, simd_enabled, type_traits)
 
 __all__ = ["Plan", "set_simd", "simd_compiled", "simd_enabled", "int_gemm_compiled", "cpu_vendor",
            "amx_available",
            "openmp_max_threads", "measure_read_bandwidth", "set_barrier_spin", "barrier_spin",
-           "pack_rows", "pack_supported", "packed_max_cols", "set_wide_panels", "set_attn_wide", "type_traits", "describe",
+           "pack_rows", "pack_supported", "packed_max_cols", "set_attn_wide", "type_traits", "describe",
            "MAX_SRC",
            "MAX_PARAMS",
            "MUL_MAT_PATHS"]

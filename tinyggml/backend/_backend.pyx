@@ -15,7 +15,7 @@ from ..alloc import ALIGN, plan_memory
 from ..ops import EMPTY_OPS, OPS, Op
 from ..tensor import as_numpy
 
-from .tg cimport (tg_tensor, tg_graph_compute, tg_simd_enabled, tg_wide_panels, tg_attn_wide, tg_simd_compiled,
+from .tg cimport (tg_tensor, tg_graph_compute, tg_simd_enabled, tg_attn_wide, tg_simd_compiled,
                  tg_int_gemm_compiled, tg_pack_supported, tg_packed_max_cols, tg_cpu_vendor, tg_amx_ready, tg_pack_rows, tg_max_threads,
                  tg_mul_mat_path, tg_type_info, tg_read_bandwidth, tg_time_now, tg_spin_ns,
                  TG_MAX_SRC, TG_MAX_PARAMS)
@@ -98,17 +98,6 @@ def set_simd(bint enabled):
 
 def simd_enabled():
     return bool(tg_simd_enabled) and bool(tg_simd_compiled())
-
-
-def set_wide_panels(bint enabled) -> bool:
-    """AVX-512 builds: the float GEMM in 16x12 tiles of 512-bit registers (True, the default)
-    or the AVX2 16x6 tiles (False), and the integer GEMM's 12-column tiles; AVX2 builds: the
-    integer GEMM in 16x6 tiles (True) or 16x3 (False). The results are the same bit for bit.
-    Returns the previous setting (benchmarks alternate the two)."""
-    global tg_wide_panels
-    prev = bool(tg_wide_panels)
-    tg_wide_panels = 1 if enabled else 0
-    return prev
 
 
 def set_attn_wide(bint enabled) -> bool:

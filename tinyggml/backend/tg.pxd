@@ -17,7 +17,6 @@ cdef extern from "tg.h" nogil:
         char *data
 
     int tg_simd_enabled
-    int tg_wide_panels
     int tg_attn_wide
     int tg_simd_compiled()
     int tg_int_gemm_compiled()

@@ -24,7 +24,6 @@
 #endif
 
 int tg_simd_enabled = 1;
-int tg_wide_panels = 1;
 int tg_attn_wide = 1;
 
 int tg_simd_compiled(void) {

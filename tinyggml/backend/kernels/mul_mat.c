@@ -1,7 +1,10 @@
 // mul_mat: dst[m, n] = sum_k src0[k, m] * src1[k, n], broadcast over dims 2, 3
 // src0: {K, M, ne02, ne03} any weight type (rows contiguous), src1: {K, N, ne12, ne13} F32
 // (rows contiguous), or QACT / QACT_K rows when a QUANTIZE node made them (quantized weights
-// on the integer paths), dst: {M, N, ne12, ne13} F32. Threads split M.
+// on the integer paths), dst: {M, N, ne12, ne13} F32. Threads split M. op_params (ops.mul_mat,
+// from the graph's options): [0] the float panels' k block, [1] the integer panels on AMX
+// tiles, [2] the wider GEMM tiles (AVX-512: 12 columns and 32 rows in zmm; AVX2: the integer
+// panels' 16 x 6 tile), each bit for bit the narrower one.
 //
 // tg_mul_mat_path, at the end of this file, is the one place that picks a node's kernel:
 // - decode (one F32 / F16 column): each thread's rows as 4 quarters read side by side (4 read
@@ -249,7 +252,7 @@ static void tg_mul_mat_panels(const tg_params *p, tg_tensor *dst, int64_t ir0, i
 #ifdef TG_AVX512
             // pairs of full panels through the 32 x 12 tiles while 12 columns remain; their
             // last columns through the 16-row tiles, panel by panel
-            for (; TG_WIDE_PANELS && N >= 2 * MM_NR && m0 + 2 * MM_MR <= ir1; m0 += 2 * MM_MR) {
+            for (; TG_WIDE(dst->op_params[2]) && N >= 2 * MM_NR && m0 + 2 * MM_MR <= ir1; m0 += 2 * MM_MR) {
                 tg_pack_panel(src0, k0, kc, m0, MM_MR, i12 / r2, i13 / r3, rows, Wp, scratch);
                 tg_pack_panel(src0, k0, kc, m0 + MM_MR, MM_MR, i12 / r2, i13 / r3, rows, Wp1, scratch);
                 int64_t n = 0;
@@ -274,7 +277,7 @@ static void tg_mul_mat_panels(const tg_params *p, tg_tensor *dst, int64_t ir0, i
                 for (int64_t n = 0; n < N;) {
                     // 12 columns at once (two 6-column tiles, AVX-512) while two full tiles
                     // remain, else one tile of up to 6
-                    const int wide = TG_WIDE_PANELS && N - n >= 2 * MM_NR;
+                    const int wide = TG_WIDE(dst->op_params[2]) && N - n >= 2 * MM_NR;
                     const int w = wide ? 2 * MM_NR : MM_NR;
                     const int nr = (int)TG_MIN(w, N - n);
                     float *d[2 * MM_NR];
@@ -398,7 +401,7 @@ static inline __attribute__((always_inline)) void tg_qpanel_tile(
 }
 
 #ifdef TG_AVX512
-// tg_qpanel_tile for 12 columns in 512-bit registers (TG_WIDE_PANELS): a k pair of all 16 rows
+// tg_qpanel_tile for 12 columns in 512-bit registers (TG_WIDE): a k pair of all 16 rows
 // is one zmm of Wq, so one load and twelve broadcasts feed twelve vpdpwssd of 16 lanes, where
 // the 256-bit tile loads twice for six columns. The integer sums are exact and every float step
 // is the 256-bit tile's, lane for lane: the results are the same bit for bit.
@@ -663,7 +666,7 @@ static void tg_qpanel_columns(const tg_tensor *dst, int64_t n, int64_t m0, int64
     const int G = tt->scale_group, has_min = tt->has_min;
     // the wide tiles while they fill (AVX-512: 12 columns in zmm; AVX2: 6), then the 3 / 6-column one
     float tmp[QP_WIDE][MM_MR];
-    for (; tg_wide_panels && n + QP_WIDE <= N; n += QP_WIDE) {
+    for (; dst->op_params[2] && n + QP_WIDE <= N; n += QP_WIDE) {
         const uint8_t *act[QP_WIDE];
         float *d[QP_WIDE];
         for (int j = 0; j < QP_WIDE; j++) {
@@ -921,7 +924,7 @@ static void tg_mul_mat_qpanels(const tg_params *p, tg_tensor *dst, int64_t ir0, 
 #ifdef TG_AVX512
         const tg_type_traits *tt = tg_get_type_traits(src0->type);
         const int64_t N = src1->ne[1];
-        for (; TG_WIDE_PANELS && N >= QP_NR_WIDE && m0 + 2 * MM_MR <= ir1; m0 += 2 * MM_MR) {
+        for (; TG_WIDE(dst->op_params[2]) && N >= QP_NR_WIDE && m0 + 2 * MM_MR <= ir1; m0 += 2 * MM_MR) {
             tg_qpanel P[2];
             for (int h = 0; h < 2; h++) {
                 tg_qpanel_unpack(src0, m0 + h * MM_MR, MM_MR, i02, i03, Wq[h], Ws[h], Wm[h], rows, scratch);

@@ -21,12 +21,12 @@
 // and the integer dots; everything else keeps its AVX2 form.
 #if defined(TG_AVX2) && defined(__AVX512F__) && defined(__AVX512VL__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
 #define TG_AVX512 1
-// the GEMMs' 12-column tiles in 512-bit registers (mul_mat.c tg_panel_16x12, float, and
-// tg_qpanel_tile12, integer; bit for bit the narrower tiles' results), switchable at run time
-// for side-by-side benchmarks
-#define TG_WIDE_PANELS (tg_wide_panels)
+// The wider forms in 512-bit registers, where the node asks for them (`flag`, an op_params
+// entry: GraphOptions.wide_gemm for the GEMMs' 12-column and 32-row tiles, mul_mat.c;
+// wide_scan for the chunked scans' 32-column blocks, ssm.c), bit for bit the narrower forms
+#define TG_WIDE(flag) (flag)
 #else
-#define TG_WIDE_PANELS 0
+#define TG_WIDE(flag) 0
 #endif
 
 // AMX (Sapphire Rapids and later): the integer GEMM's tile products (mul_mat.c), used when the

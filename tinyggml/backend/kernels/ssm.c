@@ -120,6 +120,8 @@ void tg_ssm_conv(const tg_params *p, tg_tensor *dst) {
 // src5: C {d_state, n_group, n_t} (nb0 == 4)    src6: D {n_head} or NULL
 // src7: seq info {3, n_s} I32 (slot, first token, n tokens)
 // dst: y {head_dim, n_head, n_t} contiguous
+// op_params: the algorithm (0 auto, 1 recurrent, 2 chunked), the chunk, the shortest sequence
+// chunked under "auto", the chunks' 32-column blocks (AVX-512; GraphOptions.wide_scan)
 // ref: mamba_ssm selective_scan_ref; Mamba-2 arXiv 2405.21060 eq. (2) with scalar A per head.
 #ifdef TG_AVX2
 // Mamba-1 on the state's own layout, [channel][n] (d_state a multiple of 8): per token,
@@ -569,9 +571,10 @@ static inline __attribute__((always_inline)) void tg_ssd_block(
 }
 
 #ifdef TG_AVX512
-// The same block over 32 columns in 512-bit registers (TG_WIDE_PANELS; this machine class runs
-// zmm at twice the ymm rate): each column sees tg_ssd_block's operations in its order (the
-// same tg_sum_block blocks of k, the same multiply-adds), so the results are the same bit for bit.
+// The same block over 32 columns in 512-bit registers (TG_WIDE: GraphOptions.wide_scan; fewer
+// loads per multiply-add than two 16-column blocks): each column sees tg_ssd_block's operations
+// in its order (the same tg_sum_block blocks of k, the same multiply-adds), so the results are
+// the same bit for bit.
 static inline __attribute__((always_inline)) void tg_tile_fma_z(
         int mr, int64_t K, const float *A, int64_t ar, int64_t ak, const float *B, int64_t ldb,
         __m512 acc[6][2]) {
@@ -749,7 +752,7 @@ static void tg_ssd_heads(const tg_params *p, const tg_tensor *dst, int64_t slot,
 #ifdef TG_AVX2
             if (TG_USE_SIMD) {
 #ifdef TG_AVX512
-                for (; TG_WIDE_PANELS && pc + 32 <= hd; pc += 32)
+                for (; TG_WIDE(dst->op_params[3]) && pc + 32 <= hd; pc += 32)
                     tg_ssd_block_z(Lc, ds, Cc, ldc, Bc, ldb, ecs, M, L, xc + pc, ldx, Xw + pc, hd,
                                    decay, S + pc, hd, yc + pc, ldy);
 #endif
@@ -817,7 +820,8 @@ void tg_ssm_scan(const tg_params *p, tg_tensor *dst) {
 // d_v, n_v_heads, n_slots} (row j of a head: its value channel j over the keys), src1, src2:
 // q, k {d_k, n_k_heads, n_t}, src3: v {d_v, n_v_heads, n_t}, src4, src5: alpha, b {n_v_heads,
 // n_t}, src6: A, src7: dt_bias {n_v_heads}, src8: seq_info; op_params: the L2 norm's eps, the
-// algorithm (ssm_scan's codes), the chunk, the shortest sequence chunked under "auto".
+// algorithm (ssm_scan's codes), the chunk, the shortest sequence chunked under "auto", the
+// chunks' 32-column blocks (ssm_scan's).
 // A work item is one (sequence, value head). Token by token (decode, short sequences): one pass
 // over the state per token (each row decayed, read against k, corrected, read against q).
 // Chunked (prompts): gd_chunked below. Items go round-robin to the threads; each head's
@@ -989,7 +993,7 @@ static __attribute__((noinline)) void gd_chunked(const tg_params *p, const tg_te
 #ifdef TG_AVX2
         if (TG_USE_SIMD) {
 #ifdef TG_AVX512
-            for (; TG_WIDE_PANELS && pc + 32 <= dv; pc += 32)
+            for (; TG_WIDE(dst->op_params[4]) && pc + 32 <= dv; pc += 32)
                 tg_ssd_block_z(Lc, dk, Qn, dk, Kn, dk, gam, M, L, U + pc, dv, Uw + pc, dv, decay, ST + pc, dv, y + pc, ldy);
 #endif
             for (; pc + 16 <= dv; pc += 16)

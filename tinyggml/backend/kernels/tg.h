@@ -78,7 +78,6 @@ typedef struct tg_params {
 
 // 1 = use the SIMD kernels where compiled in; 0 = force the portable scalar path.
 extern int tg_simd_enabled;
-extern int tg_wide_panels;     // the wider GEMM tiles (1, default; mul_mat.c) or the narrower
 extern int tg_attn_wide;       // attn: scores eight keys at a time, values in registers (1) or key by key
 int tg_simd_compiled(void);   // 1 when built with AVX2+FMA+F16C
 int tg_int_gemm_compiled(void);
