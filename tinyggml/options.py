@@ -16,8 +16,8 @@ Defaults per CPU (`tinyggml-cli info` prints the ones in use):
                      panels (vpmaddwd), where the widening is not amortized (measured on Zen 3,
                      where the integer tiles of the time only equalled the float ones)
     portable build   int_gemm=False (the integer dots and the scalar tiles)
-On AMD CPUs with AVX-512 (Zen 4) the GEMM tiles and the scans' blocks stay in ymm registers:
-wide_gemm=wide_scan=False.
+On AMD CPUs with AVX-512 (Zen 4) the GEMM tiles stay in ymm registers: wide_gemm=False (the
+chunked scans keep their 32-column zmm blocks).
 With AMX (Sapphire Rapids and later, when the kernel grants the tile state) the integer panels'
 products run on AMX tiles: amx=True, bit for bit the VNNI tiles. TINYGGML_AMX=0 turns it off.
 TINYGGML_INT_GEMM=0|1 in the environment replaces the CPU's choice (to run one CPU's paths on
@@ -99,10 +99,11 @@ class GraphOptions:
             from .backend import cpu_vendor
             vendor = cpu_vendor()
         int_gemm = int_gemm_isa == "AVX-512 VNNI" or (int_gemm_isa == "AVX2" and vendor == "Intel")
-        # Zen 4 runs a 512-bit operation as two 256-bit halves: there the zmm forms measured
-        # no faster than the ymm ones (BENCHMARKS.md), so the narrower forms run
-        wide = not (int_gemm_isa == "AVX-512 VNNI" and vendor == "AMD")
-        return replace(cls(int_gemm=int_gemm, amx=amx, wide_gemm=wide, wide_scan=wide), **{**env, **overrides})
+        # Zen 4 runs a 512-bit multiply-add as two 256-bit halves: its zmm GEMM tiles measured
+        # slower than the ymm ones (BENCHMARKS.md), where the scans' wider blocks, which save
+        # loads, stay faster
+        wide_gemm = not (int_gemm_isa == "AVX-512 VNNI" and vendor == "AMD")
+        return replace(cls(int_gemm=int_gemm, amx=amx, wide_gemm=wide_gemm), **{**env, **overrides})
 
     def mm_kblock(self, K: int, N: int) -> int:
         """The k block of a float-panel mul_mat of rows of K values times N columns (0: none)."""

@@ -322,14 +322,16 @@ void tg_dot16_q4_k_packed(int64_t K, const uint8_t *gb, const uint8_t *act, cons
     for (int j = 0; j < 8; j++) acc[j] = macc[j] = _mm512_setzero_ps();
     for (int64_t i = 0; i < K; i += 256) {
         const uint8_t *b = gb + 2304 * (i / 256);
-        // every line of the next superblock (the hardware prefetcher alone falls behind)
-        for (int l = 0; l < 2304; l += 64) _mm_prefetch((const char *)(b + 2304 + l), _MM_HINT_T0);
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b));
         const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(b + 32)));
         __m512i u[4];
         q4_k_scales(b, u);
         const int64_t c0 = i / 32;
         for (int h = 0; h < 4; h++) {           // chunks 2h (low nibbles) and 2h + 1 (high)
+            // the superblock two ahead, a quarter of its 36 lines per chunk pair (the hardware
+            // prefetcher alone falls behind on some cores; all 36 at once queue behind each other)
+            for (int c = 9 * h; c < 9 * h + 9; c++)
+                _mm_prefetch((const char *)(b + 2 * 2304 + 64 * c), _MM_HINT_T0);
             __m512i sl0 = _mm512_setzero_si512(), sh0 = sl0, sl1 = sl0, sh1 = sl0;
             #pragma GCC unroll 8
             for (int t = 0; t < 8; t++) {
@@ -464,8 +466,6 @@ void tg_dot16_q6_k_packed(int64_t K, const uint8_t *gb, const uint8_t *act, floa
     for (int64_t i = 0; i < K; i += 256) {
         const int64_t sb = i / 256;
         const uint8_t *b = gb + 3360 * sb;
-        // every line of the superblock two ahead (the hardware prefetcher alone falls behind)
-        for (int l = 0; l < 3360; l += 64) _mm_prefetch((const char *)(b + 2 * 3360 + l), _MM_HINT_T0);
         const int8_t *ah = (const int8_t *)act + 2 * i, *al = ah + 256;
         __m512i sv[16];
         __m512 sf[16];
@@ -473,6 +473,10 @@ void tg_dot16_q6_k_packed(int64_t K, const uint8_t *gb, const uint8_t *act, floa
         const __m512 dd = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(b + 3328))),
                                         _mm512_set1_ps(d[sb]));
         for (int l = 0; l < 8; l++) {
+            // the superblock two ahead, 7 of its 53 lines per lane (the hardware prefetcher
+            // alone falls behind; all 53 at once queue behind each other)
+            for (int c = 7 * l; c < 7 * l + 7 && c < 53; c++)
+                _mm_prefetch((const char *)(b + 2 * 3360 + 64 * c), _MM_HINT_T0);
             __m512i sh = zero, sl = zero;
             for (int h = 0; h < 2; h++) {
                 __m512i w[4];
