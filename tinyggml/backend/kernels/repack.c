@@ -371,13 +371,16 @@ void tg_dot16xn_q4_k_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *
     for (int j = 0; j < 16 * n; j++) _mm512_storeu_ps(acc + 16 * j, _mm512_setzero_ps());
     for (int64_t i = 0; i < K; i += 256) {
         const uint8_t *b = gb + 2304 * (i / 256);
-        for (int l = 0; l < 2304; l += 64) _mm_prefetch((const char *)(b + 2304 + l), _MM_HINT_T0);
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b));
         const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(b + 32)));
         __m512i u[4];
         q4_k_scales(b, u);
         const int64_t c0 = i / 32;
         for (int h = 0; h < 4; h++) {
+            // a quarter of the superblock four ahead, into L2 (as tg_q6_k_prefetch: with n
+            // columns a superblock takes long enough that L1 prefetches would hold the buffers)
+            for (int c = 9 * h; c < 9 * h + 9; c++)
+                _mm_prefetch((const char *)(b + 4 * 2304 + 64 * c), _MM_HINT_T1);
             __m512i wl[8], wh[8];
             for (int t = 0; t < 8; t++) {
                 const __m512i x = _mm512_loadu_si512((const void *)(b + 256 + 64 * (8 * h + t)));
@@ -429,6 +432,14 @@ void tg_dot16xn_q4_k_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *
     }
 }
 
+// Lane l's share (7 of 53 lines) of the packed Q6_K superblock four ahead, into L2: the
+// hardware prefetcher alone falls behind, and prefetches into L1, all at once or spread, hold
+// the few L1 miss buffers the loads need (measured: BENCHMARKS.md)
+static inline __attribute__((always_inline)) void tg_q6_k_prefetch(const uint8_t *b, int l) {
+    for (int c = 7 * l; c < 7 * l + 7 && c < 53; c++)
+        _mm_prefetch((const char *)(b + 4 * 3360 + 64 * c), _MM_HINT_T1);
+}
+
 // a packed Q6_K superblock's 16 int8 scales, 16 rows per register: as int16 pairs [scale, 0]
 // (sv, for vpdpwssd) and as floats (sf)
 static inline __attribute__((always_inline)) void q6_k_scales(const uint8_t *b, __m512i sv[16], __m512 sf[16]) {
@@ -473,10 +484,7 @@ void tg_dot16_q6_k_packed(int64_t K, const uint8_t *gb, const uint8_t *act, floa
         const __m512 dd = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(b + 3328))),
                                         _mm512_set1_ps(d[sb]));
         for (int l = 0; l < 8; l++) {
-            // the superblock two ahead, 7 of its 53 lines per lane (the hardware prefetcher
-            // alone falls behind; all 53 at once queue behind each other)
-            for (int c = 7 * l; c < 7 * l + 7 && c < 53; c++)
-                _mm_prefetch((const char *)(b + 2 * 3360 + 64 * c), _MM_HINT_T0);
+            tg_q6_k_prefetch(b, l);
             __m512i sh = zero, sl = zero;
             for (int h = 0; h < 2; h++) {
                 __m512i w[4];
@@ -506,12 +514,12 @@ void tg_dot16xn_q6_k_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *
     for (int64_t i = 0; i < K; i += 256) {
         const int64_t sb = i / 256;
         const uint8_t *b = gb + 3360 * sb;
-        for (int l = 0; l < 3360; l += 64) _mm_prefetch((const char *)(b + 3360 + l), _MM_HINT_T0);
         __m512i sv[16];
         __m512 sf[16];
         q6_k_scales(b, sv, sf);
         const __m512 dh = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(b + 3328)));
         for (int l = 0; l < 8; l++) {
+            tg_q6_k_prefetch(b, l);
             __m512i w[2][4];
             for (int h = 0; h < 2; h++) {
                 q6_k_weights(b, l, h, w[h]);
