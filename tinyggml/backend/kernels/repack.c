@@ -698,9 +698,13 @@ void tg_dot16_q4_k_packed(int64_t K, const uint8_t *gb, const uint8_t *act, cons
     for (int j = 0; j < 8; j++) acc[0][j] = acc[1][j] = macc[0][j] = macc[1][j] = _mm256_setzero_ps();
     for (int64_t i = 0; i < K; i += 256) {
         const uint8_t *b = gb + 2304 * (i / 256);
-        for (int l = 0; l < 2304; l += 64) _mm_prefetch((const char *)(b + 2304 + l), _MM_HINT_T0);
         const int64_t c0 = i / 32;
         for (int h = 0; h < 2; h++) {
+            // half of the superblock four ahead, into L2 (as the AVX-512 n-column dots: the
+            // hardware prefetcher alone falls behind on some cores, and all 36 lines into L1 at
+            // once hold the miss buffers the loads need)
+            for (int c = 18 * h; c < 18 * h + 18; c++)
+                _mm_prefetch((const char *)(b + 4 * 2304 + 64 * c), _MM_HINT_T1);
             const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + 16 * h)));
             const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + 32 + 16 * h)));
             __m256i u[4];
