@@ -119,6 +119,14 @@ static void q4_0_tail(int64_t K, const uint8_t *gb, const uint8_t *act, int64_t 
         }
 }
 
+// Lines first .. first + n - 1 of the packed block at p into L2. The packed K-quant dots call
+// it once per part of a superblock for the one four ahead: the hardware prefetcher alone falls
+// behind, and a whole superblock into L1 at once (or its parts) holds the few L1 miss buffers
+// the loads need (measured: docs/benchmark-log.md, session 20).
+static inline __attribute__((always_inline)) void tg_prefetch_l2(const uint8_t *p, int first, int n) {
+    for (int c = first; c < first + n; c++) _mm_prefetch((const char *)(p + 64 * c), _MM_HINT_T1);
+}
+
 #endif
 
 #ifdef TG_AVX512
@@ -328,8 +336,8 @@ void tg_dot16_q4_k_packed(int64_t K, const uint8_t *gb, const uint8_t *act, cons
         q4_k_scales(b, u);
         const int64_t c0 = i / 32;
         for (int h = 0; h < 4; h++) {           // chunks 2h (low nibbles) and 2h + 1 (high)
-            // the superblock two ahead, a quarter of its 36 lines per chunk pair (the hardware
-            // prefetcher alone falls behind on some cores; all 36 at once queue behind each other)
+            // the superblock two ahead, a quarter of its 36 lines per chunk pair, into L1 (into
+            // L2 was no faster for this one-column dot; all 36 at once queue behind each other)
             for (int c = 9 * h; c < 9 * h + 9; c++)
                 _mm_prefetch((const char *)(b + 2 * 2304 + 64 * c), _MM_HINT_T0);
             __m512i sl0 = _mm512_setzero_si512(), sh0 = sl0, sl1 = sl0, sh1 = sl0;
@@ -377,10 +385,7 @@ void tg_dot16xn_q4_k_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *
         q4_k_scales(b, u);
         const int64_t c0 = i / 32;
         for (int h = 0; h < 4; h++) {
-            // a quarter of the superblock four ahead, into L2 (as tg_q6_k_prefetch: with n
-            // columns a superblock takes long enough that L1 prefetches would hold the buffers)
-            for (int c = 9 * h; c < 9 * h + 9; c++)
-                _mm_prefetch((const char *)(b + 4 * 2304 + 64 * c), _MM_HINT_T1);
+            tg_prefetch_l2(b + 4 * 2304, 9 * h, 9);            // a quarter of its 36 lines
             __m512i wl[8], wh[8];
             for (int t = 0; t < 8; t++) {
                 const __m512i x = _mm512_loadu_si512((const void *)(b + 256 + 64 * (8 * h + t)));
@@ -432,12 +437,9 @@ void tg_dot16xn_q4_k_packed(int64_t K, const uint8_t *gb, int n, const uint8_t *
     }
 }
 
-// Lane l's share (7 of 53 lines) of the packed Q6_K superblock four ahead, into L2: the
-// hardware prefetcher alone falls behind, and prefetches into L1, all at once or spread, hold
-// the few L1 miss buffers the loads need (measured: BENCHMARKS.md)
+// lane l's share (7 of 53 lines) of the packed Q6_K superblock four ahead (tg_prefetch_l2)
 static inline __attribute__((always_inline)) void tg_q6_k_prefetch(const uint8_t *b, int l) {
-    for (int c = 7 * l; c < 7 * l + 7 && c < 53; c++)
-        _mm_prefetch((const char *)(b + 4 * 3360 + 64 * c), _MM_HINT_T1);
+    tg_prefetch_l2(b + 4 * 3360, 7 * l, TG_MIN(7, 53 - 7 * l));
 }
 
 // a packed Q6_K superblock's 16 int8 scales, 16 rows per register: as int16 pairs [scale, 0]
@@ -700,11 +702,7 @@ void tg_dot16_q4_k_packed(int64_t K, const uint8_t *gb, const uint8_t *act, cons
         const uint8_t *b = gb + 2304 * (i / 256);
         const int64_t c0 = i / 32;
         for (int h = 0; h < 2; h++) {
-            // half of the superblock four ahead, into L2 (as the AVX-512 n-column dots: the
-            // hardware prefetcher alone falls behind on some cores, and all 36 lines into L1 at
-            // once hold the miss buffers the loads need)
-            for (int c = 18 * h; c < 18 * h + 18; c++)
-                _mm_prefetch((const char *)(b + 4 * 2304 + 64 * c), _MM_HINT_T1);
+            tg_prefetch_l2(b + 4 * 2304, 18 * h, 18);         // half of its 36 lines
             const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + 16 * h)));
             const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + 32 + 16 * h)));
             __m256i u[4];
