@@ -36,6 +36,9 @@ ext = Extension(
     extra_link_args=ldflags,
     depends=[f"{KERNELS}/{f}" for f in ("tg.h", "internal.h", "simd.h", "quants.h")],
 )
+# the GGUF reader's string arrays (a vocabulary: 100k strings walked and decoded in C)
+strings = Extension("tinyggml._strings", sources=["tinyggml/_strings.pyx"],
+                    extra_compile_args=["-O2"])
 
 
 
@@ -62,7 +65,7 @@ _record_commit()
 # The bundled demo model (models/*.gguf) ships inside the package as tinyggml.demo_models, so
 # `tinyggml-cli run` finds it after a plain `pip install .` too.
 setup(
-    ext_modules=cythonize([ext], language_level=3),
+    ext_modules=cythonize([ext, strings], language_level=3),
     packages=find_packages(include=["tinyggml", "tinyggml.*"]) + ["tinyggml.demo_models"],
     package_dir={"tinyggml.demo_models": "models"},
     package_data={"tinyggml.backend": ["kernels/*.h", "kernels/*.c", "*.pxd", "*.pyx"],

@@ -196,3 +196,25 @@ def test_empty_array_and_nested_array(tmp_path):
     assert r.fields["t.empty"].contents() == []
     assert r.fields["t.nested"].contents() == [1, 2, 3]
     assert r.fields["t.nested_strings"].contents() == ["x"]
+
+
+def test_string_arrays_walked_and_decoded_in_c(tmp_path):
+    """_strings.pyx: lengths past the end (up to 2^64 - 1) are refused at parse time; invalid
+    UTF-8 is found when the strings are read, as a UnicodeDecodeError for the caller to name."""
+    def raw_file(items: list[bytes]) -> bytes:
+        k = b"t.strings"
+        payload = struct.pack("<IQ", VT.STRING, len(items)) + b"".join(items)
+        kv = struct.pack("<Q", len(k)) + k + struct.pack("<I", VT.ARRAY) + payload
+        return b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + kv
+    s = lambda b: struct.pack("<Q", len(b)) + b                      # noqa: E731
+    ok = [s(b"x" * k) for k in range(40)] + [s("▁ü🙂".encode()), s(b"")]
+    p = tmp_path / "s.gguf"
+    p.write_bytes(raw_file(ok))
+    assert GGUFReader(p).fields["t.strings"].contents() == ["x" * k for k in range(40)] + ["▁ü🙂", ""]
+    for bad_len in (3, 2**32, 2**63, 2**64 - 1):
+        msg = read_error(tmp_path, raw_file(ok[:3] + [struct.pack("<Q", bad_len) + b"ab"]))
+        assert "file ends inside key 't.strings'" in msg, msg
+    p.write_bytes(raw_file([s(b"ok"), s(b"\xff\xfe")]))
+    f = GGUFReader(p).fields["t.strings"]
+    with pytest.raises(UnicodeDecodeError):
+        f.contents()

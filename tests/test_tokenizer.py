@@ -347,3 +347,17 @@ def test_unknown_model_and_bad_ids(tiny_gpt2, tmp_path):
             tok.token_to_piece(bad)
     with pytest.raises(TinyGGMLError):
         tok.tokenize(b"bytes")
+
+
+def test_irregular_merges_split_as_llama_cpp():
+    """Merges are split at the first space after index 0 (llama.cpp), whichever path does it:
+    one split of them all when every merge has one space, not first; one at a time otherwise.
+    Merges that are not of tokens (or whose result is not one) are skipped either way."""
+    tokens, types, merges = tiny_bpe_vocab(300)
+    regular = Tokenizer("gpt2", tokens, types=types, merges=merges, pre="gpt-2")
+    odd = ["nospace", " lead", "two  spaces", "Ġ e x", "e zzz", "trail "]
+    for extra in (odd, odd[:1], odd[-1:], ["e zzz"]):
+        # the odd merges ranked first: they must not shift or shadow the real ones
+        tok = Tokenizer("gpt2", tokens, types=types, merges=extra + merges, pre="gpt-2")
+        for text in MIXED + ["hello the world, tea time", " e"]:
+            assert tok.tokenize(text) == regular.tokenize(text), (extra, text)

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGMLQuantizationType, GGUFValueType
 
+from . import _strings
 from .errors import shown
 
 VERSIONS = (2, 3)
@@ -47,21 +48,16 @@ _ELEMENT_DTYPES = {
 class _Strings:
     """An array of strings, located when the file is parsed (each length walked and
     bounds-checked) and read only when Field.contents asks: opening a model for its weights
-    never decodes the vocabulary (100k strings, most of the parse time). The bytes are read
-    from the file's mapping then, as the tensors are: a file cut short after opening faults
-    there, as it would in a weight."""
+    never decodes the vocabulary (100k strings). The bytes are read from the file's mapping
+    then, as the tensors are: a file cut short after opening faults there, as it would in a
+    weight. Both the walk and the decoding are C loops (_strings.pyx)."""
     __slots__ = ("_buf", "_off", "count")
 
     def __init__(self, buf: memoryview, off: int, count: int):
         self._buf, self._off, self.count = buf, off, count
 
     def decode(self) -> list[str]:
-        out, buf, off, unpack = [], self._buf, self._off, struct.unpack_from
-        for _ in range(self.count):
-            n = unpack("<Q", buf, off)[0]
-            out.append(str(buf[off + 8:off + 8 + n], "utf-8"))
-            off += 8 + n
-        return out
+        return _strings.decode(self._buf, self._off, self.count)
 
 
 class Field:
@@ -165,15 +161,11 @@ class GGUFReader:
         # strings (8-byte length each) or nested arrays (12 bytes of header each) at least
         self._need(off, count * 8, what)
         if etype == GGUFValueType.STRING:
-            start, unpack, buf, size = off, struct.unpack_from, self._buf, self._size
-            for _ in range(count):
-                if off + 8 > size:
-                    self._need(off, 8, what)
-                off += 8 + unpack("<Q", buf, off)[0]
-            if off > size:
-                raise ValueError(f"file ends inside {what} (a string runs to byte {off}, "
-                                 f"file has {size})")
-            return _Strings(buf, start, count), [vtype, etype], off
+            end = _strings.walk(self._buf, off, count)
+            if end < 0:
+                raise ValueError(f"file ends inside {what} (its {count} strings from byte {off} "
+                                 f"run past the end of the file, {self._size} bytes)")
+            return _Strings(self._buf, off, count), [vtype, etype], end
         items, sub = [], [etype]
         for _ in range(count):
             v, sub, off = self._value(etype, off, what)

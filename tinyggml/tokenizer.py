@@ -110,11 +110,13 @@ class Tokenizer:
         n = len(tokens)
         self.model, self.n_vocab, self.source = model, n, source
         # llama.cpp renames empty tokens, and refuses duplicates
-        self.tokens = [t if t else f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
-        if len(set(self.tokens)) != n:
+        self.tokens = ([t if t else f"[EMPTY_{i}]" for i, t in enumerate(tokens)] if "" in tokens
+                       else list(tokens))
+        self._ids = dict(zip(self.tokens, range(n)))
+        if len(self._ids) != n:
             raise ModelLoadError(f"{source}: duplicate token texts in tokenizer.ggml.tokens")
-        self.types = [int(t) for t in types] if types is not None else [NORMAL] * n
-        eog_texts = [i for i, t in enumerate(self.tokens) if t in EOG_TEXTS]
+        self.types = list(map(int, types)) if types is not None else [NORMAL] * n
+        eog_texts = [self._ids[t] for t in EOG_TEXTS if t in self._ids]
         for i in eog_texts:
             self.types[i] = CONTROL
 
@@ -145,13 +147,17 @@ class Tokenizer:
             self.pre = "default"
         # special tokens for the partition, longest (in bytes) first; True = always split out
         kinds = {CONTROL: False, UNKNOWN: False, USER_DEFINED: True}
-        self._specials = sorted(((self.tokens[i], i, kinds[t]) for i, t in enumerate(self.types)
-                                 if t in kinds), key=lambda s: -len(s[0].encode()))
-        # as llama.cpp: one piece cache made with special=True; without special, control and
-        # unknown tokens render as ""
-        full = self._build_pieces()
-        self._pieces = {True: full, False: [b"" if t in (CONTROL, UNKNOWN) else p
-                                            for p, t in zip(full, self.types)]}
+        others = [i for i, t in enumerate(self.types) if t != NORMAL]
+        self._specials = sorted(((self.tokens[i], i, kinds[self.types[i]]) for i in others
+                                 if self.types[i] in kinds), key=lambda s: -len(s[0].encode()))
+        # as llama.cpp: one piece cache made with special=True (the other types' pieces now,
+        # NORMAL ones on first use: most of a vocabulary is never shown); without special,
+        # control and unknown tokens render as ""
+        self._gpt2_bytes = _byte_decoder() if model == "gpt2" else None
+        self._pieces: list = [None] * n
+        for i in others:
+            self._pieces[i] = self._make_piece(i)
+        self._hidden = frozenset(i for i in others if self.types[i] in (CONTROL, UNKNOWN))
         if spm:
             self._sp = self._build_spm(scores)
         else:
@@ -197,19 +203,19 @@ class Tokenizer:
         def bad(key, what):
             return ModelLoadError(f"{source}: tokenizer.ggml.{key} {what}")
         is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)   # noqa: E731
+        # element checks by the set of element types (one C pass; bool is not int here)
+        only = lambda v, types: isinstance(v, list) and set(map(type, v)) <= types  # noqa: E731
         if not isinstance(model, str):
             raise bad("model", f"is {type(model).__name__}, expected a string")
-        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens) or not tokens:
+        if not tokens or not only(tokens, {str}):
             raise bad("tokens", "is not a non-empty array of strings")
         n = len(tokens)
-        for key, kind, check in (("token_type", "integers", is_int),
-                                 ("scores", "numbers", lambda v: isinstance(v, (int, float))
-                                  and not isinstance(v, bool))):
+        for key, kind, types in (("token_type", "integers", {int}),
+                                 ("scores", "numbers", {int, float})):
             v = value(key)
-            if v is not None and (not isinstance(v, list) or len(v) != n or not all(map(check, v))):
+            if v is not None and (not only(v, types) or len(v) != n):
                 raise bad(key, f"is not an array of {n} {kind} (one per token)")
-        if merges is not None and (not isinstance(merges, list)
-                                   or not all(isinstance(m, str) for m in merges)):
+        if merges is not None and not only(merges, {str}):
             raise bad("merges", "is not an array of strings")
         ids = {}
         for key in ("bos_token_id", "eos_token_id", "unknown_token_id", "padding_token_id",
@@ -241,33 +247,20 @@ class Tokenizer:
             raise ModelLoadError(f"{source}: tokenizer metadata not usable "
                                  f"({type(e).__name__}: {e})") from None
 
-    def _build_pieces(self) -> list:
-        """llama.cpp token_to_piece(special=True, lstrip=0) for every id, as raw bytes."""
-        decoder = _byte_decoder() if self.model == "gpt2" else None
-        if decoder is not None:       # symbol -> the byte as a latin-1 char: one translate per token
-            symbols = frozenset(decoder)
-            to_latin1 = {ord(c): b for c, b in decoder.items()}
-        pieces = []
-        for text, t in zip(self.tokens, self.types):
-            if t == NORMAL and decoder is not None and symbols.issuperset(text):
-                pieces.append(text.translate(to_latin1).encode("latin-1"))
-                continue
-            if t in (CONTROL, UNKNOWN, USER_DEFINED):
-                piece = text.encode()
-            elif t == BYTE:
-                piece = bytes([int(text[3:5], 16)])                  # "<0xNN>"
-            elif t != NORMAL:
-                piece = b""                                         # unused / undefined
-            elif decoder is None:
-                piece = text.replace("\u2581", " ").encode()        # SPM: ▁ is a space
-            elif all(c in decoder for c in text):
-                piece = bytes(decoder[c] for c in text)
-            else:                                                   # as llama_decode_text
-                piece = b"".join(bytes([decoder[c]]) if c in decoder else
-                                 b"[UNK_BYTE_0x" + c.encode().hex().encode() + text.encode() + b"]"
-                                 for c in text)
-            pieces.append(piece)
-        return pieces
+    def _make_piece(self, i: int) -> bytes:
+        """llama.cpp token_to_piece(special=True, lstrip=0) of token i, as raw bytes."""
+        text, t, decoder = self.tokens[i], self.types[i], self._gpt2_bytes
+        if t in (CONTROL, UNKNOWN, USER_DEFINED):
+            return text.encode()
+        if t == BYTE:
+            return bytes([int(text[3:5], 16)])                       # "<0xNN>"
+        if t != NORMAL:
+            return b""                                              # unused / undefined
+        if decoder is None:
+            return text.replace("\u2581", " ").encode()             # SPM: ▁ is a space
+        return b"".join(bytes([decoder[c]]) if c in decoder else      # as llama_decode_text
+                        b"[UNK_BYTE_0x" + c.encode().hex().encode() + text.encode() + b"]"
+                        for c in text)
 
     def _build_spm(self, scores):
         from sentencepiece import SentencePieceProcessor, sentencepiece_model_pb2 as pb
@@ -297,17 +290,22 @@ class Tokenizer:
 
     def _build_bpe(self, merges):
         from tokenizers import Regex, Tokenizer as HFTokenizer, models, pre_tokenizers
-        vocab = {t: i for i, t in enumerate(self.tokens)}
-        # llama.cpp splits a merge at the first space after index 0: str.partition (one C call
-        # a merge) where every merge has a space and none starts with one, as in real vocabularies
-        parts = list(map(str.partition, merges, [" "] * len(merges)))
-        if all(a and s for a, s, _ in parts):
-            pairs = [(a, b) for a, _, b in parts]
+        # llama.cpp splits a merge at the first space after index 0 (no such space: ("", "")).
+        # Real vocabularies have one space in every merge, not first: one split of them all.
+        words = " ".join(merges).split(" ")
+        if len(words) == 2 * len(merges) and "" not in words and \
+                set(map(str.count, merges, [" "] * len(merges))) <= {1}:
+            pairs = list(zip(words[0::2], words[1::2]))
         else:
             pairs = [(m[:k], m[k + 1:]) if k > 0 else ("", "") for m in merges for k in (m.find(" ", 1),)]
-        # HF refuses merges of non-tokens, which llama.cpp skips
-        pairs = [(a, b) for a, b in pairs if a in vocab and b in vocab and a + b in vocab]
-        hf = HFTokenizer(models.BPE(vocab=vocab, merges=pairs, ignore_merges=self.pre in IGNORE_MERGES))
+        ignore = self.pre in IGNORE_MERGES
+        try:                # HF refuses merges of non-tokens, which llama.cpp skips
+            bpe = models.BPE(vocab=self._ids, merges=pairs, ignore_merges=ignore)
+        except Exception:
+            vocab = self._ids
+            pairs = [(a, b) for a, b in pairs if a in vocab and b in vocab and a + b in vocab]
+            bpe = models.BPE(vocab=vocab, merges=pairs, ignore_merges=ignore)
+        hf = HFTokenizer(bpe)
         hf.pre_tokenizer = pre_tokenizers.Sequence(
             [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in PRE_REGEXES[self.pre]]
             + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
@@ -371,13 +369,18 @@ class Tokenizer:
     def token_to_piece(self, id, special: bool = False) -> bytes:
         """Raw bytes of one token (llama.cpp token_to_piece, lstrip 0): may be part of a
         UTF-8 character; b"" for control tokens unless special=True."""
-        return self._pieces[bool(special)][self._check(id)]
+        tid = self._check(id)
+        if not special and tid in self._hidden:
+            return b""
+        piece = self._pieces[tid]
+        if piece is None:
+            piece = self._pieces[tid] = self._make_piece(tid)
+        return piece
 
     def detokenize(self, ids, special: bool = False) -> str:
         """Text of `ids` as llama.cpp's llama_detokenize(remove_special=False,
         unparse_special=special); invalid UTF-8 becomes U+FFFD."""
-        pieces = self._pieces[bool(special)]
-        data = [pieces[self._check(t)] for t in ids]
+        data = [self.token_to_piece(t, special) for t in ids]
         if data and self.add_space_prefix and data[0][:1] == b" ":
             data[0] = data[0][1:]
         text = b"".join(data).decode("utf-8", errors="replace")
