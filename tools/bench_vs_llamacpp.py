@@ -14,7 +14,8 @@ is the strict reading; each tg row also gives the median over repetitions of eac
 against the probe taken just before it ("paired"), which follows the drift instead. With
 --load R, also the time from opening the file to the first logits of a short prompt (tokenizer
 included), fresh objects, alternated, median of R (the file already in the page cache for
-both).
+both). With --fresh, each of them in a new interpreter (as a command-line user starts: the
+process's first large allocations included; the imports are not timed).
 
 With --seqs 1,4,8,16, also tgNxS: S sequences, sequence s after depth + 8 + 4 s tokens of its
 own (fed untimed), then N steps of one token per sequence in one batched call: tinyggml's
@@ -26,7 +27,7 @@ repetition by repetition. Before timing, llama.cpp's batched logits are checked 
 sequence decoded alone (the argmax must agree), and tinyggml's argmax against llama.cpp's.
 
     python tools/bench_vs_llamacpp.py MODEL.gguf [MODEL2.gguf ...] [-t 2] [-p 512] [-n 128] [-r 5]
-                                      [--load 3] [--seqs 1,4,8,16]
+                                      [--load 3 [--fresh]] [--seqs 1,4,8,16]
 """
 from __future__ import annotations
 
@@ -34,10 +35,20 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 
 import numpy as np
+
+
+def load_seconds(side: str, path, n_threads) -> float:
+    """Open `path` and evaluate a short prompt to its logits, tokenizer included: seconds."""
+    t0 = time.perf_counter()
+    obj = (TinyGGML(path, n_threads) if side == "tinyggml"
+           else LlamaCpp(path, n_threads, n_ctx=64))
+    obj.first_logits("Hello world")
+    return time.perf_counter() - t0
 
 
 def weight_bytes_per_token(m) -> int:
@@ -67,7 +78,8 @@ class TinyGGML:
 
     def __init__(self, path, n_threads, n_seq_max=8, n_ctx=None):
         import tinyggml
-        self.m = tinyggml.Model(path, n_threads=n_threads, n_seq_max=n_seq_max, n_ctx=n_ctx)
+        extra = {} if n_ctx is None else {"n_ctx": n_ctx}    # (builds before hybrids lack it)
+        self.m = tinyggml.Model(path, n_threads=n_threads, n_seq_max=n_seq_max, **extra)
 
     def first_logits(self, text):
         self.m.eval(self.m.tokenize(text), logits="last")
@@ -286,10 +298,17 @@ def main():
     ap.add_argument("-r", "--reps", type=int, default=5)
     ap.add_argument("--load", type=int, default=0, metavar="R",
                     help="also time open -> first logits, R alternated repetitions")
+    ap.add_argument("--fresh", action="store_true",
+                    help="with --load: each repetition in a new interpreter")
+    ap.add_argument("--child-load", choices=("tinyggml", "llama.cpp"), help=argparse.SUPPRESS)
     ap.add_argument("--seqs", default="", metavar="S[,S...]",
                     help="also tgN with S sequences decoded together, for each S (1 always run)")
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args()
+    if a.child_load:                        # --fresh: one load, timed in this new interpreter
+        __import__("tinyggml" if a.child_load == "tinyggml" else "llama_cpp")   # not timed
+        print(load_seconds(a.child_load, a.models[0], a.threads))
+        return
     seqs = sorted({1} | {int(x) for x in a.seqs.split(",") if x}) if a.seqs else []
     if seqs and (seqs[0] < 1 or a.n_gen <= 0):
         ap.error("--seqs needs sequence counts >= 1 and -n > 0")
@@ -301,21 +320,26 @@ def main():
         if a.load > 0:
             secs = {"tinyggml": [], "llama.cpp": []}
             for _ in range(a.load):
-                for name, make in (("tinyggml", lambda: TinyGGML(path, a.threads)),
-                                   ("llama.cpp", lambda: LlamaCpp(path, a.threads, n_ctx=64))):
-                    t0 = time.perf_counter()
-                    side = make()
-                    side.first_logits("Hello world")
-                    secs[name].append(time.perf_counter() - t0)
-                    del side
+                for name in secs:
+                    if a.fresh:
+                        out = subprocess.run([sys.executable, __file__, path, "-t", str(a.threads),
+                                              "--child-load", name], capture_output=True,
+                                             text=True, check=True).stdout
+                        secs[name].append(float(out.split()[-1]))
+                    else:
+                        secs[name].append(load_seconds(name, path, a.threads))
             med = {k: statistics.median(v) for k, v in secs.items()}
-            rows.append(dict(model=os.path.basename(path), test="load", unit="s",
+            rows.append(dict(model=os.path.basename(path), unit="s",
+                             test="load-fresh" if a.fresh else "load",
                              tinyggml=med["tinyggml"], llamacpp=med["llama.cpp"],
                              ratio=med["llama.cpp"] / med["tinyggml"],
                              spread={k: (min(v), max(v)) for k, v in secs.items()}))
             print(f"{rows[-1]['model']:<32s} {'load':<8s} tinyggml {med['tinyggml']:8.2f} s    "
                   f"llama.cpp {med['llama.cpp']:8.2f} s    ratio {rows[-1]['ratio']:.2f}x "
-                  f"(open -> first logits; > 1: tinyggml faster)", flush=True)
+                  f"(open -> first logits{', fresh processes' if a.fresh else ''}; > 1: "
+                  f"tinyggml faster)", flush=True)
+        if a.n_prompt <= 0 and a.n_gen <= 0:
+            continue
         # models with attention layers: both sides keep a KV cache of the same n_ctx
         n_ctx = a.depth + max(a.n_prompt, a.n_gen) + 16
         tg_side = TinyGGML(path, a.threads, n_seq_max=max([8] + seqs), n_ctx=n_ctx)
