@@ -85,8 +85,10 @@ def _stream(gen, out) -> None:
 
 def _prepare_run(args):
     """The model and sampler of `run` / `chat`, after the notes llama.cpp users expect."""
-    m = load_model(args.model, args.threads, n_ubatch=min(args.batch_size, args.ubatch_size),
-                   n_ctx=args.ctx_size or None, kv_type=args.kv_type)
+    # one sequence: a state slot per layer for it alone (the first run touches only its pages)
+    m = load_model(args.model, args.threads, n_seq_max=1,
+                   n_ubatch=min(args.batch_size, args.ubatch_size), n_ctx=args.ctx_size or None,
+                   kv_type=args.kv_type)
     if args.seed == -1:                   # llama.cpp's default: a random seed, printed
         args.seed = secrets.randbits(32)
         if args.temp > 0:
