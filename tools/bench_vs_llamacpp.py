@@ -322,10 +322,11 @@ def main():
             for _ in range(a.load):
                 for name in secs:
                     if a.fresh:
-                        out = subprocess.run([sys.executable, __file__, path, "-t", str(a.threads),
-                                              "--child-load", name], capture_output=True,
-                                             text=True, check=True).stdout
-                        secs[name].append(float(out.split()[-1]))
+                        r = subprocess.run([sys.executable, __file__, path, "-t", str(a.threads),
+                                            "--child-load", name], capture_output=True, text=True)
+                        if r.returncode != 0:
+                            sys.exit(f"--fresh: the {name} load of {path} failed:\n{r.stderr}")
+                        secs[name].append(float(r.stdout.split()[-1]))
                     else:
                         secs[name].append(load_seconds(name, path, a.threads))
             med = {k: statistics.median(v) for k, v in secs.items()}
