@@ -45,6 +45,7 @@ import codecs
 import os
 import re
 import sys
+from itertools import repeat
 
 from .errors import ModelLoadError, TinyGGMLError, check_utf8, shown
 
@@ -293,8 +294,7 @@ class Tokenizer:
         # llama.cpp splits a merge at the first space after index 0 (no such space: ("", "")).
         # Real vocabularies have one space in every merge, not first: one split of them all.
         words = " ".join(merges).split(" ")
-        if len(words) == 2 * len(merges) and "" not in words and \
-                set(map(str.count, merges, [" "] * len(merges))) <= {1}:
+        if "" not in words and set(map(str.count, merges, repeat(" "))) <= {1}:
             pairs = list(zip(words[0::2], words[1::2]))
         else:
             pairs = [(m[:k], m[k + 1:]) if k > 0 else ("", "") for m in merges for k in (m.find(" ", 1),)]
